@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make train` and `make test`. Both install what is missing first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+GLUE_DIR ?= $(if $(wildcard ../shared/data/glue),$(abspath ../shared/data/glue),)
+export GLUE_DIR
+RUNS ?= outputs
+ARGS ?=
+
+.PHONY: install train test lint report bench clean
+
+# torch first: the pinned CPU build lies on disk here; a bare `torch` requirement would pull
+# a multi-GB CUDA build. An already importable torch (e.g. a CUDA build on a GPU box) is kept.
+.install.stamp: pyproject.toml
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev,bench]"
+	@touch $@
+
+install: .install.stamp
+
+train: install
+	$(PYTHON) train.py $(ARGS)
+
+test: install
+	$(PYTHON) -m pytest -q tests
+
+lint: install
+	$(PYTHON) -m ruff check maxpoolbert tests scripts train.py
+
+report: install
+	$(PYTHON) -m maxpoolbert.report --runs $(RUNS) --out reports
+
+bench: install
+	$(PYTHON) scripts/bench.py $(ARGS)
+
+clean:
+	rm -rf outputs multirun reports .pytest_cache .install.stamp

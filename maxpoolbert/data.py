@@ -1,0 +1,244 @@
+"""GLUE data: reading (GLUE TSV folder or the hub), tokenising with an on-disk cache, batching.
+
+Speed matters more than anything else here on a CPU: batches are padded dynamically to their
+longest row, and training batches are drawn from length-grouped, shuffled buckets (the
+``LengthGroupedSampler`` idea), so almost no FLOPs go to padding. ``pad_to_max_length=true``
+restores run_glue's fixed 128-token batches for comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from maxpoolbert.errors import UserError
+from maxpoolbert.tasks import GlueTask
+
+log = logging.getLogger(__name__)
+
+HUB_DATASET = "nyu-mll/glue"
+CACHE_VERSION = 1  # bump when the tokenised format changes
+
+
+def load_split(task: GlueTask, split: str, glue_dir: str | None) -> datasets.Dataset:
+    """Rows of one split as a ``datasets.Dataset`` with ``text_a text_b label idx`` (file order)."""
+    spec = task.split(split)
+    if glue_dir:
+        root = Path(glue_dir).expanduser()
+        if not root.is_dir():
+            raise UserError(f"data.glue_dir={glue_dir} is not a folder (set GLUE_DIR or data.glue_dir=)")
+        columns, _ = task.read_tsv(root / task.dir / spec.file, spec)
+        return datasets.Dataset.from_dict(columns)
+    try:
+        ds = datasets.load_dataset(HUB_DATASET, task.hub_config, split=spec.hub_split)
+    except Exception as err:  # offline, no cache, hub down: all the same to the user
+        raise UserError(
+            f"no GLUE data for task {task.name}: set GLUE_DIR or data.glue_dir=/path/to/glue_data "
+            f"(original TSV layout), or go online so {HUB_DATASET} can be downloaded ({type(err).__name__})"
+        ) from err
+    names = task.hub_text_columns
+    return datasets.Dataset.from_dict({
+        "text_a": ds[names[0]],
+        "text_b": ds[names[1]] if len(names) > 1 else [None] * len(ds),
+        "label": ds["label"],
+        "idx": list(range(len(ds))),
+    })
+
+
+def fixed_subset(n_rows: int, size: int | None, seed: int = 0) -> np.ndarray | None:
+    """Indices of a fixed, training-seed-independent subset (nested: 100 is inside 250), in file order."""
+    if size is None or size >= n_rows:
+        return None
+    return np.sort(np.random.default_rng(seed).permutation(n_rows)[:size])
+
+
+@dataclass
+class Encoded(Dataset):
+    """Tokenised rows in memory (lists of ints are fast to index and to pad)."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: list[Any]
+    idx: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> int:
+        return i  # the collator reads the rows: batches are built column-wise, not row by row
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self))
+
+
+class Collator:
+    """Pads a batch of row indices to the batch's longest row (right padding)."""
+
+    def __init__(self, data: Encoded, pad_id: int, regression: bool) -> None:
+        self.data, self.pad_id, self.regression = data, pad_id, regression
+
+    def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        d = self.data
+        width = max(len(d.input_ids[i]) for i in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        types = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            n = len(d.input_ids[i])
+            ids[r, :n] = torch.as_tensor(d.input_ids[i])
+            types[r, :n] = torch.as_tensor(d.token_type_ids[i])
+            mask[r, :n] = 1
+        dtype = torch.float32 if self.regression else torch.long
+        return {
+            "input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+            "labels": torch.as_tensor([d.labels[i] for i in rows], dtype=dtype),
+            "idx": torch.as_tensor([d.idx[i] for i in rows], dtype=torch.long),
+        }
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length: shuffle all rows, cut them into mega-batches of
+    ``mega * batch_size`` rows, sort each by length and cut it into batches, then shuffle the
+    batch order. The order depends only on ``seed`` and the epoch (``set_epoch``), so runs are
+    reproducible and a resumed run sees the same batches."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, mega: int = 50, shuffle: bool = True,
+                 group: bool = True) -> None:
+        self.lengths, self.batch_size, self.seed, self.mega = lengths, batch_size, seed, mega
+        self.shuffle, self.group, self.epoch = shuffle, group, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        if self.group:
+            size = self.mega * self.batch_size
+            order = np.concatenate([
+                chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                for chunk in np.array_split(order, max(1, math.ceil(len(order) / size)))
+            ])
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        if self.group and self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return iter(batches)
+
+
+def _sort_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Evaluation batches: rows sorted by length (less padding); predictions are put back in
+    file order by ``idx``."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+class GlueDataModule(L.LightningDataModule):
+    def __init__(
+        self, task: GlueTask, tokenizer, glue_dir: str | None = None, max_length: int = 128,
+        batch_size: int = 32, eval_batch_size: int = 128, train_size: int | None = None,
+        subset_seed: int = 0, pad_to_max_length: bool = False, group_by_length: bool = True,
+        num_workers: int = 0, pin_memory: bool = False, cache_dir: str | None = None, seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.task, self.tokenizer = task, tokenizer
+        self.glue_dir, self.max_length = glue_dir, max_length
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.train_size, self.subset_seed = train_size, subset_seed
+        self.pad_to_max_length, self.group_by_length = pad_to_max_length, group_by_length
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.cache_dir, self.seed = cache_dir, seed
+        self.splits: dict[str, Encoded] = {}
+
+    # ----------------------------------------------------------------- loading and caching
+    def _cache_key(self, split: str) -> str:
+        spec = self.task.split(split)
+        if self.glue_dir:
+            path = Path(self.glue_dir).expanduser() / self.task.dir / spec.file
+            source = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] if path.exists() else str(path)
+        else:
+            source = [HUB_DATASET, self.task.hub_config, spec.hub_split]
+        tok = self.tokenizer
+        key = json.dumps([CACHE_VERSION, self.task.name, split, source, type(tok).__name__, tok.name_or_path,
+                          len(tok), self.max_length, self.pad_to_max_length, self.task.text_columns,
+                          self.task.label_column, self.task.label_values], sort_keys=True, default=str)
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    def encode(self, split: str) -> datasets.Dataset:
+        """Tokenised split, from the on-disk cache when this (task, split, file, tokenizer,
+        max_length) was seen before."""
+        path = Path(self.cache_dir).expanduser() / f"{self.task.name}-{split}-{self._cache_key(split)}" if self.cache_dir else None
+        if path is not None and (path / "dataset_info.json").exists():
+            return datasets.load_from_disk(str(path))
+        raw = load_split(self.task, split, self.glue_dir)
+        single = raw[0]["text_b"] is None if len(raw) else True
+
+        def tokenize(batch):
+            texts = (batch["text_a"],) if single else (batch["text_a"], batch["text_b"])
+            enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length,
+                                 padding="max_length" if self.pad_to_max_length else False,
+                                 return_attention_mask=False)
+            return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"]}
+
+        ds = raw.map(tokenize, batched=True, batch_size=2000, remove_columns=["text_a", "text_b"])
+        if path is not None:
+            tmp = path.with_name(path.name + f".tmp{np.random.randint(1 << 30)}")
+            ds.save_to_disk(str(tmp))
+            try:
+                tmp.rename(path)
+            except OSError:  # another job wrote it first
+                pass
+            ds = datasets.load_from_disk(str(path)) if path.exists() else ds
+        return ds
+
+    def _to_memory(self, ds: datasets.Dataset) -> Encoded:
+        cols = ds.to_dict()
+        return Encoded(cols["input_ids"], cols["token_type_ids"], cols["label"], cols["idx"])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train = self.encode("train")
+        keep = fixed_subset(len(train), self.train_size, self.subset_seed)
+        if keep is not None:
+            train = train.select(keep)
+        self.splits["train"] = self._to_memory(train)
+        for name in self.task.eval:
+            self.splits[name] = self._to_memory(self.encode(name))
+        log.info("task %s: %s", self.task.name, {k: len(v) for k, v in self.splits.items()})
+
+    def test_split(self, name: str) -> Encoded:
+        return self._to_memory(self.encode(name))
+
+    # ----------------------------------------------------------------- loaders
+    def _loader(self, data: Encoded, batch_sampler) -> DataLoader:
+        return DataLoader(
+            data, batch_sampler=batch_sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
+            collate_fn=Collator(data, self.tokenizer.pad_token_id, self.task.is_regression),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.splits["train"]
+        sampler = LengthGroupedBatchSampler(data.lengths, self.batch_size, self.seed, group=self.group_by_length)
+        return self._loader(data, sampler)
+
+    def eval_loader(self, data: Encoded) -> DataLoader:
+        return self._loader(data, _sort_batches(data.lengths, self.eval_batch_size))
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self.eval_loader(self.splits[name]) for name in self.task.eval]

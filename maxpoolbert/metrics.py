@@ -1,0 +1,78 @@
+"""GLUE metrics, computed offline from gathered predictions.
+
+Reported numbers come from scikit-learn / scipy in float64, exactly what ``evaluate``'s ``glue``
+metric computes (accuracy, binary F1, Matthews correlation, Pearson and Spearman correlation),
+so no hub download is needed. torchmetrics versions of the same metrics drive the live
+per-epoch curves; ``tests/test_metrics.py`` checks that both agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torchmetrics
+from scipy import stats
+from sklearn import metrics as skm
+
+
+def _f64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def accuracy(preds, labels) -> float:
+    return float(skm.accuracy_score(_f64(labels), _f64(preds)))
+
+
+def f1(preds, labels) -> float:
+    return float(skm.f1_score(_f64(labels), _f64(preds)))
+
+
+def mcc(preds, labels) -> float:
+    return float(skm.matthews_corrcoef(_f64(labels), _f64(preds)))
+
+
+def pearson(preds, labels) -> float:
+    return float(stats.pearsonr(_f64(preds), _f64(labels))[0])
+
+
+def spearman(preds, labels) -> float:
+    return float(stats.spearmanr(_f64(preds), _f64(labels))[0])
+
+
+METRICS: dict[str, Callable] = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "mcc": mcc,
+    "pearson": pearson,
+    "spearman": spearman,
+}
+
+TORCHMETRICS: dict[str, Callable[[int], torchmetrics.Metric]] = {
+    "accuracy": lambda n: torchmetrics.Accuracy(task="multiclass", num_classes=n),
+    "f1": lambda n: torchmetrics.F1Score(task="binary"),
+    "mcc": lambda n: torchmetrics.MatthewsCorrCoef(task="multiclass", num_classes=n),
+    "pearson": lambda n: torchmetrics.PearsonCorrCoef(),
+    "spearman": lambda n: torchmetrics.SpearmanCorrCoef(),
+}
+
+
+def compute(metrics: Mapping[str, str], preds, labels) -> dict[str, float]:
+    """``metrics`` maps result keys to metric names, e.g. ``{"accuracy_m": "accuracy"}``."""
+    return {key: METRICS[name](preds, labels) for key, name in metrics.items()}
+
+
+def glue_score(values: Mapping[str, float]) -> float:
+    """A task's GLUE score: the mean of its metrics."""
+    return float(np.mean(list(values.values())))
+
+
+def majority_score(metrics: Mapping[str, str], labels, train_labels) -> float:
+    """Score of always predicting the training set's most frequent class (NaN for regression)."""
+    train_labels = np.asarray(train_labels)
+    if train_labels.dtype.kind == "f":
+        return float("nan")
+    values, counts = np.unique(train_labels, return_counts=True)
+    const = np.full(len(labels), values[np.argmax(counts)])
+    with np.errstate(all="ignore"):
+        return glue_score(compute(metrics, const, labels))

@@ -1,0 +1,110 @@
+"""The LightningModule: training step, per-epoch dev evaluation, AdamW + linear warm-up/decay."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from maxpoolbert import metrics as M
+from maxpoolbert.model import PooledClassifier
+from maxpoolbert.tasks import GlueTask
+
+
+def param_groups(model: nn.Module) -> list[dict]:
+    """Weight decay (the optimizer's setting) on matrices only: biases, LayerNorm weights and
+    scalar/positional pooling scores (all parameters with fewer than two dimensions) get none,
+    as in BERT."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class GlueModule(L.LightningModule):
+    def __init__(
+        self, model: PooledClassifier, task: GlueTask, optimizer: Callable, warmup_ratio: float = 0.1,
+        seed: int = 0, compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+        self.optimizer_factory, self.warmup_ratio, self.seed = optimizer, warmup_ratio, seed
+        self.eval_names = list(task.eval)
+        self.live = nn.ModuleDict({
+            split: nn.ModuleDict({k: M.TORCHMETRICS[name](max(task.num_labels, 2)) for k, name in spec.metrics.items()})
+            for split, spec in task.eval.items()
+        })
+        self._gathered: dict[str, list] = {}
+        self.last_eval: dict[str, dict[str, np.ndarray]] = {}
+        self.last_eval_step = -1
+        # Not a submodule: the compiled wrapper shares the model's parameters.
+        object.__setattr__(self, "forward_fn", torch.compile(model) if compile else model)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.forward_fn(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        # Each epoch's randomness (dropout) depends only on (seed, epoch), so a run resumed from
+        # an epoch-end checkpoint continues exactly as the uninterrupted run would.
+        torch.manual_seed(self.seed * 1_000_003 + self.current_epoch)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.model.loss(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch["labels"].shape[0])
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def on_validation_epoch_start(self) -> None:
+        self._gathered = {name: [] for name in self.eval_names}
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        split = self.eval_names[dataloader_idx]
+        preds = self.model.predictions(self(batch))
+        labels = batch["labels"]
+        for metric in self.live[split].values():
+            metric.update(preds, labels.to(preds.dtype) if preds.is_floating_point() else labels)
+        self._gathered[split].append((batch["idx"].cpu(), preds.detach().cpu(), labels.cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        for split, live in self.live.items():
+            for key, metric in live.items():
+                self.log(f"val/{key}", metric.compute(), add_dataloader_idx=False)
+                metric.reset()
+        self.last_eval = {split: _in_file_order(parts) for split, parts in self._gathered.items() if parts}
+        self.last_eval_step = self.global_step
+        if not self.trainer.sanity_checking and len(self.last_eval) == len(self.eval_names):
+            self.log("val/score", M.glue_score(self.dev_metrics()), add_dataloader_idx=False, prog_bar=True)
+
+    def dev_metrics(self) -> dict[str, float]:
+        """GLUE metrics of the last evaluation, from all gathered rows (scikit-learn / scipy)."""
+        out: dict[str, float] = {}
+        for split, spec in self.task.eval.items():
+            rows = self.last_eval[split]
+            out.update(M.compute(spec.metrics, rows["prediction"], rows["label"]))
+        return out
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=param_groups(self.model))
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = math.ceil(self.warmup_ratio * total)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _in_file_order(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, np.ndarray]:
+    idx = torch.cat([p[0] for p in parts]).numpy()
+    order = np.argsort(idx, kind="stable")
+    return {
+        "index": idx[order],
+        "prediction": torch.cat([p[1] for p in parts]).numpy()[order],
+        "label": torch.cat([p[2] for p in parts]).numpy()[order],
+    }

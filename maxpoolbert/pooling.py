@@ -1,0 +1,191 @@
+"""Pooling strategies: all hidden states + attention mask in, one vector per example out.
+
+Every strategy is one small ``nn.Module`` with the same call signature::
+
+    pooled = pooling(hidden_states, attention_mask, attentions)   # (batch, hidden)
+
+``hidden_states`` is the encoder's tuple of ``num_layers + 1`` tensors ``(batch, seq, hidden)``;
+index 0 is the embeddings output, which is not a layer. ``attention_mask`` is ``(batch, seq)``
+with 1 for real tokens. ``attentions`` is the encoder's per-layer attention tuple, passed only
+to strategies that set ``needs_attentions = True``. The constructor receives the encoder's
+``encoder_config`` (hidden size, layer count, ...) plus the strategy's own options from
+``configs/pooling/<name>.yaml``. To add a strategy: subclass :class:`Pooling` here (or in any
+importable module) and point a new YAML file's ``module._target_`` at it. Nothing else changes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Pooling(nn.Module):
+    """Base class: holds the encoder config; subclasses implement ``forward``."""
+
+    needs_attentions: bool = False
+
+    def __init__(self, encoder_config) -> None:
+        super().__init__()
+        self.hidden_size = encoder_config.hidden_size
+        self.num_layers = encoder_config.num_hidden_layers
+
+    def forward(
+        self, hidden_states: Sequence[Tensor], attention_mask: Tensor, attentions: Sequence[Tensor] | None = None
+    ) -> Tensor:
+        raise NotImplementedError
+
+
+def _check_k(k: int, num_layers: int) -> int:
+    """``k`` layers, at most all of them (a 2-layer test model with the paper's k=3 uses 2)."""
+    if k < 1:
+        raise ValueError(f"k={k}: the number of layers to pool must be at least 1")
+    if k > num_layers:
+        warnings.warn(f"k={k} but the encoder has {num_layers} layers: using k={num_layers}", stacklevel=3)
+    return min(k, num_layers)
+
+
+def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
+    """Softmax over the last dim with padded positions (mask 0) given weight exactly 0."""
+    scores = scores.masked_fill(mask == 0, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1) * mask
+
+
+class CLSPooling(Pooling):
+    """Final-layer [CLS] vector: the stock BERT classification input."""
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        return hidden_states[-1][:, 0]
+
+
+class MaxCLSPooling(Pooling):
+    """MaxPoolBERT (i): element-wise max over the [CLS] vectors of the last ``k`` layers."""
+
+    def __init__(self, encoder_config, k: int = 3) -> None:
+        super().__init__(encoder_config)
+        self.k = _check_k(k, self.num_layers)
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        return torch.stack([h[:, 0] for h in hidden_states[-self.k :]]).amax(dim=0)
+
+
+class MHAPooling(Pooling):
+    """MaxPoolBERT (ii) and (iii): multi-head attention with the [CLS] position as the query.
+
+    With ``k=1`` (``pooling=mha``) the sequence is the final layer. With ``k>1``
+    (``pooling=maxpool_mha``, the paper's MaxSeq+MHA) the sequence is first max-pooled element-wise
+    over the last ``k`` layers at every token position. The query is the (pooled) [CLS] vector, the
+    keys and values are all (pooled) tokens with padding masked, and the output is taken at the
+    query position. ``dropout``, ``residual`` (add the query back) and ``layer_norm`` are options
+    the paper leaves open; all default off.
+    """
+
+    def __init__(
+        self, encoder_config, k: int = 1, num_heads: int = 4, dropout: float = 0.0,
+        residual: bool = False, layer_norm: bool = False,
+    ) -> None:
+        super().__init__(encoder_config)
+        self.k = _check_k(k, self.num_layers)
+        self.attn = nn.MultiheadAttention(self.hidden_size, num_heads, dropout=dropout, batch_first=True)
+        self.residual = residual
+        self.norm = nn.LayerNorm(self.hidden_size, eps=encoder_config.layer_norm_eps) if layer_norm else nn.Identity()
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        seq = hidden_states[-1] if self.k == 1 else torch.stack(hidden_states[-self.k :]).amax(dim=0)
+        query = seq[:, :1]
+        out, _ = self.attn(query, seq, seq, key_padding_mask=attention_mask == 0, need_weights=False)
+        out = out[:, 0]
+        if self.residual:
+            out = out + query[:, 0]
+        return self.norm(out)
+
+
+class MeanPooling(Pooling):
+    """Mean of the final layer over real tokens."""
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        mask = attention_mask.unsqueeze(-1).to(hidden_states[-1].dtype)
+        return (hidden_states[-1] * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class MaxPooling(Pooling):
+    """Element-wise max of the final layer over real tokens."""
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        h = hidden_states[-1]
+        return h.masked_fill(attention_mask.unsqueeze(-1) == 0, torch.finfo(h.dtype).min).amax(dim=1)
+
+
+class LayerMixPooling(Pooling):
+    """Scalar mix (ELMo-style): ``gamma * sum_l softmax(s)_l * CLS_l`` over the [CLS] vectors of all
+    layers; ``include_embeddings`` adds the embeddings output as one more input."""
+
+    def __init__(self, encoder_config, include_embeddings: bool = False) -> None:
+        super().__init__(encoder_config)
+        self.include_embeddings = include_embeddings
+        n = self.num_layers + int(include_embeddings)
+        self.scores = nn.Parameter(torch.zeros(n))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def weights(self) -> Tensor:
+        return torch.softmax(self.scores, dim=0)
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        layers = hidden_states if self.include_embeddings else hidden_states[1:]
+        cls = torch.stack([h[:, 0] for h in layers], dim=-1)  # (batch, hidden, n)
+        return self.gamma * (cls * self.weights()).sum(-1)
+
+
+class WeightedAveragePooling(Pooling):
+    """``sum_i w_i h_i`` over final-layer tokens, with ``w`` summing to one over real tokens.
+    Subclasses define ``weights``."""
+
+    def weights(self, hidden_states, attention_mask, attentions=None) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        w = self.weights(hidden_states, attention_mask, attentions)
+        return torch.einsum("bt,bth->bh", w.to(hidden_states[-1].dtype), hidden_states[-1])
+
+
+class AttentionWeightedPooling(WeightedAveragePooling):
+    """Weights from the encoder's own final-layer attention from [CLS] to each token, averaged
+    over heads and renormalised over real tokens. Needs an attention implementation that returns
+    weights (the model switches the encoder to ``eager`` for this strategy)."""
+
+    needs_attentions = True
+
+    def weights(self, hidden_states, attention_mask, attentions=None):
+        if not attentions:
+            raise RuntimeError("attention_weighted pooling needs the encoder's attentions")
+        w = attentions[-1][:, :, 0, :].float().mean(dim=1) * attention_mask
+        return w / w.sum(-1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
+
+
+class LearnedWeightedPooling(WeightedAveragePooling):
+    """Weights = masked softmax of a small feed-forward scorer on each token's hidden state."""
+
+    def __init__(self, encoder_config, scorer_hidden: int = 128) -> None:
+        super().__init__(encoder_config)
+        self.scorer = nn.Sequential(
+            nn.Linear(self.hidden_size, scorer_hidden), nn.Tanh(), nn.Linear(scorer_hidden, 1)
+        )
+
+    def weights(self, hidden_states, attention_mask, attentions=None):
+        return masked_softmax(self.scorer(hidden_states[-1]).squeeze(-1).float(), attention_mask)
+
+
+class PositionalWeightedPooling(WeightedAveragePooling):
+    """Weights = masked softmax of learned per-position scores (one per position, zero-initialised,
+    so training starts from the mean)."""
+
+    def __init__(self, encoder_config, max_positions: int | None = None) -> None:
+        super().__init__(encoder_config)
+        self.scores = nn.Parameter(torch.zeros(max_positions or encoder_config.max_position_embeddings))
+
+    def weights(self, hidden_states, attention_mask, attentions=None):
+        seq_len = attention_mask.shape[1]
+        scores = self.scores[:seq_len].unsqueeze(0).expand(attention_mask.shape[0], -1)
+        return masked_softmax(scores.float(), attention_mask)

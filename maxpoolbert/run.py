@@ -1,0 +1,240 @@
+"""One fine-tuning run, from a composed Hydra config to ``results.json``.
+
+Everything the run builds comes from the config through ``hydra.utils.instantiate``: the task,
+the tokenizer and encoder (``model``), the pooling strategy, the optimizer, the Lightning
+Trainer and the logger. The run folder receives checkpoints (while running), ``model.safetensors``,
+``dev_predictions.tsv`` and, last and atomically, ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from maxpoolbert import metrics as M
+from maxpoolbert.data import GlueDataModule
+from maxpoolbert.errors import UserError
+from maxpoolbert.model import PooledClassifier
+from maxpoolbert.module import GlueModule
+from maxpoolbert.tasks import GlueTask
+
+log = logging.getLogger("maxpoolbert")
+
+RESULTS = "results.json"
+FAILED = "failed.json"
+PREDICTIONS = "dev_predictions.tsv"
+
+
+# ---------------------------------------------------------------------------- small helpers
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_finite(obj), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_predictions(path: Path, task: GlueTask, evals: dict[str, dict[str, np.ndarray]]) -> None:
+    fmt = (lambda x: repr(float(x))) if task.is_regression else (lambda x: str(int(x)))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as f:
+        f.write("split\tindex\tlabel\tprediction\n")
+        for split in task.eval:
+            rows = evals[split]
+            for i, y, p in zip(rows["index"], rows["label"], rows["prediction"], strict=True):
+                f.write(f"{split}\t{int(i)}\t{fmt(y)}\t{fmt(p)}\n")
+    os.replace(tmp, path)
+
+
+def majority_score(task: GlueTask, train_labels, evals) -> float:
+    """Dev score of always predicting the most frequent training label (NaN for regression)."""
+    if task.is_regression:
+        return math.nan
+    values, counts = np.unique(np.asarray(train_labels), return_counts=True)
+    const = values[np.argmax(counts)]
+    scores: dict[str, float] = {}
+    for split, spec in task.eval.items():
+        labels = evals[split]["label"]
+        scores.update(M.compute(spec.metrics, np.full(len(labels), const), labels))
+    return M.glue_score(scores)
+
+
+def hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that must match for runs to share a table cell (flat, JSON-friendly)."""
+    out = {
+        "lr": cfg.optimizer.get("lr"), "weight_decay": cfg.optimizer.get("weight_decay"),
+        "batch_size": cfg.data.batch_size, "max_epochs": cfg.trainer.max_epochs,
+        "max_steps": cfg.trainer.max_steps, "max_length": cfg.data.max_length,
+        "warmup_ratio": cfg.scheduler.warmup_ratio, "use_pooler": cfg.head.use_pooler,
+        "head_dropout": cfg.head.dropout, "precision": str(cfg.trainer.precision),
+        "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
+    }
+    options = OmegaConf.to_container(cfg.pooling.module, resolve=True)
+    out.update({f"pooling.{k}": v for k, v in options.items() if k != "_target_"})
+    return out
+
+
+class Throughput(Callback):
+    """Training samples and seconds, validation excluded."""
+
+    def __init__(self) -> None:
+        self.samples, self.seconds, self._t = 0, 0.0, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._t is not None:
+            self.seconds += time.perf_counter() - self._t
+            self.samples += int(batch["labels"].shape[0])
+
+
+# ---------------------------------------------------------------------------- the run
+def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
+    """Task, tokenizer and classifier from the config (seeded: same seed, same initial weights)."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task: GlueTask = instantiate(cfg.task, _convert_="all")
+    tokenizer = instantiate(cfg.model.tokenizer)
+    encoder = instantiate(cfg.model.encoder)
+    # New pooling parameters draw from their own stream, so for one seed the classifier's
+    # initial weights are the same whichever pooling is used (paired comparisons).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 7919)
+        pooling = instantiate(cfg.pooling.module, _partial_=True)(encoder_config=encoder.config)
+    model = PooledClassifier(encoder, pooling, task.num_labels, **cfg.head)
+    return task, tokenizer, model
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    started = time.time()
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    results_path = out_dir / RESULTS
+    if cfg.skip_finished and results_path.exists():
+        log.info("skipping %s: %s exists", out_dir, RESULTS)
+        return json.loads(results_path.read_text())
+    (out_dir / FAILED).unlink(missing_ok=True)
+    if cfg.speed.threads:
+        torch.set_num_threads(int(cfg.speed.threads))
+    if cfg.speed.tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    task, tokenizer, model = build(cfg)
+    dm = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
+    module = GlueModule(model, task, instantiate(cfg.optimizer), cfg.scheduler.warmup_ratio,
+                        seed=cfg.seed, compile=cfg.speed.compile)
+
+    ckpt_dir = out_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                 every_n_epochs=cfg.checkpoint.every_n_epochs, save_on_train_epoch_end=True)
+    throughput = Throughput()
+    logger = instantiate(cfg.logger, **_logger_defaults(cfg))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, throughput], logger=logger)
+    if logger:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    last = ckpt_dir / "last.ckpt"
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+        if module.last_eval_step != trainer.global_step or len(module.last_eval) != len(task.eval):
+            trainer.validate(module, datamodule=dm, verbose=False)
+        metrics = module.dev_metrics()
+        score = M.glue_score(metrics)
+        results = {
+            "task": task.name, "pooling": cfg.pooling.name, "model": cfg.model.name, "seed": int(cfg.seed),
+            "metrics": metrics, "score": score,
+            "train_samples_per_s": throughput.samples / throughput.seconds if throughput.seconds else None,
+            "train_s": throughput.seconds, "wall_s": time.time() - started,
+            "params": model.param_counts(),
+            "train_size": cfg.data.train_size, "n_train": len(dm.splits["train"]),
+            "n_dev": {k: len(v["index"]) for k, v in module.last_eval.items()},
+            "majority_score": majority_score(task, dm.splits["train"].labels, module.last_eval),
+            "epochs": trainer.current_epoch, "steps": trainer.global_step,
+            "hparams": hparams(cfg),
+            "versions": {"torch": torch.__version__, "lightning": L.__version__},
+            "device": str(module.device),
+        }
+        write_predictions(out_dir / PREDICTIONS, task, module.last_eval)
+        if cfg.save_model:
+            from safetensors.torch import save_model
+            save_model(model, str(out_dir / "model.safetensors"))
+        if logger:
+            logger.log_metrics({f"final/{k}": v for k, v in metrics.items()} | {"final/score": score})
+            if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
+                logger.experiment.summary.update({"score": score, **{f"metrics/{k}": v for k, v in metrics.items()}})
+        write_json_atomic(results_path, results)
+        if not cfg.checkpoint.keep:
+            for f in ckpt_dir.glob("*.ckpt"):
+                f.unlink()
+        log.info("%s %s %s seed %s: %s (score %.4f) in %.0f s", task.name, cfg.pooling.name, cfg.model.name,
+                 cfg.seed, {k: round(v, 4) for k, v in metrics.items()}, score, results["wall_s"])
+        return results
+    finally:
+        _finish_logger(logger)
+
+
+def _logger_defaults(cfg: DictConfig) -> dict[str, Any]:
+    """The W&B group defaults to the sweep folder's name in multirun."""
+    if cfg.logger.get("_target_", "").endswith(".wandb") and cfg.group is None:
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return {"group": Path(hc.sweep.dir).name}
+    return {}
+
+
+def _finish_logger(logger) -> None:
+    """Each job ends its W&B run, or the next job of a multirun logs into it."""
+    if logger and type(logger).__name__ == "WandbLogger":
+        import wandb
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task function: runs, and records a failure in the run folder instead of losing it.
+
+    User errors print one line. In a multirun a failing job is recorded in ``failed.json`` and the
+    sweep goes on; a single run exits non-zero.
+    """
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return run(cfg)["score"]
+    except (Exception, KeyboardInterrupt) as err:
+        user = isinstance(err, UserError)
+        write_json_atomic(out_dir / FAILED, {
+            "error": f"{type(err).__name__}: {err}", "user_error": user,
+            "traceback": None if user else traceback.format_exc(), "time": time.time(),
+        })
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        if multirun:
+            log.error("job failed (recorded in %s): %s", out_dir / FAILED, err)
+            return None
+        if user:
+            raise SystemExit(f"error: {err}") from None
+        raise

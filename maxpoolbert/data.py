@@ -8,10 +8,13 @@ restores run_glue's fixed 128-token batches for comparison.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ def load_split(task: GlueTask, split: str, glue_dir: str | None) -> datasets.Dat
         columns, _ = task.read_tsv(root / task.dir / spec.file, spec)
         return datasets.Dataset.from_dict(columns)
     try:
-        ds = datasets.load_dataset(HUB_DATASET, task.hub_config, split=spec.hub_split)
+        ds = _load_hub(task.hub_config, spec.hub_split)
     except Exception as err:  # offline, no cache, hub down: all the same to the user
         raise UserError(
             f"no GLUE data for task {task.name}: set GLUE_DIR or data.glue_dir=/path/to/glue_data "
@@ -54,6 +57,37 @@ def load_split(task: GlueTask, split: str, glue_dir: str | None) -> datasets.Dat
         "label": ds["label"],
         "idx": list(range(len(ds))),
     })
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick connect (name lookup included, which ignores socket timeouts, hence the thread)
+    instead of the hub client's half a minute of retries when offline."""
+    if datasets.config.HF_HUB_OFFLINE:
+        return False
+
+    ok = []
+
+    def connect() -> None:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+            ok.append(True)
+
+    thread = threading.Thread(target=connect, daemon=True)  # a daemon: exit never waits for it
+    thread.start()
+    thread.join(timeout)
+    return bool(ok)
+
+
+def _load_hub(config: str, split: str) -> datasets.Dataset:
+    """``nyu-mll/glue`` from the hub, or from the local ``datasets`` cache when offline."""
+    if hub_reachable():
+        return datasets.load_dataset(HUB_DATASET, config, split=split)
+    saved = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = True  # cache only, no retries
+    try:
+        return datasets.load_dataset(HUB_DATASET, config, split=split)
+    finally:
+        datasets.config.HF_HUB_OFFLINE = saved
 
 
 def fixed_subset(n_rows: int, size: int | None, seed: int = 0) -> np.ndarray | None:

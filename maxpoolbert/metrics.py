@@ -3,7 +3,8 @@
 Reported numbers come from scikit-learn / scipy in float64, exactly what ``evaluate``'s ``glue``
 metric computes (accuracy, binary F1, Matthews correlation, Pearson and Spearman correlation),
 so no hub download is needed. torchmetrics versions of the same metrics drive the live
-per-epoch curves; ``tests/test_metrics.py`` checks that both agree.
+per-epoch curves; ``tests/test_metrics.py`` checks that both agree (our live MCC follows
+scikit-learn where torchmetrics' does not).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
+import torch
 import torchmetrics
 from scipy import stats
 from sklearn import metrics as skm
@@ -48,10 +50,27 @@ METRICS: dict[str, Callable] = {
     "spearman": spearman,
 }
 
+class MatthewsCorrCoef(torchmetrics.classification.MulticlassConfusionMatrix):
+    """Live MCC with scikit-learn's convention (0 when a class is never predicted or never true).
+
+    torchmetrics' own MCC returns a small non-zero value there (``tests/test_metrics.py``), and
+    all-one-class predictions are common early in fine-tuning.
+    """
+
+    def compute(self) -> torch.Tensor:
+        c = self.confmat.double()
+        t_sum, p_sum, n = c.sum(1), c.sum(0), c.sum()
+        cov_tp = c.trace() * n - t_sum @ p_sum
+        cov_pp = n * n - p_sum @ p_sum
+        cov_tt = n * n - t_sum @ t_sum
+        den = cov_pp * cov_tt
+        return torch.where(den > 0, cov_tp / den.clamp(min=1e-300).sqrt(), torch.zeros((), dtype=c.dtype))
+
+
 TORCHMETRICS: dict[str, Callable[[int], torchmetrics.Metric]] = {
     "accuracy": lambda n: torchmetrics.Accuracy(task="multiclass", num_classes=n),
     "f1": lambda n: torchmetrics.F1Score(task="binary"),
-    "mcc": lambda n: torchmetrics.MatthewsCorrCoef(task="multiclass", num_classes=n),
+    "mcc": lambda n: MatthewsCorrCoef(num_classes=n),
     "pearson": lambda n: torchmetrics.PearsonCorrCoef(),
     "spearman": lambda n: torchmetrics.SpearmanCorrCoef(),
 }

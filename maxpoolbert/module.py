@@ -74,7 +74,7 @@ class GlueModule(L.LightningModule):
         self._gathered[split].append((batch["idx"].cpu(), preds.detach().cpu(), labels.cpu()))
 
     def on_validation_epoch_end(self) -> None:
-        for split, live in self.live.items():
+        for live in self.live.values():
             for key, metric in live.items():
                 self.log(f"val/{key}", metric.compute(), add_dataloader_idx=False)
                 metric.reset()

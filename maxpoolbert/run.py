@@ -126,7 +126,9 @@ def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
         torch.manual_seed(cfg.seed + 7919)
         pooling = instantiate(cfg.pooling.module, _partial_=True)(encoder_config=encoder.config)
     model = PooledClassifier(encoder, pooling, task.num_labels, **cfg.head)
-    return task, tokenizer, model
+    # from_pretrained returns eval mode and Lightning keeps a module's mode: train mode (dropout
+    # on) must be set here, as the Hugging Face Trainer does.
+    return task, tokenizer, model.train()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -214,6 +216,15 @@ def _finish_logger(logger) -> None:
             wandb.finish()
 
 
+def _user_error(err: BaseException) -> UserError | None:
+    """The UserError behind ``err``, also when Hydra's instantiate wrapped it."""
+    while err is not None:
+        if isinstance(err, UserError):
+            return err
+        err = err.__cause__
+    return None
+
+
 def main(cfg: DictConfig) -> float | None:
     """Hydra task function: runs, and records a failure in the run folder instead of losing it.
 
@@ -225,9 +236,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg)["score"]
     except (Exception, KeyboardInterrupt) as err:
-        user = isinstance(err, UserError)
+        user = _user_error(err)
+        err = user or err
         write_json_atomic(out_dir / FAILED, {
-            "error": f"{type(err).__name__}: {err}", "user_error": user,
+            "error": f"{type(err).__name__}: {err}", "user_error": user is not None,
             "traceback": None if user else traceback.format_exc(), "time": time.time(),
         })
         if isinstance(err, KeyboardInterrupt):

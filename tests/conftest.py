@@ -1,0 +1,57 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
+REAL_TASK_DIRS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE", "WNLI"]
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def glue_dir() -> Path | None:
+    value = os.environ.get("GLUE_DIR")
+    return Path(value) if value and Path(value, "RTE", "dev.tsv").exists() else None
+
+
+@pytest.fixture(scope="session")
+def real_glue() -> Path:
+    path = glue_dir()
+    if path is None:
+        pytest.skip("GLUE_DIR is not set to a GLUE folder (CI sets it to ../shared/data/glue)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def full_glue(real_glue, tmp_path_factory) -> Path:
+    """A GLUE folder in the official layout with all nine tasks: the real files where they exist
+    offline, our fixtures for MNLI, QQP and QNLI."""
+    root = tmp_path_factory.mktemp("glue")
+    for name in REAL_TASK_DIRS:
+        (root / name).symlink_to(real_glue / name)
+    for name in ["MNLI", "QQP", "QNLI"]:
+        shutil.copytree(FIXTURES / name, root / name)
+    return root
+
+
+def run_train(*overrides: str, cwd: Path, env: dict | None = None, check: bool = True, timeout: int = 600):
+    """Run ``train.py`` in a subprocess (as a user would), outputs under ``cwd``."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tokcache")

@@ -1,0 +1,134 @@
+"""Configs drift silently: compose and instantiate every option of every group, and check
+that user errors are one short line naming the valid choices."""
+
+import inspect
+from pathlib import Path
+
+import lightning
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from maxpoolbert.errors import UserError
+
+from .conftest import ROOT, run_train
+
+CONFIGS = ROOT / "configs"
+DESIGN = {
+    "task": {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"},
+    "pooling": {"cls", "max_cls", "mha", "maxpool_mha", "mean", "max", "layer_mix",
+                "attention_weighted", "learned_weighted", "positional_weighted"},
+    "model": {"minilm_l6", "bert_base", "tiny"},
+    "optimizer": {"adamw"},
+    "logger": {"wandb", "csv", "none"},
+}
+
+
+def options(group: str) -> set[str]:
+    return {p.stem for p in (CONFIGS / group).glob("*.yaml")}
+
+
+def composed(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("group", list(DESIGN))
+def test_design_names_exist(group):
+    assert DESIGN[group] <= options(group)
+
+
+@pytest.mark.parametrize("name", sorted(options("task")))
+def test_every_task_instantiates(name):
+    task = instantiate(composed(f"task={name}").task, _convert_="all")
+    assert task.name == name and task.metric_keys and task.eval
+
+
+@pytest.mark.parametrize("name", sorted(options("pooling")))
+def test_every_pooling_instantiates(name):
+    from transformers import BertConfig
+
+    cfg = composed(f"pooling={name}")
+    assert cfg.pooling.name == name
+    module = instantiate(cfg.pooling.module, _partial_=True)(encoder_config=BertConfig(hidden_size=64, num_attention_heads=4))
+    assert isinstance(module, __import__("torch").nn.Module)
+
+
+@pytest.mark.parametrize("name", sorted(options("model")))
+def test_every_model_config_composes(name):
+    cfg = composed(f"model={name}")
+    assert cfg.model.name == name
+    assert cfg.model.encoder._target_.startswith("maxpoolbert.encoders.")
+    if name == "tiny":
+        encoder = instantiate(cfg.model.encoder)
+        assert encoder.config.num_hidden_layers == 2
+    if name != "bert_base":  # bert_base needs the hub or a local copy: see the next test
+        assert instantiate(cfg.model.tokenizer).vocab_size == 30522
+
+
+def test_bert_base_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = composed("model=bert_base", "model.name_or_path=/nonexistent/bert-base-uncased")
+    with pytest.raises(Exception) as info:
+        instantiate(cfg.model.encoder)
+    assert isinstance(info.value.__cause__, UserError)
+    assert "point model.name_or_path= at a local copy" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("group", ["optimizer", "logger", "trainer", "experiment", "hydra/launcher"])
+def test_every_other_option_composes(group, tmp_path):
+    for name in sorted(options(group)):
+        cfg = composed(f"{group}={name}", f"hydra.run.dir={tmp_path}")
+        assert cfg is not None
+        if group == "optimizer":
+            import torch
+            opt = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(2))])
+            assert opt.defaults["lr"] == cfg.optimizer.lr
+
+
+def test_trainer_config_lists_every_trainer_flag():
+    params = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+    listed = set(OmegaConf.load(CONFIGS / "trainer" / "default.yaml")) - {"_target_"}
+    assert params == listed
+
+
+def test_defaults_match_design():
+    cfg = composed()
+    choices = cfg.hydra.runtime.choices
+    assert (choices.task, choices.pooling, choices.model, choices.optimizer, choices.logger) == (
+        "rte", "maxpool_mha", "minilm_l6", "adamw", "wandb")
+    assert cfg.seed == 1 and cfg.data.max_length == 128 and cfg.data.batch_size == 32
+    assert cfg.optimizer.lr == 2e-5 and cfg.trainer.max_epochs == 3 and cfg.scheduler.warmup_ratio == 0.1
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("pooling=nope", ["Could not find 'pooling/nope'", "maxpool_mha", "attention_weighted"]),
+    ("task=nope", ["Could not find 'task/nope'", "rte", "mnli"]),
+    ("model=nope", ["Could not find 'model/nope'", "minilm_l6", "bert_base"]),
+])
+def test_unknown_names_list_valid_choices(tmp_path, override, expected):
+    proc = run_train(override, cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out
+    for text in expected:
+        assert text in out
+
+
+def test_missing_data_source_is_one_line(tmp_path, cache_dir):
+    proc = run_train("model=tiny", "logger=none", f"hydra.run.dir={tmp_path}/run",
+                     cwd=tmp_path, check=False, env={"GLUE_DIR": "", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "error: no GLUE data for task rte: set GLUE_DIR or data.glue_dir=" in proc.stderr
+    assert Path(tmp_path, "run", "failed.json").exists()
+
+
+def test_glue_dir_without_the_task_names_the_file(tmp_path):
+    (tmp_path / "glue" / "RTE").mkdir(parents=True)
+    proc = run_train("model=tiny", "logger=none", f"data.glue_dir={tmp_path}/glue", f"hydra.run.dir={tmp_path}/run",
+                     "data.cache_dir=null", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"error: missing GLUE file {tmp_path}/glue/RTE/train.tsv (task rte)" in proc.stderr

@@ -1,0 +1,135 @@
+"""GLUE TSV parsers against the real files (GLUE_DIR) and our official-layout fixtures."""
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from maxpoolbert.errors import UserError
+from maxpoolbert.tasks import GlueTask
+
+from .conftest import FIXTURES, ROOT
+
+TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+
+
+def task(name: str) -> GlueTask:
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"task={name}"])
+    return instantiate(cfg.task, _convert_="all")
+
+
+def read(name, split, root):
+    t = task(name)
+    return t.read_tsv(Path(root) / t.dir / t.split(split).file, t.split(split))
+
+
+# Row counts and label sets of the official files (MANIFEST.md of ../shared/data/glue).
+REAL = {
+    ("cola", "train"): (8551, {0, 1}), ("cola", "dev"): (1043, {0, 1}), ("cola", "test"): (1063, {-1}),
+    ("sst2", "train"): (67349, {0, 1}), ("sst2", "dev"): (872, {0, 1}), ("sst2", "test"): (1821, {-1}),
+    ("mrpc", "train"): (3668, {0, 1}), ("mrpc", "dev"): (408, {0, 1}), ("mrpc", "test"): (1725, {-1}),
+    ("stsb", "train"): (5749, None), ("stsb", "dev"): (1500, None), ("stsb", "test"): (1379, None),
+    ("rte", "train"): (2490, {0, 1}), ("rte", "dev"): (277, {0, 1}), ("rte", "test"): (3000, {-1}),
+    ("wnli", "train"): (635, {0, 1}), ("wnli", "dev"): (71, {0, 1}), ("wnli", "test"): (146, {-1}),
+    ("qnli", "dev"): (5463, {0, 1}), ("qnli", "test"): (5463, {-1}),
+}
+
+
+@pytest.mark.parametrize("name,split", list(REAL))
+def test_real_files_parse_completely(real_glue, name, split):
+    cols, skipped = read(name, split, real_glue)
+    rows, labels = REAL[(name, split)]
+    assert skipped == 0
+    assert len(cols["text_a"]) == rows and cols["idx"] == list(range(rows))
+    assert all(isinstance(t, str) and t.strip() for t in cols["text_a"])
+    if task(name).text_columns[1:]:
+        assert all(isinstance(t, str) and t.strip() for t in cols["text_b"])
+    else:
+        assert all(t is None for t in cols["text_b"])
+    if labels is None:  # STS-B: similarity scores in [0, 5]; test unlabelled
+        values = cols["label"]
+        assert all(math.isnan(v) for v in values) if split == "test" else all(0 <= v <= 5 for v in values)
+    else:
+        assert set(cols["label"]) == labels
+
+
+def test_real_rows_read_by_position_and_name(real_glue):
+    # CoLA has no header: the first line is data, columns are positional.
+    cola, _ = read("cola", "train", real_glue)
+    assert cola["text_a"][0] == "Our friends won't buy this analysis, let alone the next one we propose."
+    assert cola["label"][0] == 1
+    # MRPC: header behind a UTF-8 BOM, quotes inside the text are plain characters.
+    mrpc, _ = read("mrpc", "train", real_glue)
+    assert mrpc["text_a"][0].startswith('Amrozi accused his brother , whom he called " the witness "')
+    assert mrpc["label"][:2] == [1, 0]
+    # RTE: string labels map to the hub's ids (entailment=0, not_entailment=1).
+    rte, _ = read("rte", "train", real_glue)
+    assert rte["text_a"][0] == "No Weapons of Mass Destruction Found in Iraq Yet." and rte["label"][0] == 1
+    stsb, _ = read("stsb", "train", real_glue)
+    assert stsb["text_a"][0] == "A plane is taking off." and stsb["label"][0] == 5.0 and stsb["label"][1] == 3.8
+    qnli, _ = read("qnli", "dev", real_glue)
+    assert qnli["text_a"][0] == "What came into force after the new constitution was herald?" and qnli["label"][0] == 0
+
+
+def test_mnli_fixture_gold_label_and_both_dev_sets():
+    t = task("mnli")
+    assert list(t.eval) == ["dev_matched", "dev_mismatched"]
+    train, _ = read("mnli", "train", FIXTURES)
+    m, _ = read("mnli", "dev_matched", FIXTURES)
+    mm, _ = read("mnli", "dev_mismatched", FIXTURES)
+    assert (len(train["label"]), len(m["label"]), len(mm["label"])) == (24, 12, 9)
+    # dev rows carry label1..label5 before gold_label; gold_label is the one used
+    lines = (FIXTURES / "MNLI" / "dev_matched.tsv").read_text().splitlines()
+    gold = [line.split("\t")[-1] for line in lines[1:]]
+    assert m["label"] == [["entailment", "neutral", "contradiction"].index(g) for g in gold]
+    assert m["text_a"][0] == lines[1].split("\t")[8] and m["text_b"][0] == lines[1].split("\t")[9]
+    test, _ = read("mnli", "test_mismatched", FIXTURES)
+    assert test["label"] == [-1] * 5
+
+
+def test_qqp_fixture_skips_and_counts_malformed_rows(caplog):
+    with caplog.at_level(logging.WARNING):
+        cols, skipped = read("qqp", "train", FIXTURES)
+    assert skipped == 2 and len(cols["label"]) == 24
+    assert "skipped 2 malformed row(s)" in caplog.text
+    assert cols["text_a"][0] == "How do I learn Python quickly?" and cols["label"][:4] == [1, 0, 0, 1]
+    dev, skipped = read("qqp", "dev", FIXTURES)
+    assert skipped == 0 and len(dev["label"]) == 14
+    test, _ = read("qqp", "test", FIXTURES)
+    assert len(test["label"]) == 6 and set(test["label"]) == {-1}
+
+
+def test_qnli_fixture():
+    cols, _ = read("qnli", "train", FIXTURES)
+    assert len(cols["label"]) == 24 and cols["label"][:2] == [0, 1]
+    assert cols["text_a"][0] == "What did the cat do?" and cols["text_b"][0] == "The cat crossed the street."
+
+
+def test_malformed_row_error_names_file_and_line(tmp_path):
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tonly two\n")
+    with pytest.raises(UserError, match=r"train.tsv:3: malformed row, 2 fields where the header has 4"):
+        read("rte", "train", tmp_path)
+
+
+def test_bad_label_and_missing_file_errors(tmp_path):
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
+    with pytest.raises(UserError, match=r"train.tsv:2: bad label 'maybe'; expected \['entailment', 'not_entailment'\]"):
+        read("rte", "train", tmp_path)
+    with pytest.raises(UserError, match=r"missing GLUE file .*RTE/dev.tsv"):
+        read("rte", "dev", tmp_path)
+
+
+def test_every_task_has_the_design_metric_keys():
+    expected = {
+        "cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["accuracy", "f1"], "stsb": ["pearson", "spearman"],
+        "qqp": ["accuracy", "f1"], "mnli": ["accuracy_m", "accuracy_mm"], "qnli": ["accuracy"],
+        "rte": ["accuracy"], "wnli": ["accuracy"],
+    }
+    assert {name: task(name).metric_keys for name in TASKS} == expected
+    assert task("stsb").is_regression and not task("rte").is_regression

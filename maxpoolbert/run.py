@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -98,13 +99,32 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+def process_age() -> float:
+    """Seconds since this process started (imports included)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def peak_memory_mb() -> dict[str, float]:
+    import resource
+
+    out = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
 class Throughput(Callback):
-    """Training samples and seconds, validation excluded."""
+    """Training samples and seconds (validation excluded), and when the first step started."""
 
     def __init__(self) -> None:
         self.samples, self.seconds, self._t = 0, 0.0, None
+        self.first_step_s: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.first_step_s is None:
+            self.first_step_s = process_age()
         self._t = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -139,8 +159,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("skipping %s: %s exists", out_dir, RESULTS)
         return json.loads(results_path.read_text())
     (out_dir / FAILED).unlink(missing_ok=True)
-    if cfg.speed.threads:
-        torch.set_num_threads(int(cfg.speed.threads))
+    threads = cfg.speed.threads or _threads_per_parallel_job()
+    if threads:
+        torch.set_num_threads(int(threads))
     if cfg.speed.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -155,11 +176,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                  every_n_epochs=cfg.checkpoint.every_n_epochs, save_on_train_epoch_end=True)
     throughput = Throughput()
     logger = instantiate(cfg.logger, **_logger_defaults(cfg))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, throughput], logger=logger)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, throughput], logger=logger,
+                                     **_placement(cfg))
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     last = ckpt_dir / "last.ckpt"
+    resumed = last.exists()
+    if resumed:
+        log.info("resuming from %s", last)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
         if module.last_eval_step != trainer.global_step or len(module.last_eval) != len(task.eval):
@@ -171,11 +196,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "metrics": metrics, "score": score,
             "train_samples_per_s": throughput.samples / throughput.seconds if throughput.seconds else None,
             "train_s": throughput.seconds, "wall_s": time.time() - started,
+            "process_s": process_age(), "first_step_s": throughput.first_step_s,
+            "peak_memory_mb": peak_memory_mb(),
             "params": model.param_counts(),
             "train_size": cfg.data.train_size, "n_train": len(dm.splits["train"]),
             "n_dev": {k: len(v["index"]) for k, v in module.last_eval.items()},
             "majority_score": majority_score(task, dm.splits["train"].labels, module.last_eval),
-            "epochs": trainer.current_epoch, "steps": trainer.global_step,
+            "epochs": trainer.current_epoch, "steps": trainer.global_step, "resumed": resumed,
             "hparams": hparams(cfg),
             "versions": {"torch": torch.__version__, "lightning": L.__version__},
             "device": str(module.device),
@@ -190,13 +217,46 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 logger.experiment.summary.update({"score": score, **{f"metrics/{k}": v for k, v in metrics.items()}})
         write_json_atomic(results_path, results)
         if not cfg.checkpoint.keep:
-            for f in ckpt_dir.glob("*.ckpt"):
-                f.unlink()
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info("%s %s %s seed %s: %s (score %.4f) in %.0f s", task.name, cfg.pooling.name, cfg.model.name,
                  cfg.seed, {k: round(v, 4) for k, v in metrics.items()}, score, results["wall_s"])
         return results
     finally:
         _finish_logger(logger)
+
+
+def _parallel_jobs() -> int:
+    """How many jobs of this sweep share this machine (joblib's n_jobs; 1 otherwise)."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN or "joblib" not in str(hc.launcher.get("_target_", "")):
+        return 1
+    n = int(hc.launcher.get("n_jobs") or 1)
+    return (os.cpu_count() or 1) if n < 0 else n
+
+
+def _threads_per_parallel_job() -> int | None:
+    """Parallel jobs on one machine split its cores instead of oversubscribing them."""
+    jobs = _parallel_jobs()
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+
+def _placement(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer arguments that depend on where the job runs.
+
+    - Parallel jobs on one multi-GPU machine (joblib never assigns GPUs) each take their own
+      GPU, round-robin by job number.
+    - Under SLURM, requeueing belongs to submitit (``hydra/launcher=slurm``): Lightning's own
+      SLURM auto-requeue is switched off so that the two never both resubmit.
+    """
+    out: dict[str, Any] = {}
+    n_gpus = torch.cuda.device_count()
+    if n_gpus > 1 and cfg.trainer.devices == 1 and cfg.trainer.accelerator in ("auto", "gpu", "cuda") \
+            and _parallel_jobs() > 1:
+        out["devices"] = [HydraConfig.get().job.num % n_gpus]
+    if os.environ.get("SLURM_JOB_ID") and cfg.trainer.plugins is None:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+        out["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    return out
 
 
 def _logger_defaults(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,136 @@
+"""Seed sweeps, launchers, W&B offline logging, skip-finished, resume after SIGKILL,
+failure isolation and determinism (tiny model, a few steps)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, run_train
+from .wandb_records import read_run
+
+SMALL = ["task=rte", "model=tiny", "data.train_size=64", "trainer.max_steps=3", "trainer.log_every_n_steps=1",
+         "save_model=false", "trainer.enable_progress_bar=false"]
+
+
+def results(root: Path) -> dict[tuple, dict]:
+    out = {}
+    for path in root.rglob("results.json"):
+        r = json.loads(path.read_text())
+        out[(r["pooling"], r["seed"])] = r | {"_dir": path.parent}
+    return out
+
+
+@pytest.fixture(scope="module")
+def wandb_sweep(real_glue, tmp_path_factory, cache_dir):
+    tmp = tmp_path_factory.mktemp("sweep")
+    env = {"WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp / "no-netrc")}  # no key: offline
+    args = ["-m", "seed=1,2", "pooling=cls,maxpool_mha", "logger=wandb", *SMALL,
+            f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp}/sweep"]
+    first = run_train(*args, cwd=tmp, env=env)
+    return tmp / "sweep", args, env, first
+
+
+def test_multirun_basic_launcher_writes_every_job(wandb_sweep):
+    root, *_ = wandb_sweep
+    found = results(root)
+    assert set(found) == {("cls", 1), ("cls", 2), ("maxpool_mha", 1), ("maxpool_mha", 2)}
+    for (pooling, seed), r in found.items():
+        assert r["task"] == "rte" and r["model"] == "tiny" and r["steps"] == 3
+        assert (r["_dir"] / "dev_predictions.tsv").exists() and (r["_dir"] / ".hydra" / "config.yaml").exists()
+        assert f"pooling={pooling}" in r["_dir"].name and f"seed={seed}" in r["_dir"].name
+
+
+def test_wandb_offline_run_per_job_with_config_and_metrics(wandb_sweep):
+    root, *_ = wandb_sweep
+    ids = set()
+    for (pooling, seed), r in results(root).items():
+        run = read_run(r["_dir"])
+        ids.add(run["run"].run_id)
+        assert run["run"].display_name == f"rte-{pooling}-tiny-s{seed}"
+        assert run["run"].run_group == "sweep" and run["run"].project == "maxpoolbert"
+        assert f"pooling:{pooling}" in run["run"].tags
+        assert run["config"]["seed"] == seed and run["config"]["pooling"]["name"] == pooling
+        assert run["config"]["optimizer"]["lr"] == 2e-5
+        steps = [h for h in run["history"] if "train/loss" in h]
+        assert len(steps) == 3 and all("train/lr" in h for h in steps)  # per-step loss and lr
+        assert any("val/accuracy" in h for h in run["history"])  # per-epoch dev metric
+        assert run["summary"]["score"] == pytest.approx(r["score"])
+    assert len(ids) == 4  # every job finished its own run: nothing logged into the first one
+
+
+def test_relaunched_sweep_skips_finished_jobs(wandb_sweep):
+    root, args, env, _ = wandb_sweep
+    before = {k: r["_dir"].joinpath("results.json").stat().st_mtime_ns for k, r in results(root).items()}
+    again = run_train(*args, cwd=root.parent, env=env)
+    after = {k: r["_dir"].joinpath("results.json").stat().st_mtime_ns for k, r in results(root).items()}
+    assert before == after
+    assert (again.stdout + again.stderr).count("skipping") == 4
+
+
+def test_submitit_local_launcher(real_glue, tmp_path, cache_dir):
+    run_train("-m", "seed=1,2", "pooling=cls,max_cls", "hydra/launcher=submitit_local", "logger=none",
+              "hydra.launcher.timeout_min=10", *SMALL, f"data.cache_dir={cache_dir}",
+              f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    found = results(tmp_path / "sweep")
+    assert set(found) == {("cls", 1), ("cls", 2), ("max_cls", 1), ("max_cls", 2)}
+    assert list((tmp_path / "sweep" / ".submitit").iterdir())  # really went through submitit
+
+
+def test_failed_job_is_recorded_and_the_sweep_goes_on(real_glue, tmp_path, cache_dir):
+    proc = run_train("-m", "pooling=max_cls", "pooling.module.k=0,1", "logger=none", *SMALL,
+                     f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "1 job(s) of the sweep failed" in proc.stderr
+    failed = list((tmp_path / "sweep").rglob("failed.json"))
+    assert len(failed) == 1 and "k=0" in failed[0].parent.name
+    assert "at least 1" in json.loads(failed[0].read_text())["error"]
+    done = list((tmp_path / "sweep").rglob("results.json"))
+    assert len(done) == 1 and "k=1" in done[0].parent.name
+
+
+def test_same_seed_same_metrics_different_seed_differs(real_glue, tmp_path, cache_dir):
+    common = ["task=stsb", "model=tiny", "data.train_size=128", "trainer.max_steps=6", "optimizer.lr=1e-3",
+              "logger=none", "save_model=false", f"data.cache_dir={cache_dir}"]
+    run_train("-m", "seed=3,4", *common, f"hydra.sweep.dir={tmp_path}/a", cwd=tmp_path)
+    run_train("-m", "seed=3", *common, f"hydra.sweep.dir={tmp_path}/b", cwd=tmp_path)
+    a, b = results(tmp_path / "a"), results(tmp_path / "b")
+    assert a[("maxpool_mha", 3)]["metrics"] == b[("maxpool_mha", 3)]["metrics"]
+    pa = (a[("maxpool_mha", 3)]["_dir"] / "dev_predictions.tsv").read_text()
+    assert pa == (b[("maxpool_mha", 3)]["_dir"] / "dev_predictions.tsv").read_text()
+    assert a[("maxpool_mha", 3)]["metrics"] != a[("maxpool_mha", 4)]["metrics"]
+
+
+def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(real_glue, tmp_path, cache_dir):
+    common = ["task=rte", "model=tiny", "model.encoder.hidden_size=128", "model.encoder.intermediate_size=512",
+              "trainer.max_epochs=4", "data.train_size=1024", "optimizer.lr=1e-4", "logger=none", "save_model=false",
+              "trainer.enable_progress_bar=false", "seed=5", f"data.cache_dir={cache_dir}"]
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *common, f"hydra.run.dir={run_dir}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # let the checkpoint's atomic write finish
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint was written before the run ended"
+    assert not (run_dir / "results.json").exists(), "the run finished before it could be killed"
+
+    resumed = run_train(*common, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    straight_dir = tmp_path / "straight"
+    run_train(*common, f"hydra.run.dir={straight_dir}", cwd=tmp_path)
+    r1 = json.loads((run_dir / "results.json").read_text())
+    r2 = json.loads((straight_dir / "results.json").read_text())
+    assert r1["resumed"] and not r2["resumed"]
+    assert r1["steps"] == r2["steps"] == 4 * 32
+    assert r1["metrics"] == r2["metrics"]
+    assert (run_dir / "dev_predictions.tsv").read_text() == (straight_dir / "dev_predictions.tsv").read_text()

@@ -41,7 +41,8 @@ def load_split(task: GlueTask, split: str, glue_dir: str | None) -> datasets.Dat
         root = Path(glue_dir).expanduser()
         if not root.is_dir():
             raise UserError(f"data.glue_dir={glue_dir} is not a folder (set GLUE_DIR or data.glue_dir=)")
-        columns, _ = task.read_tsv(root / task.dir / spec.file, spec)
+        # Malformed rows may be skipped (QQP) in training data only: never drop a row to evaluate.
+        columns, _ = task.read_tsv(root / task.dir / spec.file, spec, skip_malformed=task.skip_malformed and split == "train")
         return datasets.Dataset.from_dict(columns)
     try:
         ds = _load_hub(task.hub_config, spec.hub_split)

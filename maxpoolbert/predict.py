@@ -37,7 +37,7 @@ from safetensors.torch import load_model
 from maxpoolbert.data import Encoded, GlueDataModule
 from maxpoolbert.errors import UserError
 from maxpoolbert.model import PooledClassifier
-from maxpoolbert.run import FAILED, RESULTS, _user_error, build
+from maxpoolbert.run import FAILED, RESULTS, user_error, build
 from maxpoolbert.tasks import GlueTask, Split
 
 MODEL_FILE = "model.safetensors"
@@ -164,8 +164,10 @@ def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[GlueTask, object, Pool
     try:
         load_model(model, str(run_dir / MODEL_FILE))
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{run_dir / MODEL_FILE} does not fit the model of {CONFIG_FILE}: {first}") from err
+        detail = "; ".join(line.strip() for line in str(err).splitlines()[1:] if line.strip())
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
+        raise UserError(f"{run_dir / MODEL_FILE} does not fit the model built from {CONFIG_FILE}: "
+                        f"{detail or err}") from err
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return task, tokenizer, model.to(device).eval()
 
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # unwritable --out, unreadable files
         raise SystemExit(f"error: {err}") from None
     except Exception as err:
-        user = _user_error(err)
+        user = user_error(err)
         if user is None:
             raise
         raise SystemExit(f"error: {user}") from None

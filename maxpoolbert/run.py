@@ -200,6 +200,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "peak_memory_mb": peak_memory_mb(),
             "params": model.param_counts(),
             "train_size": cfg.data.train_size, "n_train": len(dm.splits["train"]),
+            "glue_dir": str(Path(cfg.data.glue_dir).expanduser().resolve()) if cfg.data.glue_dir else None,
             "n_dev": {k: len(v["index"]) for k, v in module.last_eval.items()},
             "majority_score": majority_score(task, dm.splits["train"].labels, module.last_eval),
             "epochs": trainer.current_epoch, "steps": trainer.global_step, "resumed": resumed,
@@ -276,7 +277,7 @@ def _finish_logger(logger) -> None:
             wandb.finish()
 
 
-def _user_error(err: BaseException) -> UserError | None:
+def user_error(err: BaseException) -> UserError | None:
     """The UserError behind ``err``, also when Hydra's instantiate wrapped it."""
     while err is not None:
         if isinstance(err, UserError):
@@ -296,7 +297,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg)["score"]
     except (Exception, KeyboardInterrupt) as err:
-        user = _user_error(err)
+        user = user_error(err)
         err = user or err
         write_json_atomic(out_dir / FAILED, {
             "error": f"{type(err).__name__}: {err}", "user_error": user is not None,

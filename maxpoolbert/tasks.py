@@ -88,14 +88,14 @@ class GlueTask:
             raise ValueError(raw)
         return value
 
-    def read_tsv(self, path: Path, split: Split) -> tuple[dict[str, list[Any]], int]:
+    def read_tsv(self, path: Path, split: Split, skip_malformed: bool | None = None) -> tuple[dict[str, list[Any]], int]:
         """Read one GLUE TSV into columns ``text_a``, ``text_b``, ``label``, ``idx``; also
         return the number of malformed rows skipped.
 
         Fields are split on tabs only (GLUE text contains unbalanced quotes, so no CSV quoting).
         Rows with the wrong number of fields are an error naming the file and line, unless the
-        task sets ``skip_malformed`` (QQP's official train file has a few), in which case they
-        are skipped and counted in a warning. Unlabelled splits get label -1 (NaN for STS-B).
+        task sets ``skip_malformed`` (QQP's official train file has a few; the data module allows
+        it for training files only), in which case they are skipped and counted in a warning. Unlabelled splits get label -1 (NaN for STS-B).
         """
         if not path.is_file():
             raise UserError(f"missing GLUE file {path} (task {self.name}); check data.glue_dir / GLUE_DIR")
@@ -117,12 +117,14 @@ class GlueTask:
             raise UserError(f"{path}: no column {', '.join(missing)} in header {header}")
         pos = [header.index(c) for c in self.text_columns]
         label_pos = header.index(self.label_column) if split.labelled else None
+        if skip_malformed is None:
+            skip_malformed = self.skip_malformed
         out: dict[str, list[Any]] = {"text_a": [], "text_b": [], "label": [], "idx": []}
         skipped = 0
         for lineno, line in enumerate(lines[start:], start=start + 1):
             fields = line.rstrip("\r").split("\t")
             if len(fields) != len(header):
-                if self.skip_malformed:
+                if skip_malformed:
                     skipped += 1
                     continue
                 raise UserError(
@@ -134,7 +136,7 @@ class GlueTask:
                 try:
                     label = self.parse_label(fields[label_pos])
                 except ValueError:
-                    if self.skip_malformed:
+                    if skip_malformed:
                         skipped += 1
                         continue
                     valid = self.label_values or ("a float" if self.is_regression else list(range(self.num_labels)))

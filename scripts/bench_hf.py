@@ -126,7 +126,7 @@ def run(spec: dict) -> dict:
             "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
             "num_train_epochs", "seed", "warmup_steps", "weight_decay", "max_grad_norm",
             "train_sampling_strategy", "dataloader_num_workers")}
-        | {"optim": str(args.optim), "lr_scheduler_type": str(args.lr_scheduler_type)},
+        | {k: str(getattr(getattr(args, k), "value", getattr(args, k))) for k in ("optim", "lr_scheduler_type")},
     }
 
 

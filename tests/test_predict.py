@@ -242,6 +242,12 @@ def test_missing_test_file(tmp_path, rte_run, real_glue):
     assert "\n" not in str(info.value)
 
 
+def test_two_runs_of_one_task_refused(tmp_path, rte_run, rte_varied):
+    with pytest.raises(SystemExit, match=r"both predict RTE\.tsv"):
+        main([str(rte_run), str(rte_varied), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_several_runs_need_out(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main([str(tmp_path / "a"), str(tmp_path / "b")])

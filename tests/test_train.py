@@ -1,0 +1,92 @@
+"""End to end: ``train.py`` on every task and every pooling (tiny model, two steps)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from maxpoolbert import metrics as M
+from maxpoolbert.run import build
+
+from .conftest import ROOT, run_train
+
+TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+POOLINGS = ["cls", "max_cls", "mha", "maxpool_mha", "mean", "max", "layer_mix",
+            "attention_weighted", "learned_weighted", "positional_weighted"]
+DESIGN_KEYS = {"cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["accuracy", "f1"], "stsb": ["pearson", "spearman"],
+               "qqp": ["accuracy", "f1"], "mnli": ["accuracy_m", "accuracy_mm"], "qnli": ["accuracy"],
+               "rte": ["accuracy"], "wnli": ["accuracy"]}
+SMOKE = ["model=tiny", "data.train_size=64", "trainer.max_steps=2", "logger=none", "trainer.enable_progress_bar=false"]
+
+
+def by_key(root, key):
+    out = {}
+    for path in root.rglob("results.json"):
+        r = json.loads(path.read_text())
+        out[r[key]] = (r, path.parent)
+    return out
+
+
+@pytest.fixture(scope="module")
+def all_tasks(full_glue, tmp_path_factory, cache_dir):
+    tmp = tmp_path_factory.mktemp("tasks")
+    run_train("-m", f"task={','.join(TASKS)}", *SMOKE, "pooling=maxpool_mha", f"data.glue_dir={full_glue}",
+              f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp}/sweep", cwd=tmp)
+    return by_key(tmp / "sweep", "task"), full_glue
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_task_runs_and_reports_design_keys(all_tasks, name):
+    runs, glue = all_tasks
+    r, run_dir = runs[name]
+    assert list(r["metrics"]) == DESIGN_KEYS[name]
+    assert r["score"] == pytest.approx(np.mean(list(r["metrics"].values())))
+    assert r["params"]["pooling"] == 4 * 32 * 32 + 4 * 32 and r["steps"] == 2
+    assert r["n_train"] == (24 if name in ("qqp", "mnli", "qnli") else 64)  # our fixtures have 24 rows
+    for key, value in r["metrics"].items():
+        assert -1 <= value <= 1 if key in ("mcc", "pearson", "spearman") else 0 <= value <= 1
+
+    # every dev row, in file order, with the file's own labels; metrics recomputable from it
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        task = instantiate(compose("config", overrides=[f"task={name}"]).task, _convert_="all")
+    rows = list(csv.DictReader((run_dir / "dev_predictions.tsv").open(), delimiter="\t"))
+    assert list(rows[0]) == ["split", "index", "label", "prediction"]
+    recomputed = {}
+    for split, spec in task.eval.items():
+        cols, _ = task.read_tsv(glue / task.dir / spec.file, spec)
+        mine = [row for row in rows if row["split"] == split]
+        assert [int(row["index"]) for row in mine] == list(range(len(cols["label"])))
+        parse = float if task.is_regression else int
+        assert np.allclose([parse(row["label"]) for row in mine], cols["label"])
+        preds = [parse(row["prediction"]) for row in mine]
+        recomputed.update(M.compute(spec.metrics, preds, cols["label"]))
+    assert len(rows) == sum(r["n_dev"].values())
+    assert recomputed == pytest.approx(r["metrics"], abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def all_poolings(real_glue, tmp_path_factory, cache_dir):
+    tmp = tmp_path_factory.mktemp("poolings")
+    run_train("-m", f"pooling={','.join(POOLINGS)}", "task=rte", *SMOKE, "save_model=true",
+              f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp}/sweep", cwd=tmp)
+    return by_key(tmp / "sweep", "pooling")
+
+
+@pytest.mark.parametrize("name", POOLINGS)
+def test_every_pooling_trains_and_its_parameters_move(all_poolings, name):
+    r, run_dir = all_poolings[name]
+    assert r["task"] == "rte" and r["pooling"] == name and r["steps"] == 2
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    _, _, initial = build(cfg)  # same seed: the weights the run started from
+    trained = load_file(str(run_dir / "model.safetensors"))
+    assert r["params"]["pooling"] == sum(p.numel() for p in initial.pooling.parameters())
+    assert r["params"]["total"] == sum(v.numel() for v in trained.values())
+    for pname, p in initial.pooling.named_parameters():  # gradients reached every new parameter
+        assert not torch.equal(trained[f"pooling.{pname}"], p.detach()), pname
+    assert not torch.equal(trained["classifier.weight"], initial.classifier.weight.detach())

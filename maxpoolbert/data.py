@@ -31,7 +31,7 @@ from maxpoolbert.tasks import GlueTask
 log = logging.getLogger(__name__)
 
 HUB_DATASET = "nyu-mll/glue"
-CACHE_VERSION = 1  # bump when the tokenised format changes
+CACHE_VERSION = 2  # bump when the tokenised format changes
 
 
 def load_split(task: GlueTask, split: str, glue_dir: str | None) -> datasets.Dataset:
@@ -106,6 +106,7 @@ class Encoded(Dataset):
     token_type_ids: list[list[int]]
     labels: list[Any]
     idx: list[int]
+    n_tokens: list[int]  # real (unpadded) tokens; < len(input_ids) only with pad_to_max_length
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -134,7 +135,7 @@ class Collator:
             n = len(d.input_ids[i])
             ids[r, :n] = torch.as_tensor(d.input_ids[i])
             types[r, :n] = torch.as_tensor(d.token_type_ids[i])
-            mask[r, :n] = 1
+            mask[r, : d.n_tokens[i]] = 1
         dtype = torch.float32 if self.regression else torch.long
         return {
             "input_ids": ids, "token_type_ids": types, "attention_mask": mask,
@@ -225,9 +226,9 @@ class GlueDataModule(L.LightningDataModule):
         def tokenize(batch):
             texts = (batch["text_a"],) if single else (batch["text_a"], batch["text_b"])
             enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length,
-                                 padding="max_length" if self.pad_to_max_length else False,
-                                 return_attention_mask=False)
-            return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"]}
+                                 padding="max_length" if self.pad_to_max_length else False)
+            return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
+                    "n_tokens": [sum(m) for m in enc["attention_mask"]]}
 
         ds = raw.map(tokenize, batched=True, batch_size=2000, remove_columns=["text_a", "text_b"])
         if path is not None:
@@ -242,7 +243,7 @@ class GlueDataModule(L.LightningDataModule):
 
     def _to_memory(self, ds: datasets.Dataset) -> Encoded:
         cols = ds.to_dict()
-        return Encoded(cols["input_ids"], cols["token_type_ids"], cols["label"], cols["idx"])
+        return Encoded(cols["input_ids"], cols["token_type_ids"], cols["label"], cols["idx"], cols["n_tokens"])
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

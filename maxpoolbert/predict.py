@@ -37,7 +37,7 @@ from safetensors.torch import load_model
 from maxpoolbert.data import Encoded, GlueDataModule
 from maxpoolbert.errors import UserError
 from maxpoolbert.model import PooledClassifier
-from maxpoolbert.run import FAILED, RESULTS, user_error, build
+from maxpoolbert.run import FAILED, RESULTS, build, user_error
 from maxpoolbert.tasks import GlueTask, Split
 
 MODEL_FILE = "model.safetensors"

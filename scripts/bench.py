@@ -200,22 +200,35 @@ def training_flops(rows: dict[str, list], epochs: int, max_length: int) -> dict[
 
 
 # ---------------------------------------------------------------------------- subprocesses
+def cpu_busy_s() -> float:
+    """CPU-seconds all cores have spent busy since boot (/proc/stat; 0 where there is none)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(cmd: list[str], log: Path, env: dict[str, str]) -> dict[str, float]:
-    """Run ``cmd`` to completion (output into ``log``): its wall clock, its own peak RSS and the
-    1-minute load average just before it started."""
+    """Run ``cmd`` to completion (output into ``log``): its wall clock, its own peak RSS, and how
+    busy the rest of the machine was meanwhile: ``other_cores``, the CPU time of all other
+    processes over the wall clock (0 on a quiet machine; 1 = another job took a whole core)."""
     with log.open("w") as f:
         f.write(shlex.join(cmd) + "\n\n")
         f.flush()
-        load = os.getloadavg()[0]
+        load, busy = os.getloadavg()[0], cpu_busy_s()
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own resource usage
         wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+        other = cpu_busy_s() - busy - usage.ru_utime - usage.ru_stime
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
         tail = "\n".join(log.read_text().splitlines()[-30:])
-        raise RuntimeError(f"exit {proc.returncode}: {shlex.join(cmd)}\n--- {log} (tail)\n{tail}")
-    return {"process_wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "load_before": load}
+        raise RuntimeError(f"exit {code}: {shlex.join(cmd)}\n--- {log} (tail)\n{tail}")
+    return {"process_wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "load_before": load,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "other_cores": max(0.0, other / wall)}
 
 
 def child_env(glue_dir: str) -> dict[str, str]:
@@ -316,7 +329,11 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 def summary(report: dict) -> list[str]:
     """One line per headline ratio, and the two targets (reported, never asserted)."""
-    out = []
+    runs = [r for t in report["tasks"].values() for r in t["runs"].values()]
+    runs += list(report.get("poolings", {}).get("runs", {}).values())
+    busiest = max(r["other_cores"] for r in runs)
+    out = [f"- Machine {'quiet' if busiest < 0.2 else 'BUSY'} during the runs: other processes used "
+           f"up to {busiest:.2f} cores{'' if busiest < 0.2 else ' (timings are not clean)'}."]
     for name, t in report["tasks"].items():
         r = t["runs"]
         out.append(
@@ -366,8 +383,8 @@ def markdown(report: dict) -> str:
             f"training FLOPs {f['flops'] / 1e12:.3f} T, ideal {t['ideal_s']:.2f} s.",
             "",
             "| system | train s | samples/s | ours faster (train) | process s | ours faster (process) "
-            f"| first step s | dev {t['metric']} | peak RSS MB | efficiency |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| first step s | dev {t['metric']} | peak RSS MB | efficiency | other cores |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key, label in SYSTEMS.items():
             r = t["runs"][key]
@@ -375,20 +392,21 @@ def markdown(report: dict) -> str:
                 f"| {label} | {fmt(r['train_s'], 1)} | {fmt(r['samples_per_s'], 1)} | "
                 f"{fmt(r['ours_speedup_train'])}x | {fmt(r['process_wall_s'], 1)} | "
                 f"{fmt(r['ours_speedup_process'])}x | {fmt(r['first_step_s'], 1)} | "
-                f"{fmt(r['dev_metric'], 4)} | {r['peak_rss_mb']:.0f} | {r['efficiency']:.1%} |"
+                f"{fmt(r['dev_metric'], 4)} | {r['peak_rss_mb']:.0f} | {r['efficiency']:.1%} | "
+                f"{fmt(r['other_cores'])} |"
             )
     if report.get("poolings"):
         p = report["poolings"]
         lines += [
             "", f"## Pooling overhead ({DISPLAY[p['task']]}, warm cache; ratio = s/step over cls)", "",
-            "| pooling | train s | steps | s/step | ratio vs cls | dev score | pooling params | peak RSS MB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| pooling | train s | steps | s/step | ratio vs cls | dev score | pooling params | peak RSS MB | other cores |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for pooling, r in p["runs"].items():
             lines.append(
                 f"| {pooling} | {fmt(r['train_s'], 1)} | {r['steps']} | {fmt(r['step_s'], 3)} | "
                 f"{fmt(r['step_ratio'])}x | {fmt(r['dev_metric'], 4)} | {r['pooling_params']} | "
-                f"{r['peak_rss_mb']:.0f} |"
+                f"{r['peak_rss_mb']:.0f} | {fmt(r['other_cores'])} |"
             )
     lines += ["", "## How", "", *NOTES]
     return "\n".join(lines) + "\n"
@@ -399,11 +417,13 @@ NOTES = [
     "training batch; data loading and validation excluded); HF = `train_runtime` of "
     "`trainer.train()` (its training loop, data loading included). *samples/s* = rows x epochs / train s.",
     "- *ours faster* = the other system's time / ours (cold-cache run), i.e. our samples/s over theirs "
-    "for training, and the ratio of whole-process wall clocks.",
+    "for training, and the ratio of whole-process wall clocks (on the warm row: warm / cold).",
     "- *process s*: wall clock of the subprocess (interpreter start, imports, tokenisation, model "
     "loading, training, dev evaluation, exit). Ours cold = empty tokenisation cache; warm = the same "
     "run again. *first step s*: age of the process when its first training step begins.",
-    "- *peak RSS*: `ru_maxrss` of the subprocess (`os.wait4`).",
+    "- *peak RSS*: `ru_maxrss` of the subprocess (`os.wait4`). *other cores*: CPU time of every other "
+    "process during the run / its wall clock (/proc/stat minus the run's own CPU time): near 0 on a "
+    "quiet machine; 1 means another job took a whole core and the run's timings are not clean.",
     "- *efficiency* = ideal s / train s; ideal s = FLOPs of the real (unpadded) training tokens / "
     "peak matmul FLOP/s. FLOPs = 6·N·T + 12·L·H·Σlen² (N = encoder non-embedding parameters + "
     "pooler + classifier, T = real tokens, L = 6 layers, H = 384). Padding and overheads lower it.",

@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from maxpoolbert import encoders
-from maxpoolbert.data import Collator, Encoded, GlueDataModule, LengthGroupedBatchSampler, fixed_subset
+from maxpoolbert.data import (
+    Collator,
+    Encoded,
+    GlueDataModule,
+    LengthGroupedBatchSampler,
+    fixed_subset,
+)
 
 from .test_tasks import task
 

@@ -802,7 +802,7 @@ def plot_low_resource(low: pd.DataFrame, path: Path) -> bool:
     ncol = max(1, min(len(handles), int(fig.get_figwidth() // entry_width)))
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=ncol,
                title="pooling" if len(models) == 1 else "model / pooling")
-    fig.suptitle("Low-resource GLUE: mean dev score vs training-set size "
+    fig.suptitle("Low-resource GLUE: mean dev score vs training-set size\n"
                  "(error bars: std over seeds)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -867,7 +867,7 @@ def plot_stability(runs: pd.DataFrame, path: Path) -> bool:
     if any_majority:
         legend.append(Line2D([], [], color="grey", linestyle="--", label="majority-class score"))
     fig.legend(handles=legend, loc="outside lower center", ncol=len(legend))
-    fig.suptitle("Seed stability on the full training set (boxes: quartiles over seeds)")
+    fig.suptitle("Seed stability on the full training set\n(boxes: quartiles over seeds)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

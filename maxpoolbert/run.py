@@ -266,18 +266,19 @@ def _placement(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _logger_defaults(cfg: DictConfig) -> dict[str, Any]:
-    """The W&B group defaults to the sweep folder's name in multirun."""
-    if cfg.logger.get("_target_", "").endswith(".wandb") and cfg.group is None:
-        hc = HydraConfig.get()
-        if hc.mode == RunMode.MULTIRUN:
-            return {"group": Path(hc.sweep.dir).name}
+    """A logger's ``group`` left null (W&B's) becomes the sweep folder's name in multirun."""
+    if "group" in cfg.logger and cfg.logger.group is None and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return {"group": Path(HydraConfig.get().sweep.dir).name}
     return {}
 
 
 def _finish_logger(logger) -> None:
     """Each job ends its W&B run, or the next job of a multirun logs into it."""
-    if logger and type(logger).__name__ == "WandbLogger":
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger):
         import wandb
+
         if wandb.run is not None:
             wandb.finish()
 

@@ -78,7 +78,7 @@ def test_bert_base_offline_is_a_clear_error(monkeypatch):
     assert "point model.name_or_path= at a local copy" in str(info.value.__cause__)
 
 
-@pytest.mark.parametrize("group", ["optimizer", "logger", "trainer", "experiment", "hydra/launcher"])
+@pytest.mark.parametrize("group", ["optimizer", "logger", "trainer", "experiment"])
 def test_every_other_option_composes(group, tmp_path):
     for name in sorted(options(group)):
         cfg = composed(f"{group}={name}", f"hydra.run.dir={tmp_path}")
@@ -87,6 +87,31 @@ def test_every_other_option_composes(group, tmp_path):
             import torch
             opt = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(2))])
             assert opt.defaults["lr"] == cfg.optimizer.lr
+
+
+@pytest.mark.parametrize("name,target", [
+    ("basic", "hydra._internal.core_plugins.basic_launcher.BasicLauncher"),
+    ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+    ("submitit_local", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
+    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+])
+def test_every_launcher_composes(name, target, tmp_path):
+    launcher = composed(f"hydra/launcher={name}", f"hydra.run.dir={tmp_path}").hydra.launcher
+    assert launcher._target_ == target
+    if name == "slurm":  # our defaults on top of submitit_slurm: one GPU, requeue on pre-emption
+        assert launcher.gpus_per_node == 1 and launcher.max_num_timeout > 0
+
+
+def test_experiments_define_their_grids(tmp_path):
+    grid = composed("experiment=glue_grid", f"hydra.run.dir={tmp_path}")
+    params = grid.hydra.sweeper.params
+    assert set(params.task.split(",")) == DESIGN["task"] and params.seed == "1,2,3,4,5"
+    assert params.pooling.split(",") == ["cls", "max_cls", "mha", "maxpool_mha"]
+    assert composed("experiment=glue_grid", "task=mrpc").trainer.max_epochs == 5
+    assert composed("experiment=glue_grid", "task=rte").trainer.max_epochs == 3
+    low = composed("experiment=low_resource", f"hydra.run.dir={tmp_path}").hydra.sweeper.params
+    assert low["data.train_size"] == "100,250,500,1000,null" and set(low.task.split(",")) == {"rte", "mrpc", "stsb", "cola"}
 
 
 def test_trainer_config_lists_every_trainer_flag():

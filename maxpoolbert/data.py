@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import socket
 import threading
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from maxpoolbert.tasks import GlueTask
 log = logging.getLogger(__name__)
 
 HUB_DATASET = "nyu-mll/glue"
-CACHE_VERSION = 2  # bump when the tokenised format changes
+CACHE_VERSION = 3  # bump when the tokenised format changes
 
 
 def load_split(task: GlueTask, split: str, glue_dir: str | None) -> datasets.Dataset:
@@ -221,24 +222,28 @@ class GlueDataModule(L.LightningDataModule):
         if path is not None and (path / "dataset_info.json").exists():
             return datasets.load_from_disk(str(path))
         raw = load_split(self.task, split, self.glue_dir)
-        single = raw[0]["text_b"] is None if len(raw) else True
-
-        def tokenize(batch):
-            texts = (batch["text_a"],) if single else (batch["text_a"], batch["text_b"])
-            enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length,
-                                 padding="max_length" if self.pad_to_max_length else False)
-            return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
-                    "n_tokens": [sum(m) for m in enc["attention_mask"]]}
-
-        ds = raw.map(tokenize, batched=True, batch_size=2000, remove_columns=["text_a", "text_b"])
+        cols = raw.to_dict()
+        texts = [cols["text_a"]] if not len(raw) or cols["text_b"][0] is None else [cols["text_a"], cols["text_b"]]
+        # One batched call into the Rust tokenizer (no per-batch map/fingerprinting).
+        enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length,
+                             padding="max_length" if self.pad_to_max_length else False)
+        ds = datasets.Dataset.from_dict({
+            "label": cols["label"], "idx": cols["idx"],
+            "input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
+            "n_tokens": [sum(m) for m in enc["attention_mask"]],
+        }, features=datasets.Features({
+            "label": raw.features["label"], "idx": raw.features["idx"],
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "token_type_ids": datasets.List(datasets.Value("int8")),
+            "n_tokens": datasets.Value("int32"),
+        }))
         if path is not None:
             tmp = path.with_name(path.name + f".tmp{np.random.randint(1 << 30)}")
             ds.save_to_disk(str(tmp))
             try:
                 tmp.rename(path)
-            except OSError:  # another job wrote it first
-                pass
-            ds = datasets.load_from_disk(str(path)) if path.exists() else ds
+            except OSError:  # another job wrote it first (same content)
+                shutil.rmtree(tmp, ignore_errors=True)
         return ds
 
     def _to_memory(self, ds: datasets.Dataset) -> Encoded:

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import datasets
 import lightning as L
 import numpy as np
 import torch
@@ -119,22 +120,46 @@ def peak_memory_mb() -> dict[str, float]:
     return out
 
 
+class ResumeCheckpoint(ModelCheckpoint):
+    """One rolling ``checkpoints/last.ckpt``, written at the end of every n-th training epoch
+    except the last: after the last epoch only the results are left to write, so a checkpoint
+    there (hundreds of MB for BERT-base, with the optimizer state) would be written only to be
+    deleted."""
+
+    def __init__(self, dirpath: Path, every_n_epochs: int) -> None:
+        super().__init__(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False,
+                         every_n_epochs=every_n_epochs, save_on_train_epoch_end=True)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        last_step = trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps
+        if not (last_epoch or last_step or trainer.should_stop):
+            super().on_train_epoch_end(trainer, pl_module)
+
+
 class Throughput(Callback):
-    """Training samples and seconds (validation excluded), and when the first step started."""
+    """Training samples and seconds, and when the first step started.
+
+    The seconds are the training loop's wall clock: from each epoch's start to its last batch's
+    end, so loading batches and the loop's own overhead count, the dev evaluation (which runs
+    after the epoch's last batch) does not."""
 
     def __init__(self) -> None:
         self.samples, self.seconds, self._t = 0, 0.0, None
         self.first_step_s: float | None = None
 
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t = time.perf_counter()
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.first_step_s is None:
             self.first_step_s = process_age()
-        self._t = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self._t is not None:
-            self.seconds += time.perf_counter() - self._t
-            self.samples += int(batch["labels"].shape[0])
+        now = time.perf_counter()
+        self.seconds += now - self._t
+        self.samples += int(batch["labels"].shape[0])
+        self._t = now
 
 
 # ---------------------------------------------------------------------------- the run
@@ -172,13 +197,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     task, tokenizer, model = build(cfg)
     dm = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
-    module = GlueModule(model, task, instantiate(cfg.optimizer), cfg.scheduler.warmup_ratio,
+    module = GlueModule(model, task, instantiate(cfg.optimizer, **_optimizer_overrides(cfg)), cfg.scheduler.warmup_ratio,
                         seed=cfg.seed, compile=cfg.speed.compile)
 
     ckpt_dir = out_dir / "checkpoints"
-    # One rolling checkpoint, checkpoints/last.ckpt, written at the end of every n-th epoch.
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
-                                 every_n_epochs=cfg.checkpoint.every_n_epochs, save_on_train_epoch_end=True)
+    checkpoint = ResumeCheckpoint(ckpt_dir, cfg.checkpoint.every_n_epochs)
     throughput = Throughput()
     logger = instantiate(cfg.logger, **_logger_defaults(cfg))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, throughput], logger=logger,
@@ -246,6 +269,16 @@ def _threads_per_parallel_job() -> int | None:
     return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
 
+def _optimizer_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """``fused: null`` means automatic: the fused (single-kernel) optimizer step, except with
+    ``*-mixed`` precision and gradient clipping together, which Lightning refuses for an optimizer
+    that unscales gradients itself."""
+    if "fused" in cfg.optimizer and cfg.optimizer.fused is None:
+        mixed = str(cfg.trainer.precision).endswith("-mixed")
+        return {"fused": not (mixed and cfg.trainer.gradient_clip_val)}
+    return {}
+
+
 def _placement(cfg: DictConfig) -> dict[str, Any]:
     """Trainer arguments that depend on where the job runs.
 
@@ -300,6 +333,7 @@ def main(cfg: DictConfig) -> float | None:
     """
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    datasets.disable_progress_bars()  # tokenising/caching bars would fill every run's log
     try:
         return run(cfg)["score"]
     except (Exception, KeyboardInterrupt) as err:

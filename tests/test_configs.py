@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -157,3 +158,20 @@ def test_glue_dir_without_the_task_names_the_file(tmp_path):
                      "data.cache_dir=null", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"error: missing GLUE file {tmp_path}/glue/RTE/train.tsv (task rte)" in proc.stderr
+
+
+@pytest.mark.parametrize(("overrides", "fused"), [
+    ([], True),                                                     # CPU default: 32-true + clipping
+    (["trainer=gpu"], False),                                       # bf16-mixed + clipping: Lightning refuses fused
+    (["trainer=gpu", "trainer.gradient_clip_val=null"], True),
+    (["optimizer.fused=false"], None),                              # explicit choices are left alone
+    (["trainer=gpu", "optimizer.fused=true"], None),
+])
+def test_fused_adamw_auto(overrides, fused):
+    from maxpoolbert.run import _optimizer_overrides
+
+    cfg = composed(*overrides)
+    got = _optimizer_overrides(cfg)
+    assert got == ({} if fused is None else {"fused": fused})
+    optimizer = instantiate(cfg.optimizer, **got)(params=[torch.nn.Parameter(torch.zeros(2))])
+    assert bool(optimizer.defaults["fused"]) == bool(fused if fused is not None else cfg.optimizer.fused)

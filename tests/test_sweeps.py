@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import ROOT, run_train
 from .wandb_records import read_run
@@ -126,10 +127,15 @@ def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(real_glue,
     resumed = run_train(*common, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert "resuming from" in resumed.stdout + resumed.stderr
     straight_dir = tmp_path / "straight"
-    run_train(*common, f"hydra.run.dir={straight_dir}", cwd=tmp_path)
+    run_train(*common, "checkpoint.keep=true", f"hydra.run.dir={straight_dir}", cwd=tmp_path)
     r1 = json.loads((run_dir / "results.json").read_text())
     r2 = json.loads((straight_dir / "results.json").read_text())
     assert r1["resumed"] and not r2["resumed"]
     assert r1["steps"] == r2["steps"] == 6 * 78  # RTE: 2490 rows, batch 32
     assert r1["metrics"] == r2["metrics"]
     assert (run_dir / "dev_predictions.tsv").read_text() == (straight_dir / "dev_predictions.tsv").read_text()
+    # The rolling checkpoint is written after every epoch but the last (nothing is left to resume
+    # after it): the kept one is from the end of epoch 5 of 6.
+    assert not ckpt.exists()  # deleted after success (checkpoint.keep=false)
+    kept = torch.load(straight_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (kept["epoch"], kept["global_step"]) == (4, 5 * 78)

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -314,6 +315,18 @@ def _finish_logger(logger) -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+def exit_now(code: int = 0) -> None:
+    """End a finished run's process without the interpreter's teardown (freeing thousands of
+    torch/transformers/lightning objects and modules: about a second on a small CPU). Everything
+    the run wrote is closed by then; logs and W&B are flushed and shut down here first."""
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def user_error(err: BaseException) -> UserError | None:

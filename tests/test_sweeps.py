@@ -65,6 +65,20 @@ def test_wandb_offline_run_per_job_with_config_and_metrics(wandb_sweep):
     assert len(ids) == 4  # every job finished its own run: nothing logged into the first one
 
 
+def test_single_run_ends_fast_with_its_wandb_run_complete(real_glue, tmp_path, cache_dir):
+    """A single run leaves through ``exit_now`` (no interpreter teardown): the W&B run must be
+    complete anyway (per-step history and the summary written before the process ends)."""
+    env = {"WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")}
+    run_train("pooling=cls", "logger=wandb", *SMALL, f"data.cache_dir={cache_dir}",
+              f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, env=env)
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    run = read_run(tmp_path / "run")
+    assert run["run"].display_name == "rte-cls-tiny-s1"
+    assert len([h for h in run["history"] if "train/loss" in h]) == 3
+    assert run["summary"]["score"] == pytest.approx(r["score"])
+    assert "rte cls tiny seed 1" in (tmp_path / "run" / "train.log").read_text()  # log file flushed
+
+
 def test_relaunched_sweep_skips_finished_jobs(wandb_sweep):
     root, args, env, _ = wandb_sweep
     before = {k: r["_dir"].joinpath("results.json").stat().st_mtime_ns for k, r in results(root).items()}

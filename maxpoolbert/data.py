@@ -224,9 +224,11 @@ class GlueDataModule(L.LightningDataModule):
         raw = load_split(self.task, split, self.glue_dir)
         cols = raw.to_dict()
         texts = [cols["text_a"]] if not len(raw) or cols["text_b"][0] is None else [cols["text_a"], cols["text_b"]]
-        # One batched call into the Rust tokenizer (no per-batch map/fingerprinting).
+        # One batched call into the Rust tokenizer (no per-batch map/fingerprinting); it refuses
+        # an empty batch, so a split without rows skips it.
         enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length,
-                             padding="max_length" if self.pad_to_max_length else False)
+                             padding="max_length" if self.pad_to_max_length else False) if len(raw) else \
+            {"input_ids": [], "token_type_ids": [], "attention_mask": []}
         ds = datasets.Dataset.from_dict({
             "label": cols["label"], "idx": cols["idx"],
             "input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],

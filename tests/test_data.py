@@ -90,3 +90,13 @@ def test_pad_to_max_length_pads_every_row(real_glue, tmp_path):
     batch = Collator(train, tok.pad_token_id, regression=False)([0, 1])
     assert batch["attention_mask"].sum(1).tolist() == train.n_tokens[:2] and max(train.n_tokens[:2]) < 128
     assert (batch["input_ids"][batch["attention_mask"] == 0] == tok.pad_token_id).all()
+
+
+def test_a_split_without_rows_encodes_to_an_empty_dataset(real_glue, tmp_path):
+    glue = tmp_path / "glue"
+    (glue / "RTE").mkdir(parents=True)
+    (glue / "RTE" / "train.tsv").write_text((real_glue / "RTE" / "train.tsv").read_text())
+    (glue / "RTE" / "dev.tsv").write_text((real_glue / "RTE" / "dev.tsv").read_text().splitlines()[0] + "\n")
+    dm = GlueDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(glue), cache_dir=str(tmp_path / "c"))
+    assert len(dm.encode("dev")) == 0
+    assert len(dm.encode("train")) == 2490

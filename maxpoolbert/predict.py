@@ -15,7 +15,8 @@ with the header ``index<TAB>prediction`` and one row per test example, in file o
 An MNLI run also predicts the GLUE diagnostic set (``diagnostic/diagnostic.tsv`` in the GLUE
 folder) into ``AX.tsv`` when that file exists. The files go to ``RUN_DIR/submission/`` for one
 run; several runs (e.g. one per task) need ``--out``, and all files go there. Test data come
-from ``--glue-dir``, else the run's ``data.glue_dir``, else ``GLUE_DIR``, else the hub dataset.
+from ``--glue-dir``, else the run's ``data.glue_dir`` (stored as an absolute path), else the
+folder recorded in ``results.json``, else ``GLUE_DIR``, else the hub dataset.
 Every run and test file is checked before anything is predicted.
 """
 
@@ -38,6 +39,7 @@ from maxpoolbert.data import Encoded, GlueDataModule
 from maxpoolbert.errors import UserError
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.run import FAILED, RESULTS, build, user_error
+from maxpoolbert.rundir import read_results
 from maxpoolbert.tasks import GlueTask, Split
 
 MODEL_FILE = "model.safetensors"
@@ -90,11 +92,18 @@ def load_run(run_dir: Path) -> DictConfig:
     return OmegaConf.load(run_dir / CONFIG_FILE)
 
 
+def _recorded_glue_dir(run_dir: Path) -> str | None:
+    """The GLUE folder the run used, as ``results.json`` recorded it (run folders written before
+    configs stored resolved paths keep ``${oc.env:GLUE_DIR}`` in their config)."""
+    results, _ = read_results(run_dir)
+    return (results or {}).get("glue_dir") or None
+
+
 def plan_run(run_dir: Path, glue_dir: str | None = None) -> Plan:
     """Check a run and its test files; ``glue_dir`` overrides the run's own ``data.glue_dir``."""
     cfg = load_run(run_dir)
     task: GlueTask = instantiate(cfg.task, _convert_="all")
-    glue_dir = glue_dir or cfg.data.get("glue_dir") or os.environ.get("GLUE_DIR") or None
+    glue_dir = glue_dir or cfg.data.get("glue_dir") or _recorded_glue_dir(run_dir) or os.environ.get("GLUE_DIR") or None
     if not task.test:
         raise UserError(f"task {task.name} declares no test split (test: in its task config)")
     targets = []

@@ -8,11 +8,9 @@ Trainer and the logger. The run folder receives checkpoints (while running), ``m
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -26,10 +24,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from maxpoolbert import metrics as M
+from maxpoolbert import rundir
+from maxpoolbert.checkpointing import AtomicCheckpointIO, ResumeCheckpoint
 from maxpoolbert.data import GlueDataModule
 from maxpoolbert.errors import UserError
 from maxpoolbert.model import PooledClassifier
@@ -42,39 +42,21 @@ for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
     for _handler in list(logging.getLogger(_name).handlers):
         logging.getLogger(_name).removeHandler(_handler)
 
-RESULTS = "results.json"
-FAILED = "failed.json"
-PREDICTIONS = "dev_predictions.tsv"
+RESULTS, FAILED, PREDICTIONS = rundir.RESULTS, rundir.FAILED, rundir.PREDICTIONS
+write_json_atomic = rundir.write_json_atomic
 
 
 # ---------------------------------------------------------------------------- small helpers
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_finite(obj), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _finite(obj: Any) -> Any:
-    """NaN/inf are not JSON: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def write_predictions(path: Path, task: GlueTask, evals: dict[str, dict[str, np.ndarray]]) -> None:
     fmt = (lambda x: repr(float(x))) if task.is_regression else (lambda x: str(int(x)))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        f.write("split\tindex\tlabel\tprediction\n")
-        for split in task.eval:
-            rows = evals[split]
-            for i, y, p in zip(rows["index"], rows["label"], rows["prediction"], strict=True):
-                f.write(f"{split}\t{int(i)}\t{fmt(y)}\t{fmt(p)}\n")
-    os.replace(tmp, path)
+    lines = ["split\tindex\tlabel\tprediction\n"]
+    for split in task.eval:
+        rows = evals[split]
+        for i, y, p in zip(rows["index"], rows["label"], rows["prediction"], strict=True):
+            lines.append(f"{split}\t{int(i)}\t{fmt(y)}\t{fmt(p)}\n")
+    rundir.write_atomic(path, "".join(lines))
 
 
 def majority_score(task: GlueTask, train_labels, evals) -> float:
@@ -121,23 +103,6 @@ def peak_memory_mb() -> dict[str, float]:
     return out
 
 
-class ResumeCheckpoint(ModelCheckpoint):
-    """One rolling ``checkpoints/last.ckpt``, written at the end of every n-th training epoch
-    except the last: after the last epoch only the results are left to write, so a checkpoint
-    there (hundreds of MB for BERT-base, with the optimizer state) would be written only to be
-    deleted."""
-
-    def __init__(self, dirpath: Path, every_n_epochs: int) -> None:
-        super().__init__(dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False,
-                         every_n_epochs=every_n_epochs, save_on_train_epoch_end=True)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
-        last_step = trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps
-        if not (last_epoch or last_step or trainer.should_stop):
-            super().on_train_epoch_end(trainer, pl_module)
-
-
 class Throughput(Callback):
     """Training samples and seconds, and when the first step started.
 
@@ -182,12 +147,22 @@ def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """The run's story: claim the folder, skip it if finished, build, fit (or resume), collect the
+    results, write them. What happened is appended to the folder's ``launches.jsonl``."""
     started = time.time()
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    rundir.claim(out_dir, cfg, hydra_cfg)  # first start: writes .hydra/; relaunch: same settings or refused
+    rundir.clean_stale_tmp(out_dir)
     results_path = out_dir / RESULTS
-    if cfg.skip_finished and results_path.exists():
+    finished, broken = rundir.read_results(out_dir)
+    if finished is not None and cfg.skip_finished:
         log.info("skipping %s: %s exists", out_dir, RESULTS)
-        return json.loads(results_path.read_text())
+        rundir.record_launch(out_dir, "skipped")
+        return finished
+    if broken:
+        moved = rundir.set_aside(results_path)
+        log.warning("%s is %s: kept as %s; the run starts again", results_path, broken, moved.name)
     (out_dir / FAILED).unlink(missing_ok=True)
     threads = cfg.speed.threads or _threads_per_parallel_job()
     if threads:
@@ -201,7 +176,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = GlueModule(model, task, instantiate(cfg.optimizer, **_optimizer_overrides(cfg)), cfg.scheduler.warmup_ratio,
                         seed=cfg.seed, compile=cfg.speed.compile)
 
-    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir = out_dir / rundir.CHECKPOINTS
     checkpoint = ResumeCheckpoint(ckpt_dir, cfg.checkpoint.every_n_epochs)
     throughput = Throughput()
     logger = instantiate(cfg.logger, **_logger_defaults(cfg))
@@ -210,12 +185,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    last = ckpt_dir / "last.ckpt"
-    resumed = last.exists()
+    last = rundir.resume_checkpoint(out_dir)  # damaged checkpoints are moved aside
+    resumed = last is not None
     if resumed:
         log.info("resuming from %s", last)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resumed else None)
         if module.last_eval_step != trainer.global_step or len(module.last_eval) != len(task.eval):
             trainer.validate(module, datamodule=dm, verbose=False)
         metrics = module.dev_metrics()
@@ -240,14 +215,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         write_predictions(out_dir / PREDICTIONS, task, module.last_eval)
         if cfg.save_model:
             from safetensors.torch import save_model
-            save_model(model, str(out_dir / "model.safetensors"))
+            weights = out_dir / rundir.MODEL
+            save_model(model, str(rundir.tmp_path(weights)))
+            os.replace(rundir.tmp_path(weights), weights)
         if logger:
             logger.log_metrics({f"final/{k}": v for k, v in metrics.items()} | {"final/score": score})
             if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
                 logger.experiment.summary.update({"score": score, **{f"metrics/{k}": v for k, v in metrics.items()}})
         write_json_atomic(results_path, results)
+        rundir.record_launch(out_dir, "rerun" if broken else "finished", resumed=resumed)
         if not cfg.checkpoint.keep:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            rundir.remove_checkpoints(out_dir)
         log.info("%s %s %s seed %s: %s (score %.4f) in %.0f s", task.name, cfg.pooling.name, cfg.model.name,
                  cfg.seed, {k: round(v, 4) for k, v in metrics.items()}, score, results["wall_s"])
         return results
@@ -285,17 +263,20 @@ def _placement(cfg: DictConfig) -> dict[str, Any]:
 
     - Parallel jobs on one multi-GPU machine (joblib never assigns GPUs) each take their own
       GPU, round-robin by job number.
+    - Checkpoints are written by :class:`AtomicCheckpointIO` (unless ``trainer.plugins`` is set).
     - Under SLURM, requeueing belongs to submitit (``hydra/launcher=slurm``): Lightning's own
       SLURM auto-requeue is switched off so that the two never both resubmit.
     """
     out: dict[str, Any] = {}
+    if cfg.trainer.plugins is None:  # checkpoints written atomically in the run folder
+        out["plugins"] = [AtomicCheckpointIO()]
     n_gpus = torch.cuda.device_count()
     if n_gpus > 1 and cfg.trainer.devices == 1 and cfg.trainer.accelerator in ("auto", "gpu", "cuda") \
             and _parallel_jobs() > 1:
         out["devices"] = [HydraConfig.get().job.num % n_gpus]
     if os.environ.get("SLURM_JOB_ID") and cfg.trainer.plugins is None:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
-        out["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+        out["plugins"].append(SLURMEnvironment(auto_requeue=False))
     return out
 
 
@@ -342,22 +323,32 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra task function: runs, and records a failure in the run folder instead of losing it.
 
     User errors print one line. In a multirun a failing job is recorded in ``failed.json`` and the
-    sweep goes on; a single run exits non-zero.
+    sweep goes on; a single run exits non-zero. A folder that holds another run is left untouched.
     """
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     datasets.disable_progress_bars()  # tokenising/caching bars would fill every run's log
     try:
         return run(cfg)["score"]
+    except rundir.RunFolderConflict as err:
+        rundir.record_launch(out_dir, "refused", error=str(err))
+        if multirun:
+            log.error("job refused: %s", err)
+            return None
+        raise SystemExit(f"error: {err}") from None
     except (Exception, KeyboardInterrupt) as err:
         user = user_error(err)
         err = user or err
-        write_json_atomic(out_dir / FAILED, {
-            "error": f"{type(err).__name__}: {err}", "user_error": user is not None,
-            "traceback": None if user else traceback.format_exc(), "time": time.time(),
-        })
+        try:
+            write_json_atomic(out_dir / FAILED, {
+                "error": f"{type(err).__name__}: {err}", "user_error": user is not None,
+                "traceback": None if user else traceback.format_exc(), "time": time.time(),
+            })
+        except OSError as write_err:
+            log.error("could not write %s: %s", out_dir / FAILED, write_err)
         if isinstance(err, KeyboardInterrupt):
             raise
+        rundir.record_launch(out_dir, "failed", error=f"{type(err).__name__}: {err}")
         if multirun:
             log.error("job failed (recorded in %s): %s", out_dir / FAILED, err)
             return None

@@ -40,7 +40,12 @@ def full_glue(real_glue, tmp_path_factory) -> Path:
     return root
 
 
-def run_train(*overrides: str, cwd: Path, env: dict | None = None, check: bool = True, timeout: int = 600):
+# Subprocess limits sized for a slow, shared 2-core machine: they only stop a hung process.
+SUBPROCESS_TIMEOUT = 1800
+
+
+def run_train(*overrides: str, cwd: Path, env: dict | None = None, check: bool = True,
+              timeout: int = SUBPROCESS_TIMEOUT):
     """Run ``train.py`` in a subprocess (as a user would), outputs under ``cwd``."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     proc = subprocess.run(

@@ -19,7 +19,7 @@ from maxpoolbert.data import GlueDataModule
 from maxpoolbert.predict import main, predict_split
 from maxpoolbert.run import build
 
-from .conftest import ROOT, run_train
+from .conftest import ROOT, SUBPROCESS_TIMEOUT, run_train
 
 RTE_LABELS = {"entailment", "not_entailment"}
 MNLI_LABELS = {"entailment", "neutral", "contradiction"}
@@ -256,7 +256,7 @@ def test_several_runs_need_out(tmp_path, capsys):
 
 def test_cli_error_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

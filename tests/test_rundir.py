@@ -1,0 +1,312 @@
+"""Run folders that can be trusted: experiment presets that apply, kills at any moment that a
+relaunch recovers from, broken files that are set aside and counted, one run per folder."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from maxpoolbert import rundir
+
+from .conftest import ROOT, SUBPROCESS_TIMEOUT, run_train
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+# The smallest run that still has two resume checkpoints: 256 rows / batch 32 = 8 steps an epoch,
+# checkpoints after epochs 1 and 2, none after the last one.
+STEPS_PER_EPOCH = 8
+RESUMABLE = ["task=rte", "model=tiny", "data.train_size=256", "trainer.max_epochs=3", "optimizer.lr=1e-4",
+             "logger=none", "save_model=false", "trainer.enable_progress_bar=false", "seed=5"]
+
+
+def out(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+def flat(obj, path=()):
+    """Every leaf of a nested dict, keyed by its path (keys may contain dots: data.train_size)."""
+    if isinstance(obj, dict) and obj:
+        leaves = {}
+        for k, v in obj.items():
+            leaves.update(flat(v, (*path, k)))
+        return leaves
+    return {path: obj}
+
+
+def lookup(cfg: dict, path: tuple):
+    for part in path:
+        assert isinstance(cfg, dict) and part in cfg, f"{'.'.join(path)} is missing from the composed config"
+        cfg = cfg[part]
+    return cfg
+
+
+# ---------------------------------------------------------------------------- experiment presets
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_preset_wins_for_every_key_it_sets(name, tmp_path):
+    """Compose through the real command line (``--cfg job`` and ``--cfg hydra``) and find every
+    value the preset sets, unchanged, and every group it overrides chosen."""
+    preset = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "experiment" / f"{name}.yaml"))
+    defaults = preset.pop("defaults", [])
+    job = yaml.safe_load(run_train(f"experiment={name}", "--cfg", "job", cwd=tmp_path).stdout)
+    hydra = yaml.safe_load(run_train(f"experiment={name}", "--cfg", "hydra", cwd=tmp_path).stdout)
+    composed = {**job, **hydra}
+    keys = flat(preset)
+    assert keys, f"experiment {name} sets nothing"
+    for key, value in keys.items():
+        assert lookup(composed, key) == value, f"experiment={name}: {'.'.join(key)} is not the preset's value"
+    for entry in defaults:
+        for group, choice in (entry.items() if isinstance(entry, dict) else []):
+            group = group.removeprefix("override ").strip("/")
+            assert hydra["hydra"]["runtime"]["choices"][group] == choice, f"experiment={name}: {group}"
+
+
+def test_glue_grid_writes_its_folders_and_a_relaunch_skips_every_finished_job(real_glue, tmp_path, cache_dir):
+    args = ["experiment=glue_grid", "model=tiny", "task=rte,mrpc", "pooling=cls,max_cls", "seed=1",
+            "data.train_size=32", "trainer.max_steps=2", "logger=none", "trainer.enable_progress_bar=false",
+            f"data.cache_dir={cache_dir}"]
+    first = run_train(*args, cwd=tmp_path)
+    found = sorted(p.parent.relative_to(tmp_path) for p in tmp_path.rglob(rundir.RESULTS))
+    assert [str(p) for p in found] == [f"outputs/glue_grid/tiny/{t}/{p}/seed1"
+                                       for t in ("mrpc", "rte") for p in ("cls", "max_cls")]
+    assert "4 finished, 0 failed" in out(first)
+    for folder in found:
+        results = json.loads((tmp_path / folder / rundir.RESULTS).read_text())
+        assert results["n_train"] == 32 and results["steps"] == 2
+        assert not (tmp_path / folder / rundir.MODEL).exists()  # the preset's save_model: false
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob(rundir.RESULTS)}
+    again = run_train(*args, cwd=tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob(rundir.RESULTS)} == stamps
+    assert "0 finished, 4 skipped (already finished), 0 failed" in out(again)
+    assert not (tmp_path / "outputs" / "multirun").exists()
+
+
+def test_smoke_trains_on_64_rows_and_writes_no_weights(real_glue, tmp_path, cache_dir):
+    run_train("experiment=smoke", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    results = json.loads((tmp_path / "run" / rundir.RESULTS).read_text())
+    assert results["n_train"] == 64 and results["model"] == "tiny" and results["steps"] == 2
+    assert not (tmp_path / "run" / rundir.MODEL).exists()
+
+
+# ---------------------------------------------------------------------------- kills and damage
+@pytest.fixture(scope="module")
+def straight(real_glue, tmp_path_factory, cache_dir) -> Path:
+    """The uninterrupted run every recovered run must equal (its checkpoint kept)."""
+    tmp = tmp_path_factory.mktemp("straight")
+    run_train(*RESUMABLE, "checkpoint.keep=true", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp}/run",
+              cwd=tmp)
+    return tmp / "run"
+
+
+def same_run(a: Path, b: Path) -> None:
+    ra, rb = (json.loads((d / rundir.RESULTS).read_text()) for d in (a, b))
+    assert ra["steps"] == rb["steps"] == 3 * STEPS_PER_EPOCH
+    assert ra["metrics"] == rb["metrics"]
+    assert (a / rundir.PREDICTIONS).read_text() == (b / rundir.PREDICTIONS).read_text()
+
+
+def leftovers(run_dir: Path) -> list[Path]:
+    return [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_the_kept_checkpoint_is_from_the_end_of_the_second_of_three_epochs(straight):
+    """A rolling checkpoint after every epoch but the last (nothing is left to resume after it)."""
+    kept = torch.load(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT, map_location="cpu", weights_only=False)
+    assert (kept["epoch"], kept["global_step"]) == (1, 2 * STEPS_PER_EPOCH)
+    assert rundir.checkpoint_problem(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT) is None
+
+
+def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(straight, tmp_path, cache_dir):
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RESUMABLE, f"data.cache_dir={cache_dir}",
+                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT
+    deadline = time.time() + SUBPROCESS_TIMEOUT
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # the checkpoint appears whole (renamed into place)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint was written before the run ended"
+    assert not (run_dir / rundir.RESULTS).exists(), "the run finished before it could be killed"
+
+    resumed = run_train(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert "resuming from" in out(resumed)
+    assert json.loads((run_dir / rundir.RESULTS).read_text())["resumed"]
+    same_run(run_dir, straight)
+    assert not ckpt.exists()  # deleted after success (checkpoint.keep=false)
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_killed_while_writing_a_checkpoint_with_tmpdir_elsewhere(straight, tmp_path, cache_dir, nth):
+    """SIGKILL half-way through the n-th checkpoint write, ``$TMPDIR`` on another filesystem
+    (/dev/shm): the relaunch finishes, equal to the uninterrupted run (resumed from the intact
+    first checkpoint when the second write was killed), and nothing temporary is left anywhere."""
+    shm = Path("/dev/shm")
+    tmpdir = Path(os.environ.get("TEST_OTHER_FS_TMPDIR", shm if shm.is_dir() else tmp_path)) / f"mpb-{os.getpid()}-{nth}"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir = tmp_path / "run"
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0", "TMPDIR": str(tmpdir)}
+        overrides = [*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+        killed = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_during_checkpoint.py"), str(nth),
+                                 str(ROOT / "train.py"), *overrides], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=SUBPROCESS_TIMEOUT)
+        # only the hook's SIGKILL, in the middle of the write, ends a process so
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        assert not (run_dir / rundir.RESULTS).exists()
+        ckpt = run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT
+        intact = ckpt.exists() and rundir.checkpoint_problem(ckpt) is None
+        assert ckpt.exists() == intact == (nth == 2)  # only ever a whole checkpoint under the real name
+
+        resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert ("resuming from" in out(resumed)) == (nth == 2)
+        same_run(run_dir, straight)
+        assert not leftovers(run_dir)
+        # (torch makes its compiler cache folder there on import: not a leftover of the kill)
+        left = [p for p in tmpdir.iterdir() if not p.name.startswith("torchinductor")]
+        assert not left, f"left in TMPDIR: {left}"
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def copy_unfinished(straight: Path, dest: Path) -> Path:
+    """The straight run as it was after its second epoch: config and checkpoint, no results."""
+    (dest / rundir.CHECKPOINTS).mkdir(parents=True)
+    shutil.copytree(straight / rundir.CONFIG_DIR, dest / rundir.CONFIG_DIR)
+    shutil.copy(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT, dest / rundir.CHECKPOINTS / rundir.LAST_CKPT)
+    return dest / rundir.CHECKPOINTS / rundir.LAST_CKPT
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_damaged_checkpoint_is_set_aside_and_the_run_restarts(straight, tmp_path, cache_dir, damage):
+    ckpt = copy_unfinished(straight, tmp_path / "run")
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    proc = run_train(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    warnings = [line for line in out(proc).splitlines() if "cannot be loaded" in line]
+    assert len(warnings) == 1 and "moved to last.ckpt.corrupt" in warnings[0]
+    assert "resuming from" not in out(proc)
+    corrupt = ckpt.with_name("last.ckpt.corrupt")
+    assert corrupt.read_bytes() == (b"" if damage == "empty" else data[: len(data) // 2])
+    assert not json.loads((tmp_path / "run" / rundir.RESULTS).read_text())["resumed"]
+    same_run(tmp_path / "run", straight)
+
+
+def test_damaged_last_checkpoint_falls_back_to_an_older_intact_one(straight, tmp_path, cache_dir):
+    ckpt = copy_unfinished(straight, tmp_path / "run")
+    shutil.copy(ckpt, ckpt.with_name("epoch1.ckpt"))
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    proc = run_train(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert "resuming from" in out(proc) and "epoch1.ckpt" in out(proc)
+    assert json.loads((tmp_path / "run" / rundir.RESULTS).read_text())["resumed"]
+    same_run(tmp_path / "run", straight)
+
+
+# ---------------------------------------------------------------------------- finished, or not
+def test_sweep_with_a_corrupt_results_json_reruns_that_job_and_says_so(real_glue, tmp_path, cache_dir):
+    args = ["-m", "pooling=cls,max_cls", "model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none",
+            "trainer.enable_progress_bar=false", f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path}/sweep"]
+    run_train(*args, cwd=tmp_path)
+    broken = next((tmp_path / "sweep").glob("*max_cls*")) / rundir.RESULTS
+    good = json.loads(broken.read_text())
+    broken.write_text('{"task": "rte", "metr')  # cut off by a full disk, say
+    (broken.parent / f".{rundir.RESULTS}.12345.tmp").write_text("{")  # a killed writer's leftover
+    again = run_train(*args, cwd=tmp_path)
+    assert "0 finished, 1 re-run (broken results.json), 1 skipped (already finished), 0 failed" in out(again)
+    assert "is unreadable" in out(again)
+    assert broken.with_name("results.json.corrupt").read_text() == '{"task": "rte", "metr'
+    rerun = json.loads(broken.read_text())
+    assert rerun["metrics"] == good["metrics"]  # same seed, same run
+    assert not leftovers(broken.parent)
+    assert [e["outcome"] for e in rundir.launches(broken.parent)] == ["finished", "rerun"]
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("", "unreadable"), ("[1, 2]", "not a JSON object"), ('{"task": "rte"}', "missing key(s) pooling"),
+    (b"\xff\xfe", "unreadable"),
+])
+def test_results_json_that_cannot_be_used_is_not_finished(tmp_path, content, problem):
+    path = tmp_path / rundir.RESULTS
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    results, why = rundir.read_results(tmp_path)
+    assert results is None and problem in why
+    assert not rundir.is_finished(tmp_path)
+
+
+def test_relaunch_with_other_settings_is_refused_and_the_config_kept(real_glue, tmp_path, cache_dir):
+    common = ["model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
+              f"hydra.run.dir={tmp_path}/run", "trainer.enable_progress_bar=false"]
+    run_train(*common, cwd=tmp_path)
+    config = tmp_path / "run" / rundir.CONFIG
+    before = config.read_bytes()
+    refused = run_train(*common, "optimizer.lr=1e-3", "seed=7", cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and "Traceback" not in out(refused)
+    lines = [line for line in out(refused).splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    assert "optimizer.lr=0.001 (stored: 2e-05)" in lines[0] and "seed=7 (stored: 1)" in lines[0]
+    assert config.read_bytes() == before
+    # Keys that do not change the run are free: another logger, no progress bar, another GLUE path.
+    fine = run_train(*common, "logger=csv", "trainer.enable_progress_bar=true", cwd=tmp_path,
+                     env={"GLUE_DIR": str(real_glue) + "/"})
+    assert "skipping" in out(fine) and config.read_bytes() == before
+    assert [e["outcome"] for e in rundir.launches(tmp_path / "run")] == ["finished", "refused", "skipped"]
+
+
+def test_run_folder_stores_the_glue_folder_it_used_so_predict_works_from_any_shell(real_glue, tmp_path, cache_dir):
+    run_train("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
+              f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, env={"GLUE_DIR": os.path.relpath(real_glue, tmp_path)})
+    saved = OmegaConf.load(tmp_path / "run" / rundir.CONFIG)
+    assert saved.data.glue_dir == str(real_glue.resolve())
+    env = {k: v for k, v in os.environ.items() if k != "GLUE_DIR"}
+    proc = subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(tmp_path / "run")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = (tmp_path / "run" / "submission" / "RTE.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 3000  # header + every RTE test row
+
+
+# ---------------------------------------------------------------------------- pieces
+def test_atomic_checkpoint_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    from maxpoolbert.checkpointing import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"PK partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_resume_checkpoint_prefers_last_then_newest_intact(tmp_path):
+    folder = tmp_path / rundir.CHECKPOINTS
+    folder.mkdir()
+    good = {"state_dict": {}, "global_step": 3}
+    torch.save(good, folder / "old.ckpt")
+    assert rundir.resume_checkpoint(tmp_path) == folder / "old.ckpt"
+    torch.save(good, folder / rundir.LAST_CKPT)
+    assert rundir.resume_checkpoint(tmp_path) == folder / rundir.LAST_CKPT
+    (folder / rundir.LAST_CKPT).write_bytes(b"")
+    (folder / "old.ckpt").write_bytes((folder / "old.ckpt").read_bytes()[:-40])
+    assert rundir.resume_checkpoint(tmp_path) is None
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt.corrupt", "old.ckpt.corrupt"]
+    torch.save({"not": "lightning"}, folder / rundir.LAST_CKPT)
+    assert rundir.resume_checkpoint(tmp_path) is None
+    assert (folder / "last.ckpt.corrupt.1").exists()

@@ -81,7 +81,10 @@ def load_run(run_dir: Path) -> DictConfig:
     """The run's config, or a UserError saying why ``run_dir`` is not a finished run."""
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a folder")
-    if not (run_dir / RESULTS).is_file():
+    results, broken = read_results(run_dir)
+    if broken:
+        raise UserError(f"{run_dir} is not a finished run: its {RESULTS} is {broken}")
+    if results is None:
         why = f" (it failed, see {FAILED})" if (run_dir / FAILED).is_file() else " (the run has not finished)"
         raise UserError(f"{run_dir} is not a finished run: no {RESULTS}{why}")
     if not (run_dir / MODEL_FILE).is_file():

@@ -13,9 +13,11 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import socket
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,25 @@ def _sort_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
+def publish(ds: datasets.Dataset, path: Path) -> None:
+    """Write a cache entry so that any number of concurrent processes can fill and read the cache:
+    each writes into its own temporary folder (a name unique to the host, process and call, never
+    drawn from the seeded RNG: jobs with the same seed would collide), then renames it into place
+    in one step. The first writer wins; a later one finds the entry there and drops its copy
+    (same content). Readers only ever see whole entries: an entry exists once its rename is done."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}.tmp")
+    try:
+        ds.save_to_disk(str(tmp))
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not path.is_dir():  # not a lost race: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class GlueDataModule(L.LightningDataModule):
     def __init__(
         self, task: GlueTask, tokenizer, glue_dir: str | None = None, max_length: int = 128,
@@ -219,7 +240,7 @@ class GlueDataModule(L.LightningDataModule):
         """Tokenised split, from the on-disk cache when this (task, split, file, tokenizer,
         max_length) was seen before."""
         path = Path(self.cache_dir).expanduser() / f"{self.task.name}-{split}-{self._cache_key(split)}" if self.cache_dir else None
-        if path is not None and (path / "dataset_info.json").exists():
+        if path is not None and path.is_dir():  # published entries are complete (see publish)
             return datasets.load_from_disk(str(path))
         raw = load_split(self.task, split, self.glue_dir)
         cols = raw.to_dict()
@@ -240,12 +261,7 @@ class GlueDataModule(L.LightningDataModule):
             "n_tokens": datasets.Value("int32"),
         }))
         if path is not None:
-            tmp = path.with_name(path.name + f".tmp{np.random.randint(1 << 30)}")
-            ds.save_to_disk(str(tmp))
-            try:
-                tmp.rename(path)
-            except OSError:  # another job wrote it first (same content)
-                shutil.rmtree(tmp, ignore_errors=True)
+            publish(ds, path)
         return ds
 
     def _to_memory(self, ds: datasets.Dataset) -> Encoded:

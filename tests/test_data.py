@@ -100,3 +100,44 @@ def test_a_split_without_rows_encodes_to_an_empty_dataset(real_glue, tmp_path):
     dm = GlueDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(glue), cache_dir=str(tmp_path / "c"))
     assert len(dm.encode("dev")) == 0
     assert len(dm.encode("train")) == 2490
+
+
+def _fill_cache_concurrently(glue, cache, barrier, queue):
+    import hashlib
+
+    np.random.seed(1)  # every job draws the same numbers from the seeded RNG (same seed)
+    dm = GlueDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=glue, cache_dir=cache, seed=1)
+    barrier.wait()  # all at once, on a cold cache
+    try:
+        digest = hashlib.sha1()
+        for split in ("train", "dev"):
+            cols = dm.encode(split).to_dict()
+            digest.update(repr([cols["input_ids"], cols["label"], cols["idx"]]).encode())
+        queue.put(digest.hexdigest())
+    except Exception as err:  # noqa: BLE001 - reported to the test
+        queue.put(f"{type(err).__name__}: {err}")
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_concurrent_processes_fill_one_cold_cache(real_glue, tmp_path, attempt):
+    """Several processes with the same seed tokenise into one cold cache at the same moment:
+    every one gets the whole, identical data, the cache holds one whole entry per split and no
+    temporary folder is left."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    n = 4
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_fill_cache_concurrently, args=(str(real_glue), str(tmp_path), barrier, queue))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    got = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert len(set(got)) == 1 and len(got[0]) == 40, got  # one digest, no error message
+    entries = sorted(p.name for p in tmp_path.iterdir())
+    assert len(entries) == 2 and all(e.startswith(("rte-train-", "rte-dev-")) for e in entries), entries
+    # a reader in a fresh process view: whole entries, equal to what the writers returned
+    dm = GlueDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(real_glue), cache_dir=str(tmp_path))
+    assert len(dm.encode("train")) == 2490 and len(dm.encode("dev")) == 277

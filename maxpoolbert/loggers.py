@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
+import string
 from pathlib import Path
 
 
@@ -21,16 +23,35 @@ def wandb(project: str, name: str, save_dir: str, group: str | None = None, tags
           entity: str | None = None, mode: str | None = None, job_type: str = "train"):
     """Lightning's ``WandbLogger``. ``mode`` (``online``/``offline``/``disabled``) defaults to the
     ``WANDB_MODE`` variable, else ``online`` with an API key and ``offline`` without one:
-    offline runs land in ``<run dir>/wandb/`` and can be uploaded later with ``wandb sync``."""
+    offline runs land in ``<run dir>/wandb/`` and can be uploaded later with ``wandb sync``.
+    The run id is the run folder's own (:func:`run_id`), so a resumed run logs into its W&B run."""
     import wandb as wb
     from lightning.pytorch.loggers import WandbLogger
 
     mode = mode or os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")
     return WandbLogger(
         project=project, name=name, save_dir=save_dir, group=group, tags=list(tags or []), entity=entity,
-        job_type=job_type, mode=mode, offline=mode == "offline",
+        job_type=job_type, mode=mode, offline=mode == "offline", id=run_id(Path(save_dir)), resume="allow",
         settings=wb.Settings(init_timeout=90, silent=True),
     )
+
+
+RUN_ID_FILE = "wandb_id"
+
+
+def run_id(run_dir: Path) -> str:
+    """The W&B run id of this run folder, made on its first start and kept in ``wandb_id``: a
+    resumed run (killed, requeued, relaunched) continues its own W&B run instead of starting a
+    new one, online or offline (``wandb sync`` then uploads all parts into that one run)."""
+    path = run_dir / RUN_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    from maxpoolbert.rundir import write_atomic
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    alphabet = string.ascii_lowercase + string.digits  # W&B's own id format: 8 of these
+    write_atomic(path, "".join(secrets.choice(alphabet) for _ in range(8)) + "\n")
+    return path.read_text().strip()
 
 
 def none():

@@ -243,7 +243,11 @@ def _parallel_jobs() -> int:
 
 
 def _threads_per_parallel_job() -> int | None:
-    """Parallel jobs on one machine split its cores instead of oversubscribing them."""
+    """The CPUs a SLURM job was given (``SLURM_CPUS_PER_TASK``); parallel jobs on one machine
+    split its cores instead of oversubscribing them."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
     jobs = _parallel_jobs()
     return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 

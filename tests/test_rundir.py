@@ -123,11 +123,9 @@ def test_the_kept_checkpoint_is_from_the_end_of_the_second_of_three_epochs(strai
     assert rundir.checkpoint_problem(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT) is None
 
 
-def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(straight, tmp_path, cache_dir):
-    run_dir = tmp_path / "killed"
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RESUMABLE, f"data.cache_dir={cache_dir}",
-                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+def kill_after_first_checkpoint(run_dir: Path, overrides: list[str], env: dict | None = None) -> None:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}"],
+                            cwd=run_dir.parent, env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT
     deadline = time.time() + SUBPROCESS_TIMEOUT
@@ -138,11 +136,27 @@ def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(straight, 
     assert ckpt.exists(), "no checkpoint was written before the run ended"
     assert not (run_dir / rundir.RESULTS).exists(), "the run finished before it could be killed"
 
+
+def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(straight, tmp_path, cache_dir):
+    run_dir = tmp_path / "killed"
+    kill_after_first_checkpoint(run_dir, [*RESUMABLE, f"data.cache_dir={cache_dir}"])
     resumed = run_train(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert "resuming from" in out(resumed)
     assert json.loads((run_dir / rundir.RESULTS).read_text())["resumed"]
     same_run(run_dir, straight)
-    assert not ckpt.exists()  # deleted after success (checkpoint.keep=false)
+    assert not (run_dir / rundir.CHECKPOINTS).exists()  # deleted after success (checkpoint.keep=false)
+
+
+def test_resumed_run_continues_its_own_wandb_run(real_glue, tmp_path, cache_dir):
+    env = {"WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")}  # no key: offline
+    overrides = [*RESUMABLE, "logger=wandb", f"data.cache_dir={cache_dir}"]
+    run_dir = tmp_path / "run"
+    kill_after_first_checkpoint(run_dir, overrides, env)
+    run_train(*overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env)
+    parts = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(parts) == 2  # one folder per process, as W&B writes them offline
+    ids = {p.name.rsplit("-", 1)[1] for p in parts}
+    assert ids == {(run_dir / "wandb_id").read_text().strip()}
 
 
 @pytest.mark.parametrize("nth", [1, 2])

@@ -113,3 +113,14 @@ def test_same_seed_same_metrics_different_seed_differs(real_glue, tmp_path, cach
     pa = (a[("maxpool_mha", 3)]["_dir"] / "dev_predictions.tsv").read_text()
     assert pa == (b[("maxpool_mha", 3)]["_dir"] / "dev_predictions.tsv").read_text()
     assert a[("maxpool_mha", 3)]["metrics"] != a[("maxpool_mha", 4)]["metrics"]
+
+
+@pytest.mark.parametrize(("env", "threads"), [({"SLURM_CPUS_PER_TASK": "1"}, 1), ({"SLURM_CPUS_PER_TASK": "3"}, 3),
+                                              ({"SLURM_CPUS_PER_TASK": ""}, None)])
+def test_a_slurm_job_uses_the_cpus_it_was_given(monkeypatch, env, threads):
+    from maxpoolbert import run
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(run, "_parallel_jobs", lambda: 1)
+    assert run._threads_per_parallel_job() == threads

@@ -128,8 +128,11 @@ class Collator:
     def __init__(self, data: Encoded, pad_id: int, regression: bool) -> None:
         self.data, self.pad_id, self.regression = data, pad_id, regression
 
-    def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[int] | list[tuple[int, float]]) -> dict[str, torch.Tensor]:
         d = self.data
+        weights = None
+        if rows and isinstance(rows[0], tuple):  # (row, loss weight) from ShardedBatchSampler
+            rows, weights = [r for r, _ in rows], [w for _, w in rows]
         width = max(len(d.input_ids[i]) for i in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         types = torch.zeros((len(rows), width), dtype=torch.long)
@@ -140,11 +143,14 @@ class Collator:
             types[r, :n] = torch.as_tensor(d.token_type_ids[i])
             mask[r, : d.n_tokens[i]] = 1
         dtype = torch.float32 if self.regression else torch.long
-        return {
+        batch = {
             "input_ids": ids, "token_type_ids": types, "attention_mask": mask,
             "labels": torch.as_tensor([d.labels[i] for i in rows], dtype=dtype),
             "idx": torch.as_tensor([d.idx[i] for i in rows], dtype=torch.long),
         }
+        if weights is not None:
+            batch["weight"] = torch.as_tensor(weights, dtype=torch.float32)
+        return batch
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
@@ -179,10 +185,38 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return iter(batches)
 
 
-def _sort_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+class ShardedBatchSampler(Sampler[list[tuple[int, float]]]):
+    """Data-parallel training with the semantics of one process: the global batches are exactly
+    those of ``batches`` (a :class:`LengthGroupedBatchSampler`: same rows per step, each row once
+    per epoch, order a function of (seed, epoch) only), and each is split into ``world_size``
+    near-equal parts; process ``rank`` trains on part ``rank``.
+
+    Rows come with a loss weight, ``world_size / global batch size``: the processes' summed,
+    weighted losses, averaged by DDP's gradient all-reduce, are the global batch's mean loss. A
+    process whose part of a (small, last) batch is empty gets one row with weight 0, so every
+    process takes every step."""
+
+    def __init__(self, batches: LengthGroupedBatchSampler, rank: int, world_size: int) -> None:
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            part = np.array_split(np.asarray(batch), self.world_size)[self.rank].tolist()
+            weight = self.world_size / len(batch)
+            yield [(i, weight) for i in part] if part else [(batch[0], 0.0)]
+
+
+def _sort_batches(lengths: np.ndarray, batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
     """Evaluation batches: rows sorted by length (less padding); predictions are put back in
-    file order by ``idx``."""
-    order = np.argsort(-lengths, kind="stable")
+    file order by ``idx``. With several processes, process ``rank`` takes every
+    ``world_size``-th row of that order: each row is evaluated exactly once, by one process."""
+    order = np.argsort(-lengths, kind="stable")[rank::world_size]
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
@@ -291,13 +325,24 @@ class GlueDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        data = self.splits["train"]
-        sampler = LengthGroupedBatchSampler(data.lengths, self.batch_size, self.seed, group=self.group_by_length)
-        return self._loader(data, sampler)
+    def _placement(self) -> tuple[int, int]:
+        """(rank, world size) of this process: (0, 1) unless a data-parallel trainer runs it."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def eval_loader(self, data: Encoded) -> DataLoader:
-        return self._loader(data, _sort_batches(data.lengths, self.eval_batch_size))
+    def train_batches(self) -> LengthGroupedBatchSampler:
+        """The global training batches (the same for any number of processes)."""
+        data = self.splits["train"]
+        return LengthGroupedBatchSampler(data.lengths, self.batch_size, self.seed, group=self.group_by_length)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._placement()
+        batches = self.train_batches()
+        return self._loader(self.splits["train"], batches if world == 1 else ShardedBatchSampler(batches, rank, world))
+
+    def eval_loader(self, data: Encoded, sharded: bool = False) -> DataLoader:
+        rank, world = self._placement() if sharded else (0, 1)
+        return self._loader(data, _sort_batches(data.lengths, self.eval_batch_size, rank, world))
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self.eval_loader(self.splits[name]) for name in self.task.eval]
+        return [self.eval_loader(self.splits[name], sharded=True) for name in self.task.eval]

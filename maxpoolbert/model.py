@@ -51,10 +51,10 @@ class PooledClassifier(nn.Module):
         pooled = self.pooling(out.hidden_states, attention_mask, attentions)
         return self.classifier(self.dropout(self.pooler(pooled)))
 
-    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+    def loss(self, logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
         if self.num_labels == 1:
-            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-        return F.cross_entropy(logits, labels.long())
+            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype), reduction=reduction)
+        return F.cross_entropy(logits, labels.long(), reduction=reduction)
 
     @staticmethod
     def predictions(logits: Tensor) -> Tensor:

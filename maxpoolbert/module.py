@@ -57,7 +57,10 @@ class GlueModule(L.LightningModule):
         torch.manual_seed(self.seed * 1_000_003 + self.global_step)
 
     def training_step(self, batch, batch_idx):
-        loss = self.model.loss(self(batch), batch["labels"])
+        if "weight" in batch:  # one part of a global batch (data-parallel): see ShardedBatchSampler
+            loss = (self.model.loss(self(batch), batch["labels"], reduction="none") * batch["weight"]).sum()
+        else:
+            loss = self.model.loss(self(batch), batch["labels"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch["labels"].shape[0])
         return loss
@@ -79,7 +82,14 @@ class GlueModule(L.LightningModule):
             for key, metric in live.items():
                 self.log(f"val/{key}", metric.compute(), add_dataloader_idx=False)
                 metric.reset()
-        self.last_eval = {split: _in_file_order(parts) for split, parts in self._gathered.items() if parts}
+        gathered = self._gathered
+        if self.trainer.world_size > 1:  # each process evaluated its share of the rows: gather them all
+            import torch.distributed as dist
+
+            shares: list = [None] * self.trainer.world_size
+            dist.all_gather_object(shares, gathered)
+            gathered = {name: [part for share in shares for part in share[name]] for name in self.eval_names}
+        self.last_eval = {split: _in_file_order(parts) for split, parts in gathered.items() if parts}
         self.last_eval_step = self.global_step
         if not self.trainer.sanity_checking and len(self.last_eval) == len(self.eval_names):
             self.log("val/score", M.glue_score(self.dev_metrics()), add_dataloader_idx=False, prog_bar=True)

@@ -113,6 +113,13 @@ class Throughput(Callback):
     def __init__(self) -> None:
         self.samples, self.seconds, self._t = 0, 0.0, None
         self.first_step_s: float | None = None
+        self.rows_trained = 0  # this process's rows since the run began (kept in checkpoints)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"rows_trained": self.rows_trained}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.rows_trained = int(state.get("rows_trained", 0))
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t = time.perf_counter()
@@ -124,7 +131,9 @@ class Throughput(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         now = time.perf_counter()
         self.seconds += now - self._t
-        self.samples += int(batch["labels"].shape[0])
+        rows = int((batch["weight"] > 0).sum()) if "weight" in batch else int(batch["labels"].shape[0])
+        self.samples += rows
+        self.rows_trained += rows
         self._t = now
 
 
@@ -152,18 +161,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    rundir.claim(out_dir, cfg, hydra_cfg)  # first start: writes .hydra/; relaunch: same settings or refused
-    rundir.clean_stale_tmp(out_dir)
     results_path = out_dir / RESULTS
-    finished, broken = rundir.read_results(out_dir)
-    if finished is not None and cfg.skip_finished:
-        log.info("skipping %s: %s exists", out_dir, RESULTS)
-        rundir.record_launch(out_dir, "skipped")
-        return finished
-    if broken:
-        moved = rundir.set_aside(results_path)
-        log.warning("%s is %s: kept as %s; the run starts again", results_path, broken, moved.name)
-    (out_dir / FAILED).unlink(missing_ok=True)
+    broken = None
+    if not ddp_worker():  # the folder is the first process's: the others only train
+        rundir.claim(out_dir, cfg, hydra_cfg)  # first start: writes .hydra/; relaunch: same settings or refused
+        rundir.clean_stale_tmp(out_dir)
+        finished, broken = rundir.read_results(out_dir)
+        if finished is not None and cfg.skip_finished:
+            log.info("skipping %s: %s exists", out_dir, RESULTS)
+            rundir.record_launch(out_dir, "skipped")
+            return finished
+        if broken:
+            moved = rundir.set_aside(results_path)
+            log.warning("%s is %s: kept as %s; the run starts again", results_path, broken, moved.name)
+        (out_dir / FAILED).unlink(missing_ok=True)
     threads = cfg.speed.threads or _threads_per_parallel_job()
     if threads:
         torch.set_num_threads(int(threads))
@@ -180,8 +191,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = ResumeCheckpoint(ckpt_dir, cfg.checkpoint.every_n_epochs)
     throughput = Throughput()
     logger = instantiate(cfg.logger, **_logger_defaults(cfg))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, throughput], logger=logger,
-                                     **_placement(cfg))
+    trainer = _trainer(cfg, callbacks=[checkpoint, throughput], logger=logger)
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -195,10 +205,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             trainer.validate(module, datamodule=dm, verbose=False)
         metrics = module.dev_metrics()
         score = M.glue_score(metrics)
+        world = trainer.world_size
+        train_samples = int(trainer.strategy.reduce(torch.tensor(throughput.rows_trained), reduce_op="sum")) \
+            if world > 1 else throughput.rows_trained
+        samples_per_s = throughput.samples * world / throughput.seconds if throughput.seconds else None
+        if not trainer.is_global_zero:
+            return {"score": score}
         results = {
             "task": task.name, "pooling": cfg.pooling.name, "model": cfg.model.name, "seed": int(cfg.seed),
             "metrics": metrics, "score": score,
-            "train_samples_per_s": throughput.samples / throughput.seconds if throughput.seconds else None,
+            "train_samples_per_s": samples_per_s, "world_size": world, "train_samples": train_samples,
             "train_s": throughput.seconds, "wall_s": time.time() - started,
             "process_s": process_age(), "first_step_s": throughput.first_step_s,
             "peak_memory_mb": peak_memory_mb(),
@@ -231,6 +247,39 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return results
     finally:
         _finish_logger(logger)
+
+
+def ddp_worker() -> bool:
+    """A process that a data-parallel launcher started beside the first one (rank > 0)."""
+    return any(int(os.environ.get(k) or 0) > 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def _trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The Lightning Trainer of the config, with our placement; a setting the machine cannot
+    satisfy is one line. A data-parallel run uses its share of the CPU cores per process."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer: L.Trainer = instantiate(cfg.trainer, **kwargs, **_placement(cfg))
+    except Exception as err:
+        cause = err.__cause__ if isinstance(err.__cause__, MisconfigurationException) else err
+        if isinstance(cause, MisconfigurationException):
+            raise UserError(f"trainer.devices={cfg.trainer.devices}, trainer.accelerator={cfg.trainer.accelerator}: "
+                            f"{str(cause).splitlines()[0]}") from err
+        raise
+    world = trainer.world_size
+    if world > 1:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise UserError(f"trainer.devices={cfg.trainer.devices}: a data-parallel run is a single run "
+                            "(python train.py trainer=ddp ...); sweeps run many single-device runs at once "
+                            "(hydra/launcher=joblib or slurm)")
+        on_cpu = type(trainer.accelerator).__name__ == "CPUAccelerator"
+        if on_cpu and world > (os.cpu_count() or 1):
+            raise UserError(f"trainer.devices={cfg.trainer.devices}: this machine has {os.cpu_count()} CPU "
+                            f"core(s) for {world} processes; allowed: 1 to {os.cpu_count()}")
+        if on_cpu and not cfg.speed.threads:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return trainer
 
 
 def _parallel_jobs() -> int:
@@ -343,6 +392,8 @@ def main(cfg: DictConfig) -> float | None:
     except (Exception, KeyboardInterrupt) as err:
         user = user_error(err)
         err = user or err
+        if ddp_worker():
+            raise
         try:
             write_json_atomic(out_dir / FAILED, {
                 "error": f"{type(err).__name__}: {err}", "user_error": user is not None,

@@ -108,6 +108,7 @@ def straight(real_glue, tmp_path_factory, cache_dir) -> Path:
 def same_run(a: Path, b: Path) -> None:
     ra, rb = (json.loads((d / rundir.RESULTS).read_text()) for d in (a, b))
     assert ra["steps"] == rb["steps"] == 3 * STEPS_PER_EPOCH
+    assert ra["train_samples"] == rb["train_samples"] == 3 * 256  # counted across the resume too
     assert ra["metrics"] == rb["metrics"]
     assert (a / rundir.PREDICTIONS).read_text() == (b / rundir.PREDICTIONS).read_text()
 

@@ -6,7 +6,7 @@ export GLUE_DIR
 RUNS ?= outputs
 ARGS ?=
 
-.PHONY: install train test lint report bench clean
+.PHONY: install train test test-slurm lint report bench clean
 
 # torch first: the pinned CPU build lies on disk here; a bare `torch` requirement would pull
 # a multi-GB CUDA build. An already importable torch (e.g. a CUDA build on a GPU box) is kept.
@@ -22,6 +22,11 @@ train: install
 
 test: install
 	$(PYTHON) -m pytest -q tests
+
+# Against a real single-node SLURM cluster that the tests start and stop (scripts/slurm_cluster.sh;
+# root on a Debian-like machine: installs slurm-wlm and munge when missing).
+test-slurm: install
+	$(PYTHON) -m pytest -q -m slurm tests
 
 lint: install
 	$(PYTHON) -m ruff check maxpoolbert tests scripts train.py

@@ -206,14 +206,21 @@ class RunFolderConflict(Exception):
     """The folder already holds a run with other settings."""
 
 
+def stored_differences(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> list[tuple[str, Any, Any]]:
+    """How the job config ``cfg`` differs from the one stored in ``run_dir`` (none stored: none)."""
+    config = run_dir / CONFIG
+    if not config.is_file():
+        return []
+    return differing_keys(OmegaConf.load(config), cfg, neutral_keys(hydra_cfg))
+
+
 def claim(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
     """Make ``run_dir`` this run's folder: write its config on the first start; on a relaunch,
     refuse settings that differ from the stored ones (:class:`RunFolderConflict`, naming the
     keys). Returns True on the first start."""
     config = run_dir / CONFIG
     if config.is_file():
-        saved = OmegaConf.load(config)
-        diff = differing_keys(saved, cfg, neutral_keys(hydra_cfg))
+        diff = stored_differences(run_dir, cfg, hydra_cfg)
         if diff:
             shown = ", ".join(f"{k}={_show(new)} (stored: {_show(old)})" for k, old, new in diff[:6])
             more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""

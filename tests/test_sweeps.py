@@ -2,6 +2,8 @@
 failure isolation and determinism (tiny model, a few steps)."""
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,7 +81,9 @@ def test_relaunched_sweep_skips_finished_jobs(wandb_sweep):
     again = run_train(*args, cwd=root.parent, env=env)
     after = {k: r["_dir"].joinpath("results.json").stat().st_mtime_ns for k, r in results(root).items()}
     assert before == after
-    assert (again.stdout + again.stderr).count("skipping") == 4
+    out = again.stdout + again.stderr
+    assert "4 of 4 job(s) already finished: not launched (nothing to do)" in out  # no job started
+    assert "0 finished, 4 skipped (already finished), 0 failed" in out and "Launching" not in out
 
 
 def test_submitit_local_launcher(real_glue, tmp_path, cache_dir):
@@ -124,3 +128,12 @@ def test_a_slurm_job_uses_the_cpus_it_was_given(monkeypatch, env, threads):
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(run, "_parallel_jobs", lambda: 1)
     assert run._threads_per_parallel_job() == threads
+
+
+def test_slurm_launcher_without_sbatch_is_one_line(tmp_path):
+    path = os.path.dirname(sys.executable)  # python, and no sbatch
+    proc = run_train("-m", "hydra/launcher=slurm", "model=tiny", "logger=none", f"hydra.sweep.dir={tmp_path}/sweep",
+                     cwd=tmp_path, check=False, env={"PATH": path})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "sbatch is not on the PATH" in lines[0]

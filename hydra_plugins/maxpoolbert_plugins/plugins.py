@@ -1,0 +1,14 @@
+"""Thin Hydra plugin classes; see :mod:`maxpoolbert.sweeps` for what they do."""
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+from maxpoolbert.sweeps import SkipFinishedLaunches, WatchedSlurmLaunch
+
+
+class SkipFinishedSweeper(SkipFinishedLaunches, BasicSweeper):
+    """Hydra's basic sweeper that launches only the jobs whose run folder is not finished."""
+
+
+class WatchedSlurmLauncher(WatchedSlurmLaunch, SlurmLauncher):
+    """submitit's SLURM launcher that gives up, in one line, on jobs that can never start."""

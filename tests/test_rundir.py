@@ -86,6 +86,14 @@ def test_glue_grid_writes_its_folders_and_a_relaunch_skips_every_finished_job(re
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob(rundir.RESULTS)} == stamps
     assert "0 finished, 4 skipped (already finished), 0 failed" in out(again)
     assert not (tmp_path / "outputs" / "multirun").exists()
+    # The same folders with a setting that changes the runs: every job refuses, nothing is touched.
+    configs = {p: p.read_bytes() for p in tmp_path.rglob("config.yaml")}
+    changed = run_train(*args, "optimizer.lr=1e-3", cwd=tmp_path, check=False)
+    assert changed.returncode != 0
+    assert "0 finished, 0 failed, 4 refused (folder holds other settings)" in out(changed)
+    assert "optimizer.lr=0.001 (stored: 2e-05)" in out(changed)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob(rundir.RESULTS)} == stamps
+    assert {p: p.read_bytes() for p in tmp_path.rglob("config.yaml")} == configs
 
 
 def test_smoke_trains_on_64_rows_and_writes_no_weights(real_glue, tmp_path, cache_dir):

@@ -43,6 +43,11 @@ class GlueModule(L.LightningModule):
         self._gathered: dict[str, list] = {}
         self.last_eval: dict[str, dict[str, np.ndarray]] = {}
         self.last_eval_step = -1
+        # One entry per complete dev evaluation (epoch, step, metrics, score), and the rows of the
+        # best one so far (highest score; the first of equals): both kept in checkpoints.
+        self.history: list[dict] = []
+        self.best_eval: dict[str, dict[str, np.ndarray]] = {}
+        self.best_index = -1
         # Not a submodule: the compiled wrapper shares the model's parameters.
         object.__setattr__(self, "forward_fn", torch.compile(model) if compile else model)
 
@@ -92,15 +97,42 @@ class GlueModule(L.LightningModule):
         self.last_eval = {split: _in_file_order(parts) for split, parts in gathered.items() if parts}
         self.last_eval_step = self.global_step
         if not self.trainer.sanity_checking and len(self.last_eval) == len(self.eval_names):
-            self.log("val/score", M.glue_score(self.dev_metrics()), add_dataloader_idx=False, prog_bar=True)
+            metrics = self.dev_metrics()
+            score = M.glue_score(metrics)
+            self.log("val/score", score, add_dataloader_idx=False, prog_bar=True)
+            self.history.append({"epoch": int(self.current_epoch), "step": int(self.global_step),
+                                 "metrics": {k: float(v) for k, v in metrics.items()}, "score": float(score)})
+            best = self.history[self.best_index]["score"] if self.best_index >= 0 else None
+            if best is None or (math.isfinite(score) and not (math.isfinite(best) and score <= best)):
+                self.best_eval, self.best_index = self.last_eval, len(self.history) - 1
 
-    def dev_metrics(self) -> dict[str, float]:
-        """GLUE metrics of the last evaluation, from all gathered rows (scikit-learn / scipy)."""
+    def dev_metrics(self, evals: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, float]:
+        """GLUE metrics of an evaluation (default: the last), from all its rows (scikit-learn / scipy)."""
+        evals = self.last_eval if evals is None else evals
         out: dict[str, float] = {}
         for split, spec in self.task.eval.items():
-            rows = self.last_eval[split]
+            rows = evals[split]
             out.update(M.compute(spec.metrics, rows["prediction"], rows["label"]))
         return out
+
+    def selected(self, select: str) -> tuple[dict[str, dict[str, np.ndarray]], int]:
+        """The evaluation that reports the run (``last`` or ``best``) and its history index."""
+        if select == "best" and self.best_index >= 0:
+            return self.best_eval, self.best_index
+        return self.last_eval, len(self.history) - 1
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # tensors, not NumPy arrays: checkpoints load with torch.load(weights_only=True)
+        best = {split: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rows.items()}
+                for split, rows in self.best_eval.items()}
+        checkpoint["maxpoolbert"] = {"history": self.history, "best_eval": best, "best_index": self.best_index}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("maxpoolbert", {})
+        self.history = list(state.get("history", []))
+        self.best_eval = {split: {k: v.numpy() for k, v in rows.items()}
+                          for split, rows in state.get("best_eval", {}).items()}
+        self.best_index = state.get("best_index", -1)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -81,6 +81,8 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
         "warmup_ratio": cfg.scheduler.warmup_ratio, "use_pooler": cfg.head.use_pooler,
         "head_dropout": cfg.head.dropout, "precision": str(cfg.trainer.precision),
         "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
+        "eval.select": cfg.eval.select, "eval.per_epoch": cfg.eval.per_epoch,
+        "eval.early_stopping": cfg.eval.early_stopping,
     }
     options = OmegaConf.to_container(cfg.pooling.module, resolve=True)
     out.update({f"pooling.{k}": v for k, v in options.items() if k != "_target_"})
@@ -191,7 +193,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = ResumeCheckpoint(ckpt_dir, cfg.checkpoint.every_n_epochs)
     throughput = Throughput()
     logger = instantiate(cfg.logger, **_logger_defaults(cfg))
-    trainer = _trainer(cfg, callbacks=[checkpoint, throughput], logger=logger)
+    trainer = _trainer(cfg, callbacks=[checkpoint, throughput, *_eval_callbacks(cfg)], logger=logger,
+                       **_eval_schedule(cfg))
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -203,7 +206,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resumed else None)
         if module.last_eval_step != trainer.global_step or len(module.last_eval) != len(task.eval):
             trainer.validate(module, datamodule=dm, verbose=False)
-        metrics = module.dev_metrics()
+        evals, chosen = module.selected(cfg.eval.select)
+        metrics = module.dev_metrics(evals)
         score = M.glue_score(metrics)
         world = trainer.world_size
         train_samples = int(trainer.strategy.reduce(torch.tensor(throughput.rows_trained), reduce_op="sum")) \
@@ -221,14 +225,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "params": model.param_counts(),
             "train_size": cfg.data.train_size, "n_train": len(dm.splits["train"]),
             "glue_dir": str(Path(cfg.data.glue_dir).expanduser().resolve()) if cfg.data.glue_dir else None,
-            "n_dev": {k: len(v["index"]) for k, v in module.last_eval.items()},
-            "majority_score": majority_score(task, dm.splits["train"].labels, module.last_eval),
+            "n_dev": {k: len(v["index"]) for k, v in evals.items()},
+            "majority_score": majority_score(task, dm.splits["train"].labels, evals),
             "epochs": trainer.current_epoch, "steps": trainer.global_step, "resumed": resumed,
+            "history": module.history,
+            "selected": {"select": cfg.eval.select, "index": chosen, **{k: module.history[chosen][k]
+                                                                          for k in ("epoch", "step")}},
+            "stopped_early": bool(getattr(trainer.early_stopping_callback, "stopped_epoch", 0)),
             "hparams": hparams(cfg),
             "versions": {"torch": torch.__version__, "lightning": L.__version__},
             "device": str(module.device),
         }
-        write_predictions(out_dir / PREDICTIONS, task, module.last_eval)
+        write_predictions(out_dir / PREDICTIONS, task, evals)
         if cfg.save_model:
             from safetensors.torch import save_model
             weights = out_dir / rundir.MODEL
@@ -247,6 +255,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return results
     finally:
         _finish_logger(logger)
+
+
+def _eval_callbacks(cfg: DictConfig) -> list:
+    """Early stopping on the dev score (Lightning's callback; patience counted in evaluations)."""
+    patience = cfg.eval.get("early_stopping")
+    if patience is None:
+        return []
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return [EarlyStopping(monitor="val/score", mode="max", patience=int(patience), check_on_train_epoch_end=False,
+                          check_finite=False)]
+
+
+def _eval_schedule(cfg: DictConfig) -> dict[str, Any]:
+    """``eval.per_epoch`` dev evaluations per epoch (the last at the epoch's end)."""
+    per_epoch = int(cfg.eval.get("per_epoch") or 1)
+    return {"val_check_interval": 1.0 / per_epoch} if per_epoch > 1 else {}
 
 
 def ddp_worker() -> bool:

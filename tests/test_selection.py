@@ -1,0 +1,79 @@
+"""Per-evaluation history, best-or-last selection, early stopping, several evaluations an epoch."""
+
+import json
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from .conftest import run_train
+from .test_rundir import kill_after_first_checkpoint
+
+COMMON = ["model=tiny", "task=stsb", "data.train_size=128", "optimizer.lr=1e-3", "logger=none",
+          "trainer.enable_progress_bar=false", "save_model=false"]
+
+
+def recomputed_score(run_dir) -> float:
+    rows = pd.read_csv(run_dir / "dev_predictions.tsv", sep="\t")
+    return (stats.pearsonr(rows.prediction, rows.label)[0] + stats.spearmanr(rows.prediction, rows.label)[0]) / 2
+
+
+@pytest.fixture(scope="module")
+def runs(real_glue, tmp_path_factory, cache_dir):
+    tmp = tmp_path_factory.mktemp("selection")
+    args = [*COMMON, "trainer.max_epochs=3", "eval.per_epoch=2", f"data.cache_dir={cache_dir}"]
+    for select in ("last", "best"):
+        run_train(*args, f"eval.select={select}", f"hydra.run.dir={tmp}/{select}", cwd=tmp)
+    run_train(*COMMON, "trainer.max_epochs=3", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp}/default", cwd=tmp)
+    return {name: (tmp / name, json.loads((tmp / name / "results.json").read_text()))
+            for name in ("last", "best", "default")}
+
+
+def test_history_has_one_entry_per_evaluation(runs):
+    _, r = runs["last"]
+    assert [(h["epoch"], h["step"]) for h in r["history"]] == [(0, 2), (0, 4), (1, 6), (1, 8), (2, 10), (2, 12)]
+    for h in r["history"]:
+        assert h["score"] == pytest.approx((h["metrics"]["pearson"] + h["metrics"]["spearman"]) / 2)
+    _, default = runs["default"]
+    assert [(h["epoch"], h["step"]) for h in default["history"]] == [(0, 4), (1, 8), (2, 12)]
+
+
+@pytest.mark.parametrize("select", ["last", "best"])
+def test_the_selected_evaluation_reports_the_run(runs, select):
+    run_dir, r = runs[select]
+    scores = [h["score"] for h in r["history"]]
+    index = len(scores) - 1 if select == "last" else scores.index(max(scores))
+    assert r["selected"] == {"select": select, "index": index, "epoch": r["history"][index]["epoch"],
+                             "step": r["history"][index]["step"]}
+    assert r["metrics"] == r["history"][index]["metrics"] and r["score"] == r["history"][index]["score"]
+    assert recomputed_score(run_dir) == pytest.approx(r["score"], abs=1e-6)  # the predictions kept are that evaluation's
+
+
+def test_best_and_last_differ_here_and_last_is_the_default(runs):
+    assert runs["best"][1]["selected"]["index"] != runs["last"][1]["selected"]["index"]  # the test can tell them apart
+    _, default = runs["default"]
+    assert default["selected"]["select"] == "last"
+    assert default["metrics"] == default["history"][-1]["metrics"]
+
+
+def test_early_stopping_counts_patience_in_evaluations(real_glue, tmp_path, cache_dir):
+    run_train(*COMMON, "trainer.max_epochs=6", "eval.early_stopping=1", "eval.select=best", f"data.cache_dir={cache_dir}",
+              f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    scores = [h["score"] for h in r["history"]]
+    first_drop = next(i for i in range(1, len(scores)) if scores[i] <= max(scores[:i]))
+    assert r["stopped_early"] and len(scores) == first_drop + 1 < 6  # stopped after one evaluation without gain
+    assert r["score"] == max(scores)
+
+
+def test_history_and_best_survive_a_resume(real_glue, tmp_path, cache_dir):
+    args = [*COMMON, "task=rte", "data.train_size=256", "trainer.max_epochs=3", "eval.select=best", "seed=5",
+            f"data.cache_dir={cache_dir}"]
+    kill_after_first_checkpoint(tmp_path / "killed", args)
+    run_train(*args, f"hydra.run.dir={tmp_path}/killed", cwd=tmp_path)
+    run_train(*args, f"hydra.run.dir={tmp_path}/straight", cwd=tmp_path)
+    killed, straight = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("killed", "straight"))
+    assert killed["resumed"] and len(killed["history"]) == 3
+    assert killed["history"] == straight["history"] and killed["selected"] == straight["selected"]
+    assert (tmp_path / "killed" / "dev_predictions.tsv").read_text() == \
+        (tmp_path / "straight" / "dev_predictions.tsv").read_text()

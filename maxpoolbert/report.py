@@ -57,6 +57,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from maxpoolbert import selection
+
 # --------------------------------------------------------------------------- constants
 
 # task -> (display name, metrics in display order, short metric label); dict order = GLUE order.
@@ -270,7 +272,7 @@ def drop_duplicate_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[st
     return result.astype(runs.dtypes.to_dict()), skipped
 
 
-def collect_runs(root: str | os.PathLike) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+def collect_runs(root: str | os.PathLike, by: str | None = None) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """Read every run under ``root``.
 
     Returns the usable runs (one row per run, see :data:`RUN_COLUMNS`) and the skipped ones as
@@ -301,11 +303,21 @@ def collect_runs(root: str | os.PathLike) -> tuple[pd.DataFrame, list[dict[str, 
             record["degenerate"] = predictions_constant(run_dir / "dev_predictions.tsv")
         record.update(path=rel, mtime=results.stat().st_mtime)
         records.append(record)
-    return _finish_collection(records, skipped)
+    return _finish_collection(records, skipped, by, root)
 
 
-def _finish_collection(records: list[dict[str, Any]], skipped: list[dict[str, str]]):
-    runs, dups = drop_duplicate_seeds(records_to_frame(records))
+def _finish_collection(records: list[dict[str, Any]], skipped: list[dict[str, str]], by: str | None = None,
+                       root: Path | None = None):
+    """Runs as a frame, duplicates dropped; with ``by`` (``--select KEY``) a seed may appear once
+    per value of that key in a cell (column ``_value``)."""
+    runs = records_to_frame(records)
+    if by is None:
+        runs, dups = drop_duplicate_seeds(runs)
+    else:
+        runs = selection.with_values(runs, by, root)
+        parts = [drop_duplicate_seeds(g) for _, g in runs.groupby("_value", dropna=False, sort=True)]
+        runs = pd.concat([p[0] for p in parts]).reset_index(drop=True) if parts else runs
+        dups = [d for p in parts for d in p[1]]
     skipped = skipped + dups
     for path in runs.loc[runs["score"].isna(), "path"]:
         skipped.append({"path": path,
@@ -383,7 +395,7 @@ def wandb_run_to_record(run: Any) -> dict[str, Any]:
     return {k: v for k, v in record.items() if v is not None or k == "train_size"}
 
 
-def collect_wandb(path: str, api: Any = None) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+def collect_wandb(path: str, api: Any = None, by: str | None = None) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """Like :func:`collect_runs` for the runs of a W&B project ``ENTITY/PROJECT``.
 
     ``api`` defaults to ``wandb.Api()`` (imported here, so wandb stays optional).
@@ -418,7 +430,7 @@ def collect_wandb(path: str, api: Any = None) -> tuple[pd.DataFrame, list[dict[s
             stamp = 0.0 if pd.isna(created) else created.timestamp()
         record.update(path=where, mtime=float(stamp))
         records.append(record)
-    return _finish_collection(records, skipped)
+    return _finish_collection(records, skipped, by)
 
 
 # --------------------------------------------------------------------------- checks
@@ -954,8 +966,10 @@ def _degenerate_markdown(degen: pd.DataFrame) -> str:
                           left=3)
 
 
-def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, source: str) -> None:
-    """Compute every table and plot and write all report files into ``out``."""
+def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, source: str,
+                 preface: Sequence[str] = ()) -> None:
+    """Compute every table and plot and write all report files into ``out``; ``preface``:
+    markdown sections put before the main results (the model selection, when there is one)."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summary_table(runs)
     diff = difference_table(runs)
@@ -984,6 +998,7 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
         "matched/mismatched, each metric with its own std. Bold: best mean task score (mean of the "
         "task's metrics) per column within a model. GLUE avg: mean over tasks of the per-task mean "
         "score.",
+        *preface,
         "## Main results (full training set)",
         "Runs with a reduced `train_size` are only in the low-resource section. Duplicate seeds "
         "in a cell keep the newest results.json.",
@@ -1044,7 +1059,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="read run summaries from W&B instead of --runs")
     parser.add_argument("--allow-mixed", action="store_true",
                         help="allow different hparams within one table cell")
+    parser.add_argument("--select", metavar="KEY",
+                        help="per cell, report only the value of KEY (e.g. optimizer.lr) with the best mean dev "
+                             "score over seeds; writes selection.csv")
+    parser.add_argument("--select-on", choices=selection.MODES, default="all",
+                        help="all: choose and report on every dev row (optimistic); half: choose on even-index "
+                             "dev rows, report odd-index rows only (honest)")
     return parser.parse_args(argv)
+
+
+def apply_selection(runs: pd.DataFrame, args: argparse.Namespace, root: Path | None):
+    """``--select``: the chosen runs, the selection table and the report's selection section."""
+    chosen = selection.select(runs, args.select, args.select_on, root)
+    section = ["## Model selection", selection.describe(args.select, args.select_on),
+               selection.chosen_markdown(chosen.table, args.select),
+               "Each cell: chosen value (its mean selection score ×100 over n seeds); every candidate is in "
+               "`selection.csv`."]
+    section += [f"Note: {note}" for note in chosen.notes]
+    return chosen, section
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1053,23 +1085,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.from_wandb:
             source = f"wandb:{args.from_wandb}"
-            runs, skipped = collect_wandb(args.from_wandb)
+            runs, skipped = collect_wandb(args.from_wandb, by=args.select)
         else:
             source = args.runs
             if not Path(args.runs).is_dir():
                 raise ReportError(f"no runs found: {args.runs} is not a folder")
-            runs, skipped = collect_runs(args.runs)
+            runs, skipped = collect_runs(args.runs, by=args.select)
         if runs.empty:
             example = (f" ({len(skipped)} skipped, e.g. {skipped[0]['path']}: "
                        f"{skipped[0]['reason']})") if skipped else ""
             raise ReportError(f"no usable runs found in {source}{example}")
+        preface: list[str] = []
+        chosen = None
+        if args.select:
+            chosen, preface = apply_selection(runs, args, None if args.from_wandb else Path(args.runs))
+            runs = chosen.runs
         if not args.allow_mixed:
             check_hparams(runs)
+    except selection.SelectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     out = Path(args.out)
-    write_report(runs, skipped, out, source)
+    write_report(runs, skipped, out, source, preface)
+    if chosen is not None:
+        chosen.table.to_csv(out / "selection.csv", index=False)
     print(f"report: {len(runs)} run(s) used, {len(skipped)} skipped -> {out / 'results.md'}")
     return 0
 

@@ -75,12 +75,12 @@ def majority_score(task: GlueTask, train_labels, evals) -> float:
 def hparams(cfg: DictConfig) -> dict[str, Any]:
     """The settings that must match for runs to share a table cell (flat, JSON-friendly)."""
     out = {
-        "lr": cfg.optimizer.get("lr"), "weight_decay": cfg.optimizer.get("weight_decay"),
-        "batch_size": cfg.data.batch_size, "max_epochs": cfg.trainer.max_epochs,
-        "max_steps": cfg.trainer.max_steps, "max_length": cfg.data.max_length,
-        "warmup_ratio": cfg.scheduler.warmup_ratio, "use_pooler": cfg.head.use_pooler,
-        "head_dropout": cfg.head.dropout, "precision": str(cfg.trainer.precision),
-        "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
+        "optimizer.lr": cfg.optimizer.get("lr"), "optimizer.weight_decay": cfg.optimizer.get("weight_decay"),
+        "data.batch_size": cfg.data.batch_size, "trainer.max_epochs": cfg.trainer.max_epochs,
+        "trainer.max_steps": cfg.trainer.max_steps, "data.max_length": cfg.data.max_length,
+        "scheduler.warmup_ratio": cfg.scheduler.warmup_ratio, "head.use_pooler": cfg.head.use_pooler,
+        "head.dropout": cfg.head.dropout, "trainer.precision": str(cfg.trainer.precision),
+        "trainer.accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
         "eval.select": cfg.eval.select, "eval.per_epoch": cfg.eval.per_epoch,
         "eval.early_stopping": cfg.eval.early_stopping,
     }

@@ -1,0 +1,196 @@
+"""Model selection across runs: ``python -m maxpoolbert.report --select KEY [--select-on half]``.
+
+Per cell (model, task, pooling, train size) the value of ``KEY`` (any hyper-parameter: a key of
+``results.json``'s ``hparams`` or of the run's ``.hydra/config.yaml``, e.g. ``optimizer.lr``)
+with the best mean dev score over seeds is chosen, and only that value's runs are reported.
+
+``--select-on all`` chooses and reports on the same dev rows (what most papers do: optimistic).
+``--select-on half`` is honest selection: scores are recomputed from ``dev_predictions.tsv``;
+the value is chosen on the dev rows with an even ``index`` and every reported number is computed
+on the odd rows only, so no reported number took part in the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+MODES = ("all", "half")
+# results.json hparams written before they were named by their config keys
+LEGACY = {"optimizer.lr": "lr", "optimizer.weight_decay": "weight_decay", "data.batch_size": "batch_size",
+          "trainer.max_epochs": "max_epochs", "trainer.max_steps": "max_steps", "data.max_length": "max_length",
+          "scheduler.warmup_ratio": "warmup_ratio", "head.use_pooler": "use_pooler", "head.dropout": "head_dropout"}
+CELL = ["model", "pooling", "task", "train_size"]
+COLUMNS = ["model", "task", "pooling", "train_size", "key", "value", "n_seeds", "mean_score", "chosen"]
+MISSING = object()
+
+
+class SelectionError(Exception):
+    """Bad ``--select`` input: one line, exit status 2."""
+
+
+@dataclass
+class Selection:
+    runs: pd.DataFrame                       # the chosen value's runs (scores per the mode)
+    table: pd.DataFrame                      # selection.csv: one row per cell and candidate value
+    notes: list[str] = field(default_factory=list)
+
+
+def describe(key: str, mode: str) -> str:
+    """The selection, in words a reader of a paper understands."""
+    if mode == "half":
+        return (f"**Honest model selection.** For every cell (model, task, pooling, training-set size) the value "
+                f"of `{key}` with the best mean dev score over seeds was chosen, using only the dev examples with "
+                f"an even index. Every number in this report (means, standard deviations, differences, p-values) "
+                f"is computed on the dev examples with an odd index only, which took no part in the choice: the "
+                f"numbers are unbiased by the selection, and noisier than full-dev numbers (half the examples).")
+    return (f"**Model selection on the dev set.** For every cell (model, task, pooling, training-set size) the value "
+            f"of `{key}` with the best mean dev score over seeds was chosen, and that value's runs are reported. "
+            f"The same dev examples chose the value and are reported, so the numbers are optimistically biased "
+            f"(use `--select-on half` for an unbiased report).")
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def value_of(hparams: Any, config: Any, key: str) -> Any:
+    """``key``'s value for a run: its ``hparams`` (or their legacy name), else its config."""
+    if isinstance(hparams, dict):
+        for name in (key, LEGACY.get(key)):
+            if name is not None and name in hparams:
+                return hparams[name]
+    if config is not None:
+        value = OmegaConf.select(config, key, default=MISSING, throw_on_resolution_failure=False)
+        if value is not MISSING:
+            return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return MISSING
+
+
+def half_metrics(run_dir: Path, task_eval: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """Metrics of the even-index and of the odd-index dev rows, from ``dev_predictions.tsv``."""
+    from maxpoolbert.metrics import compute
+
+    rows = pd.read_csv(run_dir / "dev_predictions.tsv", sep="\t")
+    halves = []
+    for parity in (0, 1):
+        metrics: dict[str, float] = {}
+        for split, spec in task_eval.items():
+            part = rows[(rows["split"] == split) & (rows["index"] % 2 == parity)]
+            if part.empty:
+                raise SelectionError(f"{run_dir}: no {'even' if parity == 0 else 'odd'}-index rows of "
+                                     f"split {split} in dev_predictions.tsv")
+            metrics.update(compute(dict(spec["metrics"]), part["prediction"].to_numpy(), part["label"].to_numpy()))
+        halves.append(metrics)
+    return halves[0], halves[1]
+
+
+def _score(metrics: dict[str, float]) -> float:
+    values = list(metrics.values())
+    return float(np.mean(values)) if values and all(math.isfinite(v) for v in values) else math.nan
+
+
+def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = None) -> Selection:
+    """Choose ``key``'s value per cell (see the module docstring). ``runs`` are the report's
+    run records; ``root`` is the folder their ``path`` is relative to (configs, predictions)."""
+    if mode not in MODES:
+        raise SelectionError(f"--select-on={mode}: unknown mode; allowed: {', '.join(MODES)}")
+    runs = runs.copy() if "_value" in runs else with_values(runs, key, root)
+    configs = [_config(root, p) for p in runs["path"]]
+    if runs["_value"].isna().all():
+        raise SelectionError(f"--select={key}: no run has this key (in results.json hparams or .hydra/config.yaml); "
+                             f"e.g. optimizer.lr, data.batch_size, scheduler.warmup_ratio")
+    distinct = sorted(set(runs["_value"].dropna()))
+    if len(distinct) < 2:
+        raise SelectionError(f"--select={key}: every run has the same value ({distinct[0]}): nothing to choose; "
+                             "sweep it first (e.g. experiment=lr_search)")
+    notes = []
+    missing = runs["_value"].isna()
+    if missing.any():
+        notes.append(f"{int(missing.sum())} run(s) without `{key}` left out.")
+        runs, configs = runs[~missing].reset_index(drop=True), [c for c, m in zip(configs, missing, strict=True) if not m]
+    runs["_select_score"] = runs["score"]
+    if mode == "half":
+        if root is None:
+            raise SelectionError("--select-on half needs run folders with dev_predictions.tsv (not --from-wandb)")
+        metric_cols = [c for c in runs.columns if c not in ("score",) and c in _metric_columns(runs)]
+        for i, path in enumerate(runs["path"]):
+            if configs[i] is None:
+                raise SelectionError(f"{path}: no .hydra/config.yaml: cannot tell the task's dev metrics")
+            even, odd = half_metrics(root / path, configs[i].task.eval)
+            runs.loc[i, "_select_score"] = _score(even)
+            for col in metric_cols:
+                runs.loc[i, col] = odd.get(col, np.nan)
+            runs.loc[i, "score"] = _score(odd)
+    table, keep = [], []
+    for cell, group in runs.groupby(CELL, dropna=False, sort=False):
+        seeds = {v: set(g["seed"]) for v, g in group.groupby("_value", sort=True)}
+        common = set.intersection(*seeds.values())
+        if len({len(s) for s in seeds.values()}) > 1:
+            counts = ", ".join(f"{v}: {len(s)}" for v, s in seeds.items())
+            notes.append(f"{_cell_name(cell)}: unequal seed counts per value ({counts}); the values were compared "
+                         f"on the {len(common)} seed(s) they share")
+        means = {}
+        for value, g in group.groupby("_value", sort=True):
+            shared = g[g["seed"].isin(common)]["_select_score"] if common else g["_select_score"]
+            means[value] = float(shared.mean()) if shared.notna().any() else -math.inf
+        chosen = max(means, key=lambda v: (means[v], -sorted(means).index(v)))  # ties: the smaller value
+        keep.append(group[group["_value"] == chosen])
+        for value, g in group.groupby("_value", sort=True):
+            table.append({"model": cell[0], "task": cell[2], "pooling": cell[1], "train_size": cell[3], "key": key,
+                          "value": json.loads(value), "n_seeds": len(common) if common else len(g),
+                          "mean_score": means[value], "chosen": value == chosen})
+    chosen_runs = pd.concat(keep).drop(columns=["_value", "_select_score"]).reset_index(drop=True)
+    chosen_runs = chosen_runs.astype({c: t for c, t in runs.dtypes.items() if c in chosen_runs.columns})
+    return Selection(chosen_runs, pd.DataFrame(table, columns=COLUMNS), notes)
+
+
+def with_values(runs: pd.DataFrame, key: str, root: Path | None) -> pd.DataFrame:
+    """``runs`` with column ``_value``: each run's value of ``key`` (JSON text; None when unset)."""
+    runs = runs.copy()
+    values = [value_of(h, _config(root, p), key) for h, p in zip(runs["hparams"], runs["path"], strict=True)]
+    runs["_value"] = [json.dumps(_plain(v), sort_keys=True) if v is not MISSING else None for v in values]
+    return runs
+
+
+def _metric_columns(runs: pd.DataFrame) -> list[str]:
+    from maxpoolbert.report import ALL_METRICS
+
+    return [c for c in ALL_METRICS if c in runs.columns]
+
+
+def _config(root: Path | None, path: str) -> Any:
+    if root is None:
+        return None
+    file = Path(root) / path / ".hydra" / "config.yaml"
+    return OmegaConf.load(file) if file.is_file() else None
+
+
+def _cell_name(cell: tuple) -> str:
+    model, pooling, task, size = cell
+    return f"model={model} task={task} pooling={pooling} train_size={'full' if pd.isna(size) else size}"
+
+
+def chosen_markdown(table: pd.DataFrame, key: str) -> str:
+    """Chosen value per cell, in the main table's layout (rows: model and pooling; columns: tasks)."""
+    chosen = table[table["chosen"]]
+    lines = []
+    for size, block in chosen.groupby(chosen["train_size"].astype("string").fillna("full"), sort=False):
+        tasks = list(dict.fromkeys(block["task"]))
+        lines.append(f"Chosen `{key}` (train size {size}):\n")
+        lines.append("| Model | Pooling | " + " | ".join(tasks) + " |")
+        lines.append("|:---|:---|" + "---:|" * len(tasks))
+        for (model, pooling), rows in block.groupby(["model", "pooling"], sort=False):
+            by_task = {r.task: r for r in rows.itertuples()}
+            cells = [f"{by_task[t].value} ({100 * by_task[t].mean_score:.1f}, n={by_task[t].n_seeds})"
+                     if t in by_task else "" for t in tasks]
+            lines.append(f"| {model} | `{pooling}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

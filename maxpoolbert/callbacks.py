@@ -53,5 +53,30 @@ class SweepSummary(Callback):
         log.info("sweep %s: %s", root, ", ".join(parts))
         for path, error in failed:
             log.error("failed: %s: %s", path, error)
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
+            write_best_trial(root, launch)
         if failed:
             raise SystemExit(f"error: {len(failed)} job(s) of the sweep failed; re-run the same command to retry them")
+
+
+def write_best_trial(root: Path, launch: str | None) -> None:
+    """``best_trial.yaml`` beside Optuna's ``optimization_results.yaml``: the number (Optuna's
+    trial number = the job number), score, overrides and folder of this launch's best trial."""
+    from omegaconf import OmegaConf
+
+    best = None
+    for path in root.rglob(rundir.LAUNCHES):
+        if not any(e.get("launch") == launch for e in rundir.launches(path.parent)):
+            continue
+        results, _ = rundir.read_results(path.parent)
+        hydra_file = path.parent / rundir.CONFIG_DIR / "hydra.yaml"
+        if results is None or results.get("score") is None or not hydra_file.is_file():
+            continue
+        job = OmegaConf.load(hydra_file).hydra
+        entry = (results["score"], -int(job.job.num), path.parent, list(job.overrides.task))
+        best = entry if best is None or entry[:2] > best[:2] else best
+    if best is not None:
+        score, num, folder, overrides = best
+        OmegaConf.save(OmegaConf.create({"number": -num, "score": score, "overrides": overrides,
+                                         "run_dir": str(folder)}), root / "best_trial.yaml")
+        log.info("best trial: #%d, score %.4f (%s)", -num, score, folder)

@@ -191,10 +191,12 @@ def config_to_save(cfg: DictConfig) -> DictConfig:
 
 
 def differing_keys(saved: DictConfig, current: DictConfig, neutral: list[str]) -> list[tuple[str, Any, Any]]:
-    """Keys whose values differ between the stored and the current config, neutral keys left out."""
+    """Keys whose values differ between the stored and the current config, neutral keys left out.
+    Keys the stored config does not have (settings added to the project after the run started)
+    are not compared."""
     a, b = _flat(_container(saved)), _flat(_container(current))
     out = []
-    for key in sorted(set(a) | set(b)):
+    for key in sorted(a):
         if _is_neutral(key, neutral) or any(key == r for r in RESOLVED_KEYS):
             continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):

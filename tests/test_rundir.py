@@ -19,7 +19,8 @@ from maxpoolbert import rundir
 
 from .conftest import ROOT, SUBPROCESS_TIMEOUT, run_train
 
-EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+PRESETS = sorted((p.parent.name, p.stem) for group in ("experiment", "hparams_search")
+                 for p in (ROOT / "configs" / group).glob("*.yaml"))
 # The smallest run that still has two resume checkpoints: 256 rows / batch 32 = 8 steps an epoch,
 # checkpoints after epochs 1 and 2, none after the last one.
 STEPS_PER_EPOCH = 8
@@ -49,14 +50,14 @@ def lookup(cfg: dict, path: tuple):
 
 
 # ---------------------------------------------------------------------------- experiment presets
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_preset_wins_for_every_key_it_sets(name, tmp_path):
+@pytest.mark.parametrize(("group", "name"), PRESETS)
+def test_experiment_preset_wins_for_every_key_it_sets(group, name, tmp_path):
     """Compose through the real command line (``--cfg job`` and ``--cfg hydra``) and find every
     value the preset sets, unchanged, and every group it overrides chosen."""
-    preset = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "experiment" / f"{name}.yaml"))
+    preset = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / group / f"{name}.yaml"))
     defaults = preset.pop("defaults", [])
-    job = yaml.safe_load(run_train(f"experiment={name}", "--cfg", "job", cwd=tmp_path).stdout)
-    hydra = yaml.safe_load(run_train(f"experiment={name}", "--cfg", "hydra", cwd=tmp_path).stdout)
+    job = yaml.safe_load(run_train(f"{group}={name}", "--cfg", "job", cwd=tmp_path).stdout)
+    hydra = yaml.safe_load(run_train(f"{group}={name}", "--cfg", "hydra", cwd=tmp_path).stdout)
     composed = {**job, **hydra}
     keys = flat(preset)
     assert keys, f"experiment {name} sets nothing"

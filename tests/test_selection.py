@@ -77,3 +77,21 @@ def test_history_and_best_survive_a_resume(real_glue, tmp_path, cache_dir):
     assert killed["history"] == straight["history"] and killed["selected"] == straight["selected"]
     assert (tmp_path / "killed" / "dev_predictions.tsv").read_text() == \
         (tmp_path / "straight" / "dev_predictions.tsv").read_text()
+
+
+def test_optuna_search_names_its_best_trial(real_glue, tmp_path, cache_dir):
+    """hparams_search=optuna maximises the dev score; best_trial.yaml names the trial Optuna
+    reports as best (same parameters, same score) and its folder."""
+    import yaml
+
+    run_train("hparams_search=optuna", "model=tiny", "task=stsb", "data.train_size=64", "trainer.max_steps=3",
+              "logger=none", "trainer.enable_progress_bar=false", "hydra.sweeper.n_trials=3",
+              f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path}/search", cwd=tmp_path)
+    optuna = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
+    best = yaml.safe_load((tmp_path / "search" / "best_trial.yaml").read_text())
+    scores = {p.parent: json.loads(p.read_text())["score"] for p in (tmp_path / "search").rglob("results.json")}
+    assert len(scores) == 3 and best["score"] == max(scores.values()) == optuna["best_value"]
+    for key, value in optuna["best_params"].items():
+        assert f"{key}={value}" in best["overrides"]
+    hydra = yaml.safe_load(open(f"{best['run_dir']}/.hydra/hydra.yaml"))["hydra"]
+    assert hydra["job"]["num"] == best["number"]

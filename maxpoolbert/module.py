@@ -12,6 +12,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from maxpoolbert import metrics as M
+from maxpoolbert.layers import layer_decay_groups
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.tasks import GlueTask
 
@@ -30,11 +31,12 @@ def param_groups(model: nn.Module) -> list[dict]:
 class GlueModule(L.LightningModule):
     def __init__(
         self, model: PooledClassifier, task: GlueTask, optimizer: Callable, warmup_ratio: float = 0.1,
-        seed: int = 0, compile: bool = False,
+        seed: int = 0, compile: bool = False, layer_decay: float | None = None,
     ) -> None:
         super().__init__()
         self.model, self.task = model, task
         self.optimizer_factory, self.warmup_ratio, self.seed = optimizer, warmup_ratio, seed
+        self.layer_decay = layer_decay
         self.eval_names = list(task.eval)
         self.live = nn.ModuleDict({
             split: nn.ModuleDict({k: M.TORCHMETRICS[name](max(task.num_labels, 2)) for k, name in spec.metrics.items()})
@@ -136,7 +138,11 @@ class GlueModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=param_groups(self.model))
+        if self.layer_decay is None:
+            groups = param_groups(self.model)
+        else:  # layer-wise learning-rate decay: each group's lr from the optimizer's own lr
+            groups = layer_decay_groups(self.model, self.optimizer_factory.keywords["lr"], self.layer_decay)
+        optimizer = self.optimizer_factory(params=groups)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = math.ceil(self.warmup_ratio * total)
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)

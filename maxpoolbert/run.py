@@ -32,6 +32,7 @@ from maxpoolbert import rundir
 from maxpoolbert.checkpointing import AtomicCheckpointIO, ResumeCheckpoint
 from maxpoolbert.data import GlueDataModule
 from maxpoolbert.errors import UserError
+from maxpoolbert.layers import check_layer_decay, reinit_top_layers
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.module import GlueModule
 from maxpoolbert.tasks import GlueTask
@@ -152,6 +153,11 @@ def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
         torch.manual_seed(cfg.seed + 7919)
         pooling = instantiate(cfg.pooling.module, _partial_=True)(encoder_config=encoder.config)
     model = PooledClassifier(encoder, pooling, task.num_labels, **cfg.head)
+    reinit = cfg.model.get("reinit_layers") or 0
+    if reinit:  # Zhang et al. (2021): the top layers and the pooler start afresh (own RNG stream)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 104729)
+            reinit_top_layers(model, reinit)
     # from_pretrained returns eval mode and Lightning keeps a module's mode: train mode (dropout
     # on) must be set here, as the Hugging Face Trainer does.
     return task, tokenizer, model.train()
@@ -184,10 +190,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
+    if cfg.optimizer.get("layer_decay") is not None:
+        check_layer_decay(cfg.optimizer.layer_decay)
     task, tokenizer, model = build(cfg)
     dm = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
-    module = GlueModule(model, task, instantiate(cfg.optimizer, **_optimizer_overrides(cfg)), cfg.scheduler.warmup_ratio,
-                        seed=cfg.seed, compile=cfg.speed.compile)
+    optimizer = OmegaConf.masked_copy(cfg.optimizer, [k for k in cfg.optimizer if k != "layer_decay"])
+    module = GlueModule(model, task, instantiate(optimizer, **_optimizer_overrides(cfg)), cfg.scheduler.warmup_ratio,
+                        seed=cfg.seed, compile=cfg.speed.compile, layer_decay=cfg.optimizer.get("layer_decay"))
 
     ckpt_dir = out_dir / rundir.CHECKPOINTS
     checkpoint = ResumeCheckpoint(ckpt_dir, cfg.checkpoint.every_n_epochs)

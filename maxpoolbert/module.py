@@ -31,12 +31,11 @@ def param_groups(model: nn.Module) -> list[dict]:
 class GlueModule(L.LightningModule):
     def __init__(
         self, model: PooledClassifier, task: GlueTask, optimizer: Callable, warmup_ratio: float = 0.1,
-        seed: int = 0, compile: bool = False, layer_decay: float | None = None,
+        seed: int = 0, compile: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.task = model, task
         self.optimizer_factory, self.warmup_ratio, self.seed = optimizer, warmup_ratio, seed
-        self.layer_decay = layer_decay
         self.eval_names = list(task.eval)
         self.live = nn.ModuleDict({
             split: nn.ModuleDict({k: M.TORCHMETRICS[name](max(task.num_labels, 2)) for k, name in spec.metrics.items()})
@@ -138,10 +137,11 @@ class GlueModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        if self.layer_decay is None:
+        options = getattr(self.optimizer_factory, "keywords", {})  # the optimizer config's settings
+        if options.get("layer_decay") is None:
             groups = param_groups(self.model)
         else:  # layer-wise learning-rate decay: each group's lr from the optimizer's own lr
-            groups = layer_decay_groups(self.model, self.optimizer_factory.keywords["lr"], self.layer_decay)
+            groups = layer_decay_groups(self.model, options["lr"], options["layer_decay"])
         optimizer = self.optimizer_factory(params=groups)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = math.ceil(self.warmup_ratio * total)

@@ -194,9 +194,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_layer_decay(cfg.optimizer.layer_decay)
     task, tokenizer, model = build(cfg)
     dm = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
-    optimizer = OmegaConf.masked_copy(cfg.optimizer, [k for k in cfg.optimizer if k != "layer_decay"])
-    module = GlueModule(model, task, instantiate(optimizer, **_optimizer_overrides(cfg)), cfg.scheduler.warmup_ratio,
-                        seed=cfg.seed, compile=cfg.speed.compile, layer_decay=cfg.optimizer.get("layer_decay"))
+    module = GlueModule(model, task, instantiate(cfg.optimizer, **_optimizer_overrides(cfg)), cfg.scheduler.warmup_ratio,
+                        seed=cfg.seed, compile=cfg.speed.compile)
 
     ckpt_dir = out_dir / rundir.CHECKPOINTS
     checkpoint = ResumeCheckpoint(ckpt_dir, cfg.checkpoint.every_n_epochs)

@@ -95,13 +95,16 @@ def test_every_other_option_composes(group, tmp_path):
     ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
     ("submitit_local", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
     ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
-    ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ("slurm", "hydra_plugins.maxpoolbert_plugins.plugins.WatchedSlurmLauncher"),
+    ("slurm_cpu", "hydra_plugins.maxpoolbert_plugins.plugins.WatchedSlurmLauncher"),
 ])
 def test_every_launcher_composes(name, target, tmp_path):
     launcher = composed(f"hydra/launcher={name}", f"hydra.run.dir={tmp_path}").hydra.launcher
     assert launcher._target_ == target
     if name == "slurm":  # our defaults on top of submitit_slurm: one GPU, requeue on pre-emption
         assert launcher.gpus_per_node == 1 and launcher.max_num_timeout > 0
+    if name == "slurm_cpu":  # no GPU, a small node's share
+        assert launcher.gpus_per_node is None and launcher.cpus_per_task == 1 and launcher.max_num_timeout > 0
 
 
 def test_experiments_define_their_grids(tmp_path):

@@ -12,6 +12,7 @@ from maxpoolbert.errors import UserError
 from maxpoolbert.layers import layer_decay_groups, reinit_top_layers
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.module import GlueModule
+from maxpoolbert.optim import adamw
 from maxpoolbert.pooling import MHAPooling
 
 LAYERS = 3
@@ -58,8 +59,7 @@ def test_every_parameter_gets_its_layer_learning_rate(family):
 
 def test_the_optimizer_receives_the_layer_groups():
     model = classifier("bert")
-    module = GlueModule(model, SimpleNamespace(eval={}, num_labels=3), functools.partial(torch.optim.AdamW, lr=2e-5),
-                        layer_decay=0.5)
+    module = GlueModule(model, SimpleNamespace(eval={}, num_labels=3), functools.partial(adamw, lr=2e-5, layer_decay=0.5))
     module._trainer = SimpleNamespace(estimated_stepping_batches=10)
     optimizer = module.configure_optimizers()["optimizer"]
     lrs = sorted({g["initial_lr"] if "initial_lr" in g else g["lr"] for g in optimizer.param_groups})

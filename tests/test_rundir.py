@@ -25,7 +25,7 @@ PRESETS = sorted((p.parent.name, p.stem) for group in ("experiment", "hparams_se
 # checkpoints after epochs 1 and 2, none after the last one.
 STEPS_PER_EPOCH = 8
 RESUMABLE = ["task=rte", "model=tiny", "data.train_size=256", "trainer.max_epochs=3", "optimizer.lr=1e-4",
-             "logger=none", "save_model=false", "trainer.enable_progress_bar=false", "seed=5"]
+             "logger=none", "save_model=false", "trainer.enable_progress_bar=false", "seed=5", "eval.select=best"]
 
 
 def out(proc) -> str:
@@ -119,6 +119,7 @@ def same_run(a: Path, b: Path) -> None:
     assert ra["steps"] == rb["steps"] == 3 * STEPS_PER_EPOCH
     assert ra["train_samples"] == rb["train_samples"] == 3 * 256  # counted across the resume too
     assert ra["metrics"] == rb["metrics"]
+    assert len(ra["history"]) == 3 and ra["history"] == rb["history"] and ra["selected"] == rb["selected"]
     assert (a / rundir.PREDICTIONS).read_text() == (b / rundir.PREDICTIONS).read_text()
 
 

@@ -7,9 +7,8 @@ import pytest
 from scipy import stats
 
 from .conftest import run_train
-from .test_rundir import kill_after_first_checkpoint
 
-COMMON = ["model=tiny", "task=stsb", "data.train_size=128", "optimizer.lr=1e-3", "logger=none",
+COMMON = ["model=tiny", "task=stsb", "data.train_size=64", "optimizer.lr=1e-3", "logger=none",
           "trainer.enable_progress_bar=false", "save_model=false"]
 
 
@@ -31,11 +30,11 @@ def runs(real_glue, tmp_path_factory, cache_dir):
 
 def test_history_has_one_entry_per_evaluation(runs):
     _, r = runs["last"]
-    assert [(h["epoch"], h["step"]) for h in r["history"]] == [(0, 2), (0, 4), (1, 6), (1, 8), (2, 10), (2, 12)]
+    assert [(h["epoch"], h["step"]) for h in r["history"]] == [(0, 1), (0, 2), (1, 3), (1, 4), (2, 5), (2, 6)]
     for h in r["history"]:
         assert h["score"] == pytest.approx((h["metrics"]["pearson"] + h["metrics"]["spearman"]) / 2)
     _, default = runs["default"]
-    assert [(h["epoch"], h["step"]) for h in default["history"]] == [(0, 4), (1, 8), (2, 12)]
+    assert [(h["epoch"], h["step"]) for h in default["history"]] == [(0, 2), (1, 4), (2, 6)]
 
 
 @pytest.mark.parametrize("select", ["last", "best"])
@@ -64,19 +63,6 @@ def test_early_stopping_counts_patience_in_evaluations(real_glue, tmp_path, cach
     first_drop = next(i for i in range(1, len(scores)) if scores[i] <= max(scores[:i]))
     assert r["stopped_early"] and len(scores) == first_drop + 1 < 6  # stopped after one evaluation without gain
     assert r["score"] == max(scores)
-
-
-def test_history_and_best_survive_a_resume(real_glue, tmp_path, cache_dir):
-    args = [*COMMON, "task=rte", "data.train_size=256", "trainer.max_epochs=3", "eval.select=best", "seed=5",
-            f"data.cache_dir={cache_dir}"]
-    kill_after_first_checkpoint(tmp_path / "killed", args)
-    run_train(*args, f"hydra.run.dir={tmp_path}/killed", cwd=tmp_path)
-    run_train(*args, f"hydra.run.dir={tmp_path}/straight", cwd=tmp_path)
-    killed, straight = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("killed", "straight"))
-    assert killed["resumed"] and len(killed["history"]) == 3
-    assert killed["history"] == straight["history"] and killed["selected"] == straight["selected"]
-    assert (tmp_path / "killed" / "dev_predictions.tsv").read_text() == \
-        (tmp_path / "straight" / "dev_predictions.tsv").read_text()
 
 
 def test_optuna_search_names_its_best_trial(real_glue, tmp_path, cache_dir):

@@ -1,4 +1,5 @@
-"""Hydra callbacks: a sweep ends with a summary, and a non-zero exit if any job failed."""
+"""Hydra callbacks: the config is checked before anything runs; a sweep ends with a summary,
+and a non-zero exit if any job failed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from maxpoolbert.errors import UserError, check_writable_folder, fail
+from maxpoolbert.schema import check
 
 log = logging.getLogger("maxpoolbert")
 
@@ -24,3 +28,25 @@ class SweepSummary(Callback):
             log.error("failed: %s (see failed.json)", path)
         if failed:
             raise SystemExit(f"error: {len(failed)} job(s) of the sweep failed; re-run the same command to retry them")
+
+
+class CheckConfig(Callback):
+    """Refuses a bad setting right after Hydra composes the config: before torch & co. are
+    imported, before any folder is made, and for a sweep before any job starts (a value swept
+    over is checked again in each job: a bad one fails that job alone)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, folder_key: str) -> None:
+        try:
+            check(config)
+            check_writable_folder(OmegaConf.select(config, folder_key), folder_key)
+            if config.data.get("cache_dir"):
+                check_writable_folder(config.data.cache_dir, "data.cache_dir")
+        except UserError as err:
+            fail(err)

@@ -30,8 +30,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from maxpoolbert import metrics as M
+from maxpoolbert import schema
 from maxpoolbert.data import GlueDataModule
-from maxpoolbert.errors import UserError
+from maxpoolbert.errors import UserError, fail
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.module import GlueModule
 from maxpoolbert.tasks import GlueTask
@@ -170,6 +171,7 @@ def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
     task: GlueTask = instantiate(cfg.task, _convert_="all")
     tokenizer = instantiate(cfg.model.tokenizer)
     encoder = instantiate(cfg.model.encoder)
+    schema.check_encoder(cfg, encoder.config, tokenizer, explicit=schema.command_line_keys())
     # New pooling parameters draw from their own stream, so for one seed the classifier's
     # initial weights are the same whichever pooling is used (paired comparisons).
     with torch.random.fork_rng(devices=[]):
@@ -185,6 +187,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     results_path = out_dir / RESULTS
+    schema.check(cfg)  # this job's values (a sweep's start checked the values every job shares)
     if cfg.skip_finished and results_path.exists():
         log.info("skipping %s: %s exists", out_dir, RESULTS)
         return json.loads(results_path.read_text())
@@ -198,6 +201,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     task, tokenizer, model = build(cfg)
     dm = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
+    dm.setup()  # bad data files are refused here, before the trainer and logger start
     module = GlueModule(model, task, instantiate(cfg.optimizer, **_optimizer_overrides(cfg)), cfg.scheduler.warmup_ratio,
                         seed=cfg.seed, compile=cfg.speed.compile)
 
@@ -362,5 +366,5 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job failed (recorded in %s): %s", out_dir / FAILED, err)
             return None
         if user:
-            raise SystemExit(f"error: {err}") from None
+            fail(user)
         raise

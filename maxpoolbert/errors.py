@@ -51,11 +51,23 @@ def show(value: Any) -> str:
     return str(value)
 
 
+class Refused(SystemExit):
+    """The exit after a user error: status :data:`EXIT_CODE`, the message already printed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_CODE)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def fail(err: UserError | str) -> NoReturn:
-    """Print the one-line message and exit with :data:`EXIT_CODE`."""
+    """Print the one-line ``error: ...`` message on stderr and exit with :data:`EXIT_CODE`."""
+    message = f"error: {err}"
     sys.stdout.flush()
-    print(f"error: {err}", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_CODE)
+    print(message, file=sys.stderr, flush=True)
+    raise Refused(message)
 
 
 def check_writable_folder(path: str | os.PathLike, key: str) -> None:

@@ -57,6 +57,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from maxpoolbert.errors import EXIT_CODE, UserError, check_writable_folder
+
 # --------------------------------------------------------------------------- constants
 
 # task -> (display name, metrics in display order, short metric label); dict order = GLUE order.
@@ -1048,8 +1050,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 no usable runs, 2 mixed hparams)."""
+    """CLI entry point; returns the exit status (0 ok, 1 no usable runs, 2 mixed hparams or an
+    unwritable ``--out``)."""
     args = parse_args(argv)
+    try:
+        check_writable_folder(args.out, "--out")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CODE
     try:
         if args.from_wandb:
             source = f"wandb:{args.from_wandb}"

@@ -143,7 +143,7 @@ class GlueTask:
                         continue
                     valid = self.label_values or ("a float" if self.is_regression else list(range(self.num_labels)))
                     raise UserError(f"{path}:{lineno}: bad label {fields[label_pos]!r}",
-                                    allowed=f"labels {valid}") from None
+                                    allowed=f"expected {valid}") from None
             out["text_a"].append(fields[pos[0]])
             out["text_b"].append(fields[pos[1]] if len(pos) > 1 else None)
             out["label"].append(label)

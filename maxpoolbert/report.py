@@ -1050,11 +1050,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 no usable runs, 2 mixed hparams or an
-    unwritable ``--out``)."""
+    """CLI entry point; returns the exit status (0 ok, 1 no usable runs, 2 mixed hparams, no
+    ``--runs`` folder or an unwritable ``--out``)."""
     args = parse_args(argv)
     try:
         check_writable_folder(args.out, "--out")
+        if not args.from_wandb and not Path(args.runs).is_dir():
+            raise UserError("no runs found: not a folder", key="--runs", value=args.runs,
+                            allowed="a folder with run folders (results.json) anywhere below it")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CODE
@@ -1064,8 +1067,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs, skipped = collect_wandb(args.from_wandb)
         else:
             source = args.runs
-            if not Path(args.runs).is_dir():
-                raise ReportError(f"no runs found: {args.runs} is not a folder")
             runs, skipped = collect_runs(args.runs)
         if runs.empty:
             example = (f" ({len(skipped)} skipped, e.g. {skipped[0]['path']}: "

@@ -333,7 +333,9 @@ def _user_error(err: ValidationError, values: dict[str, Any]) -> UserError:
 def _setting(loc: tuple, values: Any) -> tuple[list, Any]:
     """The config key a pydantic error location points at (a list is one setting) and its value."""
     path: list = []
-    for part in loc:
+    for i, part in enumerate(loc):
+        if isinstance(values, dict) and part not in values and i == len(loc) - 1:
+            return [*path, part], None  # a missing key
         if not isinstance(values, dict) or part not in values:
             break
         path.append(part)

@@ -32,7 +32,7 @@ SCHEMA = [
     (["seed=abc"], "seed"), (["seed=-1"], "seed"), (["seed=1.5"], "seed"), (["seed=4294967296"], "seed"),
     (["data.train_size=0"], "data.train_size"), (["data.train_size=-5"], "data.train_size"),
     (["data.train_size=abc"], "data.train_size"),
-    (["data.batch_size=0"], "data.batch_size"), (["data.eval_batch_size=0"], "data.eval_batch_size"),
+    (["data.batch_size=0"], "data.batch_size"), (["~data.batch_size"], "data.batch_size"), (["data.eval_batch_size=0"], "data.eval_batch_size"),
     (["data.max_length=0"], "data.max_length"), (["data.max_length=-1"], "data.max_length"),
     (["data.subset_seed=-1"], "data.subset_seed"), (["data.num_workers=-1"], "data.num_workers"),
     (["data.pad_to_max_length=maybe"], "data.pad_to_max_length"), (["data.group_by_length=2"], "data.group_by_length"),

@@ -1,5 +1,5 @@
-"""Hydra callbacks: a sweep ends with a summary of what each job did in this launch, and a
-non-zero exit if any job failed."""
+"""Hydra callbacks: the config is checked before anything runs; a sweep ends with a summary of
+what each job did in this launch, and a non-zero exit if any job failed."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from maxpoolbert import rundir
+from maxpoolbert.errors import UserError, check_writable_folder, fail
+from maxpoolbert.schema import check
+from maxpoolbert.tasks import check_glue_dir
 
 log = logging.getLogger("maxpoolbert")
 
@@ -80,3 +83,26 @@ def write_best_trial(root: Path, launch: str | None) -> None:
         OmegaConf.save(OmegaConf.create({"number": -num, "score": score, "overrides": overrides,
                                          "run_dir": str(folder)}), root / "best_trial.yaml")
         log.info("best trial: #%d, score %.4f (%s)", -num, score, folder)
+
+
+class CheckConfig(Callback):
+    """Refuses a bad setting right after Hydra composes the config: before torch & co. are
+    imported, before any folder is made, and for a sweep before any job starts (a value swept
+    over is checked again in each job: a bad one fails that job alone)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, folder_key: str) -> None:
+        try:
+            check(config)
+            check_glue_dir(config.data.get("glue_dir"))
+            check_writable_folder(OmegaConf.select(config, folder_key), folder_key)
+            if config.data.get("cache_dir"):
+                check_writable_folder(config.data.cache_dir, "data.cache_dir")
+        except UserError as err:
+            fail(err)

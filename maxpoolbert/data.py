@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import GlueTask
+from maxpoolbert.tasks import GlueTask, check_glue_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,22 @@ def load_split(task: GlueTask, split: str, glue_dir: str | None) -> datasets.Dat
     """Rows of one split as a ``datasets.Dataset`` with ``text_a text_b label idx`` (file order)."""
     spec = task.split(split)
     if glue_dir:
-        root = Path(glue_dir).expanduser()
-        if not root.is_dir():
-            raise UserError(f"data.glue_dir={glue_dir} is not a folder (set GLUE_DIR or data.glue_dir=)")
+        check_glue_dir(glue_dir)
         # Malformed rows may be skipped (QQP) in training data only: never drop a row to evaluate.
-        columns, _ = task.read_tsv(root / task.dir / spec.file, spec, skip_malformed=task.skip_malformed and split == "train")
+        try:
+            columns, _ = task.read_tsv(Path(glue_dir).expanduser() / task.dir / spec.file, spec,
+                                       skip_malformed=task.skip_malformed and split == "train")
+        except UserError as err:
+            raise err.naming("data.glue_dir", glue_dir) from None
         return datasets.Dataset.from_dict(columns)
     try:
         ds = _load_hub(task.hub_config, spec.hub_split)
     except Exception as err:  # offline, no cache, hub down: all the same to the user
         raise UserError(
-            f"no GLUE data for task {task.name}: set GLUE_DIR or data.glue_dir=/path/to/glue_data "
-            f"(original TSV layout), or go online so {HUB_DATASET} can be downloaded ({type(err).__name__})"
+            f"no GLUE data for task {task.name} ({HUB_DATASET} is neither reachable nor cached: {type(err).__name__})",
+            key="data.glue_dir", value=None,
+            allowed="a GLUE folder in the original TSV layout (GLUE_DIR or data.glue_dir=/path/to/glue_data), "
+                    f"or go online so {HUB_DATASET} can be downloaded",
         ) from err
     names = task.hub_text_columns
     return datasets.Dataset.from_dict({
@@ -305,14 +309,29 @@ class GlueDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train = self.encode("train")
+        train = self._rows("train")
+        if self.train_size is not None and self.train_size > len(train):
+            raise UserError(f"more than the {len(train)} training rows of task {self.task.name}",
+                            key="data.train_size", value=self.train_size,
+                            allowed=f"an integer from 1 to {len(train)}, or null for all of them")
         keep = fixed_subset(len(train), self.train_size, self.subset_seed)
         if keep is not None:
             train = train.select(keep)
         self.splits["train"] = self._to_memory(train)
         for name in self.task.eval:
-            self.splits[name] = self._to_memory(self.encode(name))
+            self.splits[name] = self._to_memory(self._rows(name))
         log.info("task %s: %s", self.task.name, {k: len(v) for k, v in self.splits.items()})
+
+    def _rows(self, split: str) -> datasets.Dataset:
+        """A split to train or evaluate on: it needs rows."""
+        ds = self.encode(split)
+        if not len(ds):
+            spec = self.task.split(split)
+            source = Path(self.glue_dir).expanduser() / self.task.dir / spec.file if self.glue_dir \
+                else f"{HUB_DATASET} {self.task.hub_config} {spec.hub_split}"
+            raise UserError(f"no rows in {source} (a header only?)", key="data.glue_dir", value=self.glue_dir,
+                            allowed=f"a {split} file with at least one row")
+        return ds
 
     def test_split(self, name: str) -> Encoded:
         return self._to_memory(self.encode(name))

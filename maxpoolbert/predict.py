@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_model
 
 from maxpoolbert.data import Encoded, GlueDataModule
-from maxpoolbert.errors import UserError
+from maxpoolbert.errors import UserError, check_writable_folder, fail
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.run import FAILED, RESULTS, build, user_error
 from maxpoolbert.rundir import read_results
@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                                     f"{target.name}.tsv: predict them into different --out folders")
                 owner[target.name] = plan.run_dir
         out_dir = args.out or plans[0].run_dir / SUBMISSION_DIR
+        check_writable_folder(out_dir, "--out")
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for plan in plans:
@@ -246,12 +247,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(note, flush=True)
             written += predict_run(plan, out_dir, args.batch_size)
     except OSError as err:  # unwritable --out, unreadable files
-        raise SystemExit(f"error: {err}") from None
+        fail(str(err))
     except Exception as err:
         user = user_error(err)
         if user is None:
             raise
-        raise SystemExit(f"error: {user}") from None
+        fail(user)
     print(f"wrote {len(written)} submission file(s) to {out_dir}")
     return 0
 

@@ -58,6 +58,7 @@ import pandas as pd
 from scipy import stats
 
 from maxpoolbert import selection
+from maxpoolbert.errors import EXIT_CODE, UserError, check_writable_folder
 
 # --------------------------------------------------------------------------- constants
 
@@ -1080,16 +1081,23 @@ def apply_selection(runs: pd.DataFrame, args: argparse.Namespace, root: Path | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 no usable runs, 2 mixed hparams)."""
+    """CLI entry point; returns the exit status (0 ok, 1 no usable runs, 2 mixed hparams, no
+    ``--runs`` folder or an unwritable ``--out``)."""
     args = parse_args(argv)
+    try:
+        check_writable_folder(args.out, "--out")
+        if not args.from_wandb and not Path(args.runs).is_dir():
+            raise UserError("no runs found: not a folder", key="--runs", value=args.runs,
+                            allowed="a folder with run folders (results.json) anywhere below it")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CODE
     try:
         if args.from_wandb:
             source = f"wandb:{args.from_wandb}"
             runs, skipped = collect_wandb(args.from_wandb, by=args.select)
         else:
             source = args.runs
-            if not Path(args.runs).is_dir():
-                raise ReportError(f"no runs found: {args.runs} is not a folder")
             runs, skipped = collect_runs(args.runs, by=args.select)
         if runs.empty:
             example = (f" ({len(skipped)} skipped, e.g. {skipped[0]['path']}: "

@@ -28,10 +28,10 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from maxpoolbert import metrics as M
-from maxpoolbert import rundir
+from maxpoolbert import rundir, schema
 from maxpoolbert.checkpointing import AtomicCheckpointIO, ResumeCheckpoint
 from maxpoolbert.data import GlueDataModule
-from maxpoolbert.errors import UserError
+from maxpoolbert.errors import UserError, fail
 from maxpoolbert.layers import check_layer_decay, reinit_top_layers
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.module import GlueModule
@@ -147,6 +147,7 @@ def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
     task: GlueTask = instantiate(cfg.task, _convert_="all")
     tokenizer = instantiate(cfg.model.tokenizer)
     encoder = instantiate(cfg.model.encoder)
+    schema.check_encoder(cfg, encoder.config, tokenizer, explicit=schema.command_line_keys())
     # New pooling parameters draw from their own stream, so for one seed the classifier's
     # initial weights are the same whichever pooling is used (paired comparisons).
     with torch.random.fork_rng(devices=[]):
@@ -170,6 +171,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     results_path = out_dir / RESULTS
+    schema.check(cfg)  # this job's values (a sweep's start checked the values every job shares)
     broken = None
     if not ddp_worker():  # the folder is the first process's: the others only train
         rundir.claim(out_dir, cfg, hydra_cfg)  # first start: writes .hydra/; relaunch: same settings or refused
@@ -194,6 +196,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_layer_decay(cfg.optimizer.layer_decay)
     task, tokenizer, model = build(cfg)
     dm = GlueDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
+    dm.setup()  # bad data files are refused here, before the trainer and logger start
     module = GlueModule(model, task, instantiate(cfg.optimizer, **_optimizer_overrides(cfg)), cfg.scheduler.warmup_ratio,
                         seed=cfg.seed, compile=cfg.speed.compile)
 
@@ -421,7 +424,7 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:
             log.error("job refused: %s", err)
             return None
-        raise SystemExit(f"error: {err}") from None
+        fail(str(err))
     except (Exception, KeyboardInterrupt) as err:
         user = user_error(err)
         err = user or err
@@ -441,5 +444,5 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job failed (recorded in %s): %s", out_dir / FAILED, err)
             return None
         if user:
-            raise SystemExit(f"error: {err}") from None
+            fail(user)
         raise

@@ -226,9 +226,10 @@ def claim(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
         if diff:
             shown = ", ".join(f"{k}={_show(new)} (stored: {_show(old)})" for k, old, new in diff[:6])
             more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+            key = "hydra.run.dir" if str(hydra_cfg.mode) == "RunMode.RUN" else "hydra.sweep.dir"
             raise RunFolderConflict(
-                f"{run_dir} already holds a run with other settings: {shown}{more}; relaunch it with its "
-                f"own settings, or choose another folder (hydra.run.dir= / hydra.sweep.dir=)")
+                f"{key}={run_dir}: the folder holds a run with other settings: {shown}{more}; the folder's own "
+                f"settings, or another folder ({key}=)")
         return False
     (run_dir / CONFIG_DIR).mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / CONFIG_DIR / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))

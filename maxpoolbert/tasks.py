@@ -98,9 +98,9 @@ class GlueTask:
         it for training files only), in which case they are skipped and counted in a warning. Unlabelled splits get label -1 (NaN for STS-B).
         """
         if not path.is_file():
-            raise UserError(f"missing GLUE file {path} (task {self.name}); check data.glue_dir / GLUE_DIR")
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            lines = f.read().split("\n")
+            raise UserError(f"missing GLUE file {path} (task {self.name})",
+                            allowed=f"a folder with {self.dir}/{split.file} (the original GLUE layout)")
+        lines = read_text(path).split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         start = 0
@@ -108,13 +108,14 @@ class GlueTask:
             header = list(split.columns)
         else:
             if not lines:
-                raise UserError(f"{path}: empty file, expected a header line")
+                raise UserError(f"{path} is empty", allowed="a header line, then one line per row")
             header = lines[0].rstrip("\r").split("\t")
             start = 1
         needed = self.text_columns + ([self.label_column] if split.labelled else [])
         missing = [c for c in needed if c not in header]
         if missing:
-            raise UserError(f"{path}: no column {', '.join(missing)} in header {header}")
+            raise UserError(f"{path}: no column {', '.join(missing)} in header {header}",
+                            allowed=f"a header with the columns {needed}")
         pos = [header.index(c) for c in self.text_columns]
         label_pos = header.index(self.label_column) if split.labelled else None
         if skip_malformed is None:
@@ -128,7 +129,8 @@ class GlueTask:
                     skipped += 1
                     continue
                 raise UserError(
-                    f"{path}:{lineno}: malformed row, {len(fields)} fields where the header has {len(header)}"
+                    f"{path}:{lineno}: malformed row, {len(fields)} fields where the header has {len(header)}",
+                    allowed=f"{len(header)} tab-separated fields per row",
                 )
             if label_pos is None:
                 label: float | int = math.nan if self.is_regression else -1
@@ -140,9 +142,8 @@ class GlueTask:
                         skipped += 1
                         continue
                     valid = self.label_values or ("a float" if self.is_regression else list(range(self.num_labels)))
-                    raise UserError(
-                        f"{path}:{lineno}: bad label {fields[label_pos]!r}; expected {valid}"
-                    ) from None
+                    raise UserError(f"{path}:{lineno}: bad label {fields[label_pos]!r}",
+                                    allowed=f"expected {valid}") from None
             out["text_a"].append(fields[pos[0]])
             out["text_b"].append(fields[pos[1]] if len(pos) > 1 else None)
             out["label"].append(label)
@@ -150,6 +151,25 @@ class GlueTask:
         if skipped:
             log.warning("%s: skipped %d malformed row(s)", path, skipped)
         return out, skipped
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a BOM is dropped, line ends are kept); any other encoding is refused
+    with the first line that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 (byte 0x{raw[err.start]:02x})",
+                        allowed="UTF-8 text (convert it, e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def check_glue_dir(glue_dir: str | None) -> None:
+    """``data.glue_dir`` is null (the hub) or an existing folder."""
+    if glue_dir and not Path(glue_dir).expanduser().is_dir():
+        raise UserError("not a folder", key="data.glue_dir", value=glue_dir,
+                        allowed="a folder in the original GLUE layout (RTE/train.tsv, ...), or null for the hub")
 
 
 def _as_split(value: Any) -> Split:

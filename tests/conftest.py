@@ -8,6 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
+TIMINGS: list[tuple[float, str]] = []  # (seconds, command): printed at the end, never asserted
 REAL_TASK_DIRS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE", "WNLI"]
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -60,3 +61,10 @@ def run_train(*overrides: str, cwd: Path, env: dict | None = None, check: bool =
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tokcache")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TIMINGS:
+        terminalreporter.section("wall time of refused commands (not asserted; the machine may be shared)")
+        for seconds, command in sorted(TIMINGS, reverse=True):
+            terminalreporter.write_line(f"{seconds:6.2f} s  {command}")

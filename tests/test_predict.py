@@ -27,7 +27,7 @@ MNLI_LABELS = {"entailment", "neutral", "contradiction"}
 
 # ---------------------------------------------------------------------------- helpers
 def train(tmp: Path, cache: Path, glue: Path, *overrides: str) -> Path:
-    run_train("model=tiny", "data.train_size=64", "data.max_length=64", "trainer.max_steps=2", "logger=none",
+    run_train("model=tiny", "data.train_size=24", "data.max_length=64", "trainer.max_steps=2", "logger=none",
               f"data.glue_dir={glue}", f"data.cache_dir={cache}", f"hydra.run.dir={tmp}/run",
               *overrides, cwd=tmp)
     return tmp / "run"

@@ -1,0 +1,413 @@
+"""The config's schema: the type, range and allowed values of every setting this project defines.
+
+``check(cfg)`` validates a composed Hydra config against :class:`Config` (pydantic models, one per
+config group or section) and raises a :class:`~maxpoolbert.errors.UserError` for the first bad
+setting: ``seed=abc: not an integer; an integer from 0 to 4294967295``. The "allowed" part is
+written from the field's own type and bounds, so the models below are the single source of truth.
+It runs right after Hydra composes the config (``maxpoolbert.callbacks.CheckConfig``), before
+torch, transformers or lightning are imported, and again at the start of each job (a sweep's
+per-job values). :func:`check_encoder` holds the rules that need the encoder's config.
+
+Every section allows keys it does not know (Lightning flags, a new pooling's options, an
+experiment's helper keys): they are left to the code that uses them. Nothing is converted: the
+config the run uses is the config Hydra composed.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Annotated, Any, Literal
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from maxpoolbert.errors import UserError, show
+
+# ------------------------------------------------------------------------------- value types
+Text = Annotated[str, Field(strict=False, coerce_numbers_to_str=True)]  # a folder may be called 2024
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, lt=1)]   # dropout, Adam's betas
+Fraction = Annotated[float, Field(ge=0, le=1)]
+NoLimit = Literal[-1]
+Columns = Annotated[list[Text], Field(min_length=1, max_length=2)]
+
+
+class Section(BaseModel):
+    """Strict types (``abc`` is not an integer, ``1.5`` is not one either), unknown keys allowed."""
+
+    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+
+
+class Target(Section):
+    """Anything Hydra instantiates."""
+
+    target: Text = Field(alias="_target_")
+
+
+# ------------------------------------------------------------------------------- groups
+class Data(Section):
+    glue_dir: Text | None
+    max_length: PositiveInt
+    batch_size: PositiveInt
+    eval_batch_size: PositiveInt
+    train_size: PositiveInt | None
+    subset_seed: NonNegativeInt
+    pad_to_max_length: bool
+    group_by_length: bool
+    num_workers: NonNegativeInt
+    pin_memory: bool
+    cache_dir: Text | None
+
+
+class Head(Section):
+    use_pooler: bool
+    dropout: Probability | None
+
+
+class Scheduler(Section):
+    warmup_ratio: Fraction
+
+
+class Checkpoint(Section):
+    every_n_epochs: NonNegativeInt  # 0: no resume checkpoint
+    keep: bool
+
+
+class Speed(Section):
+    compile: bool
+    tf32: bool
+    threads: PositiveInt | None
+
+
+class Optimizer(Target):
+    partial: bool = Field(True, alias="_partial_")
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    betas: Annotated[list[Probability], Field(min_length=2, max_length=2)] = [0.9, 0.999]
+    eps: PositiveFloat = 1e-8
+    fused: bool | None = None
+
+
+class PoolingModule(Target):
+    """Options of the pooling strategies in ``maxpoolbert.pooling``; one name, one meaning."""
+
+    k: PositiveInt = 1
+    num_heads: PositiveInt = 1
+    dropout: Probability = 0.0
+    residual: bool = False
+    layer_norm: bool = False
+    include_embeddings: bool = False
+    scorer_hidden: PositiveInt = 1
+    max_positions: PositiveInt | None = None
+
+
+class Pooling(Section):
+    name: Text
+    module: PoolingModule
+
+
+class Encoder(Target):
+    """``model.encoder``: a pretrained checkpoint, or the fields of a random BERT (``model=tiny``)."""
+
+    name_or_path: Text | None = None
+    vocab_size: PositiveInt = 1
+    hidden_size: PositiveInt = 1
+    num_hidden_layers: PositiveInt = 1
+    num_attention_heads: PositiveInt = 1
+    intermediate_size: PositiveInt = 1
+    max_position_embeddings: PositiveInt = 1
+
+
+class Model(Section):
+    name: Text
+    name_or_path: Text | None = None
+    encoder: Encoder
+    tokenizer: Target
+
+
+class Split(Section):
+    file: Text
+    hub_split: Text
+    columns: list[Text] | None = None
+    metrics: dict[str, Text] = {}
+    labelled: bool = True
+
+
+class Task(Target):
+    name: Text
+    dir: Text
+    hub_config: Text
+    num_labels: PositiveInt
+    label_values: list[Text] | None = None
+    text_columns: Columns
+    label_column: Text
+    hub_text_columns: Columns
+    skip_malformed: bool = False
+    train: Split
+    eval: Annotated[dict[str, Split], Field(min_length=1)]
+    test: dict[str, Split] = {}
+    submission_names: dict[str, Text] = {}
+
+
+Precision = Literal[64, 32, 16, "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true",
+                    "16-mixed", "bf16-mixed", "transformer-engine", "transformer-engine-float16"]
+Batches = NonNegativeInt | Fraction  # an int counts batches, a float is a fraction of them
+
+
+class Trainer(Target):
+    """The ``lightning.Trainer`` flags with a checkable type or range; other flags pass through."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
+    devices: PositiveInt | NoLimit | list[NonNegativeInt] | str = "auto"  # "auto", "0,1"
+    num_nodes: PositiveInt = 1
+    precision: Precision | None = None
+    fast_dev_run: bool | NonNegativeInt = False
+    max_epochs: PositiveInt | NoLimit | None = None
+    min_epochs: NonNegativeInt | None = None
+    max_steps: PositiveInt | NoLimit = -1
+    min_steps: NonNegativeInt | None = None
+    limit_train_batches: Batches | None = None
+    limit_val_batches: Batches | None = None
+    limit_test_batches: Batches | None = None
+    limit_predict_batches: Batches | None = None
+    overfit_batches: Batches = 0.0
+    val_check_interval: PositiveInt | Annotated[float, Field(gt=0, le=1)] | None = None
+    check_val_every_n_epoch: PositiveInt | None = 1
+    num_sanity_val_steps: Annotated[int, Field(ge=-1)] | None = None
+    log_every_n_steps: PositiveInt | None = None
+    enable_checkpointing: bool | None = None
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = None
+    accumulate_grad_batches: PositiveInt = 1
+    gradient_clip_val: NonNegativeFloat | None = None
+    gradient_clip_algorithm: Literal["norm", "value"] | None = None
+    deterministic: bool | Literal["warn"] | None = None
+    benchmark: bool | None = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: NonNegativeInt = 0
+    default_root_dir: Text | None = None
+    enable_autolog_hparams: bool = True
+
+
+class Config(Section):
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and Lightning's seeding accept
+    group: Text | None
+    data: Data
+    head: Head
+    scheduler: Scheduler
+    checkpoint: Checkpoint
+    speed: Speed
+    save_model: bool
+    skip_finished: bool
+    task: Task
+    model: Model
+    pooling: Pooling
+    optimizer: Optimizer
+    trainer: Trainer
+    logger: Target
+
+
+# ------------------------------------------------------------------------------- checking
+def check(cfg: DictConfig) -> None:
+    """Raise a UserError naming the first bad setting of ``cfg`` (Hydra's ``hydra`` node aside)."""
+    values = plain(cfg)
+    values.pop("hydra", None)
+    try:
+        Config.model_validate(values)
+    except ValidationError as err:
+        raise _user_error(err, values) from None
+    _check_combinations(values)
+
+
+def _check_combinations(v: dict[str, Any]) -> None:
+    """Rules between settings, each valid alone."""
+    task, trainer, opts = v["task"], v["trainer"], v["pooling"]["module"]
+    if task.get("label_values") is not None and len(task["label_values"]) != task["num_labels"]:
+        raise UserError(f"{len(task['label_values'])} label values for {task['num_labels']} labels",
+                        key="task.label_values", value=task["label_values"],
+                        allowed=f"null or a list of task.num_labels={task['num_labels']} names")
+    if trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1:
+        raise UserError("no limit on epochs and none on steps (trainer.max_steps=-1): the run never ends",
+                        key="trainer.max_epochs", value=-1,
+                        allowed="an integer at least 1, or -1 with trainer.max_steps at least 1")
+    if opts.get("max_positions") is not None and opts["max_positions"] < v["data"]["max_length"]:
+        raise UserError(f"fewer positions than data.max_length={v['data']['max_length']}",
+                        key="pooling.module.max_positions", value=opts["max_positions"],
+                        allowed=f"null (the encoder's) or an integer at least {v['data']['max_length']}")
+    encoder = v["model"]["encoder"]
+    heads, hidden = encoder.get("num_attention_heads"), encoder.get("hidden_size")
+    if heads and hidden and hidden % heads:
+        raise UserError(f"does not divide model.encoder.hidden_size={hidden}",
+                        key="model.encoder.num_attention_heads", value=heads, allowed=_divisors(hidden))
+
+
+def check_encoder(cfg: DictConfig, encoder_config: Any, tokenizer: Any = None,
+                  explicit: frozenset[str] | set[str] = frozenset()) -> None:
+    """Rules that need the encoder: the pooling's ``num_heads`` must divide its hidden size, ``k``
+    cannot exceed its layers, ``data.max_length`` its positions.
+
+    A preset's ``k`` (the paper's 3) shrinks to a smaller encoder's layer count (a 2-layer test
+    model); a ``k`` in ``explicit`` (set on the command line) that is too large is refused."""
+    hidden, layers = encoder_config.hidden_size, encoder_config.num_hidden_layers
+    opts = cfg.pooling.module
+    heads = opts.get("num_heads")
+    if heads and hidden % heads:
+        raise UserError(f"does not divide the encoder's hidden size {hidden}", key="pooling.module.num_heads",
+                        value=heads, allowed=_divisors(hidden))
+    k = opts.get("k")
+    if k is not None and k > layers and "pooling.module.k" in explicit:
+        raise UserError(f"more than the encoder's {layers} layers", key="pooling.module.k", value=k,
+                        allowed=f"an integer from 1 to {layers}")
+    limit = position_limit(encoder_config, tokenizer)
+    if limit is not None and cfg.data.max_length > limit:
+        raise UserError(f"longer than the {limit} positions of model {cfg.model.name}", key="data.max_length",
+                        value=cfg.data.max_length, allowed=f"an integer from 1 to {limit}")
+
+
+def position_limit(encoder_config: Any, tokenizer: Any = None) -> int | None:
+    """The longest input the encoder takes: its position embeddings, or its tokenizer's limit
+    when smaller (RoBERTa has 514 positions for 512 tokens)."""
+    limits = [getattr(encoder_config, "max_position_embeddings", None),
+              getattr(tokenizer, "model_max_length", None)]
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]  # unknown: a huge sentinel
+    return min(limits) if limits else None
+
+
+def command_line_keys() -> set[str]:
+    """The keys set on this job's command line (sweep values included), e.g. ``pooling.module.k``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
+def plain(node: Any) -> Any:
+    """``node`` as plain dicts and lists, interpolations resolved; one that cannot be resolved yet
+    (``${hydra:runtime.output_dir}`` before the run starts) is kept as its text."""
+    if isinstance(node, DictConfig):
+        return {str(k): plain(_child(node, k)) for k in node.keys()}
+    if isinstance(node, ListConfig):
+        return [plain(_child(node, i)) for i in range(len(node))]
+    return node
+
+
+def _child(node: DictConfig | ListConfig, key: Any) -> Any:
+    try:
+        return node[key]
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(node, resolve=False)[key]
+
+
+# ------------------------------------------------------------------------------- messages
+_WRONG = {"int": "not an integer", "float": "not a number", "bool": "not true or false",
+          "string": "not a string", "list": "not a list", "tuple": "not a list", "dict": "not a mapping",
+          "model": "not a mapping", "literal": "not one of the choices", "missing": "missing",
+          "too_short": "too few entries", "too_long": "too many entries",
+          "greater_than": "too small", "greater_than_equal": "too small",
+          "less_than": "too large", "less_than_equal": "too large"}
+_RANGE = ("greater_than", "less_than")
+
+
+def _user_error(err: ValidationError, values: dict[str, Any]) -> UserError:
+    """The first bad setting: its key, its value, what is wrong and what its field allows."""
+    first = err.errors()[0]
+    path, value = _setting(first["loc"], values)
+    # A union reports one error per member; a range error means the value had the right type.
+    errors = [e for e in err.errors() if _setting(e["loc"], values)[0] == path]
+    kinds = [e["type"] for e in errors]
+    kind = next((k for k in kinds if k.startswith(_RANGE)), kinds[0])
+    wrong = next((text for name, text in _WRONG.items() if kind.startswith(name)), errors[0]["msg"].lower())
+    return UserError(wrong, key=".".join(map(str, path)), value=value, allowed=describe_field(Config, path))
+
+
+def _setting(loc: tuple, values: Any) -> tuple[list, Any]:
+    """The config key a pydantic error location points at (a list is one setting) and its value."""
+    path: list = []
+    for i, part in enumerate(loc):
+        if isinstance(values, dict) and part not in values and i == len(loc) - 1:
+            return [*path, part], None  # a missing key
+        if not isinstance(values, dict) or part not in values:
+            break
+        path.append(part)
+        values = values[part]
+    return path or list(loc[:1]), values
+
+
+def describe_field(model: type[BaseModel], path: list) -> str:
+    """What the field at ``path`` of ``model`` accepts, in words."""
+    tp: Any = model
+    for part in path:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = next((f for name, f in tp.model_fields.items() if part in (name, f.alias)), None)
+            if field is None:
+                return "a value this project knows"
+            tp = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+    return describe(tp)
+
+
+def _unwrap(tp: Any) -> Any:
+    """The model inside ``Annotated[...]`` or ``X | None``."""
+    if typing.get_origin(tp) is Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _unwrap(inner[0]) if len(inner) == 1 else tp
+    return tp
+
+
+def describe(tp: Any) -> str:
+    """``Annotated[int, Field(ge=1)] | None`` -> ``an integer at least 1, or null``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        bounds = {}
+        for meta in args[1:]:
+            for m in getattr(meta, "metadata", [meta]):
+                bounds.update({k: getattr(m, k) for k in _BOUNDS if getattr(m, k, None) is not None})
+        return _bounded(describe(args[0]), bounds)
+    if origin in (typing.Union, types.UnionType):
+        parts = [describe(a) for a in args if a is not type(None)]
+        if type(None) in args:
+            parts.append("null")
+        return ", or ".join(parts)
+    if origin is Literal:
+        names = list(dict.fromkeys(show(a) for a in args))  # 16 and "16" read the same
+        return names[0] if len(names) == 1 else "one of " + ", ".join(names)
+    if origin is list:
+        return f"a list, each {describe(args[0])}"
+    if origin is dict:
+        return f"a mapping to {describe(args[1])}"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+_BOUNDS = ("ge", "gt", "le", "lt", "min_length", "max_length")
+
+
+def _bounded(base: str, b: dict[str, Any]) -> str:
+    """``an integer`` with ``{"ge": 0, "le": 9}`` -> ``an integer from 0 to 9``."""
+    if "min_length" in b or "max_length" in b:
+        lo, hi = b.get("min_length", 0), b.get("max_length")
+        size = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi else f"at least {lo}"
+        return base.replace("a list,", f"a list of {size} values,", 1)
+    if "ge" in b and "le" in b:
+        return f"{base} from {b['ge']} to {b['le']}"
+    words = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
+    return " ".join([base, " and ".join(f"{words[k]} {v}" for k, v in b.items())]) if b else base
+
+
+def _divisors(n: int) -> str:
+    return "a divisor of " + f"{n}: " + ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)

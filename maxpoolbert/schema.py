@@ -91,6 +91,7 @@ class Optimizer(Target):
     betas: Annotated[list[Probability], Field(min_length=2, max_length=2)] = [0.9, 0.999]
     eps: PositiveFloat = 1e-8
     fused: bool | None = None
+    layer_decay: Annotated[float, Field(gt=0, le=1)] | None = None  # layer-wise lr decay factor
 
 
 class PoolingModule(Target):
@@ -126,6 +127,7 @@ class Encoder(Target):
 class Model(Section):
     name: Text
     name_or_path: Text | None = None
+    reinit_layers: NonNegativeInt = 0  # at most the encoder's layers: checked when it is built
     encoder: Encoder
     tokenizer: Target
 
@@ -198,12 +200,19 @@ class Trainer(Target):
     enable_autolog_hparams: bool = True
 
 
+class Eval(Section):
+    select: Literal["last", "best"] = "last"
+    per_epoch: PositiveInt = 1
+    early_stopping: PositiveInt | None = None  # patience, in evaluations
+
+
 class Config(Section):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and Lightning's seeding accept
     group: Text | None
     data: Data
     head: Head
     scheduler: Scheduler
+    eval: Eval
     checkpoint: Checkpoint
     speed: Speed
     save_model: bool

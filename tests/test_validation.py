@@ -47,6 +47,10 @@ SCHEMA = [
     (["optimizer.weight_decay=-0.01"], "optimizer.weight_decay"), (["optimizer.eps=0"], "optimizer.eps"),
     (["optimizer.betas=[1.0,0.999]"], "optimizer.betas"), (["optimizer.betas=[0.9]"], "optimizer.betas"),
     (["optimizer.fused=maybe"], "optimizer.fused"),
+    (["optimizer.layer_decay=0"], "optimizer.layer_decay"), (["optimizer.layer_decay=1.5"], "optimizer.layer_decay"),
+    (["model.reinit_layers=-1"], "model.reinit_layers"),
+    (["eval.select=worst"], "eval.select"), (["eval.per_epoch=0"], "eval.per_epoch"),
+    (["eval.early_stopping=0"], "eval.early_stopping"),
     (["pooling.module.k=0"], "pooling.module.k"), (["pooling.module.num_heads=0"], "pooling.module.num_heads"),
     (["pooling.module.dropout=1.0"], "pooling.module.dropout"), (["pooling.module.residual=maybe"], "pooling.module.residual"),
     (["pooling.module.layer_norm=2"], "pooling.module.layer_norm"),
@@ -88,6 +92,7 @@ LATE = [
     (["pooling=mha", "pooling.module.num_heads=5"], "pooling.module.num_heads"),
     (["pooling=max_cls", "pooling.module.k=3"], "pooling.module.k"),  # tiny: 2 layers
     (["data.max_length=1000"], "data.max_length"),  # tiny: 512 positions
+    (["model.reinit_layers=3"], "model.reinit_layers"),  # tiny: 2 layers
     (["data.glue_dir={glue}/header_only"], "data.glue_dir"),
     (["data.glue_dir={glue}/latin1"], "data.glue_dir"),
     (["data.glue_dir={glue}/good", "data.train_size=7"], "data.train_size"),  # 6 rows
@@ -253,7 +258,8 @@ def test_predict_out_unwritable(tmp_path, real_glue):
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    (run_dir / "results.json").write_text("{}")
+    (run_dir / "results.json").write_text('{"task": "rte", "pooling": "maxpool_mha", "model": "tiny", "seed": 1, '
+                                          '"metrics": {"accuracy": 0.5}, "score": 0.5}')
     (run_dir / "model.safetensors").write_bytes(b"")
     (tmp_path / "a_file").write_text("")
     result = run([str(run_dir), "--out", f"{tmp_path}/a_file/out"], ROOT, module="maxpoolbert.predict")

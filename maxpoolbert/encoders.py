@@ -10,9 +10,17 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    PreTrainedModel,
+)
 
 from maxpoolbert.errors import UserError
+from maxpoolbert.families import family_of
 
 
 def resolve(name_or_path: str) -> str:
@@ -27,6 +35,9 @@ def resolve(name_or_path: str) -> str:
 
 
 def _load_error(name_or_path: str, err: Exception) -> UserError:
+    if Path(resolve(name_or_path)).expanduser().is_dir():
+        return UserError(f"{name_or_path} is not a model checkpoint (a folder written by save_pretrained): "
+                         f"{_first_line(err)}")
     return UserError(
         f"could not load {name_or_path!r} ({type(err).__name__}). Without the Hugging Face hub, "
         "point model.name_or_path= at a local copy, or use model=minilm_l6 (embedded)."
@@ -41,13 +52,27 @@ def tokenizer(name_or_path: str):
         raise _load_error(name_or_path, err) from err
 
 
-def pretrained(name_or_path: str) -> BertModel:
-    """A pretrained encoder with its pooler (dense + tanh) weights, which the head reuses."""
+def pretrained(name_or_path: str) -> PreTrainedModel:
+    """A pretrained encoder of any family ``AutoModel`` loads, with the options its family declares
+    (BERT: its pooler dense + tanh weights, which the head reuses)."""
     path = resolve(name_or_path)
     try:
-        return AutoModel.from_pretrained(path, add_pooling_layer=True)
+        config = AutoConfig.from_pretrained(path)
     except OSError as err:
         raise _load_error(name_or_path, err) from err
+    except ValueError as err:  # a config.json that names no model type transformers knows
+        raise UserError(f"{name_or_path} is not a model checkpoint AutoModel can load: {_first_line(err)}") from err
+    try:
+        return AutoModel.from_pretrained(path, config=config, **family_of(config).load_kwargs)
+    except OSError as err:
+        raise _load_error(name_or_path, err) from err
+    except ValueError as err:  # e.g. a config of a model that is no encoder (AutoModel has no class for it)
+        raise UserError(f"{name_or_path}: AutoModel cannot load it: {_first_line(err)}") from err
+
+
+def _first_line(err: Exception) -> str:
+    line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def random_bert(**config) -> BertModel:

@@ -133,6 +133,16 @@ class Family:
     def has_stock_head(self) -> bool:
         return bool(self.stock_names)
 
+    def stock_key(self, key: str) -> str | None:
+        """The stock model's state-dict key for a :class:`~maxpoolbert.model.PooledClassifier` key
+        (``None``: the stock model has no such weight)."""
+        if key.startswith("encoder."):
+            return f"{self.encoder_prefix}.{key.removeprefix('encoder.')}" if self.encoder_prefix else None
+        for ours, stock in self.stock_names.items():
+            if key.startswith(ours + "."):
+                return stock + key[len(ours):]
+        return None
+
     def uses_token_type_ids(self, encoder: nn.Module) -> bool:
         if self.token_type_ids is not None:
             return self.token_type_ids

@@ -163,9 +163,10 @@ def test_modernbert_layers_are_seen_through_the_final_norm(checkpoints, enc):
         layers = family_of(encoder.config).layers(encoder, out)
     assert len(layers) == encoder.config.num_hidden_layers + 1
     torch.testing.assert_close(layers[-1], out.last_hidden_state)
-    for raw, seen in zip(out.hidden_states[1:], layers[1:], strict=True):
-        torch.testing.assert_close(seen.std(-1, correction=0), torch.full(seen.shape[:2], 3.0), atol=1e-3, rtol=0)
-    assert not torch.allclose(out.hidden_states[1].std(-1, correction=0), torch.full(seen.shape[:2], 3.0), atol=0.5)
+    three = torch.full(enc["input_ids"].shape, 3.0)
+    for seen in layers[1:]:
+        torch.testing.assert_close(seen.std(-1, correction=0), three, atol=1e-3, rtol=0)
+    assert not torch.allclose(out.hidden_states[1].std(-1, correction=0), three, atol=0.5)  # raw: before the norm
 
 
 def pooling_module(name: str, config):
@@ -230,12 +231,19 @@ def test_attention_weighted_without_attention_weights_is_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------- train.py end to end
+# Every pooling trains every family in-process above; end to end, each family runs the strategies
+# that touch what differs between families: the stock head, the last k layers (+ the MHA's
+# parameters), every layer, and the attention weights. (All ten poolings x six families as one
+# sweep: the same command with E2E_POOLINGS = POOLINGS, about 2.5 minutes here.)
+E2E_POOLINGS = ["cls", "maxpool_mha", "layer_mix", "attention_weighted"]
+
+
 @pytest.fixture(scope="module")
 def family_sweep(checkpoints, real_glue, cache_dir, tmp_path_factory):
-    """``train.py -m model=auto model.name_or_path=<each family> pooling=<each>``: one process."""
+    """``train.py -m model=auto model.name_or_path=<each family> pooling=<...>``: one process."""
     tmp = tmp_path_factory.mktemp("family_sweep")
     paths = ",".join(str(checkpoints[f]) for f in FAMILIES)
-    run_train("-m", "model=auto", f"model.name_or_path={paths}", f"pooling={','.join(POOLINGS)}", "task=rte",
+    run_train("-m", "model=auto", f"model.name_or_path={paths}", f"pooling={','.join(E2E_POOLINGS)}", "task=rte",
               "data.train_size=16", "data.max_length=48", "trainer.max_steps=1", "logger=none",
               "trainer.enable_progress_bar=false", "save_model=false", f"data.glue_dir={real_glue}",
               f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp}/sweep", cwd=tmp)
@@ -243,7 +251,7 @@ def family_sweep(checkpoints, real_glue, cache_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_train_py_runs_every_pooling_on_every_family(family, family_sweep, checkpoints):
+def test_train_py_runs_model_auto_on_every_family(family, family_sweep, checkpoints):
     from omegaconf import OmegaConf
 
     seen = {}
@@ -251,6 +259,24 @@ def test_train_py_runs_every_pooling_on_every_family(family, family_sweep, check
         cfg = OmegaConf.load(path.parent / ".hydra" / "config.yaml")
         if cfg.model.name_or_path == str(checkpoints[family]):
             seen[cfg.pooling.name] = json.loads(path.read_text())
-    assert sorted(seen) == sorted(POOLINGS)
+    assert sorted(seen) == sorted(E2E_POOLINGS)
     for r in seen.values():
         assert r["model"] == "auto" and r["steps"] == 1 and 0 <= r["metrics"]["accuracy"] <= 1
+    assert seen["maxpool_mha"]["params"]["pooling"] == 4 * 32 * 32 + 4 * 32
+
+
+def test_train_py_user_errors_are_one_line(tmp_path, real_glue):
+    (tmp_path / "empty").mkdir()
+    fnet = tmp_path / "fnet"
+    T.FNetModel(T.FNetConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, intermediate_size=64)) \
+        .save_pretrained(fnet)
+    encoders.tokenizer(EMBEDDED).save_pretrained(fnet)
+    for path, pooling, message in [(tmp_path / "empty", "cls", "is not a model checkpoint"),
+                                   (fnet, "attention_weighted", "needs attention weights, which fnet encoders")]:
+        proc = run_train("model=auto", f"model.name_or_path={path}", f"pooling={pooling}", "logger=none",
+                         f"data.glue_dir={real_glue}", "data.train_size=8", f"hydra.run.dir={tmp_path}/run",
+                         cwd=tmp_path, check=False)
+        assert proc.returncode != 0
+        last = proc.stderr.strip().splitlines()[-1]  # after the weights' loading bar, if any
+        assert last.startswith("error: ") and message in last and len(last) < 300, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stdout + proc.stderr

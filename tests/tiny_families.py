@@ -44,10 +44,10 @@ def stock_model(family: str, num_labels: int = 2, seed: int = 0, **config_change
     return model
 
 
-def save_checkpoint(family: str, path: Path, seed: int = 0) -> Path:
+def save_checkpoint(family: str, path: Path, seed: int = 0, **config_changes) -> Path:
     """A tiny random checkpoint of ``family`` (its base model, as a pretrained encoder is shipped)
     and the embedded tokenizer, in ``path``."""
-    stock = stock_model(family, seed=seed)
+    stock = stock_model(family, seed=seed, **config_changes)
     stock.base_model.save_pretrained(path)
     encoders.tokenizer(EMBEDDED).save_pretrained(path)
     return path

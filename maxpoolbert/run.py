@@ -166,6 +166,9 @@ class Throughput(Callback):
 # ---------------------------------------------------------------------------- the run
 def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
     """Task, tokenizer and classifier from the config (seeded: same seed, same initial weights)."""
+    if OmegaConf.is_missing(cfg.model, "name_or_path"):
+        raise UserError(f"model.name_or_path=???: model={cfg.model.name} needs a checkpoint; "
+                        "model.name_or_path=<hub id or local folder>")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task: GlueTask = instantiate(cfg.task, _convert_="all")
     tokenizer = instantiate(cfg.model.tokenizer)

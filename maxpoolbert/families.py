@@ -31,10 +31,31 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 from transformers.activations import ACT2FN, get_activation
 
+from .errors import UserError
+
 
 def _bert_dropout(config) -> float:
     p = getattr(config, "classifier_dropout", None)
     return config.hidden_dropout_prob if p is None else p
+
+
+def _deberta_dropout(config) -> float:
+    return config.hidden_dropout_prob if getattr(config, "cls_dropout", None) is None else config.cls_dropout
+
+
+def _distilbert_dropout(config) -> float:
+    return config.seq_classif_dropout
+
+
+def _modernbert_dropout(config) -> float:
+    return config.classifier_dropout
+
+
+def _generic_dropout(config) -> float:
+    for name in ("classifier_dropout", "hidden_dropout_prob"):
+        if getattr(config, name, None) is not None:
+            return getattr(config, name)
+    return 0.1
 
 
 def _init_linear(layer: nn.Linear, std: float) -> nn.Linear:
@@ -72,7 +93,8 @@ def _deberta_head(encoder: nn.Module) -> nn.Module:
     config = encoder.config
     size = config.pooler_hidden_size
     if size != config.hidden_size:
-        raise ValueError(f"pooler_hidden_size={size} differs from hidden_size={config.hidden_size}")
+        raise UserError(f"DeBERTa pooler_hidden_size={size} differs from hidden_size={config.hidden_size}: "
+                        "the pooled vector cannot enter its ContextPooler")
     dense = _init_linear(nn.Linear(size, size), config.initializer_range)
     return nn.Sequential(nn.Dropout(config.pooler_dropout), dense, ACT2FN[config.pooler_hidden_act])
 
@@ -115,6 +137,10 @@ def modernbert_layers(encoder: nn.Module, outputs) -> Sequence[Tensor]:
     return (states[0], *(encoder.final_norm(h) for h in states[1:-1]), outputs.last_hidden_state)
 
 
+def _cls_only() -> dict[str, dict]:
+    return {"CLSPooling": {}}
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -126,7 +152,7 @@ class Family:
     stock_names: dict[str, str] = field(default_factory=dict)
     layers: Callable[[nn.Module, object], Sequence[Tensor]] = all_layers
     load_kwargs: dict = field(default_factory=dict)
-    stock_pooling: dict[str, dict] = field(default_factory=lambda: {"CLSPooling": {}})
+    stock_pooling: dict[str, dict] = field(default_factory=_cls_only)
     attentions: bool | None = True  # None: if the encoder records them (after switching to eager)
 
     @property
@@ -165,22 +191,18 @@ FAMILIES: tuple[Family, ...] = (
            load_kwargs={"add_pooling_layer": False}),
     Family("electra", ("electra",), _electra_head, _bert_dropout, token_type_ids=True, encoder_prefix="electra",
            stock_names={"pooler.1": "classifier.dense", "classifier": "classifier.out_proj"}),
-    Family("deberta-v2", ("deberta-v2",), _deberta_head,
-           lambda c: c.hidden_dropout_prob if getattr(c, "cls_dropout", None) is None else c.cls_dropout,
-           token_type_ids=True, encoder_prefix="deberta",
+    Family("deberta-v2", ("deberta-v2",), _deberta_head, _deberta_dropout, token_type_ids=True, encoder_prefix="deberta",
            stock_names={"pooler.1": "pooler.dense", "classifier": "classifier"}),
-    Family("distilbert", ("distilbert",), _distilbert_head, lambda c: c.seq_classif_dropout, token_type_ids=False,
+    Family("distilbert", ("distilbert",), _distilbert_head, _distilbert_dropout, token_type_ids=False,
            encoder_prefix="distilbert", stock_names={"pooler.0": "pre_classifier", "classifier": "classifier"}),
-    Family("modernbert", ("modernbert",), _modernbert_head, lambda c: c.classifier_dropout, token_type_ids=False,
+    Family("modernbert", ("modernbert",), _modernbert_head, _modernbert_dropout, token_type_ids=False,
            encoder_prefix="model", stock_names={"pooler": "head", "classifier": "classifier"},
            layers=modernbert_layers,
            stock_pooling={"CLSPooling": {"classifier_pooling": "cls"}, "MeanPooling": {"classifier_pooling": "mean"}}),
 )
 
-GENERIC = Family("generic", (), _generic_head,
-                 lambda c: next((p for p in (getattr(c, "classifier_dropout", None),
-                                             getattr(c, "hidden_dropout_prob", None)) if p is not None), 0.1),
-                 token_type_ids=None, stock_pooling={}, attentions=None)
+GENERIC = Family("generic", (), _generic_head, _generic_dropout, token_type_ids=None, stock_pooling={},
+                 attentions=None)
 
 
 def family_of(config) -> Family:

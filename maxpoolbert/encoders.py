@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -18,6 +20,7 @@ from transformers import (
     BertModel,
     PreTrainedModel,
 )
+from transformers.utils import cached_file
 
 from maxpoolbert.errors import UserError
 from maxpoolbert.families import family_of
@@ -73,6 +76,34 @@ def pretrained(name_or_path: str) -> PreTrainedModel:
 def _first_line(err: Exception) -> str:
     line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return line if len(line) <= 200 else line[:197] + "..."
+
+
+@torch.no_grad()
+def load_pretrained_head(model) -> list[str]:
+    """Head weights the encoder's own checkpoint holds under the stock model's names, loaded as the
+    family's ``AutoModelForSequenceClassification.from_pretrained`` loads them: ModernBERT's
+    pretrained prediction head (``head.*``), or the head of a checkpoint that is already a sequence
+    classifier (same shapes only). Returns the keys loaded. Single-file safetensors checkpoints
+    only; other heads stay as initialised."""
+    path = getattr(model.encoder.config, "_name_or_path", "")
+    if not path:
+        return []
+    try:
+        file = cached_file(path, "model.safetensors", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        file = None
+    if file is None:
+        return []
+    loaded = []
+    with safe_open(file, "pt") as f:
+        stored = set(f.keys())
+        for key, value in model.state_dict().items():
+            stock = model.family.stock_key(key)
+            if key.startswith("encoder.") or stock not in stored or f.get_slice(stock).get_shape() != list(value.shape):
+                continue
+            value.copy_(f.get_tensor(stock))
+            loaded.append(key)
+    return loaded
 
 
 def random_bert(**config) -> BertModel:

@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from maxpoolbert import encoders
 from maxpoolbert import metrics as M
 from maxpoolbert.data import GlueDataModule
 from maxpoolbert.errors import UserError
@@ -179,6 +180,9 @@ def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
         torch.manual_seed(cfg.seed + 7919)
         pooling = instantiate(cfg.pooling.module, _partial_=True)(encoder_config=encoder.config)
     model = PooledClassifier(encoder, pooling, task.num_labels, **cfg.head)
+    loaded = encoders.load_pretrained_head(model)
+    if loaded:
+        log.info("head weights from the checkpoint: %s", ", ".join(loaded))
     # from_pretrained returns eval mode and Lightning keeps a module's mode: train mode (dropout
     # on) must be set here, as the Hugging Face Trainer does.
     return task, tokenizer, model.train()

@@ -280,3 +280,22 @@ def test_train_py_user_errors_are_one_line(tmp_path, real_glue):
         last = proc.stderr.strip().splitlines()[-1]  # after the weights' loading bar, if any
         assert last.startswith("error: ") and message in last and len(last) < 300, proc.stderr[-2000:]
         assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stock_classifier_checkpoint_loads_with_its_head(family, tmp_path, enc):
+    """A checkpoint that is already the family's sequence classifier (e.g. a fine-tuned one, or
+    ModernBERT's with its pretrained prediction head): its head weights are loaded, as
+    ``AutoModelForSequenceClassification.from_pretrained`` does, and ``pooling=cls`` is that model."""
+    stock_model(family, num_labels=3, seed=4).save_pretrained(tmp_path)
+    stock = T.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    encoder = encoders.pretrained(str(tmp_path))
+    model = PooledClassifier(encoder, CLSPooling(encoder.config), 3)
+    loaded = encoders.load_pretrained_head(model)
+    assert loaded and all(not k.startswith("encoder.") for k in loaded)
+    assert {k.split(".")[0] for k in loaded} == {"pooler", "classifier"}
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(*ours_inputs(enc)), stock(**stock_inputs(family, enc)).logits,
+                                   atol=1e-6, rtol=1e-5)
+    two_labels = PooledClassifier(encoders.pretrained(str(tmp_path)), CLSPooling(encoder.config), 2)
+    assert "classifier.weight" not in encoders.load_pretrained_head(two_labels)  # another shape: not loaded

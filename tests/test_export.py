@@ -187,3 +187,44 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'} is not a folder"]
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- which class, without training
+def fake_run(tmp: Path, checkpoint: Path, *overrides: str) -> Path:
+    """A finished run folder as train.py leaves it, with the initial weights (no training needed)."""
+    from safetensors.torch import save_model
+
+    from maxpoolbert.run import build
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=auto", f"model.name_or_path={checkpoint}", *overrides])
+    run_dir = tmp / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    _, _, model = build(cfg)
+    save_model(model, str(run_dir / "model.safetensors"))
+    (run_dir / "results.json").write_text("{}")
+    return run_dir
+
+
+@pytest.mark.parametrize("family,overrides,expected", [
+    ("modernbert", ["pooling=mean", "task=rte"], "ModernBertForSequenceClassification"),
+    ("bert", ["pooling=attention_weighted", "task=cola"], "MaxPoolBertForSequenceClassification"),
+    ("roberta", ["pooling=cls", "head.use_pooler=false", "task=mnli"], "MaxPoolBertForSequenceClassification"),
+])
+def test_export_class_follows_the_head(family, overrides, expected, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    run_dir = fake_run(tmp_path, save_checkpoint(family, tmp_path / "ckpt"), *overrides)
+    assert main([str(run_dir), str(tmp_path / "out")]) == 0  # (export checks the outputs itself)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    assert type(model).__name__ == expected
+    if family == "modernbert":
+        assert model.config.classifier_pooling == "mean"
+    task = instantiate(compose_task(overrides[-1]), _convert_="all")
+    assert model.config.id2label == dict(enumerate(task.class_names)) and len(task.class_names) == task.num_labels
+
+
+def compose_task(override: str):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=[override]).task

@@ -38,9 +38,10 @@ def resolve(name_or_path: str) -> str:
 
 
 def _load_error(name_or_path: str, err: Exception) -> UserError:
-    if Path(resolve(name_or_path)).expanduser().is_dir():
-        return UserError(f"{name_or_path} is not a model checkpoint (a folder written by save_pretrained): "
-                         f"{_first_line(err)}")
+    folder = Path(resolve(name_or_path)).expanduser()
+    if folder.is_dir():
+        why = _first_line(err) if (folder / "config.json").is_file() else "it has no config.json"
+        return UserError(f"{name_or_path} is not a model checkpoint (a folder written by save_pretrained): {why}")
     return UserError(
         f"could not load {name_or_path!r} ({type(err).__name__}). Without the Hugging Face hub, "
         "point model.name_or_path= at a local copy, or use model=minilm_l6 (embedded)."
@@ -51,7 +52,7 @@ def tokenizer(name_or_path: str):
     path = resolve(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(path)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a folder without tokenizer files
         raise _load_error(name_or_path, err) from err
 
 

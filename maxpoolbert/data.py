@@ -285,7 +285,9 @@ class GlueDataModule(L.LightningDataModule):
         texts = [cols["text_a"]] if not len(raw) or cols["text_b"][0] is None else [cols["text_a"], cols["text_b"]]
         # One batched call into the Rust tokenizer (no per-batch map/fingerprinting); it refuses
         # an empty batch, so a split without rows skips it.
-        enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length,
+        # Segment ids always (zeros from tokenizers that make none): the model uses them only if
+        # its encoder family does.
+        enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, return_token_type_ids=True,
                              padding="max_length" if self.pad_to_max_length else False) if len(raw) else \
             {"input_ids": [], "token_type_ids": [], "attention_mask": []}
         ds = datasets.Dataset.from_dict({

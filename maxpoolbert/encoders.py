@@ -10,9 +10,20 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+import torch
+from safetensors import safe_open
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    PreTrainedModel,
+)
+from transformers.utils import cached_file
 
 from maxpoolbert.errors import UserError
+from maxpoolbert.families import family_of
 
 
 def resolve(name_or_path: str) -> str:
@@ -27,6 +38,10 @@ def resolve(name_or_path: str) -> str:
 
 
 def _load_error(name_or_path: str, err: Exception) -> UserError:
+    folder = Path(resolve(name_or_path)).expanduser()
+    if folder.is_dir():
+        why = _first_line(err) if (folder / "config.json").is_file() else "it has no config.json"
+        return UserError(f"{name_or_path} is not a model checkpoint (a folder written by save_pretrained): {why}")
     return UserError(
         f"could not load {name_or_path!r} ({type(err).__name__}). Without the Hugging Face hub, "
         "point model.name_or_path= at a local copy, or use model=minilm_l6 (embedded)."
@@ -37,17 +52,59 @@ def tokenizer(name_or_path: str):
     path = resolve(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(path)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a folder without tokenizer files
         raise _load_error(name_or_path, err) from err
 
 
-def pretrained(name_or_path: str) -> BertModel:
-    """A pretrained encoder with its pooler (dense + tanh) weights, which the head reuses."""
+def pretrained(name_or_path: str) -> PreTrainedModel:
+    """A pretrained encoder of any family ``AutoModel`` loads, with the options its family declares
+    (BERT: its pooler dense + tanh weights, which the head reuses)."""
     path = resolve(name_or_path)
     try:
-        return AutoModel.from_pretrained(path, add_pooling_layer=True)
+        config = AutoConfig.from_pretrained(path)
     except OSError as err:
         raise _load_error(name_or_path, err) from err
+    except ValueError as err:  # a config.json that names no model type transformers knows
+        raise UserError(f"{name_or_path} is not a model checkpoint AutoModel can load: {_first_line(err)}") from err
+    try:
+        return AutoModel.from_pretrained(path, config=config, **family_of(config).load_kwargs)
+    except OSError as err:
+        raise _load_error(name_or_path, err) from err
+    except ValueError as err:  # e.g. a config of a model that is no encoder (AutoModel has no class for it)
+        raise UserError(f"{name_or_path}: AutoModel cannot load it: {_first_line(err)}") from err
+
+
+def _first_line(err: Exception) -> str:
+    line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+@torch.no_grad()
+def load_pretrained_head(model) -> list[str]:
+    """Head weights the encoder's own checkpoint holds under the stock model's names, loaded as the
+    family's ``AutoModelForSequenceClassification.from_pretrained`` loads them: ModernBERT's
+    pretrained prediction head (``head.*``), or the head of a checkpoint that is already a sequence
+    classifier (same shapes only). Returns the keys loaded. Single-file safetensors checkpoints
+    only; other heads stay as initialised."""
+    path = getattr(model.encoder.config, "_name_or_path", "")
+    if not path:
+        return []
+    try:
+        file = cached_file(path, "model.safetensors", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        file = None
+    if file is None:
+        return []
+    loaded = []
+    with safe_open(file, "pt") as f:
+        stored = set(f.keys())
+        for key, value in model.state_dict().items():
+            stock = model.family.stock_key(key)
+            if key.startswith("encoder.") or stock not in stored or f.get_slice(stock).get_shape() != list(value.shape):
+                continue
+            value.copy_(f.get_tensor(stock))
+            loaded.append(key)
+    return loaded
 
 
 def random_bert(**config) -> BertModel:

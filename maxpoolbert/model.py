@@ -1,8 +1,10 @@
-"""The classifier: encoder -> pooling strategy -> standard BERT head.
+"""The classifier: encoder -> pooling strategy -> the encoder family's stock classification head.
 
-The head is exactly BertForSequenceClassification's: pooler dense + tanh (initialised from the
-checkpoint's pooler), dropout, linear. The pooling strategy only decides which vector enters it,
-so ``pooling=cls`` reproduces the stock model (``tests/test_model.py``).
+The head is exactly the one the family's own ``AutoModelForSequenceClassification`` puts on the
+first token (``maxpoolbert.families``; for BERT: the checkpoint's pooler dense + tanh, dropout,
+linear). The pooling strategy only decides which vector enters it, so ``pooling=cls`` reproduces
+the stock model (``tests/test_model.py``, ``tests/test_families.py``). This module imports only
+torch, transformers and its siblings: it is copied into exported model folders.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from maxpoolbert.pooling import Pooling
+from .errors import UserError
+from .families import family_of
+from .pooling import Pooling
 
 
 class PooledClassifier(nn.Module):
@@ -23,32 +27,38 @@ class PooledClassifier(nn.Module):
         self.encoder = encoder
         self.pooling = pooling
         self.num_labels = num_labels
+        self.family = family_of(config)
+        self.use_token_type_ids = self.family.uses_token_type_ids(encoder)
         if pooling.needs_attentions:
+            if not self.family.returns_attentions(encoder):
+                raise UserError(f"pooling {type(pooling).__name__} needs attention weights, which "
+                                f"{config.model_type} encoders do not return; choose another pooling")
             encoder.set_attn_implementation("eager")
-        # Take the pooler out of the encoder: it would only pool the final [CLS] again.
-        bert_pooler = getattr(encoder, "pooler", None)
-        encoder.pooler = None
-        dense = bert_pooler.dense if bert_pooler is not None else nn.Linear(config.hidden_size, config.hidden_size)
-        self.pooler = nn.Sequential(dense, nn.Tanh()) if use_pooler else nn.Identity()
+        head = self.family.head(encoder)
+        self.pooler = head if use_pooler else nn.Identity()
         if dropout is None:
-            dropout = getattr(config, "classifier_dropout", None)
-            dropout = config.hidden_dropout_prob if dropout is None else dropout
+            dropout = self.family.classifier_dropout(config)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
-        nn.init.normal_(self.classifier.weight, std=config.initializer_range)
+        nn.init.normal_(self.classifier.weight, std=getattr(config, "initializer_range", 0.02))
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        extra = {"token_type_ids": token_type_ids} if self.use_token_type_ids else {}
+        needs_attentions = self.pooling.needs_attentions
         out = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
             output_hidden_states=True,
-            output_attentions=self.pooling.needs_attentions,
+            output_attentions=needs_attentions,
             return_dict=True,
+            **extra,
         )
-        attentions = out.attentions if self.pooling.needs_attentions else None
-        pooled = self.pooling(out.hidden_states, attention_mask, attentions)
+        attentions = out.attentions if needs_attentions else None
+        if needs_attentions and not attentions:
+            raise UserError(f"this {self.encoder.config.model_type} encoder returned no attention weights "
+                            f"for pooling {type(self.pooling).__name__}; choose another pooling")
+        pooled = self.pooling(self.family.layers(self.encoder, out), attention_mask, attentions)
         return self.classifier(self.dropout(self.pooler(pooled)))
 
     def loss(self, logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:

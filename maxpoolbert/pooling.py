@@ -90,7 +90,8 @@ class MHAPooling(Pooling):
         self.k = _check_k(k, self.num_layers)
         self.attn = nn.MultiheadAttention(self.hidden_size, num_heads, dropout=dropout, batch_first=True)
         self.residual = residual
-        self.norm = nn.LayerNorm(self.hidden_size, eps=encoder_config.layer_norm_eps) if layer_norm else nn.Identity()
+        eps = getattr(encoder_config, "layer_norm_eps", None) or getattr(encoder_config, "norm_eps", 1e-12)
+        self.norm = nn.LayerNorm(self.hidden_size, eps=eps) if layer_norm else nn.Identity()
 
     def forward(self, hidden_states, attention_mask, attentions=None):
         seq = hidden_states[-1] if self.k == 1 else torch.stack(hidden_states[-self.k :]).amax(dim=0)

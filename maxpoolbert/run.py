@@ -27,8 +27,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from maxpoolbert import encoders, rundir, schema
 from maxpoolbert import metrics as M
-from maxpoolbert import rundir, schema
 from maxpoolbert.checkpointing import AtomicCheckpointIO, ResumeCheckpoint
 from maxpoolbert.data import GlueDataModule
 from maxpoolbert.errors import UserError, fail
@@ -143,6 +143,9 @@ class Throughput(Callback):
 # ---------------------------------------------------------------------------- the run
 def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
     """Task, tokenizer and classifier from the config (seeded: same seed, same initial weights)."""
+    if OmegaConf.is_missing(cfg.model, "name_or_path"):
+        raise UserError(f"model.name_or_path=???: model={cfg.model.name} needs a checkpoint; "
+                        "model.name_or_path=<hub id or local folder>")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task: GlueTask = instantiate(cfg.task, _convert_="all")
     tokenizer = instantiate(cfg.model.tokenizer)
@@ -154,6 +157,9 @@ def build(cfg: DictConfig) -> tuple[GlueTask, Any, PooledClassifier]:
         torch.manual_seed(cfg.seed + 7919)
         pooling = instantiate(cfg.pooling.module, _partial_=True)(encoder_config=encoder.config)
     model = PooledClassifier(encoder, pooling, task.num_labels, **cfg.head)
+    loaded = encoders.load_pretrained_head(model)
+    if loaded:
+        log.info("head weights from the checkpoint: %s", ", ".join(loaded))
     reinit = cfg.model.get("reinit_layers") or 0
     if reinit:  # Zhang et al. (2021): the top layers and the pooler start afresh (own RNG stream)
         with torch.random.fork_rng(devices=[]):

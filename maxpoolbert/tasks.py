@@ -48,6 +48,7 @@ class GlueTask:
     eval: dict[str, Split]
     test: dict[str, Split] = field(default_factory=dict)
     label_values: list[str] | None = None
+    label_names: list[str] | None = None  # class names where the files hold ids (default: label_values)
     skip_malformed: bool = False
     submission_names: dict[str, str] = field(default_factory=dict)
 
@@ -59,6 +60,12 @@ class GlueTask:
         self.hub_text_columns = list(self.hub_text_columns)
         if self.label_values is not None:
             self.label_values = [str(v) for v in self.label_values]
+
+    @property
+    def class_names(self) -> list[str]:
+        """One name per output (class id order; the score's name for regression)."""
+        names = self.label_names or self.label_values or [f"LABEL_{i}" for i in range(self.num_labels)]
+        return [str(n) for n in names]
 
     @property
     def is_regression(self) -> bool:

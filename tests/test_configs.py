@@ -21,7 +21,8 @@ DESIGN = {
     "task": {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"},
     "pooling": {"cls", "max_cls", "mha", "maxpool_mha", "mean", "max", "layer_mix",
                 "attention_weighted", "learned_weighted", "positional_weighted"},
-    "model": {"minilm_l6", "bert_base", "tiny"},
+    "model": {"minilm_l6", "bert_base", "tiny", "auto", "roberta_base", "electra_base", "deberta_v3_base",
+              "modernbert_base", "distilbert_base"},
     "optimizer": {"adamw"},
     "logger": {"wandb", "csv", "none"},
 }
@@ -66,8 +67,31 @@ def test_every_model_config_composes(name):
     if name == "tiny":
         encoder = instantiate(cfg.model.encoder)
         assert encoder.config.num_hidden_layers == 2
-    if name != "bert_base":  # bert_base needs the hub or a local copy: see the next test
+    if name in ("minilm_l6", "tiny"):  # the others need the hub or a local copy: see the next tests
         assert instantiate(cfg.model.tokenizer).vocab_size == 30522
+
+
+HUB_PRESETS = {"bert_base": "bert-base-uncased", "roberta_base": "FacebookAI/roberta-base",
+               "electra_base": "google/electra-base-discriminator", "deberta_v3_base": "microsoft/deberta-v3-base",
+               "modernbert_base": "answerdotai/ModernBERT-base", "distilbert_base": "distilbert/distilbert-base-uncased"}
+
+
+@pytest.mark.parametrize("name", sorted(HUB_PRESETS))
+def test_hub_presets_load_any_encoder(name):
+    cfg = composed(f"model={name}")
+    assert cfg.model.name_or_path == HUB_PRESETS[name]
+    assert cfg.model.encoder._target_ == "maxpoolbert.encoders.pretrained"
+    assert cfg.model.encoder.name_or_path == cfg.model.tokenizer.name_or_path == HUB_PRESETS[name]
+
+
+def test_model_auto_needs_a_checkpoint(tmp_path):
+    cfg = composed("model=auto", f"model.name_or_path={tmp_path}")
+    assert cfg.model.encoder.name_or_path == str(tmp_path)
+    proc = run_train("model=auto", "logger=none", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == ["error: model.name_or_path=???: model=auto needs a checkpoint; "
+                                                "model.name_or_path=<hub id or local folder>"], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_bert_base_offline_is_a_clear_error(monkeypatch):

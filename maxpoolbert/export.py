@@ -1,0 +1,151 @@
+"""A finished run as a Hugging Face model folder: ``python -m maxpoolbert.export RUN_DIR OUT_DIR``.
+
+The classifier is rebuilt from the run (:func:`maxpoolbert.predict.load_trained`) and written with
+``save_pretrained`` (``config.json``, ``model.safetensors``), beside the run's tokenizer, with the
+task's class names as ``id2label`` / ``label2id`` (``problem_type`` ``regression`` for STS-B):
+
+* a run whose head is its encoder family's stock head (``pooling=cls``; ModernBERT also
+  ``pooling=mean``) becomes the family's own ``<Family>ForSequenceClassification``: it loads with
+  ``AutoModelForSequenceClassification.from_pretrained(OUT_DIR)``, plain ``transformers``;
+* any other run becomes ``MaxPoolBertForSequenceClassification`` with its code in the folder
+  (:mod:`maxpoolbert.modeling_maxpoolbert`): it loads with ``trust_remote_code=True``, without this
+  project installed.
+
+Before the folder appears, the written model is loaded back and must give the run's outputs on a
+few sentence pairs. OUT_DIR is written whole or not at all (a temporary folder renamed at the
+end); an OUT_DIR that exists and is not empty is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from maxpoolbert.errors import UserError
+from maxpoolbert.model import PooledClassifier
+from maxpoolbert.predict import load_run, load_trained
+from maxpoolbert.run import user_error
+from maxpoolbert.tasks import GlueTask
+
+CHECK_TEXTS = (["A man is playing a flute.", "Short."], ["Someone plays music on a flute today.", "Ok"])
+
+
+def is_stock(model: PooledClassifier) -> bool:
+    """Whether the family's own sequence-classification class computes exactly this model."""
+    family = model.family
+    return (family.has_stock_head and not isinstance(model.pooler, torch.nn.Identity)
+            and type(model.pooling).__name__ in family.stock_pooling)
+
+
+def labels(task: GlueTask) -> dict:
+    names = task.class_names
+    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)},
+            "problem_type": "regression" if task.is_regression else "single_label_classification"}
+
+
+def stock_model(model: PooledClassifier, task: GlueTask):
+    """The family's own ``AutoModelForSequenceClassification`` with the run's weights."""
+    family = model.family
+    config = AutoConfig.for_model(**model.encoder.config.to_dict())
+    config.num_labels = task.num_labels
+    for key, value in {**labels(task), **family.stock_pooling[type(model.pooling).__name__]}.items():
+        setattr(config, key, value)
+    stock = AutoModelForSequenceClassification.from_config(config)
+    state = {family.stock_key(k): v for k, v in model.state_dict().items()}
+    stock.load_state_dict(state, strict=True)
+    return stock
+
+
+def remote_code_model(model: PooledClassifier, task: GlueTask, cfg: DictConfig):
+    """``MaxPoolBertForSequenceClassification`` with the run's weights, registered so that
+    ``save_pretrained`` writes its code into the folder."""
+    from maxpoolbert import modeling_maxpoolbert as M
+
+    options = OmegaConf.to_container(cfg.pooling.module, resolve=True)
+    module, _, name = options.pop("_target_").rpartition(".")
+    if module != "maxpoolbert.pooling":
+        raise UserError(f"pooling {name} is defined in {module}: export writes only the strategies of "
+                        "maxpoolbert.pooling into a model folder")
+    config = M.MaxPoolBertConfig(
+        encoder=model.encoder.config.to_dict(), pooling={"class": name, "options": options},
+        use_pooler=bool(cfg.head.use_pooler), head_dropout=cfg.head.dropout,
+        num_labels=task.num_labels, **labels(task))
+    M.MaxPoolBertConfig.register_for_auto_class()
+    M.MaxPoolBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+    hf = M.MaxPoolBertForSequenceClassification(config)
+    hf.model.load_state_dict(model.state_dict(), strict=True)
+    return hf
+
+
+def check_outputs(model: PooledClassifier, folder: Path, remote: bool) -> float:
+    """Largest difference between the run's model and the written folder (model and tokenizer, as
+    a user loads them) on a few sentence pairs."""
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
+    loaded = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=remote).eval()
+    enc = tokenizer(*CHECK_TEXTS, padding=True, return_tensors="pt")
+    types = enc.get("token_type_ids", torch.zeros_like(enc["input_ids"]))
+    model = model.cpu().eval()
+    with torch.no_grad():
+        want = model(enc["input_ids"], enc["attention_mask"], types)
+        got = loaded(**enc).logits
+    return float((want - got).abs().max())
+
+
+def export(run_dir: Path, out_dir: Path) -> Path:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UserError(f"{out_dir} exists and is not empty: export writes into a new or empty folder")
+    cfg = load_run(run_dir)
+    task, tokenizer, model = load_trained(run_dir, cfg)
+    model = model.cpu()
+    stock = is_stock(model)
+    hf = stock_model(model, task) if stock else remote_code_model(model, task, cfg)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        hf.save_pretrained(tmp)
+        if not model.use_token_type_ids:  # the tokenizer returns only what the model takes
+            names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+            tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = names
+        tokenizer.save_pretrained(tmp)
+        diff = check_outputs(model, tmp, remote=not stock)
+        if not diff <= 1e-4:
+            raise RuntimeError(f"the exported model's outputs differ from the run's by {diff:.3g}")
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    kind = "stock " + type(hf).__name__ if stock else "MaxPoolBertForSequenceClassification (trust_remote_code=True)"
+    print(f"{out_dir}: {kind}, labels {task.class_names}; outputs checked (max diff {diff:.2g})", flush=True)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m maxpoolbert.export",
+        description="Write a finished run as a Hugging Face model folder (config, safetensors, tokenizer).")
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="finished run folder (with model.safetensors)")
+    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="new or empty output folder")
+    args = parser.parse_args(argv)
+    try:
+        export(args.run_dir, args.out_dir)
+    except OSError as err:
+        raise SystemExit(f"error: {err}") from None
+    except Exception as err:
+        user = user_error(err)
+        if user is None:
+            raise
+        raise SystemExit(f"error: {user}") from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

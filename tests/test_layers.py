@@ -90,3 +90,41 @@ def test_reinit_changes_the_top_layers_and_the_pooler_only(family):
 def test_reinit_more_layers_than_the_encoder_has_is_refused():
     with pytest.raises(UserError, match=r"model.reinit_layers=4: the encoder has 3 layers; allowed: 0 to 3"):
         reinit_top_layers(classifier("bert"), 4)
+
+
+LAYER_NAMES = r"^encoder\.(?:encoder\.layer|transformer\.layer|layers)\.(\d+)\."
+
+
+@pytest.mark.parametrize("family", __import__("tests.tiny_families", fromlist=["FAMILIES"]).FAMILIES)
+def test_layer_decay_and_reinit_on_every_family(family):
+    """Every encoder family: each parameter's learning rate from its name alone (layers, embeddings,
+    other encoder parameters with the top layer, the rest at lr), and re-initialisation of the
+    top layer and the head's pretrained layers only."""
+    from transformers import AutoModel
+
+    from tests.tiny_families import CONFIGS
+
+    torch.manual_seed(0)
+    encoder = AutoModel.from_config(CONFIGS[family]())
+    model = PooledClassifier(encoder, MHAPooling(encoder.config, k=2), num_labels=2)
+    lr, d = 1e-4, 0.5
+    lr_of = {id(p): g["lr"] for g in layer_decay_groups(model, lr, d) for p in g["params"]}
+    for name, p in model.named_parameters():
+        layer = re.match(LAYER_NAMES, name)
+        if layer:
+            want = lr * d ** (LAYERS - int(layer.group(1)))
+        elif name.startswith("encoder.") and "embed" in name.lower():
+            want = lr * d ** (LAYERS + 1)
+        elif name.startswith("encoder."):
+            want = lr * d  # final norms: with the top layer
+        else:
+            want = lr
+        assert lr_of[id(p)] == pytest.approx(want), name
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    reinit_top_layers(model, 1)
+    for name, p in model.named_parameters():
+        layer = re.match(LAYER_NAMES, name)
+        top = (layer and int(layer.group(1)) == LAYERS - 1) or name.startswith("pooler.")
+        if not top:
+            assert torch.equal(p, before[name]), f"{name} changed"
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if re.match(LAYER_NAMES, n))

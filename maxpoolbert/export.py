@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from maxpoolbert.errors import UserError
+from maxpoolbert.errors import UserError, check_writable_folder, fail
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.predict import load_run, load_trained
 from maxpoolbert.run import user_error
@@ -101,7 +101,8 @@ def check_outputs(model: PooledClassifier, folder: Path, remote: bool) -> float:
 
 def export(run_dir: Path, out_dir: Path) -> Path:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(f"{out_dir} exists and is not empty: export writes into a new or empty folder")
+        raise UserError("exists and is not empty", key="OUT_DIR", value=out_dir, allowed="a new or empty folder")
+    check_writable_folder(out_dir, "OUT_DIR")
     cfg = load_run(run_dir)
     task, tokenizer, model = load_trained(run_dir, cfg)
     model = model.cpu()
@@ -138,12 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         export(args.run_dir, args.out_dir)
     except OSError as err:
-        raise SystemExit(f"error: {err}") from None
+        fail(f"{err.strerror or type(err).__name__}: {err.filename or ''}".rstrip(": "))
     except Exception as err:
         user = user_error(err)
         if user is None:
             raise
-        raise SystemExit(f"error: {user}") from None
+        fail(user)
     return 0
 
 

@@ -274,7 +274,7 @@ def test_train_py_user_errors_are_one_line(tmp_path, real_glue):
     for path, pooling, message in [(tmp_path / "empty", "cls", "is not a model checkpoint"),
                                    (fnet, "attention_weighted", "needs attention weights, which fnet encoders")]:
         proc = run_train("model=auto", f"model.name_or_path={path}", f"pooling={pooling}", "logger=none",
-                         f"data.glue_dir={real_glue}", "data.train_size=8", f"hydra.run.dir={tmp_path}/run",
+                         f"data.glue_dir={real_glue}", "data.train_size=8", f"hydra.run.dir={tmp_path}/run-{pooling}",
                          cwd=tmp_path, check=False)
         assert proc.returncode != 0
         last = proc.stderr.strip().splitlines()[-1]  # after the weights' loading bar, if any

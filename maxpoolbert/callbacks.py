@@ -56,17 +56,21 @@ class SweepSummary(Callback):
         log.info("sweep %s: %s", root, ", ".join(parts))
         for path, error in failed:
             log.error("failed: %s: %s", path, error)
-        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
-            write_best_trial(root, launch)
         if failed:
             raise SystemExit(f"error: {len(failed)} job(s) of the sweep failed; re-run the same command to retry them")
 
 
-def write_best_trial(root: Path, launch: str | None) -> None:
-    """``best_trial.yaml`` beside Optuna's ``optimization_results.yaml``: the number (Optuna's
-    trial number = the job number), score, overrides and folder of this launch's best trial."""
-    from omegaconf import OmegaConf
+class BestTrial(Callback):
+    """``hparams_search=optuna``: after the search, ``best_trial.yaml`` beside Optuna's
+    ``optimization_results.yaml``."""
 
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        write_best_trial(Path(config.hydra.sweep.dir), os.environ.get(rundir.LAUNCH_ENV))
+
+
+def write_best_trial(root: Path, launch: str | None) -> None:
+    """``best_trial.yaml``: the number (Optuna's trial number = the job number), score, overrides
+    and folder of this launch's best trial."""
     best = None
     for path in root.rglob(rundir.LAUNCHES):
         if not any(e.get("launch") == launch for e in rundir.launches(path.parent)):

@@ -35,6 +35,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_model
 
+from maxpoolbert import rundir
 from maxpoolbert.data import Encoded, GlueDataModule
 from maxpoolbert.errors import UserError, check_writable_folder, fail
 from maxpoolbert.model import PooledClassifier
@@ -42,8 +43,8 @@ from maxpoolbert.run import FAILED, RESULTS, build, user_error
 from maxpoolbert.rundir import read_results
 from maxpoolbert.tasks import GlueTask, Split
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = Path(".hydra") / "config.yaml"
+MODEL_FILE = rundir.MODEL
+CONFIG_FILE = Path(rundir.CONFIG)
 SUBMISSION_DIR = "submission"
 HEADER = "index\tprediction\n"
 AX_DIR, AX_FILE, AX_SPLIT, AX_NAME = "diagnostic", "diagnostic.tsv", "diagnostic", "AX"

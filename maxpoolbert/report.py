@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from maxpoolbert import selection
+from maxpoolbert import rundir, selection
 from maxpoolbert.errors import EXIT_CODE, UserError, check_writable_folder
 
 # --------------------------------------------------------------------------- constants
@@ -82,8 +82,8 @@ GLUE_TRAIN_SIZE = {
 }
 POOLING_ORDER = ("cls", "max_cls", "mha", "maxpool_mha")
 BASELINE = "cls"
-REQUIRED_KEYS = ("task", "pooling", "model", "seed", "metrics", "score")
-CELL = ["model", "pooling", "task", "train_size"]
+REQUIRED_KEYS = rundir.RESULT_KEYS  # what makes a results.json a finished run
+CELL = selection.CELL
 DEGENERATE_TOL = 1e-9
 GLUE_AVG = "glue_avg"
 DASH = "–"

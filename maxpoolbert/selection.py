@@ -27,7 +27,7 @@ MODES = ("all", "half")
 LEGACY = {"optimizer.lr": "lr", "optimizer.weight_decay": "weight_decay", "data.batch_size": "batch_size",
           "trainer.max_epochs": "max_epochs", "trainer.max_steps": "max_steps", "data.max_length": "max_length",
           "scheduler.warmup_ratio": "warmup_ratio", "head.use_pooler": "use_pooler", "head.dropout": "head_dropout"}
-CELL = ["model", "pooling", "task", "train_size"]
+CELL = ["model", "pooling", "task", "train_size"]  # a table cell (report.CELL imports this)
 COLUMNS = ["model", "task", "pooling", "train_size", "key", "value", "n_seeds", "mean_score", "chosen"]
 MISSING = object()
 

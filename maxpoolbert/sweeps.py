@@ -24,7 +24,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from maxpoolbert import rundir
 
@@ -50,7 +50,7 @@ class _SkipFinished:
         return cfg, Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        if "hydra.job.num" in str(self.config.hydra.sweep._get_node("subdir")._value()):
+        if "hydra.job.num" in str(OmegaConf.to_container(self.config.hydra.sweep)["subdir"]):
             return self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)  # folders named by number
         returns: list[JobReturn | None] = [None] * len(job_overrides)
         for i, overrides in enumerate(job_overrides):

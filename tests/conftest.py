@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 TIMINGS: list[tuple[float, str]] = []  # (seconds, command): printed at the end, never asserted
 REAL_TASK_DIRS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE", "WNLI"]
@@ -14,6 +15,19 @@ REAL_TASK_DIRS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE", "WNLI"]
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def config_names(group: str) -> list[str]:
+    """The options of a config group, from the files in ``configs/<group>/`` (``"pooling"``,
+    ``"hydra/launcher"``): a new YAML is tested without editing a list."""
+    names = sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+    assert names, f"no configs/{group}/*.yaml"
+    return names
+
+
+def config_groups() -> list[str]:
+    """Every config group: each folder under ``configs/`` that holds YAML files."""
+    return sorted({p.parent.relative_to(CONFIGS).as_posix() for p in CONFIGS.glob("*/**/*.yaml")})
 
 
 def glue_dir() -> Path | None:
@@ -68,3 +82,20 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("wall time of refused commands (not asserted; the machine may be shared)")
         for seconds, command in sorted(TIMINGS, reverse=True):
             terminalreporter.write_line(f"{seconds:6.2f} s  {command}")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """``tiny_checkpoint(family)``: a folder holding a tiny random checkpoint of that encoder
+    family with the embedded tokenizer (tests/tiny_families.py), made once per session."""
+    from .tiny_families import save_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    made: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in made:
+            made[family] = save_checkpoint(family, root / family)
+        return made[family]
+
+    return get

@@ -6,15 +6,18 @@ import math
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
 from transformers import BertConfig
 
 from maxpoolbert import pooling as P
 
-from .conftest import ROOT
+from .conftest import CONFIGS, ROOT, config_names
 
-POOLINGS = ["cls", "max_cls", "mha", "maxpool_mha", "mean", "max", "layer_mix",
-            "attention_weighted", "learned_weighted", "positional_weighted"]
+POOLINGS = config_names("pooling")  # a new configs/pooling/*.yaml needs a reference() below
+# Weighted averages (their weights are checked too): every pooling whose class is one.
+WEIGHTED = [n for n in POOLINGS if issubclass(
+    get_class(OmegaConf.load(CONFIGS / "pooling" / f"{n}.yaml").module._target_), P.WeightedAveragePooling)]
 H, LAYERS, HEADS = 16, 4, 2
 LENGTHS = [5, 3, 7, 1]  # real tokens per example
 
@@ -95,7 +98,7 @@ def reference(name: str, module, hs, atts) -> torch.Tensor:
             e = [math.exp(s) for s in module.scores.tolist()]
             w = [x / sum(e) for x in e]
             v = module.gamma * sum(w[i] * hs[i + 1][b, 0] for i in range(LAYERS))
-        else:
+        elif name in ("attention_weighted", "learned_weighted", "positional_weighted"):
             if name == "attention_weighted":
                 raw = atts[-1][b, :, 0, :n].mean(0)
             elif name == "learned_weighted":
@@ -104,6 +107,9 @@ def reference(name: str, module, hs, atts) -> torch.Tensor:
                 raw = torch.exp(module.scores[:n])
             w = raw / raw.sum()
             v = sum(w[i] * final[i] for i in range(n))
+        else:
+            pytest.fail(f"configs/pooling/{name}.yaml has no independent reference: add one for {name!r} "
+                        "to reference() in tests/test_pooling.py")
         out.append(v)
     return torch.stack(out)
 
@@ -115,7 +121,7 @@ def test_matches_independent_computation(name):
     with torch.no_grad():
         got = module(hs, mask, atts if module.needs_attentions else None)
         want = reference(name, module, hs, atts)
-    assert got.shape == (len(LENGTHS), H)
+    assert got.shape == want.shape and got.shape[0] == len(LENGTHS)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -128,7 +134,7 @@ def test_appending_padding_changes_nothing(name):
     torch.testing.assert_close(short, long, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["attention_weighted", "learned_weighted", "positional_weighted"])
+@pytest.mark.parametrize("name", WEIGHTED)
 def test_weights_sum_to_one_over_real_tokens(name):
     module = make_pooling(name)
     hs, mask, atts = inputs(width=max(LENGTHS) + 3)

@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, config_names
 
 spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
 bench = importlib.util.module_from_spec(spec)
@@ -94,3 +94,10 @@ def test_quick_picks_small_defaults(tmp_path):
     assert (args.rows, args.poolings, args.variants) == (64, list(bench.QUICK_POOLINGS), list(bench.QUICK_VARIANTS))
     full = bench.parse_args(["--glue-dir", str(tmp_path), "--variants"])
     assert full.rows == 512 and full.variants == [] and full.poolings == list(bench.POOLINGS)
+
+
+def test_names_come_from_configs(tmp_path):
+    assert sorted(bench.POOLINGS) == [n for n in config_names("pooling") if n != "cls"]
+    assert bench.POOLINGS[:3] == bench.PAPER_POOLINGS
+    for name in config_names("task"):
+        assert bench.parse_args(["--glue-dir", str(tmp_path), "--tasks", name]).tasks == [name]

@@ -18,6 +18,7 @@ This module imports no torch at import time, so the sweep callback can use it ch
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -193,15 +194,41 @@ def config_to_save(cfg: DictConfig) -> DictConfig:
 def differing_keys(saved: DictConfig, current: DictConfig, neutral: list[str]) -> list[tuple[str, Any, Any]]:
     """Keys whose values differ between the stored and the current config, neutral keys left out.
     Keys the stored config does not have (settings added to the project after the run started)
-    are not compared."""
+    are not compared, except Trainer flags: one that either config leaves out has Lightning's
+    default (``+trainer.<flag>=``; runs stored when configs/trainer listed every flag)."""
     a, b = _flat(_container(saved)), _flat(_container(current))
     out = []
-    for key in sorted(a):
+    for key in sorted(set(a) | {k for k in b if _trainer_flag(k)}):
         if _is_neutral(key, neutral) or any(key == r for r in RESOLVED_KEYS):
             continue
-        if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            out.append((key, a.get(key, "<unset>"), b.get(key, "<unset>")))
+        old = a[key] if key in a else _left_out(key)
+        new = b[key] if key in b else _left_out(key)
+        if old != new:
+            out.append((key, old, new))
     return out
+
+
+def _trainer_flag(key: str) -> bool:
+    return key.startswith("trainer.") and "." not in key.removeprefix("trainer.")
+
+
+def _left_out(key: str) -> Any:
+    """The value of a key a config does not have: Lightning's default for a Trainer flag
+    (configs/trainer lists only the flags this project sets), else unset."""
+    if not _trainer_flag(key):
+        return "<unset>"
+    return _trainer_defaults().get(key.removeprefix("trainer."), "<unset>")
+
+
+@functools.cache
+def _trainer_defaults() -> dict[str, Any]:
+    """``lightning.Trainer``'s arguments and their defaults (imported only when needed)."""
+    import inspect
+
+    import lightning
+
+    params = inspect.signature(lightning.Trainer.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 class RunFolderConflict(Exception):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from maxpoolbert import rundir
@@ -286,6 +287,35 @@ def test_relaunch_with_other_settings_is_refused_and_the_config_kept(real_glue, 
                      env={"GLUE_DIR": str(real_glue) + "/"})
     assert "skipping" in out(fine) and config.read_bytes() == before
     assert [e["outcome"] for e in rundir.launches(tmp_path / "run")] == ["finished", "refused", "skipped"]
+
+
+# configs/trainer/default.yaml once listed every Trainer flag; the ones it no longer lists, at the
+# values run folders of that time stored (Lightning's defaults, every one).
+DROPPED_TRAINER_FLAGS = {
+    "num_nodes": 1, "fast_dev_run": False, "min_epochs": None, "min_steps": None, "max_time": None,
+    "limit_train_batches": None, "limit_val_batches": None, "limit_test_batches": None,
+    "limit_predict_batches": None, "overfit_batches": 0.0, "val_check_interval": None, "check_val_every_n_epoch": 1,
+    "gradient_clip_algorithm": None, "benchmark": None, "inference_mode": True, "profiler": None,
+    "detect_anomaly": False, "barebones": False, "sync_batchnorm": False, "reload_dataloaders_every_n_epochs": 0,
+    "enable_autolog_hparams": True, "model_registry": None}
+
+
+def test_trainer_flags_left_out_have_lightning_defaults_when_a_run_folder_is_compared():
+    def job(*overrides):
+        with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    current = job()
+    assert not set(DROPPED_TRAINER_FLAGS) & set(current.trainer)
+    stored_then = OmegaConf.create(OmegaConf.to_container(current))  # a run folder from before
+    stored_then.trainer.update(DROPPED_TRAINER_FLAGS)
+    assert rundir.differing_keys(stored_then, current, []) == []
+    plus = job("+trainer.limit_train_batches=0.5")
+    assert rundir.differing_keys(stored_then, plus, []) == [("trainer.limit_train_batches", None, 0.5)]
+    assert rundir.differing_keys(plus, current, []) == [("trainer.limit_train_batches", 0.5, None)]
+    assert rundir.differing_keys(current, plus, []) == [("trainer.limit_train_batches", None, 0.5)]
+    assert rundir.differing_keys(current, job("+trainer.limit_train_batches=null"), []) == []
+    assert rundir.differing_keys(current, job("+trainer.nope=1"), []) == [("trainer.nope", "<unset>", 1)]
 
 
 def test_run_folder_stores_the_glue_folder_it_used_so_predict_works_from_any_shell(real_glue, tmp_path, cache_dir):

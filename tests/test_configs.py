@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -26,6 +27,7 @@ DESIGN = {
     "optimizer": {"adamw"},
     "logger": {"wandb", "csv", "none"},
 }
+TRAINER_ARGS = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
 
 
 def options(group: str) -> set[str]:
@@ -142,10 +144,27 @@ def test_experiments_define_their_grids(tmp_path):
     assert low["data.train_size"] == "100,250,500,1000,null" and set(low.task.split(",")) == {"rte", "mrpc", "stsb", "cola"}
 
 
-def test_trainer_config_lists_every_trainer_flag():
-    params = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
-    listed = set(OmegaConf.load(CONFIGS / "trainer" / "default.yaml")) - {"_target_"}
-    assert params == listed
+def test_trainer_configs_name_only_trainer_arguments():
+    """Every key of every trainer YAML is a lightning.Trainer argument (a misspelt one fails here,
+    a new Lightning argument does not); logger and callbacks come from the run code."""
+    for name in sorted(options("trainer")):
+        keys = set(OmegaConf.load(CONFIGS / "trainer" / f"{name}.yaml")) - {"_target_", "defaults"}
+        unknown = sorted(keys - (TRAINER_ARGS - {"logger", "callbacks"}))
+        assert not unknown, f"configs/trainer/{name}.yaml: {', '.join(unknown)}: not lightning.Trainer arguments"
+
+
+def test_any_other_trainer_flag_with_a_plus(tmp_path):
+    """trainer.<flag>= sets a flag configs/trainer lists, +trainer.<flag>= any other (++ either);
+    without the +, Hydra's message says to add it."""
+    cfg = composed("trainer.max_epochs=7", "+trainer.limit_val_batches=0.25", "++trainer.max_steps=9",
+                   "++trainer.overfit_batches=0")
+    trainer = instantiate(cfg.trainer, default_root_dir=str(tmp_path), logger=False)
+    assert (trainer.max_epochs, trainer.max_steps, trainer.limit_val_batches) == (7, 9, 0.25)
+    with pytest.raises(ConfigCompositionException, match=r"use \+trainer.limit_val_batches=0.25"):
+        composed("trainer.limit_val_batches=0.25")
+    proc = run_train("trainer.limit_val_batches=0.25", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "To append to your config use +trainer.limit_val_batches=0.25" in proc.stderr
 
 
 def test_defaults_match_design():

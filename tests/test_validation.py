@@ -60,21 +60,21 @@ SCHEMA = [
     (["pooling=positional_weighted", "pooling.module.max_positions=64"], "pooling.module.max_positions"),
     (["trainer.max_epochs=0"], "trainer.max_epochs"), (["trainer.max_epochs=-1"], "trainer.max_epochs"),
     (["trainer.max_steps=0"], "trainer.max_steps"), (["trainer.max_steps=-2"], "trainer.max_steps"),
-    (["trainer.min_epochs=-1"], "trainer.min_epochs"), (["trainer.min_steps=-1"], "trainer.min_steps"),
-    (["trainer.devices=0"], "trainer.devices"), (["trainer.num_nodes=0"], "trainer.num_nodes"),
+    (["+trainer.min_epochs=-1"], "trainer.min_epochs"), (["+trainer.min_steps=-1"], "trainer.min_steps"),
+    (["trainer.devices=0"], "trainer.devices"), (["+trainer.num_nodes=0"], "trainer.num_nodes"),
     (["trainer.precision=17"], "trainer.precision"), (["trainer.accelerator=quantum"], "trainer.accelerator"),
     (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches"),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val"),
-    (["trainer.gradient_clip_algorithm=max"], "trainer.gradient_clip_algorithm"),
-    (["trainer.limit_train_batches=1.5"], "trainer.limit_train_batches"),
-    (["trainer.limit_val_batches=-1"], "trainer.limit_val_batches"),
-    (["trainer.overfit_batches=-1"], "trainer.overfit_batches"),
-    (["trainer.val_check_interval=0"], "trainer.val_check_interval"),
-    (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch"),
+    (["+trainer.gradient_clip_algorithm=max"], "trainer.gradient_clip_algorithm"),
+    (["+trainer.limit_train_batches=1.5"], "trainer.limit_train_batches"),
+    (["+trainer.limit_val_batches=-1"], "trainer.limit_val_batches"),
+    (["+trainer.overfit_batches=-1"], "trainer.overfit_batches"),
+    (["+trainer.val_check_interval=0"], "trainer.val_check_interval"),
+    (["+trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch"),
     (["trainer.num_sanity_val_steps=-2"], "trainer.num_sanity_val_steps"),
-    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps"), (["trainer.fast_dev_run=-1"], "trainer.fast_dev_run"),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps"), (["+trainer.fast_dev_run=-1"], "trainer.fast_dev_run"),
     (["trainer.deterministic=maybe"], "trainer.deterministic"),
-    (["trainer.reload_dataloaders_every_n_epochs=-1"], "trainer.reload_dataloaders_every_n_epochs"),
+    (["+trainer.reload_dataloaders_every_n_epochs=-1"], "trainer.reload_dataloaders_every_n_epochs"),
     (["trainer.enable_progress_bar=2"], "trainer.enable_progress_bar"),
     (["task.num_labels=0"], "task.num_labels"), (["task.label_values=[a,b,c]"], "task.label_values"),
     (["task.text_columns=[]"], "task.text_columns"), (["task.text_columns=[a,b,c]"], "task.text_columns"),
@@ -172,7 +172,7 @@ def test_schema_refuses_before_anything_runs(outcomes, overrides, key):
     TIMINGS.append((result["s"], f"train.py {case_id(overrides)}"))
     line = assert_one_line(result, key)
     assert not (result["cwd"] / "run").exists()  # refused before Hydra made the run folder
-    value = next((o.split("=", 1)[1] for o in overrides if o.startswith(key + "=")), None)
+    value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(key + "=")), None)
     if value is not None and "{" not in value:
         assert line.startswith(f"error: {key}={value}:"), line
 

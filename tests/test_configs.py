@@ -1,23 +1,35 @@
-"""Configs drift silently: compose and instantiate every option of every group, and check
-that user errors are one short line naming the valid choices."""
+"""Configs drift silently: compose and instantiate every option of every group (the names come
+from configs/, so a new YAML is covered without editing a list), and check that user errors are
+one short line naming the valid choices."""
 
 import inspect
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning
 import pytest
 import torch
+import transformers
 from hydra import compose, initialize_config_dir
+from hydra._internal.callbacks import Callbacks
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.errors import ConfigCompositionException
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf, open_dict
 
+from maxpoolbert import schema
 from maxpoolbert.errors import UserError
 
-from .conftest import ROOT, run_train
+from .conftest import CONFIGS, config_groups, config_names, run_train
 
-CONFIGS = ROOT / "configs"
 DESIGN = {
     "task": {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"},
     "pooling": {"cls", "max_cls", "mha", "maxpool_mha", "mean", "max", "layer_mix",
@@ -27,11 +39,14 @@ DESIGN = {
     "optimizer": {"adamw"},
     "logger": {"wandb", "csv", "none"},
 }
+# Model presets that load from the hub: their hub id, and the encoder family (tests/tiny_families.py)
+# of the tiny random checkpoint that stands in for it offline.
+HUB_PRESETS = {"bert_base": ("bert-base-uncased", "bert"), "roberta_base": ("FacebookAI/roberta-base", "roberta"),
+               "electra_base": ("google/electra-base-discriminator", "electra"),
+               "deberta_v3_base": ("microsoft/deberta-v3-base", "deberta-v2"),
+               "modernbert_base": ("answerdotai/ModernBERT-base", "modernbert"),
+               "distilbert_base": ("distilbert/distilbert-base-uncased", "distilbert")}
 TRAINER_ARGS = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
-
-
-def options(group: str) -> set[str]:
-    return {p.stem for p in (CONFIGS / group).glob("*.yaml")}
 
 
 def composed(*overrides: str):
@@ -42,48 +57,220 @@ def composed(*overrides: str):
 
 @pytest.mark.parametrize("group", list(DESIGN))
 def test_design_names_exist(group):
-    assert DESIGN[group] <= options(group)
+    assert DESIGN[group] <= set(config_names(group))
 
 
-@pytest.mark.parametrize("name", sorted(options("task")))
-def test_every_task_instantiates(name):
-    task = instantiate(composed(f"task={name}").task, _convert_="all")
-    assert task.name == name and task.metric_keys and task.eval
+# ---------------------------------------------------------------------------- every config of every group
+# Each config group, or part of the Hydra config, that a config can change -> where it sits in the
+# composed config and how it is instantiated (a check below). A config is checked for its own
+# group and for every one of these that it changes (an experiment: the trainer, the sweeper, ...).
+NODES = {"task": "task", "pooling": "pooling", "model": "model", "optimizer": "optimizer", "trainer": "trainer",
+         "logger": "logger", "hydra/launcher": "hydra.launcher", "hydra/sweeper": "hydra.sweeper",
+         "hydra/callbacks": "hydra.callbacks"}
+CASES = [(group, name) for group in config_groups() for name in config_names(group)]
 
 
-@pytest.mark.parametrize("name", sorted(options("pooling")))
-def test_every_pooling_instantiates(name):
-    from transformers import BertConfig
+@contextmanager
+def job(*overrides: str, tmp_path: Path):
+    """The config of ``python train.py <overrides>`` (Hydra's node included) as the job sees it:
+    ``${hydra:runtime.output_dir}`` is ``tmp_path/run``; Hydra's config loader at hand."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, f"hydra.run.dir={tmp_path}/run",
+                                           f"hydra.sweep.dir={tmp_path}/sweep"], return_hydra_config=True)
+        with open_dict(cfg.hydra.runtime):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        HydraConfig.instance().set_config(cfg)
+        try:
+            yield cfg
+        finally:
+            HydraConfig.instance().cfg = None  # no other test sees this job's Hydra config
 
-    cfg = composed(f"pooling={name}")
-    assert cfg.pooling.name == name
-    module = instantiate(cfg.pooling.module, _partial_=True)(encoder_config=BertConfig(hidden_size=64, num_attention_heads=4))
-    assert isinstance(module, __import__("torch").nn.Module)
+
+def node(cfg, group: str):
+    value = OmegaConf.select(cfg, NODES[group])
+    return OmegaConf.to_container(value, resolve=False, throw_on_missing=False) if value is not None else None
 
 
-@pytest.mark.parametrize("name", sorted(options("model")))
-def test_every_model_config_composes(name):
-    cfg = composed(f"model={name}")
-    assert cfg.model.name == name
+def check_task(cfg, ctx):
+    task = instantiate(cfg.task, _convert_="all")
+    assert isinstance(task, get_class(cfg.task._target_)) and task.name == cfg.task.name and task.metric_keys
+
+
+def check_pooling(cfg, ctx):
+    from maxpoolbert.pooling import Pooling
+
+    encoder = transformers.BertConfig(hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
+                                      intermediate_size=64, max_position_embeddings=cfg.data.max_length)
+    module = instantiate(cfg.pooling.module, _partial_=True)(encoder_config=encoder)
+    assert isinstance(module, Pooling)
+    hidden = tuple(torch.randn(2, 5, 48) for _ in range(4))  # embeddings + 3 layers
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    attentions = tuple(torch.softmax(torch.randn(2, 4, 5, 5), -1) for _ in range(3))
+    pooled = module(hidden, mask, attentions if module.needs_attentions else None)
+    assert pooled.ndim == 2 and pooled.shape[0] == 2 and torch.isfinite(pooled).all()
+
+
+def check_model(cfg, ctx):
+    """Encoder and tokenizer; a hub preset (or model=auto) loads a tiny random checkpoint of its
+    family instead, offline."""
+    name = cfg.hydra.runtime.choices.model
     assert cfg.model.encoder._target_.startswith("maxpoolbert.encoders.")
-    if name == "tiny":
-        encoder = instantiate(cfg.model.encoder)
-        assert encoder.config.num_hidden_layers == 2
-    if name in ("minilm_l6", "tiny"):  # the others need the hub or a local copy: see the next tests
-        assert instantiate(cfg.model.tokenizer).vocab_size == 30522
+    family = None
+    if cfg.model.encoder._target_ == "maxpoolbert.encoders.pretrained":
+        if OmegaConf.is_missing(cfg.model, "name_or_path"):  # model=auto: any checkpoint
+            family = "bert"
+        elif not cfg.model.name_or_path.startswith("pkg:"):  # the hub
+            assert name in HUB_PRESETS, f"add expectations for model={name}: its hub id and family to HUB_PRESETS"
+            hub_id, family = HUB_PRESETS[name]
+            assert cfg.model.name_or_path == cfg.model.encoder.name_or_path == cfg.model.tokenizer.name_or_path == hub_id
+        if family:
+            cfg.model.name_or_path = str(ctx.tiny_checkpoint(family))
+    encoder, tokenizer = instantiate(cfg.model.encoder), instantiate(cfg.model.tokenizer)
+    assert isinstance(encoder, transformers.PreTrainedModel)
+    assert encoder.config.model_type == (family or encoder.config.model_type)
+    batch = tokenizer(["A man plays a flute.", "Short."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert out.last_hidden_state.shape == (*batch["input_ids"].shape, encoder.config.hidden_size)
 
 
-HUB_PRESETS = {"bert_base": "bert-base-uncased", "roberta_base": "FacebookAI/roberta-base",
-               "electra_base": "google/electra-base-discriminator", "deberta_v3_base": "microsoft/deberta-v3-base",
-               "modernbert_base": "answerdotai/ModernBERT-base", "distilbert_base": "distilbert/distilbert-base-uncased"}
+def check_optimizer(cfg, ctx):
+    from maxpoolbert.run import _optimizer_overrides
+
+    layer = torch.nn.Linear(4, 2)
+    optimizer = instantiate(cfg.optimizer, **_optimizer_overrides(cfg))(params=layer.parameters())
+    assert isinstance(optimizer, torch.optim.Optimizer) and optimizer.defaults["lr"] == cfg.optimizer.lr
+    layer(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
 
 
-@pytest.mark.parametrize("name", sorted(HUB_PRESETS))
-def test_hub_presets_load_any_encoder(name):
-    cfg = composed(f"model={name}")
-    assert cfg.model.name_or_path == HUB_PRESETS[name]
-    assert cfg.model.encoder._target_ == "maxpoolbert.encoders.pretrained"
-    assert cfg.model.encoder.name_or_path == cfg.model.tokenizer.name_or_path == HUB_PRESETS[name]
+def check_trainer(cfg, ctx):
+    """The project's own Trainer (maxpoolbert.run._trainer). What this machine lacks (a GPU, cores
+    for ddp) is one line naming the setting; then it is built on the CPU."""
+    from maxpoolbert.run import _trainer
+
+    unknown = sorted(set(cfg.trainer) - TRAINER_ARGS - {"_target_"})
+    assert not unknown, f"trainer.{', trainer.'.join(unknown)}: not lightning.Trainer arguments"
+    threads, refused = torch.get_num_threads(), []
+    try:
+        for fallback in ({}, {"accelerator": "cpu"}, {"accelerator": "cpu", "devices": 1}):
+            cfg.trainer.update(fallback)
+            try:
+                trainer = _trainer(cfg, logger=False, callbacks=[])
+                break
+            except UserError as err:
+                refused.append(str(err))
+                assert "\n" not in str(err) and str(err).startswith("trainer."), str(err)
+        else:
+            pytest.fail(f"no Trainer even on one CPU: {refused}")
+    finally:
+        torch.set_num_threads(threads)  # a data-parallel trainer takes its share of the cores
+    assert isinstance(trainer, lightning.Trainer)
+    assert (trainer.max_epochs, trainer.max_steps) == (cfg.trainer.max_epochs, cfg.trainer.max_steps)
+    assert trainer.precision == str(cfg.trainer.precision)
+    assert Path(trainer.default_root_dir) == ctx.tmp_path / "run"
+    if isinstance(cfg.trainer.devices, int):
+        assert trainer.world_size == cfg.trainer.devices
+
+
+def check_logger(cfg, ctx):
+    from maxpoolbert.run import _logger_defaults
+
+    logger = instantiate(cfg.logger, **_logger_defaults(cfg))
+    if logger in (None, False):  # logger=none
+        return
+    assert isinstance(logger, lightning.pytorch.loggers.Logger)
+    assert Path(logger.save_dir).resolve().is_relative_to(ctx.tmp_path.resolve())
+
+
+def hydra_context(cfg) -> HydraContext:
+    return HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
+
+
+def check_launcher(cfg, ctx):
+    launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context(cfg), task_function=print,
+                                                       config=cfg)
+    assert isinstance(launcher, Launcher) and isinstance(launcher, get_class(cfg.hydra.launcher._target_))
+
+
+def check_sweeper(cfg, ctx):
+    """The sweeper (which makes its launcher); the swept keys exist, swept config groups name
+    existing configs."""
+    sweeper = Plugins.instance().instantiate_sweeper(hydra_context=hydra_context(cfg), task_function=print,
+                                                     config=cfg)
+    assert isinstance(sweeper, Sweeper) and isinstance(sweeper, get_class(cfg.hydra.sweeper._target_))
+    for key, value in (cfg.hydra.sweeper.get("params") or {}).items():
+        override = OverridesParser.create().parse_override(f"{key}={value}")
+        if key in config_groups():
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            assert set(values) <= set(config_names(key)), f"sweeps {key}={value}: no such config"
+        elif not key.startswith("+"):
+            assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, f"sweeps {key}: no such key"
+
+
+def check_callbacks(cfg, ctx):
+    for name, spec in cfg.hydra.callbacks.items():
+        assert isinstance(instantiate(spec), Callback), name
+
+
+CHECKS = {"task": check_task, "pooling": check_pooling, "model": check_model, "optimizer": check_optimizer,
+          "trainer": check_trainer, "logger": check_logger, "hydra/launcher": check_launcher,
+          "hydra/sweeper": check_sweeper, "hydra/callbacks": check_callbacks}
+
+
+@pytest.fixture(scope="module")
+def defaults(tmp_path_factory):
+    """What the default config holds in each of NODES."""
+    with job(tmp_path=tmp_path_factory.mktemp("defaults")) as cfg:
+        return {group: node(cfg, group) for group in NODES} | {"choices": dict(cfg.hydra.runtime.choices)}
+
+
+@pytest.mark.parametrize(("group", "name"), CASES, ids=[f"{g}={n}" for g, n in CASES])
+def test_every_config_composes_and_instantiates(group, name, defaults, tmp_path, tiny_checkpoint, monkeypatch):
+    """``<group>=<name>`` for every YAML under configs/: composed, valid for the schema, and what it
+    defines or changes instantiated: a Task, a pooling module that pools, an encoder and tokenizer,
+    an optimizer that steps, a Trainer, a logger, Hydra's launcher, sweeper and callbacks."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    ctx = SimpleNamespace(tmp_path=tmp_path, tiny_checkpoint=tiny_checkpoint)
+    baselines = [defaults]
+    if group not in CHECKS and group in defaults["choices"]:  # one that changes others: also against none of it
+        with job(f"~{group}", tmp_path=tmp_path / "without") as without:
+            baselines.append({g: node(without, g) for g in NODES})
+    with job(f"{'' if group in defaults['choices'] else '+'}{group}={name}", tmp_path=tmp_path) as cfg:
+        assert cfg.hydra.runtime.choices[group] == name
+        if group in ("task", "pooling", "model"):
+            assert cfg[group].name == name, f"configs/{group}/{name}.yaml: name: {cfg[group].name}"
+        schema.check(cfg)
+        changed = {g for g in NODES if any(node(cfg, g) != baseline[g] for baseline in baselines)}
+        checked = sorted({group} & set(CHECKS) | changed)
+        assert checked, (f"configs/{group}/{name}.yaml changes nothing that tests/test_configs.py instantiates: "
+                         f"add a check for group {group} to CHECKS")
+        for part in checked:
+            CHECKS[part](cfg, ctx)
+
+
+def test_trainer_configs_name_only_trainer_arguments():
+    """Every key of every trainer YAML is a lightning.Trainer argument (a misspelt one fails here,
+    a new Lightning argument does not); logger and callbacks come from the run code."""
+    for name in config_names("trainer"):
+        keys = set(OmegaConf.load(CONFIGS / "trainer" / f"{name}.yaml")) - {"_target_", "defaults"}
+        unknown = sorted(keys - (TRAINER_ARGS - {"logger", "callbacks"}))
+        assert not unknown, f"configs/trainer/{name}.yaml: {', '.join(unknown)}: not lightning.Trainer arguments"
+
+
+def test_any_other_trainer_flag_with_a_plus(tmp_path):
+    """trainer.<flag>= sets a flag configs/trainer lists, +trainer.<flag>= any other (++ either);
+    without the +, Hydra's message says to add it."""
+    cfg = composed("trainer.max_epochs=7", "+trainer.limit_val_batches=0.25", "++trainer.max_steps=9",
+                   "++trainer.overfit_batches=0")
+    trainer = instantiate(cfg.trainer, default_root_dir=str(tmp_path), logger=False)
+    assert (trainer.max_epochs, trainer.max_steps, trainer.limit_val_batches) == (7, 9, 0.25)
+    with pytest.raises(ConfigCompositionException, match=r"use \+trainer.limit_val_batches=0.25"):
+        composed("trainer.limit_val_batches=0.25")
+    proc = run_train("trainer.limit_val_batches=0.25", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "To append to your config use +trainer.limit_val_batches=0.25" in proc.stderr
 
 
 def test_model_auto_needs_a_checkpoint(tmp_path):
@@ -103,17 +290,6 @@ def test_bert_base_offline_is_a_clear_error(monkeypatch):
         instantiate(cfg.model.encoder)
     assert isinstance(info.value.__cause__, UserError)
     assert "point model.name_or_path= at a local copy" in str(info.value.__cause__)
-
-
-@pytest.mark.parametrize("group", ["optimizer", "logger", "trainer", "experiment"])
-def test_every_other_option_composes(group, tmp_path):
-    for name in sorted(options(group)):
-        cfg = composed(f"{group}={name}", f"hydra.run.dir={tmp_path}")
-        assert cfg is not None
-        if group == "optimizer":
-            import torch
-            opt = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(2))])
-            assert opt.defaults["lr"] == cfg.optimizer.lr
 
 
 @pytest.mark.parametrize("name,target", [
@@ -142,29 +318,6 @@ def test_experiments_define_their_grids(tmp_path):
     assert composed("experiment=glue_grid", "task=rte").trainer.max_epochs == 3
     low = composed("experiment=low_resource", f"hydra.run.dir={tmp_path}").hydra.sweeper.params
     assert low["data.train_size"] == "100,250,500,1000,null" and set(low.task.split(",")) == {"rte", "mrpc", "stsb", "cola"}
-
-
-def test_trainer_configs_name_only_trainer_arguments():
-    """Every key of every trainer YAML is a lightning.Trainer argument (a misspelt one fails here,
-    a new Lightning argument does not); logger and callbacks come from the run code."""
-    for name in sorted(options("trainer")):
-        keys = set(OmegaConf.load(CONFIGS / "trainer" / f"{name}.yaml")) - {"_target_", "defaults"}
-        unknown = sorted(keys - (TRAINER_ARGS - {"logger", "callbacks"}))
-        assert not unknown, f"configs/trainer/{name}.yaml: {', '.join(unknown)}: not lightning.Trainer arguments"
-
-
-def test_any_other_trainer_flag_with_a_plus(tmp_path):
-    """trainer.<flag>= sets a flag configs/trainer lists, +trainer.<flag>= any other (++ either);
-    without the +, Hydra's message says to add it."""
-    cfg = composed("trainer.max_epochs=7", "+trainer.limit_val_batches=0.25", "++trainer.max_steps=9",
-                   "++trainer.overfit_batches=0")
-    trainer = instantiate(cfg.trainer, default_root_dir=str(tmp_path), logger=False)
-    assert (trainer.max_epochs, trainer.max_steps, trainer.limit_val_batches) == (7, 9, 0.25)
-    with pytest.raises(ConfigCompositionException, match=r"use \+trainer.limit_val_batches=0.25"):
-        composed("trainer.limit_val_batches=0.25")
-    proc = run_train("trainer.limit_val_batches=0.25", cwd=tmp_path, check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "To append to your config use +trainer.limit_val_batches=0.25" in proc.stderr
 
 
 def test_defaults_match_design():

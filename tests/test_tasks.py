@@ -9,14 +9,14 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import GlueTask
+from maxpoolbert.tasks import Task
 
 from .conftest import FIXTURES, ROOT
 
 TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 
 
-def task(name: str) -> GlueTask:
+def task(name: str) -> Task:
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=[f"task={name}"])
     return instantiate(cfg.task, _convert_="all")
@@ -24,7 +24,7 @@ def task(name: str) -> GlueTask:
 
 def read(name, split, root):
     t = task(name)
-    return t.read_tsv(Path(root) / t.dir / t.split(split).file, t.split(split))
+    return t.read_file(Path(root) / t.dir / t.split(split).file, t.split(split))
 
 
 # Row counts and label sets of the official files (MANIFEST.md of ../shared/data/glue).
@@ -46,7 +46,7 @@ def test_real_files_parse_completely(real_glue, name, split):
     assert skipped == 0
     assert len(cols["text_a"]) == rows and cols["idx"] == list(range(rows))
     assert all(isinstance(t, str) and t.strip() for t in cols["text_a"])
-    if task(name).text_columns[1:]:
+    if task(name).text_fields[1:]:
         assert all(isinstance(t, str) and t.strip() for t in cols["text_b"])
     else:
         assert all(t is None for t in cols["text_b"])

@@ -374,7 +374,8 @@ _RANGE = ("greater_than", "less_than")
 
 def _user_error(err: ValidationError, values: dict[str, Any]) -> UserError:
     """The first bad setting: its key, its value, what is wrong and what its field allows."""
-    first = err.errors()[0]
+    # A misspelt key is also a missing one: the misspelling is the cause, so it is named first.
+    first = next((e for e in err.errors() if e["type"] == "extra_forbidden"), err.errors()[0])
     path, value = _setting(first["loc"], values)
     # A union reports one error per member; a range error means the value had the right type.
     errors = [e for e in err.errors() if _setting(e["loc"], values)[0] == path]

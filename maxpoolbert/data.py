@@ -58,8 +58,7 @@ def load_split(task: Task, split: str, folder: str | Path | None) -> datasets.Da
         raise UserError(
             f"no data for task {task.name} ({task.hub_dataset} is neither reachable nor cached: {type(err).__name__})",
             key=task.source_key(), value=None,
-            allowed=f"a folder with the task's files in their official layout ({task.source_key()}=/path/to/it), "
-                    f"or go online so {task.hub_dataset} can be downloaded",
+            allowed=f"{task.folder_hint()}, or go online so {task.hub_dataset} can be downloaded",
         ) from err
     names = task.hub_text_fields
     return datasets.Dataset.from_dict({

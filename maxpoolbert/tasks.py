@@ -138,6 +138,14 @@ class Task:
         return "task.data_dir" if self.data_dir or self.benchmark not in BENCHMARKS or self.benchmark == "custom" \
             else f"data.{self.benchmark}_dir"
 
+    def folder_hint(self) -> str:
+        """How to point this task at local files, for messages."""
+        key = self.source_key()
+        if key == "task.data_dir":
+            return f"the folder holding {self.train.file} ({key}=/path/to/it)"
+        name = BENCHMARKS[self.benchmark]
+        return f"a {name} folder in its official layout ({name.upper()}_DIR or {key}=/path/to/it)"
+
     # ------------------------------------------------------------------ parsing
     def parse_label(self, raw: Any) -> float | int:
         text = label_text(raw)

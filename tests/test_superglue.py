@@ -91,6 +91,7 @@ def test_no_local_folder_offline_is_one_line(monkeypatch):
         D.load_split(task, "train", None)
     text = str(err.value)
     assert text.startswith("data.superglue_dir=null: no data for task boolq (aps/super_glue is neither reachable")
+    assert "; a SuperGLUE folder in its official layout (SUPERGLUE_DIR or data.superglue_dir=" in text
     assert "\n" not in text
 
 

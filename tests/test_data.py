@@ -8,8 +8,8 @@ from maxpoolbert import encoders
 from maxpoolbert.data import (
     Collator,
     Encoded,
-    TaskDataModule,
     LengthGroupedBatchSampler,
+    TaskDataModule,
     fixed_subset,
 )
 

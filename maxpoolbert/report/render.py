@@ -1,0 +1,345 @@
+"""Writing the report: markdown, LaTeX and CSV tables, and :func:`write_report`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from maxpoolbert.report.collect import DEGENERATE_TOL, TASKS
+from maxpoolbert.report.plots import plot_low_resource, plot_stability
+from maxpoolbert.report.stats import (
+    BASELINE,
+    GLUE_AVG,
+    _sort,
+    degenerate_table,
+    difference_table,
+    low_resource_table,
+    pooling_key,
+    summary_table,
+    task_key,
+)
+
+DASH = "–"
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt(x: float, signed: bool = False) -> str:
+    """One decimal, ``–`` for NaN, no negative zero."""
+    if x is None or pd.isna(x):
+        return DASH
+    x = round(float(x), 1) + 0.0
+    return f"{x:+.1f}" if signed else f"{x:.1f}"
+
+
+def fmt_p(p: float) -> str:
+    if p is None or pd.isna(p):
+        return DASH
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def size_label(size: Any) -> str:
+    return "full" if pd.isna(size) else str(int(size))
+
+
+def task_header(task: str) -> str:
+    name, _, label = TASKS[task]
+    return f"{name} ({label})"
+
+
+def cell_parts(stats_rows: pd.DataFrame, task: str) -> tuple[str, str, int]:
+    """``(means, stds, n)`` strings of one task cell from its summary rows."""
+    by_metric = stats_rows.set_index("metric")
+    metrics = TASKS[task][1]
+    means = "/".join(fmt(by_metric.at[m, "mean"]) for m in metrics)
+    n = int(by_metric.at["score", "n"])
+    stds = DASH if n < 2 else "/".join(fmt(by_metric.at[m, "std"]) for m in metrics)
+    return means, stds, n
+
+
+def main_table_blocks(summary: pd.DataFrame) -> tuple[list[str], dict[str, list[list[dict]]], bool]:
+    """Lay the summary out as one block of rows per model.
+
+    Returns the task columns, ``{model: rows}`` where each row is a list of cell dicts
+    (``means``, ``stds``, ``n``, ``bold``; the first is the pooling name) and whether rows cover
+    different task sets (a row's GLUE average is marked with a dagger when it does not cover every
+    task column; the average is bolded only among rows of the model covering all its tasks).
+    """
+    tasks = sorted({t for t in summary["task"] if t != GLUE_AVG}, key=task_key)
+    blocks: dict[str, list[list[dict]]] = {}
+    mixed_sets = False
+    for model, block in summary.groupby("model", sort=True):
+        scores = block[block["metric"] == "score"]
+        poolings = sorted(set(block["pooling"]), key=pooling_key)
+        best = {}
+        for task in tasks:
+            col = scores[scores["task"] == task]["mean"]
+            if len(col) >= 2:
+                best[task] = col.max()
+        task_sets = {p: set(scores[(scores["pooling"] == p) & (scores["task"] != GLUE_AVG)]["task"])
+                     for p in poolings}
+        block_tasks = set().union(*task_sets.values())
+        comparable = [p for p in poolings if task_sets[p] == block_tasks]
+        avg = scores[(scores["task"] == GLUE_AVG) & scores["pooling"].isin(comparable)]["mean"]
+        if len(avg) >= 2:
+            best[GLUE_AVG] = avg.max()
+        rows = []
+        for pooling in poolings:
+            mine = block[block["pooling"] == pooling]
+            row = [{"text": pooling}]
+            for task in tasks:
+                cell = mine[mine["task"] == task]
+                if cell.empty:
+                    row.append({"empty": True})
+                    continue
+                means, stds, n = cell_parts(cell, task)
+                mean = cell.loc[cell["metric"] == "score", "mean"].iloc[0]
+                row.append({"means": means, "stds": stds, "n": n,
+                            "bold": task in best and bool(np.isclose(mean, best[task]))})
+            avg_row = mine[mine["task"] == GLUE_AVG]
+            partial = task_sets[pooling] != set(tasks)
+            mixed_sets |= partial
+            if avg_row.empty:
+                row.append({"empty": True})
+            else:
+                mean = avg_row["mean"].iloc[0]
+                row.append({"means": fmt(mean), "stds": None, "n": int(avg_row["n"].iloc[0]),
+                            "dagger": partial,
+                            "bold": GLUE_AVG in best and pooling in comparable
+                            and bool(np.isclose(mean, best[GLUE_AVG]))})
+            rows.append(row)
+        blocks[model] = rows
+    return tasks, blocks, mixed_sets
+
+
+def render_cell(cell: dict, latex: bool = False) -> str:
+    """Render a main-table cell as markdown or LaTeX."""
+    if "text" in cell:
+        return latex_escape(cell["text"]) if latex else f"`{cell['text']}`"
+    if cell.get("empty"):
+        return "--" if latex else DASH
+    means = cell["means"]
+    if cell["bold"]:
+        means = f"\\textbf{{{means}}}" if latex else f"**{means}**"
+    pm = " $\\pm$ " if latex else " ± "
+    stds = cell["stds"]
+    if stds is None:  # GLUE average
+        dagger = ("$^\\dagger$" if latex else " †") if cell.get("dagger") else ""
+        return f"{means}{dagger}"
+    if latex:
+        stds = stds.replace(DASH, "--")
+        return f"{means}{pm}{stds} ($n$={cell['n']})"
+    return f"{means}{pm}{stds} (n={cell['n']})"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) -> str:
+    """A GitHub markdown table; the first ``left`` columns left-aligned, the rest right-aligned."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join([":---"] * left + ["---:"] * (len(header) - left)) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+LATEX_SPECIALS = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#",
+                  "_": "\\_", "{": "\\{", "}": "\\}"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials in plain text; map –, ±, Δ, × and < to their LaTeX forms."""
+    out = "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+    for symbol, tex in ((DASH, "--"), ("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("×", "$\\times$"),
+                        ("<", "$<$")):
+        out = out.replace(symbol, tex)
+    return out
+
+
+def latex_table(header: Sequence[str], blocks: Sequence[tuple[str | None, list[list[str]]]],
+                caption: str, label: str, left: int = 1) -> str:
+    """A booktabs table; ``blocks`` are (title, rows) separated by \\midrule. Cells are LaTeX.
+
+    The first ``left`` columns are left-aligned, the rest right-aligned.
+    """
+    ncol = len(header)
+    lines = ["\\begin{table}[t]", "\\centering", "\\small",
+             "\\begin{tabular}{" + "l" * left + "r" * (ncol - left) + "}", "\\toprule",
+             " & ".join(latex_escape(h) for h in header) + " \\\\", "\\midrule"]
+    for i, (title, rows) in enumerate(blocks):
+        if i:
+            lines.append("\\midrule")
+        if title is not None:
+            lines.append(f"\\multicolumn{{{ncol}}}{{l}}{{\\textit{{{latex_escape(title)}}}}} \\\\")
+        lines += [" & ".join(row) + " \\\\" for row in rows]
+    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
+              "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _stat_cell(mean: float, std: float, n: int) -> str:
+    return f"{fmt(mean)} ± {fmt(std) if n >= 2 else DASH} (n={n})"
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def main_table_markdown(summary: pd.DataFrame) -> str:
+    if summary.empty:
+        return "_No full-training-set runs._"
+    tasks, blocks, mixed = main_table_blocks(summary)
+    header = ["Pooling", *(task_header(t) for t in tasks), "GLUE avg"]
+    parts = []
+    for model, rows in blocks.items():
+        parts.append(f"### Model `{model}`\n\n"
+                     + markdown_table(header, [[render_cell(c) for c in r] for r in rows]))
+    if mixed:
+        parts.append(f"† Rows cover different task sets: the GLUE average of a row marked † is over "
+                     f"only the tasks it has (columns: {', '.join(TASKS[t][0] for t in tasks)}); "
+                     f"averages are bolded only against rows of the same model with the same tasks.")
+    return "\n\n".join(parts)
+
+
+def main_table_latex(summary: pd.DataFrame) -> str:
+    tasks, blocks, mixed = main_table_blocks(summary)
+    header = ["Pooling", *(task_header(t) for t in tasks), "GLUE avg"]
+    caption = ("GLUE dev results ($\\times$100), mean $\\pm$ sample std over seeds ($n$ seeds). "
+               "MRPC/QQP: F1/acc, STS-B: Pearson/Spearman, MNLI: m/mm. Bold: best mean per column.")
+    if mixed:
+        caption += " $^\\dagger$Average over the tasks the row has."
+    return latex_table(header, [(m, [[render_cell(c, latex=True) for c in r] for r in rows])
+                                for m, rows in blocks.items()], caption, "tab:glue-main")
+
+
+def _difference_rows(diff: pd.DataFrame, latex: bool = False) -> list[list[str]]:
+    rows = []
+    for _, r in diff.iterrows():
+        cells = [r["model"], size_label(r["train_size"]), TASKS[r["task"]][0], r["pooling"],
+                 fmt(r["mean_diff"], signed=True), str(r["n_pairs"]), fmt_p(r["ttest_p"]),
+                 fmt_p(r["wilcoxon_p"])]
+        if latex:
+            cells = [latex_escape(c) for c in cells]
+        else:
+            cells[3] = f"`{cells[3]}`"
+        rows.append(cells)
+    return rows
+
+
+DIFF_HEADER = ["Model", "Train size", "Task", "Pooling", f"Δ vs {BASELINE} (×100)", "Pairs",
+               "t-test p", "Wilcoxon p"]
+
+
+def _low_resource_wide(low: pd.DataFrame, markdown: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Low-resource table laid out wide: one row per model, task, pooling; one column per size."""
+    sizes = sorted({int(s) for s in low["train_size"].dropna()})
+    has_full = low["train_size"].isna().any()
+    header = ["Model", "Task", "Pooling", *(f"{s:,}" for s in sizes), *(["full"] if has_full else [])]
+    rows = []
+    for (model, task, pooling), g in _sort(low, ["model", "task", "pooling"]).groupby(
+            ["model", "task", "pooling"], sort=False):
+        cells = {size_label(r["train_size"]): _stat_cell(r["mean"], r["std"], r["n"])
+                 for _, r in g.iterrows()}
+        rows.append([model, TASKS[task][0], f"`{pooling}`" if markdown else pooling,
+                     *(cells.get(str(s), DASH) for s in sizes),
+                     *([cells.get("full", DASH)] if has_full else [])])
+    return header, rows
+
+
+def _degenerate_markdown(degen: pd.DataFrame) -> str:
+    if degen.empty:
+        return "_No runs._"
+    tasks = sorted(set(degen["task"]), key=task_key)
+    rows = []
+    for (model, size, pooling), g in degen.groupby(["model", "train_size", "pooling"],
+                                                   dropna=False, sort=False):
+        cells = {}
+        for _, r in g.iterrows():
+            unknown = r["n_runs"] - r["n_known"]
+            cells[r["task"]] = f"{r['n_degenerate']}/{r['n_runs']}" + (
+                f" ({unknown} unknown)" if unknown else "")
+        rows.append([model, size_label(size), f"`{pooling}`", *(cells.get(t, DASH) for t in tasks)])
+    return markdown_table(["Model", "Train size", "Pooling", *(TASKS[t][0] for t in tasks)], rows,
+                          left=3)
+
+
+def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, source: str,
+                 preface: Sequence[str] = ()) -> None:
+    """Compute every table and plot and write all report files into ``out``; ``preface``:
+    markdown sections put before the main results (the model selection, when there is one)."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summary_table(runs)
+    diff = difference_table(runs)
+    low = low_resource_table(runs)
+    degen = degenerate_table(runs)
+    skipped_df = pd.DataFrame(skipped, columns=["path", "reason"])
+
+    summary.to_csv(out / "results.csv", index=False)
+    diff.to_csv(out / "differences.csv", index=False)
+    low.to_csv(out / "low_resource.csv", index=False)
+    degen.to_csv(out / "degenerate.csv", index=False)
+    skipped_df.to_csv(out / "skipped.csv", index=False)
+
+    plots = {}
+    for name, plot, data in (("low_resource.png", plot_low_resource, low),
+                             ("stability.png", plot_stability, runs)):
+        plots[name] = plot(data, out / name)
+        if not plots[name]:
+            (out / name).unlink(missing_ok=True)  # never leave a stale plot behind
+
+    md = [
+        "# GLUE results",
+        f"Source: `{source}` — {len(runs)} run(s) used, {len(skipped)} skipped (see the end).",
+        "All numbers are dev-set scores ×100. Cells: mean ± sample std over seeds (ddof=1; `–` when "
+        "n=1) with the number of seeds n. MRPC/QQP show F1/accuracy, STS-B Pearson/Spearman, MNLI "
+        "matched/mismatched, each metric with its own std. Bold: best mean task score (mean of the "
+        "task's metrics) per column within a model. GLUE avg: mean over tasks of the per-task mean "
+        "score.",
+        *preface,
+        "## Main results (full training set)",
+        "Runs with a reduced `train_size` are only in the low-resource section. Duplicate seeds "
+        "in a cell keep the newest results.json.",
+        main_table_markdown(summary),
+        f"## Differences vs `{BASELINE}`",
+        "Δ is the mean over paired seeds of (pooling − cls) score ×100; runs are paired by model, "
+        "task, train size and seed. p-values: paired t-test (`scipy.stats.ttest_rel`) and Wilcoxon "
+        "signed-rank (`scipy.stats.wilcoxon`); `–` with fewer than 2 pairs or all differences zero.",
+        markdown_table(DIFF_HEADER, _difference_rows(diff), left=4) if not diff.empty
+        else f"_No cell has both `{BASELINE}` and another pooling._",
+        "## Low-resource results",
+    ]
+    if low.empty:
+        md.append("_No runs with a reduced train_size: table and plot skipped._")
+    else:
+        md.append("Mean dev score ×100 ± std over seeds by number of training examples.")
+        md.append(markdown_table(*_low_resource_wide(low), left=3))
+        md.append("![Score vs training-set size](low_resource.png)")
+    md.append("## Seed stability")
+    if plots["stability.png"]:
+        md.append("![Spread of scores over seeds](stability.png)")
+    else:
+        md.append("_No full-training-set runs: stability plot skipped._")
+    md.append(f"Degenerate runs (dev score ≤ majority-class score + {DEGENERATE_TOL:g}; without "
+              "majority_score: all dev predictions identical; non-finite scores count as "
+              "degenerate), as degenerate/runs per cell:")
+    md.append(_degenerate_markdown(degen))
+    md.append("## Skipped runs")
+    md.append(markdown_table(["Path", "Reason"], [[f"`{s['path']}`", s["reason"]] for s in skipped],
+                             left=2)
+              if skipped else "None.")
+    (out / "results.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
+
+    tex = ["% Generated by python -m maxpoolbert.report; needs \\usepackage{booktabs}.", ""]
+    if not summary.empty:
+        tex.append(main_table_latex(summary))
+    if not diff.empty:
+        tex.append(latex_table(DIFF_HEADER, [(None, _difference_rows(diff, latex=True))],
+                               f"Difference to {BASELINE} pooling ($\\times$100), paired by seed.",
+                               "tab:glue-diff", left=4))
+    if not low.empty:
+        header, rows = _low_resource_wide(low, markdown=False)
+        tex.append(latex_table(header, [(None, [[latex_escape(c) for c in r] for r in rows])],
+                               "Low-resource dev scores ($\\times$100), mean $\\pm$ std over seeds.",
+                               "tab:glue-low", left=3))
+    (out / "results.tex").write_text("\n".join(tex), encoding="utf-8")

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 # benchmark -> the name tables and averages use; its data folder is the setting data.<benchmark>_dir
 BENCHMARKS = {"glue": "GLUE", "superglue": "SuperGLUE", "custom": "Custom"}
+# result key (a task's ``eval.<split>.metrics`` key) -> its short name in table headers (MRPC: "F1/acc");
+# a key not listed is shown as it is. Public as maxpoolbert.metrics.SHORT_NAMES; kept here, where no
+# torch is imported, for the report.
+SHORT_NAMES = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S",
+               "accuracy_m": "m", "accuracy_mm": "mm", "macro_f1": "mF1"}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -217,6 +222,11 @@ def check_data_dir(key: str, value: str | None) -> None:
     if value and not Path(value).expanduser().is_dir():
         raise UserError("not a folder", key=key, value=value,
                         allowed="a folder holding the task's files in their official layout, or null for the hub")
+
+
+def metrics_label(metrics: list[str] | tuple[str, ...]) -> str:
+    """The short header label of a task's metrics, in display order: ``["f1", "accuracy"]`` -> ``F1/acc``."""
+    return "/".join(SHORT_NAMES.get(m, m) for m in metrics)
 
 
 def check_glue_dir(glue_dir: str | None) -> None:

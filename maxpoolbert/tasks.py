@@ -241,10 +241,15 @@ def task_info(name: str, configs: Path = CONFIGS) -> dict[str, Any] | None:
     path = configs / "task" / f"{name}.yaml"
     if not path.is_file():
         return None
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return config_info(OmegaConf.to_container(OmegaConf.load(path), resolve=False), name)
+
+
+def config_info(cfg: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
+    """:meth:`Task.info` of a task config as a plain dict (a YAML file, a run's stored config)."""
+    name = cfg.get("name", name)
     benchmark = cfg.get("benchmark", "custom")
     metrics = [k for split in (cfg.get("eval") or {}).values() for k in (split.get("metrics") or {})]
-    return {"name": cfg.get("name", name), "display_name": cfg.get("display_name", name), "benchmark": benchmark,
+    return {"name": name, "display_name": cfg.get("display_name", name), "benchmark": benchmark,
             "benchmark_name": BENCHMARKS.get(benchmark, benchmark), "metrics": metrics,
             "order": cfg.get("order", 100)}
 

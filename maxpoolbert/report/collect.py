@@ -7,6 +7,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,35 +15,18 @@ import numpy as np
 import pandas as pd
 
 from maxpoolbert import rundir, selection
-
-TASKS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "cola": ("CoLA", ("mcc",), "MCC"),
-    "sst2": ("SST-2", ("accuracy",), "acc"),
-    "mrpc": ("MRPC", ("f1", "accuracy"), "F1/acc"),
-    "stsb": ("STS-B", ("pearson", "spearman"), "P/S"),
-    "qqp": ("QQP", ("f1", "accuracy"), "F1/acc"),
-    "mnli": ("MNLI", ("accuracy_m", "accuracy_mm"), "m/mm"),
-    "qnli": ("QNLI", ("accuracy",), "acc"),
-    "rte": ("RTE", ("accuracy",), "acc"),
-    "wnli": ("WNLI", ("accuracy",), "acc"),
-}
-ALL_METRICS: tuple[str, ...] = tuple(dict.fromkeys(m for _, ms, _ in TASKS.values() for m in ms))
-# Size of the official GLUE training sets: where "full" sits on the low-resource x axis.
-GLUE_TRAIN_SIZE = {
-    "cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846,
-    "mnli": 392702, "qnli": 104743, "rte": 2490, "wnli": 635,
-}
+from maxpoolbert.tasks import BENCHMARKS, config_info, metrics_label
 
 REQUIRED_KEYS = rundir.RESULT_KEYS  # what makes a results.json a finished run
 CELL = selection.CELL
 DEGENERATE_TOL = 1e-9
 PRUNE_DIRS = {"wandb", "__pycache__", "lightning_logs", "checkpoints"}
+# The columns of every run frame; the metric columns (one per metric key of the runs' tasks,
+# e.g. accuracy, f1, pearson) follow them.
 RUN_COLUMNS = [
     "path", "mtime", "model", "pooling", "task", "seed", "train_size", "score",
-    *ALL_METRICS, "majority_score", "degenerate", "hparams",
+    "majority_score", "degenerate", "hparams", "n_train", "n_train_full", "task_info",
 ]
-
-
 
 
 class ReportError(Exception):
@@ -61,6 +45,81 @@ class RunError(ValueError):
     """A results record that cannot be used; the message is the skip reason."""
 
 
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the tables know about a task: results.json's ``task_info`` (see DESIGN.md)."""
+
+    name: str
+    display_name: str
+    benchmark: str          # glue, superglue, custom, ...
+    benchmark_name: str     # GLUE, SuperGLUE, Custom: names the benchmark's average column
+    metrics: tuple[str, ...]  # metric keys in display order: ("f1", "accuracy")
+    order: int              # column position within its benchmark
+
+    @property
+    def label(self) -> str:
+        """Short metric label for headers: ``F1/acc``, ``P/S``, ``m/mm``."""
+        return metrics_label(self.metrics)
+
+    @property
+    def header(self) -> str:
+        return f"{self.display_name} ({self.label})"
+
+    @property
+    def sort_key(self) -> tuple:
+        """Column order: benchmark (glue, superglue, custom, then others alphabetically), then
+        ``order``, then name."""
+        return (benchmark_key(self.benchmark), self.order, self.name)
+
+
+def benchmark_key(benchmark: str) -> tuple[int, str]:
+    known = list(BENCHMARKS)
+    return (known.index(benchmark) if benchmark in known else len(known), benchmark)
+
+
+def task_of(data: dict[str, Any]) -> TaskInfo:
+    """The run's :class:`TaskInfo`: results.json's ``task_info``, or for a run written before it
+    existed the project's ``configs/task/<name>.yaml`` (:func:`maxpoolbert.rundir.task_info`).
+
+    Raises :class:`RunError` for an unknown task or a malformed ``task_info``.
+    """
+    info = rundir.task_info(data)
+    if info is None:
+        raise RunError(f"other configuration: unknown task {data['task']!r}")
+    try:
+        metrics, order = info["metrics"], info["order"]
+        if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+            raise ValueError
+        if isinstance(order, bool) or int(order) != order:
+            raise ValueError
+        task = TaskInfo(name=str(data["task"]), display_name=str(info["display_name"]),
+                        benchmark=str(info["benchmark"]), benchmark_name=str(info["benchmark_name"]),
+                        metrics=tuple(metrics), order=int(order))
+    except (TypeError, ValueError, KeyError):
+        raise RunError("corrupt: task_info needs display_name, benchmark, benchmark_name, a list "
+                       "of metric names and an integer order") from None
+    if not task.metrics:
+        raise RunError(f"corrupt: task {task.name!r} names no metrics")
+    clash = [m for m in task.metrics if m in RUN_COLUMNS]
+    if clash:
+        raise RunError(f"corrupt: metric name {clash[0]!r} is reserved")
+    return task
+
+
+def tasks_of(runs: pd.DataFrame) -> dict[str, TaskInfo]:
+    """``{task: TaskInfo}`` of the tasks in ``runs``, in column order; a task whose runs disagree
+    (written by different versions) takes the newest run's description."""
+    newest = runs.sort_values(["mtime", "path"], kind="stable").drop_duplicates("task", keep="last")
+    return {t.name: t for t in sorted(newest["task_info"], key=lambda t: t.sort_key)}
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The metric columns of a run frame: every metric key of its runs' tasks."""
+    return list(dict.fromkeys(m for t in runs["task_info"] for m in t.metrics))
+
 
 # --------------------------------------------------------------------------- reading runs
 
@@ -75,11 +134,9 @@ def parse_record(data: Any) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise RunError(f"corrupt: missing key(s) {', '.join(missing)}")
-    task = data["task"]
-    if task not in TASKS:
-        raise RunError(f"other configuration: unknown task {task!r}")
+    info = task_of(data)
+    task, expected = info.name, info.metrics
     metrics = data["metrics"]
-    expected = TASKS[task][1]
     if not isinstance(metrics, dict) or any(m not in metrics for m in expected):
         got = ", ".join(metrics) if isinstance(metrics, dict) else type(metrics).__name__
         raise RunError(f"corrupt: {task} needs metrics {', '.join(expected)}, got {got or 'none'}")
@@ -111,8 +168,17 @@ def parse_record(data: Any) -> dict[str, Any]:
         "model": str(data["model"]), "pooling": str(data["pooling"]), "task": task,
         "seed": int(seed), "train_size": None if train_size is None else int(train_size),
         "score": score, **values, "majority_score": majority, "degenerate": degenerate,
-        "hparams": hparams,
+        "hparams": hparams, "n_train": _count(data.get("n_train")),
+        "n_train_full": _count(data.get("n_train_full")), "task_info": info,
     }
+
+
+def _count(value: Any) -> int | None:
+    """A positive row count, or None (missing or not a count: these only place the "full" point
+    of the low-resource plot, so a bad one is ignored rather than skipping the run)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value) if value == int(value) and value > 0 else None
 
 
 def find_run_dirs(root: Path) -> Iterator[Path]:
@@ -172,12 +238,16 @@ def predictions_constant(path: Path) -> bool | None:
 
 
 def records_to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Run records -> DataFrame with :data:`RUN_COLUMNS` (``train_size`` is nullable Int64)."""
-    df = pd.DataFrame(list(records), columns=RUN_COLUMNS)
-    df["train_size"] = df["train_size"].astype("Int64")
+    """Run records -> DataFrame with :data:`RUN_COLUMNS`, then one float column per metric key of
+    the runs' tasks (NaN for runs of tasks without it); counts are nullable Int64."""
+    records = list(records)
+    metrics = list(dict.fromkeys(m for r in records for m in r["task_info"].metrics))
+    df = pd.DataFrame(records, columns=[*RUN_COLUMNS, *metrics])
+    for col in ("train_size", "n_train", "n_train_full"):
+        df[col] = df[col].astype("Int64")
     df["seed"] = df["seed"].astype("int64")
     df["degenerate"] = df["degenerate"].astype("boolean")
-    for col in ("mtime", "score", "majority_score", *ALL_METRICS):
+    for col in ("mtime", "score", "majority_score", *metrics):
         df[col] = df[col].astype("float64")
     return df
 
@@ -290,7 +360,9 @@ def wandb_run_to_record(run: Any) -> dict[str, Any]:
     Identity (task, pooling, model, seed, train_size) comes from ``run.config`` (flat keys, dotted
     keys or nested Hydra groups with a ``name``), falling back to ``run.summary``. Metrics come
     from ``summary["metrics"]`` or from ``metrics/<key>``, ``dev/<key>``, ``val/<key>`` or bare
-    ``<key>`` summary entries; ``score`` defaults to the mean of the task's metrics.
+    ``<key>`` summary entries; ``score`` defaults to the mean of the task's metrics. The task's
+    description (``task_info``) comes from the summary, or from the run's task config when it
+    names its benchmark, or else (see :func:`task_of`) from the project's task configs.
     """
     summary, config = _plain(run.summary) or {}, _plain(run.config) or {}
     record: dict[str, Any] = {}
@@ -301,7 +373,11 @@ def wandb_run_to_record(run: Any) -> dict[str, Any]:
     record["train_size"] = size if size is not None else _lookup(summary, "train_size")
     metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
     metrics = dict(metrics)
-    for name in TASKS.get(record["task"], ("", ()))[1]:
+    info = _wandb_task_info(summary, config)
+    if info is not None:
+        record["task_info"] = info
+    known = rundir.task_info(record) if record["task"] is not None else None
+    for name in (known or {}).get("metrics") or ():
         if name not in metrics:
             for key in (f"metrics/{name}", f"dev/{name}", f"val/{name}", name):
                 if key in summary:
@@ -312,13 +388,27 @@ def wandb_run_to_record(run: Any) -> dict[str, Any]:
     if score is None and metrics:
         score = float(np.mean([float(v) for v in metrics.values()]))
     record["score"] = score
-    for key in ("train_samples_per_s", "wall_s", "params", "majority_score"):
+    for key in ("train_samples_per_s", "wall_s", "params", "majority_score", "n_train", "n_train_full"):
         if key in summary:
             record[key] = summary[key]
     hparams = summary.get("hparams", config.get("hparams"))
     if isinstance(hparams, dict):
         record["hparams"] = hparams
     return {k: v for k, v in record.items() if v is not None or k == "train_size"}
+
+
+def _wandb_task_info(summary: dict[str, Any], config: dict[str, Any]) -> dict[str, Any] | None:
+    """``task_info`` from a W&B summary, or built from the run's task config (``config["task"]``,
+    as :meth:`maxpoolbert.tasks.Task.info` does) when that names its benchmark."""
+    if isinstance(summary.get("task_info"), dict):
+        return summary["task_info"]
+    node = config.get("task")
+    if not isinstance(node, dict) or "benchmark" not in node:
+        return None
+    try:
+        return config_info(node)
+    except (AttributeError, TypeError):  # not the shape of a task config
+        return None
 
 
 def collect_wandb(path: str, api: Any = None, by: str | None = None) -> tuple[pd.DataFrame, list[dict[str, str]]]:

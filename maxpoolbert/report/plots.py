@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from maxpoolbert.report.collect import GLUE_TRAIN_SIZE, TASKS
-from maxpoolbert.report.stats import _scored, _sort, pooling_key, task_key
+from maxpoolbert.report.collect import TaskInfo, tasks_of
+from maxpoolbert.report.stats import _scored, _sort, pooling_key
 
 # --------------------------------------------------------------------------- plots
 
@@ -42,33 +42,31 @@ def _grid(n: int, plt, width: float = 4.6, height: float = 3.6):
     return fig, list(axes.flat[:n])
 
 
-def _task_title(task: str) -> str:
-    return f"{TASKS[task][0]} ({TASKS[task][2]})"
-
-
-def plot_low_resource(low: pd.DataFrame, path: Path) -> bool:
+def plot_low_resource(low: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo],
+                      full_sizes: dict[str, int]) -> bool:
     """Score vs training-set size (log x), one subplot per task; False if there is no data.
 
     One line per pooling (line style per model), error bars = std over seeds. The full training
-    set is the right-most point, placed at the official GLUE training-set size.
+    set is the right-most point, placed at its size (``full_sizes``: the runs' ``n_train_full``,
+    :func:`~maxpoolbert.report.stats.full_train_sizes`), or, unknown or not beyond the largest
+    reduced size, at 4 times that size.
     """
     if low.empty or low["train_size"].notna().sum() == 0:
         return False
     plt = _pyplot()
     from matplotlib.ticker import NullLocator
 
-    tasks = sorted(set(low["task"]), key=task_key)
+    names = [t for t in tasks if t in set(low["task"])]
     models = sorted(set(low["model"]))
     colors = _colors(low["pooling"])
     styles = ["-", "--", ":", "-."]
-    fig, axes = _grid(len(tasks), plt)
+    fig, axes = _grid(len(names), plt)
     handles = {}
-    for ax, task in zip(axes, tasks, strict=True):
+    for ax, task in zip(axes, names, strict=True):
         sub = low[low["task"] == task]
         sizes = sorted(int(s) for s in sub["train_size"].dropna().unique())
-        full_x = GLUE_TRAIN_SIZE.get(task, 0)
-        if full_x <= sizes[-1]:
-            full_x = sizes[-1] * 4
+        full_n = full_sizes.get(task)
+        full_x = full_n if full_n is not None and full_n > sizes[-1] else sizes[-1] * 4
         lines = sorted(sub.groupby(["model", "pooling"]),
                        key=lambda g: (g[0][0], pooling_key(g[0][1])))
         for (model, pooling), line in lines:
@@ -83,9 +81,10 @@ def plot_low_resource(low: pd.DataFrame, path: Path) -> bool:
         has_full = bool(sub["train_size"].isna().any())
         ax.set_xscale("log")
         ax.set_xticks([*sizes, *([full_x] if has_full else [])])
-        ax.set_xticklabels([f"{t:,}" for t in sizes] + ([f"full\n({full_x:,})"] if has_full else []))
+        full_label = "full" if full_n is None else f"full\n({full_n:,})"
+        ax.set_xticklabels([f"{t:,}" for t in sizes] + ([full_label] if has_full else []))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_title(_task_title(task))
+        ax.set_title(tasks[task].header)
         ax.set_xlabel("training examples (log scale)")
         ax.set_ylabel("dev score ×100")
         ax.grid(alpha=0.3)
@@ -93,7 +92,8 @@ def plot_low_resource(low: pd.DataFrame, path: Path) -> bool:
     ncol = max(1, min(len(handles), int(fig.get_figwidth() // entry_width)))
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=ncol,
                title="pooling" if len(models) == 1 else "model / pooling")
-    fig.suptitle("Low-resource GLUE: mean dev score vs training-set size\n"
+    benchmarks = "/".join(dict.fromkeys(tasks[t].benchmark_name for t in names))
+    fig.suptitle(f"Low-resource {benchmarks}: mean dev score vs training-set size\n"
                  "(error bars: std over seeds)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -113,12 +113,12 @@ def plot_stability(runs: pd.DataFrame, path: Path) -> bool:
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    tasks = sorted(set(data["task"]), key=task_key)
+    tasks = tasks_of(data)
     models = sorted(set(data["model"]))
     colors = _colors(data["pooling"])
     fig, axes = _grid(len(tasks), plt, width=4.8, height=3.9)
     any_degenerate = any_majority = False
-    for ax, task in zip(axes, tasks, strict=True):
+    for ax, task in zip(axes, list(tasks), strict=True):
         sub = data[data["task"] == task]
         groups = sorted(sub.groupby(["model", "pooling"]),
                         key=lambda g: (g[0][0], pooling_key(g[0][1])))
@@ -146,7 +146,7 @@ def plot_stability(runs: pd.DataFrame, path: Path) -> bool:
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels([p if len(models) == 1 else f"{m}\n{p}" for (m, p), _ in groups],
                            rotation=20, ha="right")
-        ax.set_title(_task_title(task) + note, fontsize=10 if note else None)
+        ax.set_title(tasks[task].header + note, fontsize=10 if note else None)
         ax.set_xlabel("pooling")
         ax.set_ylabel("dev score ×100")
         ax.grid(axis="y", alpha=0.3)

@@ -12,11 +12,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from maxpoolbert.report.collect import CELL, TASKS
+from maxpoolbert.report.collect import CELL, TaskInfo, tasks_of
 
 POOLING_ORDER = ("cls", "max_cls", "mha", "maxpool_mha")
 BASELINE = "cls"
-GLUE_AVG = "glue_avg"
+
+
+def avg_key(benchmark: str) -> str:
+    """The ``task`` value of a benchmark's average in the summary and ``results.csv``."""
+    return f"{benchmark}_avg"
+
+
+GLUE_AVG = avg_key("glue")
 
 
 # --------------------------------------------------------------------------- ordering helpers
@@ -27,23 +34,34 @@ def pooling_key(name: str) -> tuple[int, str]:
     return (POOLING_ORDER.index(name) if name in POOLING_ORDER else len(POOLING_ORDER), name)
 
 
-def task_key(name: str) -> int:
-    return list(TASKS).index(name)
-
-
 def size_key(size: Any) -> tuple[int, int]:
     """Sort key for train sizes: the full training set first, then ascending sizes."""
     return (0, 0) if pd.isna(size) else (1, int(size))
 
 
-SORT_KEYS = {"pooling": pooling_key, "task": task_key, "train_size": size_key}
-
-
-def _sort(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Sort rows by the columns ``by`` in report order (pooling, task, train_size keys)."""
-    columns = [[SORT_KEYS.get(c, str)(v) for v in df[c]] for c in by]
+def _sort(df: pd.DataFrame, by: Sequence[str], tasks: dict[str, TaskInfo] | None = None) -> pd.DataFrame:
+    """Sort rows by the columns ``by`` in report order (pooling, train_size and, given ``tasks``,
+    task keys; other columns as text)."""
+    keys = {"pooling": pooling_key, "train_size": size_key}
+    if tasks is not None:
+        keys["task"] = lambda t: tasks[t].sort_key
+    columns = [[keys.get(c, str)(v) for v in df[c]] for c in by]
     order = sorted(range(len(df)), key=lambda i: tuple(col[i] for col in columns))
     return df.iloc[order].reset_index(drop=True)
+
+
+def benchmarks(tasks: dict[str, TaskInfo]) -> dict[str, list[str]]:
+    """``{benchmark: its tasks}`` in column order (``tasks`` is in column order)."""
+    out: dict[str, list[str]] = {}
+    for name, info in tasks.items():
+        out.setdefault(info.benchmark, []).append(name)
+    return out
+
+
+def table_columns(tasks: dict[str, TaskInfo]) -> list[str]:
+    """The main table's columns after the pooling: each benchmark's tasks, then its average
+    (:func:`avg_key`)."""
+    return [c for bench, names in benchmarks(tasks).items() for c in (*names, avg_key(bench))]
 
 
 # --------------------------------------------------------------------------- tables
@@ -57,37 +75,58 @@ def _stats(values: pd.Series) -> pd.Series:
     return pd.Series({"mean": values.mean(), "std": values.std(ddof=1), "n": values.count()})
 
 
-def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+def summary_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo] | None = None) -> pd.DataFrame:
     """Main-table statistics on the full training set, tidy.
 
     One row per model, pooling, task, metric (the task's metrics, then ``score``) with mean, std
-    (ddof=1, NaN for n=1) and n over seeds, all ×100; plus one ``glue_avg``/``score`` row per model
-    and pooling: the mean over its tasks of the per-task mean score, n = number of tasks.
+    (ddof=1, NaN for n=1) and n over seeds, all ×100; plus, per model, pooling and benchmark, one
+    ``<benchmark>_avg``/``score`` row (``glue_avg``, ``superglue_avg``): the mean over the
+    benchmark's tasks the row has of the per-task mean score, n = number of those tasks. Rows are
+    in table order: each benchmark's tasks, then its average. ``tasks``: :func:`tasks_of` the runs.
     """
+    tasks = tasks_of(runs) if tasks is None else tasks
     full = _scored(runs)
     full = full[full["train_size"].isna()]
     rows = []
     for (model, pooling, task), group in full.groupby(["model", "pooling", "task"]):
-        for metric in (*TASKS[task][1], "score"):
+        for metric in (*tasks[task].metrics, "score"):
             rows.append({"model": model, "pooling": pooling, "task": task, "metric": metric,
                          **_stats(group[metric] * 100)})
     table = pd.DataFrame(rows, columns=["model", "pooling", "task", "metric", "mean", "std", "n"])
     scores = table[table["metric"] == "score"]
     for (model, pooling), group in scores.groupby(["model", "pooling"]):
-        rows.append({"model": model, "pooling": pooling, "task": GLUE_AVG, "metric": "score",
-                     "mean": group["mean"].mean(), "std": math.nan, "n": len(group)})
+        for bench, members in benchmarks(tasks).items():
+            means = group.loc[group["task"].isin(members), "mean"]
+            if len(means):
+                rows.append({"model": model, "pooling": pooling, "task": avg_key(bench),
+                             "metric": "score", "mean": means.mean(), "std": math.nan,
+                             "n": len(means)})
     table = pd.DataFrame(rows, columns=table.columns)
     table["n"] = table["n"].astype("int64")
 
+    column = {c: i for i, c in enumerate(table_columns(tasks))}
+
     def order(row: pd.Series) -> tuple:
-        if row["task"] == GLUE_AVG:
-            return (row["model"], pooling_key(row["pooling"]), len(TASKS), 0)
-        metrics = (*TASKS[row["task"]][1], "score")
-        return (row["model"], pooling_key(row["pooling"]), task_key(row["task"]),
-                metrics.index(row["metric"]))
+        task = tasks.get(row["task"])
+        metric = (*task.metrics, "score").index(row["metric"]) if task else 0
+        return (row["model"], pooling_key(row["pooling"]), column[row["task"]], metric)
 
     keys = [order(row) for _, row in table.iterrows()]
     return table.iloc[sorted(range(len(table)), key=keys.__getitem__)].reset_index(drop=True)
+
+
+def full_train_sizes(runs: pd.DataFrame) -> dict[str, int]:
+    """``{task: rows of its full training set}``: the runs' ``n_train_full``, or else the
+    ``n_train`` of its full-size runs (the largest value where runs disagree); tasks with
+    neither are absent."""
+    out = {}
+    for task, group in runs.groupby("task"):
+        sizes = group["n_train_full"].dropna()
+        if sizes.empty:
+            sizes = group.loc[group["train_size"].isna(), "n_train"].dropna()
+        if not sizes.empty:
+            out[task] = int(sizes.max())
+    return out
 
 
 def _paired_tests(diffs: np.ndarray, treated: np.ndarray, base: np.ndarray) -> tuple[float, float]:
@@ -130,7 +169,7 @@ def difference_table(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFra
                          "ttest_p": t_p, "wilcoxon_p": w_p})
     table = pd.DataFrame(rows, columns=cols)
     table["train_size"] = table["train_size"].astype("Int64")
-    return _sort(table, ["model", "train_size", "task", "pooling"])
+    return _sort(table, ["model", "train_size", "task", "pooling"], tasks_of(runs))
 
 
 def low_resource_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +189,7 @@ def low_resource_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=["model", "task", "pooling", "train_size", "mean", "std", "n"])
     table["train_size"] = table["train_size"].astype("Int64")
     table["n"] = table["n"].astype("int64")
-    return _sort(table, ["model", "task", "pooling", "train_size"])
+    return _sort(table, ["model", "task", "pooling", "train_size"], tasks_of(runs))
 
 
 def degenerate_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -163,4 +202,4 @@ def degenerate_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=["model", "pooling", "task", "train_size", "n_runs",
                                         "n_known", "n_degenerate"])
     table["train_size"] = table["train_size"].astype("Int64")
-    return _sort(table, ["model", "train_size", "pooling", "task"])
+    return _sort(table, ["model", "train_size", "pooling", "task"], tasks_of(runs))

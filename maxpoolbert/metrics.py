@@ -18,6 +18,8 @@ import torchmetrics
 from scipy import stats
 from sklearn import metrics as skm
 
+from maxpoolbert.tasks import SHORT_NAMES, metrics_label  # noqa: F401  (short header names: public here)
+
 
 def _f64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 # benchmark -> the name tables and averages use; its data folder is the setting data.<benchmark>_dir
 BENCHMARKS = {"glue": "GLUE", "superglue": "SuperGLUE", "custom": "Custom"}
+# result key (a task's ``eval.<split>.metrics`` key) -> its short name in table headers (MRPC: "F1/acc");
+# a key not listed is shown as it is. Public as maxpoolbert.metrics.SHORT_NAMES; kept here, where no
+# torch is imported, for the report.
+SHORT_NAMES = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S",
+               "accuracy_m": "m", "accuracy_mm": "mm", "macro_f1": "mF1"}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -227,6 +232,11 @@ def check_data_dir(key: str, value: str | None) -> None:
                         allowed="a folder holding the task's files in their official layout, or null for the hub")
 
 
+def metrics_label(metrics: list[str] | tuple[str, ...]) -> str:
+    """The short header label of a task's metrics, in display order: ``["f1", "accuracy"]`` -> ``F1/acc``."""
+    return "/".join(SHORT_NAMES.get(m, m) for m in metrics)
+
+
 def check_glue_dir(glue_dir: str | None) -> None:
     check_data_dir("data.glue_dir", glue_dir)
 
@@ -239,10 +249,15 @@ def task_info(name: str, configs: Path = CONFIGS) -> dict[str, Any] | None:
     path = configs / "task" / f"{name}.yaml"
     if not path.is_file():
         return None
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return config_info(OmegaConf.to_container(OmegaConf.load(path), resolve=False), name)
+
+
+def config_info(cfg: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
+    """:meth:`Task.info` of a task config as a plain dict (a YAML file, a run's stored config)."""
+    name = cfg.get("name", name)
     benchmark = cfg.get("benchmark", "custom")
     metrics = [k for split in (cfg.get("eval") or {}).values() for k in (split.get("metrics") or {})]
-    return {"name": cfg.get("name", name), "display_name": cfg.get("display_name", name), "benchmark": benchmark,
+    return {"name": name, "display_name": cfg.get("display_name", name), "benchmark": benchmark,
             "benchmark_name": BENCHMARKS.get(benchmark, benchmark), "metrics": metrics,
             "order": cfg.get("order", 100)}
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from maxpoolbert import rundir
 from maxpoolbert.errors import UserError, check_writable_folder, fail
 from maxpoolbert.schema import check
-from maxpoolbert.tasks import check_glue_dir
+from maxpoolbert.tasks import check_data_dir
 
 log = logging.getLogger("maxpoolbert")
 
@@ -104,7 +104,8 @@ class CheckConfig(Callback):
     def _check(config: DictConfig, folder_key: str) -> None:
         try:
             check(config)
-            check_glue_dir(config.data.get("glue_dir"))
+            for key in ("data.glue_dir", "data.superglue_dir", "task.data_dir"):
+                check_data_dir(key, OmegaConf.select(config, key))
             check_writable_folder(OmegaConf.select(config, folder_key), folder_key)
             if config.data.get("cache_dir"):
                 check_writable_folder(config.data.cache_dir, "data.cache_dir")

@@ -1,4 +1,4 @@
-"""GLUE data: reading (GLUE TSV folder or the hub), tokenising with an on-disk cache, batching.
+"""Task data: reading (a local folder in the task's format, or the hub), tokenising with an on-disk cache, batching.
 
 Speed matters more than anything else here on a CPU: batches are padded dynamically to their
 longest row, and training batches are drawn from length-grouped, shuffled buckets (the
@@ -29,42 +29,51 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import GlueTask, check_glue_dir
+from maxpoolbert.tasks import Task, check_data_dir
 
 log = logging.getLogger(__name__)
 
-HUB_DATASET = "nyu-mll/glue"
 CACHE_VERSION = 3  # bump when the tokenised format changes
 
 
-def load_split(task: GlueTask, split: str, glue_dir: str | None) -> datasets.Dataset:
-    """Rows of one split as a ``datasets.Dataset`` with ``text_a text_b label idx`` (file order)."""
+def load_split(task: Task, split: str, folder: str | Path | None) -> datasets.Dataset:
+    """Rows of one split as a ``datasets.Dataset`` with ``text_a text_b label idx`` (file order),
+    from the task's ``folder`` (see :meth:`Task.folder`), or from the hub when it is ``None``."""
     spec = task.split(split)
-    if glue_dir:
-        check_glue_dir(glue_dir)
+    if folder:
+        check_data_dir(task.source_key(), str(folder))
         # Malformed rows may be skipped (QQP) in training data only: never drop a row to evaluate.
         try:
-            columns, _ = task.read_tsv(Path(glue_dir).expanduser() / task.dir / spec.file, spec,
-                                       skip_malformed=task.skip_malformed and split == "train")
+            columns, _ = task.read_file(Path(folder).expanduser() / spec.file, spec,
+                                        skip_malformed=task.skip_malformed and split == "train")
         except UserError as err:
-            raise err.naming("data.glue_dir", glue_dir) from None
+            raise err.naming(task.source_key(), str(folder)) from None
         return datasets.Dataset.from_dict(columns)
+    if not task.hub_dataset or not spec.hub_split:
+        raise UserError(f"task {task.name} has no local data and no hub dataset for split {split}",
+                        key=task.source_key(), value=None, allowed="the folder holding the task's files")
     try:
-        ds = _load_hub(task.hub_config, spec.hub_split)
+        ds = _load_hub(task.hub_dataset, task.hub_config, spec.hub_split)
     except Exception as err:  # offline, no cache, hub down: all the same to the user
         raise UserError(
-            f"no GLUE data for task {task.name} ({HUB_DATASET} is neither reachable nor cached: {type(err).__name__})",
-            key="data.glue_dir", value=None,
-            allowed="a GLUE folder in the original TSV layout (GLUE_DIR or data.glue_dir=/path/to/glue_data), "
-                    f"or go online so {HUB_DATASET} can be downloaded",
+            f"no data for task {task.name} ({task.hub_dataset} is neither reachable nor cached: {type(err).__name__})",
+            key=task.source_key(), value=None,
+            allowed=f"{task.folder_hint()}, or go online so {task.hub_dataset} can be downloaded",
         ) from err
-    names = task.hub_text_columns
+    names = task.hub_text_fields
     return datasets.Dataset.from_dict({
         "text_a": ds[names[0]],
         "text_b": ds[names[1]] if len(names) > 1 else [None] * len(ds),
-        "label": ds["label"],
+        "label": [_hub_label(task, v) for v in ds[task.hub_label_field]],
         "idx": list(range(len(ds))),
     })
+
+
+def _hub_label(task: Task, value: Any) -> float | int:
+    """Hub labels are class ids (-1 for unlabelled rows), booleans (ids 0, 1) or scores."""
+    if task.is_regression:
+        return float(value)
+    return int(value)
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -86,14 +95,14 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     return bool(ok)
 
 
-def _load_hub(config: str, split: str) -> datasets.Dataset:
-    """``nyu-mll/glue`` from the hub, or from the local ``datasets`` cache when offline."""
+def _load_hub(dataset: str, config: str | None, split: str) -> datasets.Dataset:
+    """A hub dataset, or its copy in the local ``datasets`` cache when offline."""
     if hub_reachable():
-        return datasets.load_dataset(HUB_DATASET, config, split=split)
+        return datasets.load_dataset(dataset, config, split=split)
     saved = datasets.config.HF_HUB_OFFLINE
     datasets.config.HF_HUB_OFFLINE = True  # cache only, no retries
     try:
-        return datasets.load_dataset(HUB_DATASET, config, split=split)
+        return datasets.load_dataset(dataset, config, split=split)
     finally:
         datasets.config.HF_HUB_OFFLINE = saved
 
@@ -243,35 +252,39 @@ def publish(ds: datasets.Dataset, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class GlueDataModule(L.LightningDataModule):
+class TaskDataModule(L.LightningDataModule):
     def __init__(
-        self, task: GlueTask, tokenizer, glue_dir: str | None = None, max_length: int = 128,
+        self, task: Task, tokenizer, glue_dir: str | None = None, superglue_dir: str | None = None,
+        max_length: int = 128,
         batch_size: int = 32, eval_batch_size: int = 128, train_size: int | None = None,
         subset_seed: int = 0, pad_to_max_length: bool = False, group_by_length: bool = True,
         num_workers: int = 0, pin_memory: bool = False, cache_dir: str | None = None, seed: int = 0,
     ) -> None:
         super().__init__()
         self.task, self.tokenizer = task, tokenizer
-        self.glue_dir, self.max_length = glue_dir, max_length
+        # the task's folder: its own data_dir, or its benchmark's folder setting, or None (the hub)
+        self.folder = task.folder({"glue": glue_dir, "superglue": superglue_dir})
+        self.max_length = max_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.train_size, self.subset_seed = train_size, subset_seed
         self.pad_to_max_length, self.group_by_length = pad_to_max_length, group_by_length
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.cache_dir, self.seed = cache_dir, seed
         self.splits: dict[str, Encoded] = {}
+        self.n_train_full: int | None = None  # training rows before data.train_size
 
     # ----------------------------------------------------------------- loading and caching
     def _cache_key(self, split: str) -> str:
         spec = self.task.split(split)
-        if self.glue_dir:
-            path = Path(self.glue_dir).expanduser() / self.task.dir / spec.file
+        if self.folder:
+            path = self.folder / spec.file
             source = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] if path.exists() else str(path)
         else:
-            source = [HUB_DATASET, self.task.hub_config, spec.hub_split]
+            source = [self.task.hub_dataset, self.task.hub_config, spec.hub_split]
         tok = self.tokenizer
         key = json.dumps([CACHE_VERSION, self.task.name, split, source, type(tok).__name__, tok.name_or_path,
-                          len(tok), self.max_length, self.pad_to_max_length, self.task.text_columns,
-                          self.task.label_column, self.task.label_values], sort_keys=True, default=str)
+                          len(tok), self.max_length, self.pad_to_max_length, self.task.text_fields,
+                          self.task.label_field, self.task.label_values], sort_keys=True, default=str)
         return hashlib.sha1(key.encode()).hexdigest()[:16]
 
     def encode(self, split: str) -> datasets.Dataset:
@@ -280,7 +293,7 @@ class GlueDataModule(L.LightningDataModule):
         path = Path(self.cache_dir).expanduser() / f"{self.task.name}-{split}-{self._cache_key(split)}" if self.cache_dir else None
         if path is not None and path.is_dir():  # published entries are complete (see publish)
             return datasets.load_from_disk(str(path))
-        raw = load_split(self.task, split, self.glue_dir)
+        raw = load_split(self.task, split, self.folder)
         cols = raw.to_dict()
         texts = [cols["text_a"]] if not len(raw) or cols["text_b"][0] is None else [cols["text_a"], cols["text_b"]]
         # One batched call into the Rust tokenizer (no per-batch map/fingerprinting); it refuses
@@ -316,6 +329,7 @@ class GlueDataModule(L.LightningDataModule):
             raise UserError(f"more than the {len(train)} training rows of task {self.task.name}",
                             key="data.train_size", value=self.train_size,
                             allowed=f"an integer from 1 to {len(train)}, or null for all of them")
+        self.n_train_full = len(train)
         keep = fixed_subset(len(train), self.train_size, self.subset_seed)
         if keep is not None:
             train = train.select(keep)
@@ -329,9 +343,11 @@ class GlueDataModule(L.LightningDataModule):
         ds = self.encode(split)
         if not len(ds):
             spec = self.task.split(split)
-            source = Path(self.glue_dir).expanduser() / self.task.dir / spec.file if self.glue_dir \
-                else f"{HUB_DATASET} {self.task.hub_config} {spec.hub_split}"
-            raise UserError(f"no rows in {source} (a header only?)", key="data.glue_dir", value=self.glue_dir,
+            source = self.folder / spec.file if self.folder \
+                else f"{self.task.hub_dataset} {self.task.hub_config} {spec.hub_split}"
+            raise UserError(f"no rows in {source} (a header only?)", key=self.task.source_key(),
+                            value=str(self.folder.parent if self.task.dir and not self.task.data_dir else self.folder)
+                            if self.folder else None,
                             allowed=f"a {split} file with at least one row")
         return ds
 

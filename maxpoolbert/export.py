@@ -33,7 +33,7 @@ from maxpoolbert.errors import UserError, check_writable_folder, fail
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.predict import load_run, load_trained
 from maxpoolbert.run import user_error
-from maxpoolbert.tasks import GlueTask
+from maxpoolbert.tasks import Task
 
 CHECK_TEXTS = (["A man is playing a flute.", "Short."], ["Someone plays music on a flute today.", "Ok"])
 
@@ -45,13 +45,13 @@ def is_stock(model: PooledClassifier) -> bool:
             and type(model.pooling).__name__ in family.stock_pooling)
 
 
-def labels(task: GlueTask) -> dict:
+def labels(task: Task) -> dict:
     names = task.class_names
     return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)},
             "problem_type": "regression" if task.is_regression else "single_label_classification"}
 
 
-def stock_model(model: PooledClassifier, task: GlueTask):
+def stock_model(model: PooledClassifier, task: Task):
     """The family's own ``AutoModelForSequenceClassification`` with the run's weights."""
     family = model.family
     config = AutoConfig.for_model(**model.encoder.config.to_dict())
@@ -64,7 +64,7 @@ def stock_model(model: PooledClassifier, task: GlueTask):
     return stock
 
 
-def remote_code_model(model: PooledClassifier, task: GlueTask, cfg: DictConfig):
+def remote_code_model(model: PooledClassifier, task: Task, cfg: DictConfig):
     """``MaxPoolBertForSequenceClassification`` with the run's weights, registered so that
     ``save_pretrained`` writes its code into the folder."""
     from maxpoolbert import modeling_maxpoolbert as M

@@ -57,3 +57,45 @@ def run_id(run_dir: Path) -> str:
 def none():
     """``logger=none``: no experiment logger at all."""
     return False
+
+
+# ---------------------------------------------------------------------------- a run's logger
+def from_config(cfg):
+    """The run's logger (``False`` for ``logger=none``). A logger's ``group`` left null (W&B's)
+    becomes the sweep folder's name in multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from hydra.utils import instantiate
+
+    extra = {}
+    if "group" in cfg.logger and cfg.logger.group is None and HydraConfig.get().mode == RunMode.MULTIRUN:
+        extra["group"] = Path(HydraConfig.get().sweep.dir).name
+    return instantiate(cfg.logger, **extra)
+
+
+def log_final(logger, metrics: dict[str, float], score: float) -> None:
+    """The run's selected dev metrics, as ``final/*`` points and (W&B) in the run summary."""
+    if not logger:
+        return
+    logger.log_metrics({f"final/{k}": v for k, v in metrics.items()} | {"final/score": score})
+    if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
+        logger.experiment.summary.update({"score": score, **{f"metrics/{k}": v for k, v in metrics.items()}})
+
+
+def finish(logger) -> None:
+    """Each job ends its W&B run, or the next job of a multirun logs into it."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        import wandb as wb
+
+        if wb.run is not None:
+            wb.finish()
+
+
+def teardown() -> None:
+    """Flush and stop W&B's service before the process exits without the interpreter's teardown."""
+    import sys
+
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()

@@ -3,7 +3,15 @@
 The head is exactly the one the family's own ``AutoModelForSequenceClassification`` puts on the
 first token (``maxpoolbert.families``; for BERT: the checkpoint's pooler dense + tanh, dropout,
 linear). The pooling strategy only decides which vector enters it, so ``pooling=cls`` reproduces
-the stock model (``tests/test_model.py``, ``tests/test_families.py``). This module imports only
+the stock model (``tests/test_model.py``, ``tests/test_families.py``).
+
+A strategy whose vector is wider (or narrower) than the hidden size (``pooling.output_size``:
+``mean_max`` 2H, ``concat_last4`` 4H) cannot enter the pretrained head's dense layer, which is
+``hidden -> hidden``. The head keeps its structure (dropout, activation, ...), but its first dense
+layer becomes a new ``output_size -> hidden`` layer, initialised as the family initialises heads
+(normal(0, initializer_range), zero bias); everything after it, the final linear layer included,
+is unchanged. With ``head.use_pooler=false`` the final linear layer takes the pooled vector
+directly (``output_size -> num_labels``). This module imports only
 torch, transformers and its siblings: it is copied into exported model folders.
 """
 
@@ -39,9 +47,13 @@ class PooledClassifier(nn.Module):
         if dropout is None:
             dropout = self.family.classifier_dropout(config)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        nn.init.normal_(self.classifier.weight, std=getattr(config, "initializer_range", 0.02))
+        width = pooling.output_size
+        std = getattr(config, "initializer_range", 0.02)
+        self.classifier = nn.Linear(config.hidden_size if use_pooler else width, num_labels)
+        nn.init.normal_(self.classifier.weight, std=std)
         nn.init.zeros_(self.classifier.bias)
+        if use_pooler and width != config.hidden_size:  # after the classifier: its initial weights stay paired
+            resize_input(self.pooler, width, std)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         extra = {"token_type_ids": token_type_ids} if self.use_token_type_ids else {}
@@ -74,3 +86,17 @@ class PooledClassifier(nn.Module):
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         return {"total": count(self), "pooling": count(self.pooling)}
 
+
+def resize_input(head: nn.Module, width: int, std: float) -> None:
+    """Replace the first dense layer of ``head`` by a new one taking ``width`` inputs (same output
+    size), initialised with normal(0, ``std``) weights and zero bias."""
+    for parent in head.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                new = nn.Linear(width, child.out_features, bias=child.bias is not None)
+                nn.init.normal_(new.weight, std=std)
+                if new.bias is not None:
+                    nn.init.zeros_(new.bias)
+                setattr(parent, name, new)
+                return
+    raise ValueError(f"{type(head).__name__} has no dense layer to take a {width}-wide pooled vector")

@@ -14,7 +14,7 @@ from transformers import get_linear_schedule_with_warmup
 from maxpoolbert import metrics as M
 from maxpoolbert.layers import layer_decay_groups
 from maxpoolbert.model import PooledClassifier
-from maxpoolbert.tasks import GlueTask
+from maxpoolbert.tasks import Task
 
 
 def param_groups(model: nn.Module) -> list[dict]:
@@ -30,7 +30,7 @@ def param_groups(model: nn.Module) -> list[dict]:
 
 class GlueModule(L.LightningModule):
     def __init__(
-        self, model: PooledClassifier, task: GlueTask, optimizer: Callable, warmup_ratio: float = 0.1,
+        self, model: PooledClassifier, task: Task, optimizer: Callable, warmup_ratio: float = 0.1,
         seed: int = 0, compile: bool = False,
     ) -> None:
         super().__init__()

@@ -2,7 +2,7 @@
 
 Every strategy is one small ``nn.Module`` with the same call signature::
 
-    pooled = pooling(hidden_states, attention_mask, attentions)   # (batch, hidden)
+    pooled = pooling(hidden_states, attention_mask, attentions)   # (batch, pooling.output_size)
 
 ``hidden_states`` is the encoder's tuple of ``num_layers + 1`` tensors ``(batch, seq, hidden)``;
 index 0 is the embeddings output, which is not a layer. ``attention_mask`` is ``(batch, seq)``
@@ -11,6 +11,11 @@ to strategies that set ``needs_attentions = True``. The constructor receives the
 ``encoder_config`` (hidden size, layer count, ...) plus the strategy's own options from
 ``configs/pooling/<name>.yaml``. To add a strategy: subclass :class:`Pooling` here (or in any
 importable module) and point a new YAML file's ``module._target_`` at it. Nothing else changes.
+
+Width contract: a strategy states the width of the vector it returns in ``output_size``
+(default: the encoder's hidden size; set ``self.output_size`` in ``__init__`` otherwise, e.g.
+``2 * hidden_size`` for a concatenation of two vectors). The classification head is sized from it
+(:class:`maxpoolbert.model.PooledClassifier`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Pooling(nn.Module):
         super().__init__()
         self.hidden_size = encoder_config.hidden_size
         self.num_layers = encoder_config.num_hidden_layers
+        self.output_size = self.hidden_size  # the width of the returned vector
 
     def forward(
         self, hidden_states: Sequence[Tensor], attention_mask: Tensor, attentions: Sequence[Tensor] | None = None

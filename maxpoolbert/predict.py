@@ -31,17 +31,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_model
 
 from maxpoolbert import rundir
-from maxpoolbert.data import Encoded, GlueDataModule
+from maxpoolbert.data import Encoded, TaskDataModule
 from maxpoolbert.errors import UserError, check_writable_folder, fail
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.run import FAILED, RESULTS, build, user_error
 from maxpoolbert.rundir import read_results
-from maxpoolbert.tasks import GlueTask, Split
+from maxpoolbert.tasks import Split, Task, from_config
 
 MODEL_FILE = rundir.MODEL
 CONFIG_FILE = Path(rundir.CONFIG)
@@ -54,7 +53,7 @@ AX_DIR, AX_FILE, AX_SPLIT, AX_NAME = "diagnostic", "diagnostic.tsv", "diagnostic
 class Target:
     """One submission file: the test split ``split`` of ``task``, written to ``<name>.tsv``."""
 
-    task: GlueTask
+    task: Task
     split: str
     name: str
 
@@ -69,8 +68,13 @@ class Plan:
     targets: list[Target]
     notes: list[str] = field(default_factory=list)
 
+    def data_dirs(self) -> dict[str, str | None]:
+        """Each benchmark's data folder for this run (GLUE: as resolved above)."""
+        superglue = self.cfg.data.get("superglue_dir") or os.environ.get("SUPERGLUE_DIR") or None
+        return {"glue": self.glue_dir, "superglue": superglue}
 
-def diagnostic_task(mnli: GlueTask) -> GlueTask:
+
+def diagnostic_task(mnli: Task) -> Task:
     """MNLI pointed at the GLUE diagnostic set (same columns and labels; ``ax`` on the hub)."""
     return dataclasses.replace(
         mnli, dir=AX_DIR, hub_config="ax",
@@ -106,7 +110,7 @@ def _recorded_glue_dir(run_dir: Path) -> str | None:
 def plan_run(run_dir: Path, glue_dir: str | None = None) -> Plan:
     """Check a run and its test files; ``glue_dir`` overrides the run's own ``data.glue_dir``."""
     cfg = load_run(run_dir)
-    task: GlueTask = instantiate(cfg.task, _convert_="all")
+    task = from_config(cfg.task, str(run_dir / CONFIG_FILE))
     glue_dir = glue_dir or cfg.data.get("glue_dir") or _recorded_glue_dir(run_dir) or os.environ.get("GLUE_DIR") or None
     if not task.test:
         raise UserError(f"task {task.name} declares no test split (test: in its task config)")
@@ -119,23 +123,23 @@ def plan_run(run_dir: Path, glue_dir: str | None = None) -> Plan:
     plan = Plan(run_dir, cfg, glue_dir, targets)
     if task.name == "mnli":
         plan.targets.append(Target(diagnostic_task(task), AX_SPLIT, AX_NAME))
-    if glue_dir:
-        root = Path(glue_dir).expanduser()
-        if not root.is_dir():
-            raise UserError(f"GLUE folder {glue_dir} does not exist (--glue-dir, the run's data.glue_dir or GLUE_DIR)")
-        for target in list(plan.targets):
-            path = root / target.task.dir / target.task.split(target.split).file
+    if task.benchmark == "glue" and glue_dir and not Path(glue_dir).expanduser().is_dir():
+        raise UserError(f"GLUE folder {glue_dir} does not exist (--glue-dir, the run's data.glue_dir or GLUE_DIR)")
+    for target in list(plan.targets):
+        folder = target.task.folder(plan.data_dirs())
+        if folder is not None:
+            path = folder / target.task.split(target.split).file
             if path.is_file():
                 continue
             if target.name != AX_NAME:
                 raise UserError(f"missing test file {path} (task {task.name}, split {target.split})")
             plan.targets.remove(target)
-            plan.notes.append(f"note: no {AX_DIR}/{AX_FILE} in {root}: {AX_NAME}.tsv skipped")
+            plan.notes.append(f"note: no {AX_DIR}/{AX_FILE} in {folder.parent}: {AX_NAME}.tsv skipped")
     return plan
 
 
 @torch.no_grad()
-def predict_split(model: PooledClassifier, dm: GlueDataModule, data: Encoded) -> np.ndarray:
+def predict_split(model: PooledClassifier, dm: TaskDataModule, data: Encoded) -> np.ndarray:
     """Raw outputs (logits, or the score for regression) of every row, ``[rows, num_labels]``,
     in file order."""
     model.eval()
@@ -152,7 +156,7 @@ def predict_split(model: PooledClassifier, dm: GlueDataModule, data: Encoded) ->
     return out
 
 
-def format_predictions(task: GlueTask, outputs: np.ndarray) -> list[str]:
+def format_predictions(task: Task, outputs: np.ndarray) -> list[str]:
     """Submission values: clipped 3-decimal scores (regression), label strings, or class ids."""
     if task.is_regression:
         return [f"{v:.3f}" for v in np.clip(outputs[:, 0], 0.0, 5.0)]
@@ -171,7 +175,7 @@ def write_submission(path: Path, values: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[GlueTask, object, PooledClassifier]:
+def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[Task, object, PooledClassifier]:
     """Task, tokenizer and classifier of a run, with its trained weights, in eval mode."""
     task, tokenizer, model = build(cfg)
     try:
@@ -188,12 +192,14 @@ def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[GlueTask, object, Pool
 def predict_run(plan: Plan, out_dir: Path, batch_size: int | None = None) -> list[Path]:
     """Predict every target of one run into ``out_dir``; returns the files written."""
     _, tokenizer, model = load_trained(plan.run_dir, plan.cfg)
-    data_args = {**OmegaConf.to_container(plan.cfg.data, resolve=True), "glue_dir": plan.glue_dir}
+    dirs = plan.data_dirs()
+    data_args = {**OmegaConf.to_container(plan.cfg.data, resolve=True), "glue_dir": dirs["glue"],
+                 "superglue_dir": dirs["superglue"]}
     if batch_size:
         data_args["eval_batch_size"] = batch_size
     written = []
     for target in plan.targets:
-        dm = GlueDataModule(target.task, tokenizer, seed=plan.cfg.seed, **data_args)
+        dm = TaskDataModule(target.task, tokenizer, seed=plan.cfg.seed, **data_args)
         try:
             data = dm.test_split(target.split)
         except UserError as err:

@@ -4,7 +4,8 @@ A run folder (Hydra's run or multirun job directory) holds
 
 * ``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``: written once, when the run first
   starts (Hydra's own saving is switched off by ``hydra.output_subdir: null``). Paths that come
-  from the environment (``data.glue_dir``, ``data.cache_dir``) are stored resolved, so the folder
+  from the environment (``data.glue_dir``, ``data.superglue_dir``, ``data.cache_dir``, a custom
+  task's ``task.data_dir``) are stored resolved, so the folder
   can be used from any shell. A relaunch whose settings differ is refused (:func:`claim`).
 * ``checkpoints/last.ckpt`` while the run is under way, written atomically in the folder itself
   (:class:`AtomicCheckpointIO`); one that cannot be loaded is moved aside (:func:`resume_checkpoint`).
@@ -44,8 +45,16 @@ LAST_CKPT = "last.ckpt"
 LAUNCHES = "launches.jsonl"
 CORRUPT = ".corrupt"
 RESULT_KEYS = ("task", "pooling", "model", "seed", "metrics", "score")
+# results.json: RESULT_KEYS make a finished run; the rest, written by every run since, is read
+# with .get() by report/predict (older runs lack some):
+#   task_info       {name, display_name, benchmark, benchmark_name, metrics, order} (Task.info())
+#   train_size, n_train, n_train_full, n_dev, majority_score, hparams, history, selected,
+#   epochs, steps, resumed, stopped_early, world_size, train_samples, train_samples_per_s,
+#   train_s, wall_s, process_s, first_step_s, peak_memory_mb, params, data_dir, glue_dir,
+#   versions, device
+TASK_INFO_KEYS = ("name", "display_name", "benchmark", "benchmark_name", "metrics", "order")
 LAUNCH_ENV = "MAXPOOLBERT_LAUNCH"  # set by the sweep callback: which launch a job belongs to
-RESOLVED_KEYS = ("data.glue_dir", "data.cache_dir")  # stored as absolute paths
+RESOLVED_KEYS = ("data.glue_dir", "data.superglue_dir", "data.cache_dir", "task.data_dir")  # stored as absolute paths
 
 
 # ---------------------------------------------------------------------------- atomic files
@@ -128,6 +137,54 @@ def is_finished(run_dir: Path) -> bool:
     return read_results(run_dir)[0] is not None
 
 
+def task_info(results: dict) -> dict | None:
+    """What a table needs to know about a run's task (:data:`TASK_INFO_KEYS`): from
+    ``results.json``, or, for a run written before it carried it, from the project's task config."""
+    info = results.get("task_info")
+    if isinstance(info, dict) and all(k in info for k in TASK_INFO_KEYS):
+        return info
+    from maxpoolbert.tasks import task_info as from_configs
+
+    return from_configs(str(results.get("task")))
+
+
+# ---------------------------------------------------------------------------- writing a run's outputs
+def write_results(run_dir: Path, results: dict) -> None:
+    """``results.json``, last and atomically: its presence makes the run finished."""
+    missing = [k for k in RESULT_KEYS if k not in results]
+    if missing:
+        raise ValueError(f"results without {', '.join(missing)}")
+    write_json_atomic(run_dir / RESULTS, results)
+
+
+def write_failed(run_dir: Path, err: BaseException, user_error: bool, traceback: str | None) -> None:
+    """``failed.json``: why the run failed (a user error has no traceback)."""
+    try:
+        write_json_atomic(run_dir / FAILED, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
+                                             "traceback": traceback, "time": time.time()})
+    except OSError as write_err:
+        log.error("could not write %s: %s", run_dir / FAILED, write_err)
+
+
+def write_predictions(run_dir: Path, evals: dict[str, dict], regression: bool) -> None:
+    """``dev_predictions.tsv``: ``split index label prediction``, every dev row in file order."""
+    fmt = (lambda x: repr(float(x))) if regression else (lambda x: str(int(x)))
+    lines = ["split\tindex\tlabel\tprediction\n"]
+    for split, rows in evals.items():
+        for i, y, p in zip(rows["index"], rows["label"], rows["prediction"], strict=True):
+            lines.append(f"{split}\t{int(i)}\t{fmt(y)}\t{fmt(p)}\n")
+    write_atomic(run_dir / PREDICTIONS, "".join(lines))
+
+
+def save_weights(run_dir: Path, model: Any) -> None:
+    """``model.safetensors`` (weights only), atomically."""
+    from safetensors.torch import save_model
+
+    path = run_dir / MODEL
+    save_model(model, str(tmp_path(path)))
+    os.replace(tmp_path(path), path)
+
+
 # ---------------------------------------------------------------------------- launches
 def record_launch(run_dir: Path, outcome: str, **extra: Any) -> None:
     """Append what this launch did to the run (``launches.jsonl``; one short line, appended)."""
@@ -193,19 +250,30 @@ def config_to_save(cfg: DictConfig) -> DictConfig:
 
 def differing_keys(saved: DictConfig, current: DictConfig, neutral: list[str]) -> list[tuple[str, Any, Any]]:
     """Keys whose values differ between the stored and the current config, neutral keys left out.
-    Keys the stored config does not have (settings added to the project after the run started)
-    are not compared, except Trainer flags: one that either config leaves out has Lightning's
-    default (``+trainer.<flag>=``; runs stored when configs/trainer listed every flag)."""
+    Keys only one of them has (a setting added to, renamed in or removed from the project since
+    the run started) are not compared: nobody can have set them differently; except Trainer
+    flags, which any command line can give (``+trainer.<flag>=``): one that a config leaves out
+    has Lightning's default. Two ``_target_`` names of the same class (a class renamed, its old
+    name kept) are the same setting."""
     a, b = _flat(_container(saved)), _flat(_container(current))
     out = []
-    for key in sorted(set(a) | {k for k in b if _trainer_flag(k)}):
+    for key in sorted(a.keys() & b.keys() | {k for k in a.keys() ^ b.keys() if _trainer_flag(k)}):
         if _is_neutral(key, neutral) or any(key == r for r in RESOLVED_KEYS):
             continue
         old = a[key] if key in a else _left_out(key)
         new = b[key] if key in b else _left_out(key)
-        if old != new:
+        if old != new and not (key.endswith("_target_") and _same_target(old, new)):
             out.append((key, old, new))
     return out
+
+
+def _same_target(a: Any, b: Any) -> bool:
+    from hydra.utils import get_object
+
+    try:
+        return get_object(str(a)) is get_object(str(b))
+    except Exception:  # noqa: BLE001 - a name that no longer imports is simply different
+        return False
 
 
 def _trainer_flag(key: str) -> bool:

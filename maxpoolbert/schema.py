@@ -15,8 +15,10 @@ config the run uses is the config Hydra composed.
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -24,6 +26,8 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from maxpoolbert.errors import UserError, show
+from maxpoolbert.readers import READERS
+from maxpoolbert.tasks import BENCHMARKS
 
 # ------------------------------------------------------------------------------- value types
 Text = Annotated[str, Field(strict=False, coerce_numbers_to_str=True)]  # a folder may be called 2024
@@ -52,6 +56,7 @@ class Target(Section):
 # ------------------------------------------------------------------------------- groups
 class Data(Section):
     glue_dir: Text | None
+    superglue_dir: Text | None = None
     max_length: PositiveInt
     batch_size: PositiveInt
     eval_batch_size: PositiveInt
@@ -132,23 +137,38 @@ class Model(Section):
     tokenizer: Target
 
 
-class Split(Section):
+class TaskSection(BaseModel):
+    """A task YAML is data someone wrote by hand: a key this project does not know is a typo."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+
+
+class Split(TaskSection):
     file: Text
-    hub_split: Text
-    columns: list[Text] | None = None
-    metrics: dict[str, Text] = {}
+    hub_split: Text | None = None
+    fields: Annotated[list[Text], Field(min_length=1)] | None = None
+    metrics: dict[str, Text] = {}  # metric names are checked against maxpoolbert.metrics by the Task
     labelled: bool = True
 
 
-class Task(Target):
+class Task(TaskSection):
+    target: Text = Field(alias="_target_")
     name: Text
-    dir: Text
-    hub_config: Text
+    display_name: Text
+    benchmark: Literal[tuple(BENCHMARKS)]  # type: ignore[valid-type]
+    order: int = 100
+    format: Literal[tuple(READERS)] = "tsv"  # type: ignore[valid-type]
+    dir: Text = ""
+    data_dir: Text | None = None
+    hub_dataset: Text | None = None
+    hub_config: Text | None = None
     num_labels: PositiveInt
-    label_values: list[Text] | None = None
-    text_columns: Columns
-    label_column: Text
-    hub_text_columns: Columns
+    label_values: list[Text | bool | int] | None = None
+    label_names: list[Text] | None = None
+    text_fields: Columns
+    label_field: Text
+    hub_text_fields: Columns | None = None
+    hub_label_field: Text = "label"
     skip_malformed: bool = False
     train: Split
     eval: Annotated[dict[str, Split], Field(min_length=1)]
@@ -229,12 +249,37 @@ class Config(Section):
 def check(cfg: DictConfig) -> None:
     """Raise a UserError naming the first bad setting of ``cfg`` (Hydra's ``hydra`` node aside)."""
     values = plain(cfg)
-    values.pop("hydra", None)
+    hydra = values.pop("hydra", None)
     try:
         Config.model_validate(values)
     except ValidationError as err:
-        raise _user_error(err, values) from None
+        user = _user_error(err, values)
+        if user.key and user.key.split(".")[0] == "task":  # a hand-written task YAML: name the file
+            user = UserError(f"{user.problem} (in {task_file(hydra)})", key=user.key, value=user.value,
+                             allowed=user.allowed)
+        raise user from None
     _check_combinations(values)
+
+
+def task_file(hydra: dict | None = None) -> str:
+    """The YAML file the task config came from: ``<config source>/task/<choice>.yaml``."""
+    if hydra is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return "the task config"
+        hydra = OmegaConf.to_container(HydraConfig.get(), resolve=False)
+    runtime = hydra.get("runtime") or {}
+    choice = (runtime.get("choices") or {}).get("task")
+    for source in runtime.get("config_sources") or []:
+        if source.get("provider") in ("hydra", "schema") or not choice:
+            continue
+        path, scheme = source.get("path", ""), source.get("schema")
+        if scheme == "file" and Path(path, "task", f"{choice}.yaml").is_file():
+            return str(Path(path, "task", f"{choice}.yaml"))
+        if scheme == "pkg":
+            return f"pkg://{path}/task/{choice}.yaml"
+    return f"task/{choice}.yaml" if choice else "the task config"
 
 
 def _check_combinations(v: dict[str, Any]) -> None:
@@ -329,14 +374,38 @@ _RANGE = ("greater_than", "less_than")
 
 def _user_error(err: ValidationError, values: dict[str, Any]) -> UserError:
     """The first bad setting: its key, its value, what is wrong and what its field allows."""
-    first = err.errors()[0]
+    # A misspelt key is also a missing one: the misspelling is the cause, so it is named first.
+    first = next((e for e in err.errors() if e["type"] == "extra_forbidden"), err.errors()[0])
     path, value = _setting(first["loc"], values)
     # A union reports one error per member; a range error means the value had the right type.
     errors = [e for e in err.errors() if _setting(e["loc"], values)[0] == path]
     kinds = [e["type"] for e in errors]
     kind = next((k for k in kinds if k.startswith(_RANGE)), kinds[0])
     wrong = next((text for name, text in _WRONG.items() if kind.startswith(name)), errors[0]["msg"].lower())
+    if kind == "extra_forbidden":
+        fields = _fields_at(Config, path[:-1])
+        close = difflib.get_close_matches(str(path[-1]), fields, n=1)
+        return UserError("unknown field" + (f" (did you mean {close[0]}?)" if close else ""),
+                         key=".".join(map(str, path)), value=value, allowed="the fields are " + ", ".join(fields))
     return UserError(wrong, key=".".join(map(str, path)), value=value, allowed=describe_field(Config, path))
+
+
+def _fields_at(model: type[BaseModel], path: list) -> list[str]:
+    """The field names of the section at ``path`` (a split of a task: its Split fields)."""
+    tp: Any = model
+    for part in path:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = next((f for name, f in tp.model_fields.items() if part in (name, f.alias)), None)
+            tp = field.annotation if field is not None else None
+        elif typing.get_origin(_unwrap(tp)) is dict:
+            tp = typing.get_args(_unwrap(tp))[1]
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) is dict:
+        tp = _unwrap(typing.get_args(tp)[1])
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or name for name, f in tp.model_fields.items()]
+    return []
 
 
 def _setting(loc: tuple, values: Any) -> tuple[list, Any]:

@@ -118,9 +118,11 @@ def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = 
         runs, configs = runs[~missing].reset_index(drop=True), [c for c, m in zip(configs, missing, strict=True) if not m]
     runs["_select_score"] = runs["score"]
     if mode == "half":
+        from maxpoolbert.report.collect import metric_columns
+
         if root is None:
             raise SelectionError("--select-on half needs run folders with dev_predictions.tsv (not --from-wandb)")
-        metric_cols = [c for c in runs.columns if c not in ("score",) and c in _metric_columns(runs)]
+        metric_cols = metric_columns(runs)
         for i, path in enumerate(runs["path"]):
             if configs[i] is None:
                 raise SelectionError(f"{path}: no .hydra/config.yaml: cannot tell the task's dev metrics")
@@ -158,12 +160,6 @@ def with_values(runs: pd.DataFrame, key: str, root: Path | None) -> pd.DataFrame
     values = [value_of(h, _config(root, p), key) for h, p in zip(runs["hparams"], runs["path"], strict=True)]
     runs["_value"] = [json.dumps(_plain(v), sort_keys=True) if v is not MISSING else None for v in values]
     return runs
-
-
-def _metric_columns(runs: pd.DataFrame) -> list[str]:
-    from maxpoolbert.report import ALL_METRICS
-
-    return [c for c in ALL_METRICS if c in runs.columns]
 
 
 def _config(root: Path | None, path: str) -> Any:

@@ -1,65 +1,106 @@
-"""GLUE task descriptions and the parser for the original GLUE TSV layout.
+"""Task descriptions: a task is data, not code.
 
-A task is data, not code: each ``configs/task/<name>.yaml`` instantiates one :class:`GlueTask`
-that says where its files are, which columns hold the text and the label, how labels map to
-class ids (the same ids as the hub's ``nyu-mll/glue``), and which metrics each dev split reports.
-Adding a task means adding a YAML file.
+Each ``configs/task/<name>.yaml`` instantiates one :class:`Task`: which benchmark it belongs to
+(``glue``, ``superglue``, ``custom``) and its display name, where its files are and in which
+format (TSV with or without a header, CSV, JSONL: :mod:`maxpoolbert.readers`), the hub dataset it
+comes from when no local folder is given, which fields hold the text and the label, how labels
+map to class ids (the hub's ids), and which metrics each dev split reports. Adding a task means
+adding a YAML file, in ``configs/task/`` or in a folder of your own on Hydra's search path
+(README, "Your own task").
+
+Where the files are: ``data_dir`` when the task sets it (a custom task's own folder), otherwise
+the benchmark's folder setting (``data.glue_dir``, ``data.superglue_dir``) joined with ``dir``;
+with neither, the hub (``hub_dataset``, ``hub_config``, each split's ``hub_split``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from maxpoolbert.errors import UserError
+from maxpoolbert.readers import READERS, BadRecord, read_text  # noqa: F401  (read_text: public here too)
 
 log = logging.getLogger(__name__)
+
+# benchmark -> the name tables and averages use; its data folder is the setting data.<benchmark>_dir
+BENCHMARKS = {"glue": "GLUE", "superglue": "SuperGLUE", "custom": "Custom"}
+# result key (a task's ``eval.<split>.metrics`` key) -> its short name in table headers (MRPC: "F1/acc");
+# a key not listed is shown as it is. Public as maxpoolbert.metrics.SHORT_NAMES; kept here, where no
+# torch is imported, for the report.
+SHORT_NAMES = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S",
+               "accuracy_m": "m", "accuracy_mm": "mm", "macro_f1": "mF1"}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass
 class Split:
-    """One file of a task: ``file`` in the task's GLUE folder, ``hub_split`` on the hub.
+    """One file of a task: ``file`` in the task's folder, ``hub_split`` on the hub.
 
-    ``columns`` names the fields of a header-less file (CoLA train/dev); otherwise the first line
-    is the header and columns are read by name. ``metrics`` maps result keys (``accuracy_m``) to
-    metric names in :data:`maxpoolbert.metrics.METRICS` (``accuracy``).
+    ``fields`` names the fields of a TSV/CSV file without a header line (CoLA train/dev);
+    otherwise the first line is the header and fields are read by name. ``metrics`` maps result
+    keys (``accuracy_m``) to metric names in :data:`maxpoolbert.metrics.METRICS` (``accuracy``).
     """
 
     file: str
-    hub_split: str
-    columns: list[str] | None = None
+    hub_split: str | None = None
+    fields: list[str] | None = None
     metrics: dict[str, str] = field(default_factory=dict)
     labelled: bool = True
 
 
+def label_text(value: Any) -> str:
+    """A raw label as text: JSON's ``true`` is ``"true"`` (as in YAML), a string is stripped."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value).strip()
+
+
 @dataclass
-class GlueTask:
+class Task:
     name: str
-    dir: str
-    hub_config: str
-    text_columns: list[str]
-    label_column: str
-    hub_text_columns: list[str]
+    display_name: str
+    benchmark: str
     num_labels: int
+    text_fields: list[str]
+    label_field: str
     train: Split
     eval: dict[str, Split]
     test: dict[str, Split] = field(default_factory=dict)
-    label_values: list[str] | None = None
-    label_names: list[str] | None = None  # class names where the files hold ids (default: label_values)
+    format: str = "tsv"
+    dir: str = ""                           # the task's folder inside its benchmark's folder
+    data_dir: str | None = None             # the folder holding the files (a custom task's own)
+    hub_dataset: str | None = None
+    hub_config: str | None = None
+    hub_text_fields: list[str] | None = None   # default: text_fields
+    hub_label_field: str = "label"
+    label_values: list[str] | None = None   # the label as written in the files, in class-id order
+    label_names: list[str] | None = None    # class names where the files hold ids (default: label_values)
     skip_malformed: bool = False
     submission_names: dict[str, str] = field(default_factory=dict)
+    order: int = 100                        # column position in its benchmark's tables
 
     def __post_init__(self) -> None:
         self.train = _as_split(self.train)
         self.eval = {k: _as_split(v) for k, v in self.eval.items()}
         self.test = {k: _as_split(v) for k, v in (self.test or {}).items()}
-        self.text_columns = list(self.text_columns)
-        self.hub_text_columns = list(self.hub_text_columns)
+        self.text_fields = list(self.text_fields)
+        self.hub_text_fields = list(self.hub_text_fields or self.text_fields)
         if self.label_values is not None:
-            self.label_values = [str(v) for v in self.label_values]
+            self.label_values = [label_text(v) for v in self.label_values]
+        from maxpoolbert.metrics import METRICS
+
+        unknown = [m for s in self.eval.values() for m in s.metrics.values() if m not in METRICS]
+        if unknown:
+            raise UserError(f"unknown metric {unknown[0]!r} (task {self.name})", key="task.eval.<split>.metrics",
+                            value=unknown[0], allowed=f"one of {', '.join(METRICS)}")
+        if self.format not in READERS:
+            raise UserError(f"unknown format {self.format!r} (task {self.name})", key="task.format",
+                            value=self.format, allowed=f"one of {', '.join(READERS)}")
 
     @property
     def class_names(self) -> list[str]:
@@ -75,6 +116,12 @@ class GlueTask:
     def metric_keys(self) -> list[str]:
         return [k for s in self.eval.values() for k in s.metrics]
 
+    def info(self) -> dict[str, Any]:
+        """What a table needs to know about the task; stored in every run's ``results.json``."""
+        return {"name": self.name, "display_name": self.display_name, "benchmark": self.benchmark,
+                "benchmark_name": BENCHMARKS.get(self.benchmark, self.benchmark),
+                "metrics": self.metric_keys, "order": self.order}
+
     def split(self, name: str) -> Split:
         if name == "train":
             return self.train
@@ -83,103 +130,184 @@ class GlueTask:
             raise UserError(f"task {self.name} has no split {name!r}; choose from train, {', '.join(splits)}")
         return splits[name]
 
-    # ------------------------------------------------------------------ TSV parsing
-    def parse_label(self, raw: str) -> float | int:
-        raw = raw.strip()
+    # ------------------------------------------------------------------ where the data is
+    def folder(self, benchmark_dirs: Mapping[str, str | None]) -> Path | None:
+        """The folder holding this task's files (``None``: read from the hub)."""
+        if self.data_dir:
+            return Path(self.data_dir).expanduser()
+        root = benchmark_dirs.get(self.benchmark)
+        return Path(root).expanduser() / self.dir if root else None
+
+    def source_key(self) -> str:
+        """The setting that points at this task's folder (for error messages)."""
+        return "task.data_dir" if self.data_dir or self.benchmark not in BENCHMARKS or self.benchmark == "custom" \
+            else f"data.{self.benchmark}_dir"
+
+    def folder_hint(self) -> str:
+        """How to point this task at local files, for messages."""
+        key = self.source_key()
+        if key == "task.data_dir":
+            return f"the folder holding {self.train.file} ({key}=/path/to/it)"
+        name = BENCHMARKS[self.benchmark]
+        return f"a {name} folder in its official layout ({name.upper()}_DIR or {key}=/path/to/it)"
+
+    # ------------------------------------------------------------------ parsing
+    def parse_label(self, raw: Any) -> float | int:
+        text = label_text(raw)
         if self.is_regression:
-            return float(raw)
+            return float(text)
         if self.label_values is not None:
-            return self.label_values.index(raw)
-        value = int(raw)
+            return self.label_values.index(text)
+        value = int(text)
         if not 0 <= value < self.num_labels:
-            raise ValueError(raw)
+            raise ValueError(text)
         return value
 
-    def read_tsv(self, path: Path, split: Split, skip_malformed: bool | None = None) -> tuple[dict[str, list[Any]], int]:
-        """Read one GLUE TSV into columns ``text_a``, ``text_b``, ``label``, ``idx``; also
-        return the number of malformed rows skipped.
+    def read_file(self, path: Path, split: Split, skip_malformed: bool | None = None
+                  ) -> tuple[dict[str, list[Any]], int]:
+        """Read one data file into columns ``text_a``, ``text_b``, ``label``, ``idx`` (file
+        order); also return the number of malformed rows skipped.
 
-        Fields are split on tabs only (GLUE text contains unbalanced quotes, so no CSV quoting).
-        Rows with the wrong number of fields are an error naming the file and line, unless the
+        A row that is malformed (wrong number of fields, not JSON, a field missing) or has a
+        label outside the task's label values is an error naming the file and line, unless the
         task sets ``skip_malformed`` (QQP's official train file has a few; the data module allows
-        it for training files only), in which case they are skipped and counted in a warning. Unlabelled splits get label -1 (NaN for STS-B).
+        it for training files only), in which case it is skipped and counted in a warning.
+        Unlabelled splits get label -1 (NaN for regression).
         """
         if not path.is_file():
-            raise UserError(f"missing GLUE file {path} (task {self.name})",
-                            allowed=f"a folder with {self.dir}/{split.file} (the original GLUE layout)")
-        lines = read_text(path).split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        start = 0
-        if split.columns is not None:
-            header = list(split.columns)
-        else:
-            if not lines:
-                raise UserError(f"{path} is empty", allowed="a header line, then one line per row")
-            header = lines[0].rstrip("\r").split("\t")
-            start = 1
-        needed = self.text_columns + ([self.label_column] if split.labelled else [])
-        missing = [c for c in needed if c not in header]
-        if missing:
-            raise UserError(f"{path}: no column {', '.join(missing)} in header {header}",
-                            allowed=f"a header with the columns {needed}")
-        pos = [header.index(c) for c in self.text_columns]
-        label_pos = header.index(self.label_column) if split.labelled else None
+            raise UserError(f"missing data file {path} (task {self.name})",
+                            allowed=f"a folder with {split.file}" + (f" in {self.dir}/" if self.dir else ""))
+        header, records = READERS[self.format](path, split.fields)
+        needed = self.text_fields + ([self.label_field] if split.labelled else [])
+        if header is not None:
+            missing = [c for c in needed if c not in header]
+            if missing:
+                raise UserError(f"{path}: no column {', '.join(missing)} in header {header}",
+                                allowed=f"a header with the columns {needed}")
         if skip_malformed is None:
             skip_malformed = self.skip_malformed
         out: dict[str, list[Any]] = {"text_a": [], "text_b": [], "label": [], "idx": []}
         skipped = 0
-        for lineno, line in enumerate(lines[start:], start=start + 1):
-            fields = line.rstrip("\r").split("\t")
-            if len(fields) != len(header):
+        for lineno, record in records:
+            problem = self._check_record(record, needed)
+            label: float | int = math.nan if self.is_regression else -1
+            if problem is None and split.labelled:
+                try:
+                    label = self.parse_label(record[self.label_field])
+                except ValueError:
+                    valid = self.label_values or ("a number" if self.is_regression else list(range(self.num_labels)))
+                    problem = f"bad label {label_text(record[self.label_field])!r}; expected one of {valid}" \
+                        if not self.is_regression else f"bad label {record[self.label_field]!r}; expected a number"
+            if problem is not None:
                 if skip_malformed:
                     skipped += 1
                     continue
-                raise UserError(
-                    f"{path}:{lineno}: malformed row, {len(fields)} fields where the header has {len(header)}",
-                    allowed=f"{len(header)} tab-separated fields per row",
-                )
-            if label_pos is None:
-                label: float | int = math.nan if self.is_regression else -1
-            else:
-                try:
-                    label = self.parse_label(fields[label_pos])
-                except ValueError:
-                    if skip_malformed:
-                        skipped += 1
-                        continue
-                    valid = self.label_values or ("a float" if self.is_regression else list(range(self.num_labels)))
-                    raise UserError(f"{path}:{lineno}: bad label {fields[label_pos]!r}",
-                                    allowed=f"expected {valid}") from None
-            out["text_a"].append(fields[pos[0]])
-            out["text_b"].append(fields[pos[1]] if len(pos) > 1 else None)
+                raise UserError(f"{path}:{lineno}: {problem}")
+            texts = [record[f] for f in self.text_fields]
+            out["text_a"].append(str(texts[0]))
+            out["text_b"].append(str(texts[1]) if len(texts) > 1 else None)
             out["label"].append(label)
             out["idx"].append(len(out["idx"]))
         if skipped:
             log.warning("%s: skipped %d malformed row(s)", path, skipped)
         return out, skipped
 
+    def _check_record(self, record: dict[str, Any] | BadRecord, needed: list[str]) -> str | None:
+        if isinstance(record, BadRecord):
+            return record.problem
+        missing = [f for f in needed if f not in record]
+        if missing:
+            return f"no field {', '.join(map(repr, missing))} (fields: {', '.join(record) or 'none'})"
+        empty = [f for f in self.text_fields if not isinstance(record[f], str)]
+        if empty:
+            return f"field {empty[0]!r} is {type(record[empty[0]]).__name__}, not text"
+        return None
 
-def read_text(path: Path) -> str:
-    """A UTF-8 text file (a BOM is dropped, line ends are kept); any other encoding is refused
-    with the first line that is not UTF-8."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 (byte 0x{raw[err.start]:02x})",
-                        allowed="UTF-8 text (convert it, e.g. iconv -f latin1 -t utf-8)") from None
+
+def check_data_dir(key: str, value: str | None) -> None:
+    """A data folder setting (``data.glue_dir``, ``data.superglue_dir``, ``task.data_dir``) is
+    null (the hub) or an existing folder."""
+    if value and not Path(value).expanduser().is_dir():
+        raise UserError("not a folder", key=key, value=value,
+                        allowed="a folder holding the task's files in their official layout, or null for the hub")
+
+
+def metrics_label(metrics: list[str] | tuple[str, ...]) -> str:
+    """The short header label of a task's metrics, in display order: ``["f1", "accuracy"]`` -> ``F1/acc``."""
+    return "/".join(SHORT_NAMES.get(m, m) for m in metrics)
 
 
 def check_glue_dir(glue_dir: str | None) -> None:
-    """``data.glue_dir`` is null (the hub) or an existing folder."""
-    if glue_dir and not Path(glue_dir).expanduser().is_dir():
-        raise UserError("not a folder", key="data.glue_dir", value=glue_dir,
-                        allowed="a folder in the original GLUE layout (RTE/train.tsv, ...), or null for the hub")
+    check_data_dir("data.glue_dir", glue_dir)
+
+
+def task_info(name: str, configs: Path = CONFIGS) -> dict[str, Any] | None:
+    """:meth:`Task.info` of the task ``configs/task/<name>.yaml``, for runs written before
+    ``results.json`` carried it (``None`` when no such task config exists)."""
+    from omegaconf import OmegaConf
+
+    path = configs / "task" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    return config_info(OmegaConf.to_container(OmegaConf.load(path), resolve=False), name)
+
+
+def config_info(cfg: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
+    """:meth:`Task.info` of a task config as a plain dict (a YAML file, a run's stored config)."""
+    name = cfg.get("name", name)
+    benchmark = cfg.get("benchmark", "custom")
+    metrics = [k for split in (cfg.get("eval") or {}).values() for k in (split.get("metrics") or {})]
+    return {"name": name, "display_name": cfg.get("display_name", name), "benchmark": benchmark,
+            "benchmark_name": BENCHMARKS.get(benchmark, benchmark), "metrics": metrics,
+            "order": cfg.get("order", 100)}
+
+
+# Field names of task configs stored by runs made before tasks beyond GLUE (their run folders
+# still predict, export and relaunch): old name -> new name.
+_RENAMED = {"text_columns": "text_fields", "label_column": "label_field", "hub_text_columns": "hub_text_fields"}
+
+
+def upgrade(node: dict[str, Any]) -> dict[str, Any]:
+    """A task config as stored by an older run, in today's fields (a current one is unchanged)."""
+    node = {_RENAMED.get(k, k): v for k, v in node.items()}
+    if str(node.get("_target_", "")).endswith("GlueTask") and "benchmark" not in node:
+        info = task_info(str(node.get("name"))) or {}
+        node.setdefault("display_name", info.get("display_name", node.get("name")))
+        node["benchmark"] = "glue"
+        node.setdefault("order", info.get("order", 100))
+        node.setdefault("hub_dataset", "nyu-mll/glue")
+    for split_group in ("eval", "test"):
+        for split in (node.get(split_group) or {}).values():
+            if "columns" in split:
+                split["fields"] = split.pop("columns")
+    if "columns" in (node.get("train") or {}):
+        node["train"]["fields"] = node["train"].pop("columns")
+    return node
+
+
+def from_config(node: Any, source: str = "the task config") -> Task:
+    """The :class:`Task` a task config describes (``hydra.utils.instantiate``, older stored
+    configs upgraded first); a config that does not describe one is one line naming ``source``."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    try:
+        return instantiate(upgrade(plain), _convert_="all")
+    except Exception as err:  # noqa: BLE001 - Hydra wraps the dataclass's TypeError
+        cause = err
+        while cause.__cause__ is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise UserError(f"{cause} (in {source})") from None
+        raise UserError(f"{source}: not a task ({str(cause).splitlines()[0]})",
+                        allowed="the fields of maxpoolbert.tasks.Task (README, \"Your own task\")") from None
 
 
 def _as_split(value: Any) -> Split:
     if isinstance(value, Split):
         return value
     return Split(**dict(value))
+
+
+GlueTask = Task  # the class's name before tasks beyond GLUE: run folders made then store it

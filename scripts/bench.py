@@ -197,12 +197,12 @@ def read_rows(task, split: str, glue_dir: str, size: int | None = None) -> dict[
     from maxpoolbert.data import fixed_subset
 
     spec = task.split(split)
-    cols, _ = task.read_tsv(Path(glue_dir) / task.dir / spec.file, spec)
+    cols, _ = task.read_file(Path(glue_dir) / task.dir / spec.file, spec)
     keep = fixed_subset(len(cols["label"]), size, seed=0)
     if keep is not None:
         cols = {k: [v[i] for i in keep] for k, v in cols.items()}
     rows = {"text_a": cols["text_a"], "label": cols["label"]}
-    if len(task.text_columns) > 1:
+    if len(task.text_fields) > 1:
         rows["text_b"] = cols["text_b"]
     return rows
 

@@ -347,8 +347,8 @@ def test_missing_data_source_is_one_line(tmp_path, cache_dir):
     proc = run_train("model=tiny", "logger=none", f"hydra.run.dir={tmp_path}/run",
                      cwd=tmp_path, check=False, env={"GLUE_DIR": "", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "error: data.glue_dir=null: no GLUE data for task rte (" in proc.stderr
-    assert "; a GLUE folder in the original TSV layout (GLUE_DIR or data.glue_dir=" in proc.stderr
+    assert "error: data.glue_dir=null: no data for task rte (nyu-mll/glue is neither reachable nor cached" in proc.stderr
+    assert "; a GLUE folder in its official layout (GLUE_DIR or data.glue_dir=" in proc.stderr
     assert Path(tmp_path, "run", "failed.json").exists()
 
 
@@ -357,7 +357,7 @@ def test_glue_dir_without_the_task_names_the_file(tmp_path):
     proc = run_train("model=tiny", "logger=none", f"data.glue_dir={tmp_path}/glue", f"hydra.run.dir={tmp_path}/run",
                      "data.cache_dir=null", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"error: data.glue_dir={tmp_path}/glue: missing GLUE file {tmp_path}/glue/RTE/train.tsv (task rte)" in proc.stderr
+    assert f"error: data.glue_dir={tmp_path}/glue: missing data file {tmp_path}/glue/RTE/train.tsv (task rte)" in proc.stderr
 
 
 @pytest.mark.parametrize(("overrides", "fused"), [

@@ -8,8 +8,8 @@ from maxpoolbert import encoders
 from maxpoolbert.data import (
     Collator,
     Encoded,
-    GlueDataModule,
     LengthGroupedBatchSampler,
+    TaskDataModule,
     fixed_subset,
 )
 
@@ -52,7 +52,7 @@ def test_collator_pads_dynamically():
 
 def test_pairs_are_tokenised_as_bert_pairs_and_truncated(real_glue, tmp_path):
     tok = encoders.tokenizer(EMBEDDED)
-    dm = GlueDataModule(task("rte"), tok, glue_dir=str(real_glue), max_length=64, cache_dir=str(tmp_path))
+    dm = TaskDataModule(task("rte"), tok, glue_dir=str(real_glue), max_length=64, cache_dir=str(tmp_path))
     dm.setup()
     train = dm.splits["train"]
     ids, types = train.input_ids[0], train.token_type_ids[0]
@@ -64,7 +64,7 @@ def test_pairs_are_tokenised_as_bert_pairs_and_truncated(real_glue, tmp_path):
 
 def test_tokenised_data_is_cached_on_disk(real_glue, tmp_path, monkeypatch):
     tok = encoders.tokenizer(EMBEDDED)
-    make = lambda **kw: GlueDataModule(task("wnli"), tok, glue_dir=str(real_glue), cache_dir=str(tmp_path), **kw)  # noqa: E731
+    make = lambda **kw: TaskDataModule(task("wnli"), tok, glue_dir=str(real_glue), cache_dir=str(tmp_path), **kw)  # noqa: E731
     first = make()
     first.setup()
     assert len(list(tmp_path.iterdir())) == 2  # train and dev
@@ -83,7 +83,7 @@ def test_tokenised_data_is_cached_on_disk(real_glue, tmp_path, monkeypatch):
 
 def test_pad_to_max_length_pads_every_row(real_glue, tmp_path):
     tok = encoders.tokenizer(EMBEDDED)
-    dm = GlueDataModule(task("wnli"), tok, glue_dir=str(real_glue), cache_dir=None, pad_to_max_length=True)
+    dm = TaskDataModule(task("wnli"), tok, glue_dir=str(real_glue), cache_dir=None, pad_to_max_length=True)
     dm.setup()
     train = dm.splits["train"]
     assert set(train.lengths) == {128}
@@ -97,7 +97,7 @@ def test_a_split_without_rows_encodes_to_an_empty_dataset(real_glue, tmp_path):
     (glue / "RTE").mkdir(parents=True)
     (glue / "RTE" / "train.tsv").write_text((real_glue / "RTE" / "train.tsv").read_text())
     (glue / "RTE" / "dev.tsv").write_text((real_glue / "RTE" / "dev.tsv").read_text().splitlines()[0] + "\n")
-    dm = GlueDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(glue), cache_dir=str(tmp_path / "c"))
+    dm = TaskDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(glue), cache_dir=str(tmp_path / "c"))
     assert len(dm.encode("dev")) == 0
     assert len(dm.encode("train")) == 2490
 
@@ -106,7 +106,7 @@ def _fill_cache_concurrently(glue, cache, barrier, queue):
     import hashlib
 
     np.random.seed(1)  # every job draws the same numbers from the seeded RNG (same seed)
-    dm = GlueDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=glue, cache_dir=cache, seed=1)
+    dm = TaskDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=glue, cache_dir=cache, seed=1)
     barrier.wait()  # all at once, on a cold cache
     try:
         digest = hashlib.sha1()
@@ -139,5 +139,5 @@ def test_concurrent_processes_fill_one_cold_cache(real_glue, tmp_path, attempt):
     entries = sorted(p.name for p in tmp_path.iterdir())
     assert len(entries) == 2 and all(e.startswith(("rte-train-", "rte-dev-")) for e in entries), entries
     # a reader in a fresh process view: whole entries, equal to what the writers returned
-    dm = GlueDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(real_glue), cache_dir=str(tmp_path))
+    dm = TaskDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(real_glue), cache_dir=str(tmp_path))
     assert len(dm.encode("train")) == 2490 and len(dm.encode("dev")) == 277

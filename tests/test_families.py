@@ -299,3 +299,46 @@ def test_stock_classifier_checkpoint_loads_with_its_head(family, tmp_path, enc):
                                    atol=1e-6, rtol=1e-5)
     two_labels = PooledClassifier(encoders.pretrained(str(tmp_path)), CLSPooling(encoder.config), 2)
     assert "classifier.weight" not in encoders.load_pretrained_head(two_labels)  # another shape: not loaded
+
+
+class _Doubled(CLSPooling):
+    """A pooling whose vector is twice the hidden size: [CLS] next to 2 * [CLS]."""
+
+    def __init__(self, encoder_config):
+        super().__init__(encoder_config)
+        self.output_size = 2 * self.hidden_size
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        cls = hidden_states[-1][:, 0]
+        return torch.cat([cls, 2 * cls], dim=-1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_wider_pooling_gets_a_head_of_its_width(family, checkpoints, enc):
+    """The width contract: the head's first dense layer takes ``output_size`` inputs (new weights,
+    the family's init), the rest of the head is the family's own, and its output feeds the same
+    final linear layer as for [CLS]; without the pooler the final layer takes the wide vector."""
+    encoder = encoders.pretrained(str(checkpoints[family]))
+    hidden = encoder.config.hidden_size
+    stock = PooledClassifier(encoders.pretrained(str(checkpoints[family])), CLSPooling(encoder.config), 3)
+    model = PooledClassifier(encoder, _Doubled(encoder.config), 3).eval()
+    dense = [m for m in model.pooler.modules() if isinstance(m, torch.nn.Linear)]
+    assert (dense[0].in_features, dense[0].out_features) == (2 * hidden, hidden)
+    assert model.classifier.in_features == hidden
+    std = getattr(encoder.config, "initializer_range", 0.02)
+    stock_dense = next(m for m in stock.pooler.modules() if isinstance(m, torch.nn.Linear))
+    assert abs(float(dense[0].weight.std()) - std) < 0.3 * std
+    assert (dense[0].bias is None) == (stock_dense.bias is None)  # ModernBERT's has none
+    assert dense[0].bias is None or not dense[0].bias.any()
+    # everything but that dense layer is the family's head, layer for layer
+    assert [type(m) for m in model.pooler.modules()] == [type(m) for m in stock.pooler.modules()]
+    with torch.no_grad():
+        out = model.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                            output_hidden_states=True, return_dict=True,
+                            **({"token_type_ids": enc["token_type_ids"]} if model.use_token_type_ids else {}))
+        wide = model.pooling(model.family.layers(model.encoder, out), enc["attention_mask"])
+        expected = model.classifier(model.pooler(wide))  # dropout is off in eval mode
+        torch.testing.assert_close(model(*ours_inputs(enc)), expected)
+    bare = PooledClassifier(encoders.pretrained(str(checkpoints[family])), _Doubled(encoder.config), 3,
+                            use_pooler=False)
+    assert bare.classifier.in_features == 2 * hidden

@@ -89,3 +89,27 @@ def test_compute_uses_result_keys_and_score_is_mean():
     out = M.compute({"accuracy": "accuracy", "f1": "f1"}, p, y)
     assert out == {"accuracy": 0.75, "f1": pytest.approx(0.8)}
     assert M.glue_score(out) == pytest.approx(0.775)
+
+
+def macro_f1_by_hand(p, y):
+    """Mean over the classes seen in labels or predictions of 2 tp / (2 tp + fp + fn)."""
+    scores = []
+    for c in sorted(set(p) | set(y)):
+        tp = sum(1 for a, b in zip(p, y, strict=True) if a == c and b == c)
+        fp = sum(1 for a, b in zip(p, y, strict=True) if a == c and b != c)
+        fn = sum(1 for a, b in zip(p, y, strict=True) if a != c and b == c)
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores)
+
+
+@pytest.mark.parametrize("preds,labels", [
+    ([0, 1, 2, 2, 1, 0, 0], [0, 2, 2, 1, 1, 0, 1]),   # three classes, mixed
+    ([0, 0, 0, 0], [0, 1, 2, 0]),                     # one class predicted (CB early in training)
+    ([2, 2, 1], [2, 2, 2]),                           # a class predicted that never occurs
+])
+def test_macro_f1_matches_formula_and_live_metric(preds, labels):
+    expected = macro_f1_by_hand(preds, labels)
+    assert M.macro_f1(preds, labels) == pytest.approx(expected, abs=1e-12)
+    live = M.TORCHMETRICS["macro_f1"](3)
+    live.update(torch.tensor(preds), torch.tensor(labels))
+    assert float(live.compute()) == pytest.approx(expected, abs=1e-9)

@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_model, save_model
 
-from maxpoolbert.data import GlueDataModule
+from maxpoolbert.data import TaskDataModule
 from maxpoolbert.predict import main, predict_split
 from maxpoolbert.run import build
 
@@ -33,7 +33,7 @@ def train(tmp: Path, cache: Path, glue: Path, *overrides: str) -> Path:
     return tmp / "run"
 
 
-def read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
+def read_file(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a TSV, tab-split only (as GLUE files must be read)."""
     lines = path.read_text(encoding="utf-8-sig").split("\n")
     if lines[-1] == "":
@@ -45,7 +45,7 @@ def read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
 def read_submission(path: Path, n_rows: int) -> list[str]:
     """The prediction column, after checking the header and the indices 0..n-1."""
     assert path.read_text().startswith("index\tprediction\n")
-    header, rows = read_tsv(path)
+    header, rows = read_file(path)
     assert header == ["index", "prediction"]
     assert len(rows) == n_rows
     assert [r[0] for r in rows] == [str(i) for i in range(n_rows)]
@@ -54,7 +54,7 @@ def read_submission(path: Path, n_rows: int) -> list[str]:
 
 
 def n_test_rows(path: Path) -> int:
-    return len(read_tsv(path)[1])
+    return len(read_file(path)[1])
 
 
 def load_trained(run_dir: Path):
@@ -69,7 +69,7 @@ def forward_rows(run_dir: Path, test_file: Path, columns: list[str], rows: list[
     """Model outputs for some test rows, one row at a time without padding."""
     cfg, _, tokenizer, trained = load_trained(run_dir)
     model = model or trained
-    header, data = read_tsv(test_file)
+    header, data = read_file(test_file)
     pos = [header.index(c) for c in columns]
     out = []
     with torch.no_grad():
@@ -82,7 +82,7 @@ def forward_rows(run_dir: Path, test_file: Path, columns: list[str], rows: list[
 
 def some_rows(test_file: Path) -> list[int]:
     """The first rows, the last ones, and the longest ones (truncated at max_length)."""
-    _, data = read_tsv(test_file)
+    _, data = read_file(test_file)
     n = len(data)
     longest = sorted(range(n), key=lambda i: -sum(len(f) for f in data[i]))[:3]
     return sorted({*range(6), n - 2, n - 1, *longest})
@@ -162,7 +162,7 @@ def test_rte_predictions_match_independent_forward(rte_varied, rte_submission, r
 
     # The module's raw outputs, batched by length and put back in file order.
     cfg, task, tokenizer, model = load_trained(rte_varied)
-    dm = GlueDataModule(task, tokenizer, seed=cfg.seed,
+    dm = TaskDataModule(task, tokenizer, seed=cfg.seed,
                         **{**OmegaConf.to_container(cfg.data, resolve=True), "eval_batch_size": 64})
     got = predict_split(model, dm, dm.test_split("test"))
     np.testing.assert_allclose(got[rows], expected, atol=1e-4, rtol=1e-4)

@@ -95,7 +95,8 @@ def build_runs():
                     i += 1
                     kept.append((f"multirun/2026-11-24/09-00-00/sweep/{i}",
                                  _results(task, pooling, seed, vals, train_size=size,
-                                          majority=not no_majority)))
+                                          majority=not no_majority,
+                                          **({"n_train_full": 2490} if task == "rte" else {}))))
     old = _results("stsb", "maxpool_mha", 2, {"pearson": 0.1, "spearman": 0.2})
     extra = [
         ("broken/invalid_json", '{"task": "rte", "pooling": ', None, "corrupt: invalid JSON"),
@@ -532,3 +533,171 @@ def test_from_wandb_api_error_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["--from-wandb", "me/proj", "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "No API key configured" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- tasks from task_info
+
+SUPERGLUE = {  # results.json task_info of tasks the project may not have configs for
+    "boolq": {"name": "boolq", "display_name": "BoolQ", "benchmark": "superglue",
+              "benchmark_name": "SuperGLUE", "metrics": ["accuracy"], "order": 1},
+    "cb": {"name": "cb", "display_name": "CB", "benchmark": "superglue",
+           "benchmark_name": "SuperGLUE", "metrics": ["accuracy", "macro_f1"], "order": 2},
+    "mine": {"name": "mine", "display_name": "My task", "benchmark": "custom",
+             "benchmark_name": "Custom", "metrics": ["bleu"], "order": 100},
+}
+RTE_INFO = {"name": "rte", "display_name": "RTE", "benchmark": "glue", "benchmark_name": "GLUE",
+            "metrics": ["accuracy"], "order": 8}
+
+
+def _benchmark_tree(root: Path) -> dict:
+    """RTE (with task_info), BoolQ, CB and a custom task, cls and mha, 3 seeds: {(pooling, task):
+    [metric dicts]}. Folders are written CB first, so folder order is not column order."""
+    rng = np.random.default_rng(11)
+    truth = {}
+    for task in ("mine", "cb", "boolq", "rte"):
+        info = RTE_INFO if task == "rte" else SUPERGLUE[task]
+        for pooling in ("cls", "mha"):
+            for seed in (1, 2, 3):
+                metrics = {m: round(float(rng.uniform(0.5, 0.9)), 4) for m in info["metrics"]}
+                truth.setdefault((pooling, task), []).append(metrics)
+                _write_run(root / f"{task}-{pooling}-{seed}",
+                           _results(task, pooling, seed, metrics, task_info=info, n_train_full=1000))
+    return truth
+
+
+def test_benchmark_averages_from_task_info(tmp_path):
+    truth = _benchmark_tree(tmp_path / "runs")
+    assert main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    # the score of a run is the mean of its metrics; a task cell's score is the mean over seeds
+    task_score = {key: mean([mean(list(m.values())) * 100 for m in runs]) for key, runs in truth.items()}
+    expected = {}
+    for pooling in ("cls", "mha"):
+        expected[(pooling, "glue_avg")] = (task_score[(pooling, "rte")], 1)
+        expected[(pooling, "superglue_avg")] = (
+            (task_score[(pooling, "boolq")] + task_score[(pooling, "cb")]) / 2, 2)
+        expected[(pooling, "custom_avg")] = (task_score[(pooling, "mine")], 1)
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    for (pooling, avg), (value, n) in expected.items():
+        row = csv[(csv.pooling == pooling) & (csv.task == avg)]
+        assert len(row) == 1 and row.metric.item() == "score", (pooling, avg)
+        assert row["mean"].item() == pytest.approx(value) and row["n"].item() == n
+        assert pd.isna(row["std"].item())
+    cb = csv[(csv.pooling == "mha") & (csv.task == "cb")]
+    assert cb.metric.tolist() == ["accuracy", "macro_f1", "score"]
+    assert cb.set_index("metric").at["macro_f1", "mean"] == pytest.approx(
+        mean([m["macro_f1"] * 100 for m in truth[("mha", "cb")]]))
+    # rows in table order: each benchmark's tasks, then its average
+    assert list(dict.fromkeys(csv[csv.pooling == "cls"].task)) == [
+        "rte", "glue_avg", "boolq", "cb", "superglue_avg", "mine", "custom_avg"]
+
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert md.startswith("# GLUE, SuperGLUE and Custom results")
+    header = ("| Pooling | RTE (acc) | GLUE avg | BoolQ (acc) | CB (acc/mF1) | SuperGLUE avg "
+              "| My task (bleu) | Custom avg |")
+    assert header in md
+    columns = ["rte", "glue_avg", "boolq", "cb", "superglue_avg", "mine", "custom_avg"]
+
+    def value(pooling, column):
+        return expected[(pooling, column)][0] if column.endswith("_avg") else task_score[(pooling, column)]
+
+    best = {column: max(("cls", "mha"), key=lambda p: value(p, column)) for column in columns}
+    for pooling in ("cls", "mha"):
+        cells = [f"`{pooling}`"]
+        for col in columns:
+            if col.endswith("_avg"):
+                text = _fmt(expected[(pooling, col)][0])
+                cells.append(f"**{text}**" if best[col] == pooling else text)
+                continue
+            runs = truth[(pooling, col)]
+            metrics = list(runs[0])
+            means = "/".join(_fmt(mean([r[m] * 100 for r in runs])) for m in metrics)
+            stds = "/".join(_fmt(sample_std([r[m] * 100 for r in runs])) for m in metrics)
+            cells.append(f"{f'**{means}**' if best[col] == pooling else means} ± {stds} (n=3)")
+        line = "| " + " | ".join(cells) + " |"
+        assert line in md, f"missing row:\n{line}\n\n{md}"
+    assert "CB: acc/mF1" in md and "mF1 = macro_f1" in md
+    assert "SuperGLUE avg" in (tmp_path / "out" / "results.tex").read_text()
+
+
+def test_average_dagger_per_benchmark(tmp_path):
+    """mha lacks CB: its SuperGLUE average (BoolQ only) gets a dagger and no bold; its GLUE
+    average is complete and compared as usual."""
+    root = tmp_path / "runs"
+    scores = {("cls", "rte"): 0.60, ("mha", "rte"): 0.70, ("cls", "boolq"): 0.62,
+              ("mha", "boolq"): 0.80, ("cls", "cb"): {"accuracy": 0.80, "macro_f1": 0.70}}
+    for (pooling, task), value in scores.items():
+        metrics = value if isinstance(value, dict) else {"accuracy": value}
+        info = RTE_INFO if task == "rte" else SUPERGLUE[task]
+        _write_run(root / f"{task}-{pooling}", _results(task, pooling, 1, metrics, task_info=info))
+    assert main(["--runs", str(root), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "results.md").read_text()
+    # cls: SuperGLUE avg = (62 + (80 + 70) / 2) / 2 = 68.5 over both tasks; mha: 80.0 over BoolQ only
+    assert "| `cls` | 60.0 ± – (n=1) | 60.0 | 62.0 ± – (n=1) | 80.0/70.0 ± – (n=1) | 68.5 |" in md
+    assert "| `mha` | **70.0** ± – (n=1) | **70.0** | **80.0** ± – (n=1) | – | 80.0 † |" in md
+    assert "Rows cover different task sets" in md
+
+
+def test_legacy_results_without_task_info_use_the_task_configs(tmp_path):
+    """A results.json written before task_info existed is described by configs/task/<name>.yaml;
+    it shares its cell with a current run of the same task."""
+    root = tmp_path / "runs"
+    _write_run(root / "old", _results("mrpc", "cls", 1, {"f1": 0.80, "accuracy": 0.70}))
+    info = {"name": "mrpc", "display_name": "MRPC", "benchmark": "glue", "benchmark_name": "GLUE",
+            "metrics": ["f1", "accuracy"], "order": 3}
+    _write_run(root / "new", _results("mrpc", "cls", 2, {"f1": 0.90, "accuracy": 0.80}, task_info=info))
+    _write_run(root / "cola", _results("cola", "cls", 1, {"mcc": 0.40}))
+    assert "task_info" not in json.loads((root / "old" / "results.json").read_text())
+    assert main(["--runs", str(root), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| Pooling | CoLA (MCC) | MRPC (F1/acc) | GLUE avg |" in md
+    # MRPC: F1 (80 + 90) / 2 = 85, acc (70 + 80) / 2 = 75, score 80; GLUE avg (40 + 80) / 2 = 60
+    assert "| `cls` | 40.0 ± – (n=1) | 85.0/75.0 ± 7.1/7.1 (n=2) | 60.0 |" in md
+    assert pd.read_csv(tmp_path / "out" / "skipped.csv").empty
+
+
+def test_unknown_task_without_task_info_is_skipped_with_the_reason(tmp_path):
+    root = tmp_path / "runs"
+    _write_run(root / "rte", _results("rte", "cls", 1, {"accuracy": 0.6}))
+    _write_run(root / "squad", _results("squad", "cls", 1, {"f1": 0.8}))
+    _write_run(root / "bad_info", _results("boolq", "cls", 1, {"accuracy": 0.7},
+                                           task_info={**SUPERGLUE["boolq"], "metrics": "accuracy"}))
+    assert main(["--runs", str(root), "--out", str(tmp_path / "out")]) == 0
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    reasons = dict(zip(skipped.path, skipped.reason, strict=True))
+    assert reasons["squad"] == "other configuration: unknown task 'squad'"
+    assert reasons["bad_info"].startswith("corrupt: task_info")
+    assert set(pd.read_csv(tmp_path / "out" / "results.csv").task) == {"rte", "glue_avg"}
+    with pytest.raises(report.RunError, match="unknown task 'squad'"):
+        report.parse_record(_results("squad", "cls", 1, {"f1": 0.8}))
+
+
+def test_full_training_set_size_from_the_runs():
+    records = [
+        {**report.parse_record(_results("rte", "cls", 1, {"accuracy": 0.6}, n_train_full=2490,
+                                        n_train=100, train_size=100)), "path": "a", "mtime": 1.0},
+        {**report.parse_record(_results("mrpc", "cls", 1, {"f1": 0.8, "accuracy": 0.7},
+                                        n_train=3668)), "path": "b", "mtime": 1.0},
+        {**report.parse_record(_results("mrpc", "cls", 2, {"f1": 0.8, "accuracy": 0.7},
+                                        n_train=50, train_size=50)), "path": "c", "mtime": 1.0},
+        {**report.parse_record(_results("cola", "cls", 1, {"mcc": 0.3}, train_size=50,
+                                        n_train=50)), "path": "d", "mtime": 1.0},
+    ]
+    runs = report.records_to_frame(records)
+    # rte: n_train_full; mrpc (legacy): n_train of its full-size run; cola: unknown
+    assert report.full_train_sizes(runs) == {"rte": 2490, "mrpc": 3668}
+    assert list(report.tasks_of(runs)) == ["cola", "mrpc", "rte"]
+
+
+def test_wandb_task_info_from_the_run_config():
+    run = types.SimpleNamespace(
+        id="x", state="finished",
+        summary={"score": 0.75, "metrics/accuracy": 0.8, "metrics/macro_f1": 0.7},
+        config={"task": {"name": "cb", "display_name": "CB", "benchmark": "superglue", "order": 2,
+                         "eval": {"dev": {"metrics": {"accuracy": "accuracy", "macro_f1": "macro_f1"}}}},
+                "pooling": {"name": "cls"}, "model": {"name": MODEL}, "seed": 1})
+    record = report.wandb_run_to_record(run)
+    assert record["metrics"] == {"accuracy": 0.8, "macro_f1": 0.7}
+    parsed = report.parse_record(record)
+    assert parsed["task_info"] == report.TaskInfo("cb", "CB", "superglue", "SuperGLUE",
+                                                  ("accuracy", "macro_f1"), 2)
+    assert parsed["task_info"].header == "CB (acc/mF1)"

@@ -9,14 +9,14 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import GlueTask
+from maxpoolbert.tasks import Task
 
 from .conftest import FIXTURES, ROOT, config_names, glue_dir
 
 TASKS = config_names("task")
 
 
-def task(name: str) -> GlueTask:
+def task(name: str) -> Task:
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=[f"task={name}"])
     return instantiate(cfg.task, _convert_="all")
@@ -24,7 +24,7 @@ def task(name: str) -> GlueTask:
 
 def read(name, split, root):
     t = task(name)
-    return t.read_tsv(Path(root) / t.dir / t.split(split).file, t.split(split))
+    return t.read_file(Path(root) / t.dir / t.split(split).file, t.split(split))
 
 
 # Row counts and label sets of the official files (MANIFEST.md of ../shared/data/glue).
@@ -66,7 +66,7 @@ def test_real_files_parse_completely(real_glue, name, split):
     assert skipped == 0
     assert len(cols["text_a"]) == rows and cols["idx"] == list(range(rows))
     assert all(isinstance(t, str) and t.strip() for t in cols["text_a"])
-    if task(name).text_columns[1:]:
+    if task(name).text_fields[1:]:
         assert all(isinstance(t, str) and t.strip() for t in cols["text_b"])
     else:
         assert all(t is None for t in cols["text_b"])
@@ -139,16 +139,16 @@ def test_malformed_row_error_names_file_and_line(tmp_path):
 def test_bad_label_and_missing_file_errors(tmp_path):
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
-    with pytest.raises(UserError, match=r"train.tsv:2: bad label 'maybe'; expected \['entailment', 'not_entailment'\]"):
+    with pytest.raises(UserError, match=r"train.tsv:2: bad label 'maybe'; expected one of \['entailment', 'not_entailment'\]"):
         read("rte", "train", tmp_path)
-    with pytest.raises(UserError, match=r"missing GLUE file .*RTE/dev.tsv"):
+    with pytest.raises(UserError, match=r"missing data file .*RTE/dev.tsv"):
         read("rte", "dev", tmp_path)
 
 
 def test_every_task_has_the_design_metric_keys():
     expected = {
-        "cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["accuracy", "f1"], "stsb": ["pearson", "spearman"],
-        "qqp": ["accuracy", "f1"], "mnli": ["accuracy_m", "accuracy_mm"], "qnli": ["accuracy"],
+        "cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["f1", "accuracy"], "stsb": ["pearson", "spearman"],
+        "qqp": ["f1", "accuracy"], "mnli": ["accuracy_m", "accuracy_mm"], "qnli": ["accuracy"],
         "rte": ["accuracy"], "wnli": ["accuracy"],
     }
     missing = [name for name in TASKS if name not in expected]

@@ -65,7 +65,7 @@ def test_every_task_runs_and_reports_design_keys(all_tasks, name):
     assert list(rows[0]) == ["split", "index", "label", "prediction"]
     recomputed = {}
     for split, spec in task.eval.items():
-        cols, _ = task.read_tsv(glue / task.dir / spec.file, spec)
+        cols, _ = task.read_file(glue / task.dir / spec.file, spec)
         mine = [row for row in rows if row["split"] == split]
         assert [int(row["index"]) for row in mine] == list(range(len(cols["label"])))
         parse = float if task.is_regression else int

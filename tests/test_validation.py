@@ -77,7 +77,7 @@ SCHEMA = [
     (["+trainer.reload_dataloaders_every_n_epochs=-1"], "trainer.reload_dataloaders_every_n_epochs"),
     (["trainer.enable_progress_bar=2"], "trainer.enable_progress_bar"),
     (["task.num_labels=0"], "task.num_labels"), (["task.label_values=[a,b,c]"], "task.label_values"),
-    (["task.text_columns=[]"], "task.text_columns"), (["task.text_columns=[a,b,c]"], "task.text_columns"),
+    (["task.text_fields=[]"], "task.text_fields"), (["task.text_fields=[a,b,c]"], "task.text_fields"),
     (["task=qqp", "task.skip_malformed=maybe"], "task.skip_malformed"),
     (["model=tiny", "model.encoder.num_attention_heads=5"], "model.encoder.num_attention_heads"),
     (["model=tiny", "model.encoder.hidden_size=0"], "model.encoder.hidden_size"),

@@ -1,0 +1,119 @@
+"""Aggregate finished runs into benchmark tables, paired significance tests and plots.
+
+Run as ``python -m maxpoolbert.report [--runs DIR] [--out DIR] [--from-wandb ENTITY/PROJECT]``.
+
+Every finished run leaves a folder with ``results.json`` (see DESIGN.md). This module reads all of
+them under ``--runs`` (default ``$RUNS`` or ``outputs``), or the same summaries from W&B, and
+writes into ``--out`` (default ``reports``):
+
+``results.md``
+    the human report: main table, differences vs ``cls``, low-resource table, stability and
+    degenerate-run counts, and the list of skipped runs with reasons.
+``results.csv``
+    tidy main-table statistics, one row per model, pooling, task, metric (full training set),
+    and one ``<benchmark>_avg`` row (``glue_avg``, ``superglue_avg``, ...) per benchmark.
+``differences.csv``
+    each pooling minus ``cls`` with paired t-test and Wilcoxon p-values.
+``low_resource.csv``, ``degenerate.csv``, ``skipped.csv``
+    the other tables in tidy form.
+``results.tex``
+    booktabs versions of the main, difference and low-resource tables.
+``low_resource.png``, ``stability.png``
+    score vs training-set size, and the spread of scores over seeds.
+
+What the tables know about a task (display name, benchmark, metrics in display order, column
+position) comes from each run's ``task_info`` in ``results.json``; for a run written before it
+existed, from the project's ``configs/task/<name>.yaml``; a run of a task known to neither is
+skipped as "other configuration: unknown task". Columns: GLUE, SuperGLUE, custom, then other
+benchmarks alphabetically; within a benchmark by ``order``, then name; each benchmark's average
+follows its tasks. Headers name each task's metrics by their short names
+(:data:`maxpoolbert.metrics.SHORT_NAMES`: ``F1/acc``, ``P/S``, ``m/mm``, ``acc/mF1``).
+
+Conventions (also printed in ``results.md``):
+
+* All scores are dev-set scores ×100. A cell is ``mean ± std (n=seeds)``; std is the sample
+  standard deviation (ddof=1) over seeds, shown as ``–`` (empty in the CSVs) when n=1.
+* Tasks with several metrics show each the way GLUE papers do (MRPC/QQP F1/acc, STS-B
+  Pearson/Spearman, MNLI m/mm, CB acc/mF1), each with its own std: ``88.1/84.0 ± 0.9/1.1 (n=5)``.
+  A task's score is the mean of its metrics; it ranks the rows (bold = best mean score per column
+  within a model block, only when at least two rows have the column) and enters its benchmark's
+  average.
+* Each benchmark has its own average column (``GLUE avg``, ``SuperGLUE avg``, ``Custom avg``):
+  the mean, over that benchmark's tasks the row has, of its per-task mean score (marked † when
+  the row lacks some of them). Its n in ``results.csv`` is the number of tasks, its std is empty.
+* A run is degenerate when its score is at or below ``majority_score + 1e-9``. Without
+  ``majority_score`` (or with a NaN one, as for regression) it is degenerate when all predictions
+  in ``dev_predictions.tsv`` are one value, and of unknown status when that file is missing too.
+  A run with a non-finite score (e.g. Pearson of constant predictions) counts as degenerate and
+  is left out of every mean.
+* Duplicate seeds in a cell (model, pooling, task, train_size): the newest ``results.json``
+  (mtime) is kept, the others are skipped as "duplicate seed". Mixing different ``hparams`` in one
+  cell (after removing duplicates) is refused unless ``--allow-mixed``; runs without ``hparams``
+  never conflict.
+
+Modules: :mod:`~maxpoolbert.report.collect` reads runs into run records (results.json or W&B,
+task descriptions, duplicate seeds, the hparams check); :mod:`~maxpoolbert.report.stats` computes
+the tables; :mod:`~maxpoolbert.report.render` writes markdown, LaTeX and CSV;
+:mod:`~maxpoolbert.report.plots` draws the figures; :mod:`~maxpoolbert.report.cli` is the command
+line (``--select`` via :mod:`maxpoolbert.selection`).
+"""
+
+from maxpoolbert.report.cli import apply_selection, main, parse_args
+from maxpoolbert.report.collect import (
+    CELL,
+    DEGENERATE_TOL,
+    REQUIRED_KEYS,
+    RUN_COLUMNS,
+    MixedHparamsError,
+    ReportError,
+    RunError,
+    TaskInfo,
+    check_hparams,
+    collect_runs,
+    collect_wandb,
+    drop_duplicate_seeds,
+    find_run_dirs,
+    metric_columns,
+    parse_record,
+    predictions_constant,
+    read_failure,
+    records_to_frame,
+    task_of,
+    tasks_of,
+    wandb_run_to_record,
+)
+from maxpoolbert.report.plots import plot_low_resource, plot_stability
+from maxpoolbert.report.render import (
+    DASH,
+    latex_escape,
+    latex_table,
+    main_table_latex,
+    main_table_markdown,
+    markdown_table,
+    write_report,
+)
+from maxpoolbert.report.stats import (
+    BASELINE,
+    GLUE_AVG,
+    POOLING_ORDER,
+    avg_key,
+    degenerate_table,
+    difference_table,
+    full_train_sizes,
+    low_resource_table,
+    pooling_key,
+    summary_table,
+    table_columns,
+)
+
+__all__ = [
+    "BASELINE", "CELL", "DASH", "DEGENERATE_TOL", "GLUE_AVG", "POOLING_ORDER", "REQUIRED_KEYS",
+    "RUN_COLUMNS", "MixedHparamsError", "ReportError", "RunError", "TaskInfo", "apply_selection",
+    "avg_key", "check_hparams", "collect_runs", "collect_wandb", "degenerate_table",
+    "difference_table", "drop_duplicate_seeds", "find_run_dirs", "full_train_sizes",
+    "latex_escape", "latex_table", "low_resource_table", "main", "main_table_latex",
+    "main_table_markdown", "markdown_table", "metric_columns", "parse_args", "parse_record",
+    "plot_low_resource", "plot_stability", "pooling_key", "predictions_constant", "read_failure",
+    "records_to_frame", "summary_table", "table_columns", "task_of", "tasks_of",
+    "wandb_run_to_record", "write_report",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from maxpoolbert.report.cli import main
+
+sys.exit(main())

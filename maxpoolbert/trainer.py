@@ -1,0 +1,193 @@
+"""The Lightning Trainer of a run, and where the run executes.
+
+* :func:`build_trainer`: ``lightning.Trainer`` from ``cfg.trainer`` plus what depends on the
+  machine (:func:`placement`), the dev-evaluation schedule and early stopping (``eval.*``); a
+  setting the machine cannot satisfy is one line.
+* :func:`set_threads`: the thread policy (``speed.threads``, a SLURM job's CPUs, parallel jobs
+  splitting the cores) and TF32.
+* :class:`Throughput`: the callback that measures training speed and counts trained rows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+
+from maxpoolbert.checkpointing import AtomicCheckpointIO
+from maxpoolbert.errors import UserError
+
+
+# ---------------------------------------------------------------------------- where it runs
+def ddp_worker() -> bool:
+    """A process that a data-parallel launcher started beside the first one (rank > 0)."""
+    return any(int(os.environ.get(k) or 0) > 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep share this machine (joblib's n_jobs; 1 otherwise)."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN or "joblib" not in str(hc.launcher.get("_target_", "")):
+        return 1
+    n = int(hc.launcher.get("n_jobs") or 1)
+    return (os.cpu_count() or 1) if n < 0 else n
+
+
+def threads_per_parallel_job() -> int | None:
+    """The CPUs a SLURM job was given (``SLURM_CPUS_PER_TASK``); parallel jobs on one machine
+    split its cores instead of oversubscribing them."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    jobs = parallel_jobs()
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+
+def set_threads(cfg: DictConfig) -> None:
+    """``speed.threads``, else this job's share of the machine; TF32 matmuls on a GPU if asked."""
+    threads = cfg.speed.threads or threads_per_parallel_job()
+    if threads:
+        torch.set_num_threads(int(threads))
+    if cfg.speed.tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def placement(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer arguments that depend on where the job runs.
+
+    - Parallel jobs on one multi-GPU machine (joblib never assigns GPUs) each take their own
+      GPU, round-robin by job number.
+    - Checkpoints are written by :class:`AtomicCheckpointIO` (unless ``trainer.plugins`` is set).
+    - Under SLURM, requeueing belongs to submitit (``hydra/launcher=slurm``): Lightning's own
+      SLURM auto-requeue is switched off so that the two never both resubmit.
+    """
+    out: dict[str, Any] = {}
+    plugins = cfg.trainer.get("plugins")
+    if plugins is None:  # checkpoints written atomically in the run folder
+        out["plugins"] = [AtomicCheckpointIO()]
+    n_gpus = torch.cuda.device_count()
+    if n_gpus > 1 and cfg.trainer.get("devices", "auto") == 1 \
+            and cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") and parallel_jobs() > 1:
+        out["devices"] = [HydraConfig.get().job.num % n_gpus]
+    if os.environ.get("SLURM_JOB_ID") and plugins is None:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+        out["plugins"].append(SLURMEnvironment(auto_requeue=False))
+    return out
+
+
+# ---------------------------------------------------------------------------- evaluation schedule
+def eval_callbacks(cfg: DictConfig) -> list[Callback]:
+    """Early stopping on the dev score (Lightning's callback; patience counted in evaluations)."""
+    patience = cfg.eval.get("early_stopping")
+    if patience is None:
+        return []
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return [EarlyStopping(monitor="val/score", mode="max", patience=int(patience), check_on_train_epoch_end=False,
+                          check_finite=False)]
+
+
+def eval_schedule(cfg: DictConfig) -> dict[str, Any]:
+    """``eval.per_epoch`` dev evaluations per epoch (the last at the epoch's end)."""
+    per_epoch = int(cfg.eval.get("per_epoch") or 1)
+    return {"val_check_interval": 1.0 / per_epoch} if per_epoch > 1 else {}
+
+
+# ---------------------------------------------------------------------------- the trainer
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.Trainer:
+    """The Lightning Trainer of the config with our placement, evaluation schedule and early
+    stopping. A data-parallel run uses its share of the CPU cores per process."""
+    from hydra.utils import instantiate
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *eval_callbacks(cfg)], logger=logger,
+                                         **eval_schedule(cfg), **placement(cfg))
+    except Exception as err:
+        cause = err.__cause__ if isinstance(err.__cause__, MisconfigurationException) else err
+        if isinstance(cause, MisconfigurationException):
+            raise UserError(f"trainer.devices={cfg.trainer.get('devices')}, "
+                            f"trainer.accelerator={cfg.trainer.get('accelerator')}: "
+                            f"{str(cause).splitlines()[0]}") from err
+        raise
+    world = trainer.world_size
+    if world > 1:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise UserError(f"trainer.devices={cfg.trainer.devices}: a data-parallel run is a single run "
+                            "(python train.py trainer=ddp ...); sweeps run many single-device runs at once "
+                            "(hydra/launcher=joblib or slurm)")
+        on_cpu = type(trainer.accelerator).__name__ == "CPUAccelerator"
+        if on_cpu and world > (os.cpu_count() or 1):
+            raise UserError(f"trainer.devices={cfg.trainer.devices}: this machine has {os.cpu_count()} CPU "
+                            f"core(s) for {world} processes; allowed: 1 to {os.cpu_count()}")
+        if on_cpu and not cfg.speed.threads:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return trainer
+
+
+# ---------------------------------------------------------------------------- speed
+def process_age() -> float:
+    """Seconds since this process started (imports included)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def peak_memory_mb() -> dict[str, float]:
+    import resource
+
+    out = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+class Throughput(Callback):
+    """Training samples and seconds, and when the first step started.
+
+    The seconds are the training loop's wall clock: from each epoch's start to its last batch's
+    end, so loading batches and the loop's own overhead count, the dev evaluation (which runs
+    after the epoch's last batch) does not."""
+
+    def __init__(self) -> None:
+        self.samples, self.seconds, self._t = 0, 0.0, None
+        self.first_step_s: float | None = None
+        self.rows_trained = 0  # this process's rows since the run began (kept in checkpoints)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"rows_trained": self.rows_trained}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.rows_trained = int(state.get("rows_trained", 0))
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.first_step_s is None:
+            self.first_step_s = process_age()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        now = time.perf_counter()
+        self.seconds += now - self._t
+        rows = int((batch["weight"] > 0).sum()) if "weight" in batch else int(batch["labels"].shape[0])
+        self.samples += rows
+        self.rows_trained += rows
+        self._t = now
+
+    def train_samples(self, trainer: L.Trainer) -> int:
+        """Rows trained since the run began, over all processes."""
+        if trainer.world_size == 1:
+            return self.rows_trained
+        return int(trainer.strategy.reduce(torch.tensor(self.rows_trained), reduce_op="sum"))
+
+    def samples_per_s(self, trainer: L.Trainer) -> float | None:
+        return self.samples * trainer.world_size / self.seconds if self.seconds else None

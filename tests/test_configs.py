@@ -93,7 +93,9 @@ def node(cfg, group: str):
 
 
 def check_task(cfg, ctx):
-    task = instantiate(cfg.task, _convert_="all")
+    from maxpoolbert.tasks import from_config
+
+    task = from_config(cfg.task)
     assert isinstance(task, get_class(cfg.task._target_)) and task.name == cfg.task.name and task.metric_keys
 
 
@@ -136,19 +138,19 @@ def check_model(cfg, ctx):
 
 
 def check_optimizer(cfg, ctx):
-    from maxpoolbert.run import _optimizer_overrides
+    from maxpoolbert import optim
 
     layer = torch.nn.Linear(4, 2)
-    optimizer = instantiate(cfg.optimizer, **_optimizer_overrides(cfg))(params=layer.parameters())
+    optimizer = optim.from_config(cfg)(params=layer.parameters())
     assert isinstance(optimizer, torch.optim.Optimizer) and optimizer.defaults["lr"] == cfg.optimizer.lr
     layer(torch.ones(1, 4)).sum().backward()
     optimizer.step()
 
 
 def check_trainer(cfg, ctx):
-    """The project's own Trainer (maxpoolbert.run._trainer). What this machine lacks (a GPU, cores
-    for ddp) is one line naming the setting; then it is built on the CPU."""
-    from maxpoolbert.run import _trainer
+    """The project's own Trainer (maxpoolbert.trainer.build_trainer). What this machine lacks (a
+    GPU, cores for ddp) is one line naming the setting; then it is built on the CPU."""
+    from maxpoolbert.trainer import build_trainer
 
     unknown = sorted(set(cfg.trainer) - TRAINER_ARGS - {"_target_"})
     assert not unknown, f"trainer.{', trainer.'.join(unknown)}: not lightning.Trainer arguments"
@@ -157,7 +159,7 @@ def check_trainer(cfg, ctx):
         for fallback in ({}, {"accelerator": "cpu"}, {"accelerator": "cpu", "devices": 1}):
             cfg.trainer.update(fallback)
             try:
-                trainer = _trainer(cfg, logger=False, callbacks=[])
+                trainer = build_trainer(cfg, callbacks=[], logger=False)
                 break
             except UserError as err:
                 refused.append(str(err))
@@ -175,9 +177,9 @@ def check_trainer(cfg, ctx):
 
 
 def check_logger(cfg, ctx):
-    from maxpoolbert.run import _logger_defaults
+    from maxpoolbert import loggers
 
-    logger = instantiate(cfg.logger, **_logger_defaults(cfg))
+    logger = loggers.from_config(cfg)
     if logger in (None, False):  # logger=none
         return
     assert isinstance(logger, lightning.pytorch.loggers.Logger)
@@ -368,10 +370,10 @@ def test_glue_dir_without_the_task_names_the_file(tmp_path):
     (["trainer=gpu", "optimizer.fused=true"], None),
 ])
 def test_fused_adamw_auto(overrides, fused):
-    from maxpoolbert.run import _optimizer_overrides
+    from maxpoolbert.optim import fused_policy
 
     cfg = composed(*overrides)
-    got = _optimizer_overrides(cfg)
+    got = fused_policy(cfg)
     assert got == ({} if fused is None else {"fused": fused})
     optimizer = instantiate(cfg.optimizer, **got)(params=[torch.nn.Parameter(torch.zeros(2))])
     assert bool(optimizer.defaults["fused"]) == bool(fused if fused is not None else cfg.optimizer.fused)

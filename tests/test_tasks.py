@@ -13,13 +13,22 @@ from maxpoolbert.tasks import Task
 
 from .conftest import FIXTURES, ROOT, config_names, glue_dir
 
-TASKS = config_names("task")
-
 
 def task(name: str) -> Task:
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=[f"task={name}"])
     return instantiate(cfg.task, _convert_="all")
+
+
+# The benchmarks' own test modules, each over every task config of its benchmark.
+TESTED_IN = {"glue": "tests/test_tasks.py", "superglue": "tests/test_superglue.py"}
+BENCHMARK = {name: task(name).benchmark for name in config_names("task")}
+TASKS = [name for name, benchmark in BENCHMARK.items() if benchmark == "glue"]
+
+
+@pytest.mark.parametrize("name", list(BENCHMARK))
+def test_every_task_is_tested_with_its_benchmark(name):
+    assert BENCHMARK[name] in TESTED_IN, f"task {name}: add tests for benchmark {BENCHMARK[name]} (see TESTED_IN)"
 
 
 def read(name, split, root):
@@ -149,9 +158,9 @@ def test_every_task_has_the_design_metric_keys():
     expected = {
         "cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["f1", "accuracy"], "stsb": ["pearson", "spearman"],
         "qqp": ["f1", "accuracy"], "mnli": ["accuracy_m", "accuracy_mm"], "qnli": ["accuracy"],
-        "rte": ["accuracy"], "wnli": ["accuracy"],
+        "rte": ["accuracy"], "wnli": ["accuracy"], "boolq": ["accuracy"], "cb": ["accuracy", "macro_f1"],
     }
-    missing = [name for name in TASKS if name not in expected]
+    missing = [name for name in BENCHMARK if name not in expected]
     assert not missing, f"add expectations for {', '.join(missing)}: the metric keys DESIGN.md gives"
-    assert {name: task(name).metric_keys for name in TASKS} == expected
+    assert {name: task(name).metric_keys for name in BENCHMARK} == expected
     assert task("stsb").is_regression and not task("rte").is_regression

@@ -19,9 +19,10 @@ from .conftest import ROOT, config_names, run_train
 TASKS = config_names("task")
 POOLINGS = config_names("pooling")
 # The results.json metric keys of each task (DESIGN.md): a new task YAML needs its line here.
-DESIGN_KEYS = {"cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["accuracy", "f1"], "stsb": ["pearson", "spearman"],
-               "qqp": ["accuracy", "f1"], "mnli": ["accuracy_m", "accuracy_mm"], "qnli": ["accuracy"],
-               "rte": ["accuracy"], "wnli": ["accuracy"]}
+DESIGN_KEYS = {"cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["f1", "accuracy"], "stsb": ["pearson", "spearman"],
+               "qqp": ["f1", "accuracy"], "mnli": ["accuracy_m", "accuracy_mm"], "qnli": ["accuracy"],
+               "rte": ["accuracy"], "wnli": ["accuracy"], "boolq": ["accuracy"], "cb": ["accuracy", "macro_f1"]}
+SUPERGLUE = ROOT / "tests" / "fixtures" / "superglue"
 SMOKE = ["model=tiny", "data.train_size=64", "trainer.max_steps=2", "logger=none", "trainer.enable_progress_bar=false"]
 
 
@@ -43,13 +44,13 @@ def all_tasks(full_glue, tmp_path_factory, cache_dir):
     tmp = tmp_path_factory.mktemp("tasks")
     smoke = [o for o in SMOKE if not o.startswith("data.train_size=")] + ["data.train_size=24"]  # our fixtures' rows
     run_train("-m", f"task={','.join(TASKS)}", *smoke, "pooling=maxpool_mha", f"data.glue_dir={full_glue}",
-              f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp}/sweep", cwd=tmp)
-    return by_key(tmp / "sweep", "task"), full_glue
+              f"data.superglue_dir={SUPERGLUE}", f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp}/sweep", cwd=tmp)
+    return by_key(tmp / "sweep", "task"), {"glue": str(full_glue), "superglue": str(SUPERGLUE)}
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_every_task_runs_and_reports_design_keys(all_tasks, name):
-    runs, glue = all_tasks
+    runs, folders = all_tasks
     r, run_dir = runs[name]
     assert list(r["metrics"]) == DESIGN_KEYS.get(name), f"add expectations for {name} to DESIGN_KEYS"
     assert r["score"] == pytest.approx(np.mean(list(r["metrics"].values())))
@@ -65,7 +66,7 @@ def test_every_task_runs_and_reports_design_keys(all_tasks, name):
     assert list(rows[0]) == ["split", "index", "label", "prediction"]
     recomputed = {}
     for split, spec in task.eval.items():
-        cols, _ = task.read_file(glue / task.dir / spec.file, spec)
+        cols, _ = task.read_file(task.folder(folders) / spec.file, spec)
         mine = [row for row in rows if row["split"] == split]
         assert [int(row["index"]) for row in mine] == list(range(len(cols["label"])))
         parse = float if task.is_regression else int

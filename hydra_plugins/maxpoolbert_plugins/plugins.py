@@ -3,7 +3,12 @@
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
+from maxpoolbert import lightning_flags
 from maxpoolbert.sweeps import SkipFinishedLaunches, WatchedSlurmLaunch
+
+# Hydra imports this module before it composes any config: every lightning.Trainer flag becomes
+# the config lightning/trainer_flags, which configs/trainer/default.yaml builds on.
+lightning_flags.register()
 
 
 class SkipFinishedSweeper(SkipFinishedLaunches, BasicSweeper):

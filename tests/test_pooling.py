@@ -121,7 +121,7 @@ def test_matches_independent_computation(name):
     with torch.no_grad():
         got = module(hs, mask, atts if module.needs_attentions else None)
         want = reference(name, module, hs, atts)
-    assert got.shape == want.shape and got.shape[0] == len(LENGTHS)
+    assert got.shape == want.shape == (len(LENGTHS), module.output_size)  # the width contract
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 

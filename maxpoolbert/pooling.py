@@ -125,6 +125,22 @@ class MaxPooling(Pooling):
         return h.masked_fill(attention_mask.unsqueeze(-1) == 0, torch.finfo(h.dtype).min).amax(dim=1)
 
 
+class MeanMaxPooling(Pooling):
+    """Concatenation of the masked mean and the masked element-wise max of the final layer's real
+    tokens (sentence-transformers' mean + max tokens, here mean first): a vector of 2H."""
+
+    def __init__(self, encoder_config) -> None:
+        super().__init__(encoder_config)
+        self.output_size = 2 * self.hidden_size
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        h = hidden_states[-1]
+        mask = attention_mask.unsqueeze(-1)
+        mean = (h * mask.to(h.dtype)).sum(1) / mask.to(h.dtype).sum(1).clamp(min=1.0)
+        top = h.masked_fill(mask == 0, torch.finfo(h.dtype).min).amax(dim=1)
+        return torch.cat([mean, top], dim=-1)
+
+
 class LayerMixPooling(Pooling):
     """Scalar mix (ELMo-style): ``gamma * sum_l softmax(s)_l * CLS_l`` over the [CLS] vectors of all
     layers; ``include_embeddings`` adds the embeddings output as one more input."""

@@ -94,6 +94,10 @@ def reference(name: str, module, hs, atts) -> torch.Tensor:
             v = sum(final[i] for i in range(n)) / n
         elif name == "max":
             v = torch.stack([final[:, j].max() for j in range(H)])
+        elif name == "mean_max":
+            mean = sum(final[i] for i in range(n)) / n
+            top = torch.stack([final[:, j].max() for j in range(H)])
+            v = torch.cat([mean, top])
         elif name == "layer_mix":
             e = [math.exp(s) for s in module.scores.tolist()]
             w = [x / sum(e) for x in e]

@@ -141,6 +141,19 @@ class MeanMaxPooling(Pooling):
         return torch.cat([mean, top], dim=-1)
 
 
+class ConcatCLSPooling(Pooling):
+    """Concatenation of the [CLS] vectors of the last ``k`` layers, the 4th-last first (Devlin et
+    al., 2019, who concatenated the last four layers as features): a vector of k * H."""
+
+    def __init__(self, encoder_config, k: int = 4) -> None:
+        super().__init__(encoder_config)
+        self.k = _check_k(k, self.num_layers)
+        self.output_size = self.k * self.hidden_size
+
+    def forward(self, hidden_states, attention_mask, attentions=None):
+        return torch.cat([h[:, 0] for h in hidden_states[-self.k :]], dim=-1)
+
+
 class LayerMixPooling(Pooling):
     """Scalar mix (ELMo-style): ``gamma * sum_l softmax(s)_l * CLS_l`` over the [CLS] vectors of all
     layers; ``include_embeddings`` adds the embeddings output as one more input."""

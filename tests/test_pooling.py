@@ -98,6 +98,8 @@ def reference(name: str, module, hs, atts) -> torch.Tensor:
             mean = sum(final[i] for i in range(n)) / n
             top = torch.stack([final[:, j].max() for j in range(H)])
             v = torch.cat([mean, top])
+        elif name == "concat_last4":
+            v = torch.cat([hs[LAYERS - 3][b, 0], hs[LAYERS - 2][b, 0], hs[LAYERS - 1][b, 0], hs[LAYERS][b, 0]])
         elif name == "layer_mix":
             e = [math.exp(s) for s in module.scores.tolist()]
             w = [x / sum(e) for x in e]

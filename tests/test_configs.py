@@ -31,7 +31,7 @@ from maxpoolbert.errors import UserError
 from .conftest import CONFIGS, config_groups, config_names, run_train
 
 DESIGN = {
-    "task": {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"},
+    "task": {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "boolq", "cb"},
     "pooling": {"cls", "max_cls", "mha", "maxpool_mha", "mean", "max", "layer_mix",
                 "attention_weighted", "learned_weighted", "positional_weighted"},
     "model": {"minilm_l6", "bert_base", "tiny", "auto", "roberta_base", "electra_base", "deberta_v3_base",
@@ -324,7 +324,8 @@ def test_every_launcher_composes(name, target, tmp_path):
 def test_experiments_define_their_grids(tmp_path):
     grid = composed("experiment=glue_grid", f"hydra.run.dir={tmp_path}")
     params = grid.hydra.sweeper.params
-    assert set(params.task.split(",")) == DESIGN["task"] and params.seed == "1,2,3,4,5"
+    glue = {n for n in config_names("task") if OmegaConf.load(CONFIGS / "task" / f"{n}.yaml").benchmark == "glue"}
+    assert set(params.task.split(",")) == glue and params.seed == "1,2,3,4,5"
     assert params.pooling.split(",") == ["cls", "max_cls", "mha", "maxpool_mha"]
     assert composed("experiment=glue_grid", "task=mrpc").trainer.max_epochs == 5
     assert composed("experiment=glue_grid", "task=rte").trainer.max_epochs == 3

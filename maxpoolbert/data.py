@@ -46,8 +46,12 @@ def load_split(task: Task, split: str, folder: str | Path | None) -> datasets.Da
         try:
             columns, _ = task.read_file(Path(folder).expanduser() / spec.file, spec,
                                         skip_malformed=task.skip_malformed and split == "train")
-        except UserError as err:
-            raise err.naming(task.source_key(), str(folder)) from None
+        except UserError as err:  # named by the setting's own value: the benchmark's folder, or the task's
+            setting = Path(folder)
+            if not task.data_dir:
+                for _ in Path(task.dir).parts:
+                    setting = setting.parent
+            raise err.naming(task.source_key(), str(setting)) from None
         return datasets.Dataset.from_dict(columns)
     if not task.hub_dataset or not spec.hub_split:
         raise UserError(f"task {task.name} has no local data and no hub dataset for split {split}",

@@ -88,7 +88,8 @@ def dev_predictions(run_dir: Path) -> np.ndarray:
 def exported(stsb_runs, real_glue, tmp_path_factory):
     """Every run exported, then loaded back by LOADER in a clean process."""
     tmp = tmp_path_factory.mktemp("exported")
-    dev = load_split(stsb_task(), "dev", str(real_glue))
+    task = stsb_task()
+    dev = load_split(task, "dev", task.folder({"glue": str(real_glue)}))
     jobs = []
     for (family, pooling), run_dir in sorted(stsb_runs.items()):
         folder = tmp / f"{family}-{pooling}"

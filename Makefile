@@ -15,7 +15,11 @@ ARGS ?=
 	$(PIP) install -q -e ".[dev,bench]"
 	@touch $@
 
+# The stamp alone is not enough: another checkout's `pip install -e` (a moved or second clone)
+# makes `maxpoolbert` import from elsewhere, so the install is redone when it does.
 install: .install.stamp
+	@cd / && $(PYTHON) -c "import maxpoolbert, sys; sys.exit(not maxpoolbert.__file__.startswith('$(CURDIR)/'))" \
+		2>/dev/null || $(PIP) install -q --no-deps -e .
 
 train: install
 	$(PYTHON) train.py $(ARGS)

@@ -122,12 +122,12 @@ def test_same_seed_same_metrics_different_seed_differs(real_glue, tmp_path, cach
 @pytest.mark.parametrize(("env", "threads"), [({"SLURM_CPUS_PER_TASK": "1"}, 1), ({"SLURM_CPUS_PER_TASK": "3"}, 3),
                                               ({"SLURM_CPUS_PER_TASK": ""}, None)])
 def test_a_slurm_job_uses_the_cpus_it_was_given(monkeypatch, env, threads):
-    from maxpoolbert import run
+    from maxpoolbert import trainer
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(run, "_parallel_jobs", lambda: 1)
-    assert run._threads_per_parallel_job() == threads
+    monkeypatch.setattr(trainer, "parallel_jobs", lambda: 1)
+    assert trainer.threads_per_parallel_job() == threads
 
 
 def test_slurm_launcher_without_sbatch_is_one_line(tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from maxpoolbert.errors import UserError
-from maxpoolbert.readers import READERS, BadRecord, read_text  # noqa: F401  (read_text: public here too)
+from maxpoolbert.readers import READERS, BadRecord
 
 log = logging.getLogger(__name__)
 

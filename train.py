@@ -4,10 +4,23 @@ Sweeps: ``python train.py -m seed=1,2,3 pooling=cls,maxpool_mha``. The logic liv
 ``maxpoolbert.run``; this file only hands Hydra's config to it.
 """
 
+import os
+
 import hydra
 from omegaconf import DictConfig
 
 _single_run = False
+# Folders taken from the environment, made absolute against the folder the user started in, once,
+# here: a relative GLUE_DIR then means the same folder in every job of a sweep, a SLURM job and a
+# later `predict` (run configs store ${oc.env:GLUE_DIR,null}, never a path of this machine).
+PATH_VARIABLES = ("GLUE_DIR", "SUPERGLUE_DIR", "MAXPOOLBERT_CACHE")
+
+
+def absolute_path_variables() -> None:
+    for name in PATH_VARIABLES:
+        value = os.environ.get(name)
+        if value and not os.path.isabs(os.path.expanduser(value)):
+            os.environ[name] = os.path.abspath(os.path.expanduser(value))
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
@@ -23,6 +36,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    absolute_path_variables()
     main()
     if _single_run:  # finished and written: skip the interpreter's ~1 s teardown of torch & co.
         from maxpoolbert.run import exit_now

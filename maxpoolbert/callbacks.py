@@ -4,6 +4,7 @@ what each job did in this launch, and a non-zero exit if any job failed."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import uuid
 from collections import Counter
@@ -41,15 +42,15 @@ class SweepSummary(Callback):
         counts: Counter[str] = Counter()
         failed: list[tuple[Path, str]] = []
         resumed = 0
-        for path in sorted(root.rglob(rundir.LAUNCHES)):
-            mine = [e for e in rundir.launches(path.parent) if e.get("launch") == launch]
+        for folder in rundir.find_run_folders(root):
+            mine = [e for e in folder.launches() if e.get("launch") == launch]
             if not mine:
                 continue  # a folder of another launch
             last = mine[-1]
             counts[last["outcome"]] += 1
             resumed += bool(last.get("resumed"))
             if last["outcome"] in FAILURES:
-                failed.append((path.parent, last.get("error", "")))
+                failed.append((folder.path, last.get("error", "")))
         parts = [f"{counts[k]} {name}" for k, name in OUTCOMES.items() if counts[k] or k in ("finished", "failed")]
         if resumed:
             parts.append(f"{resumed} resumed from a checkpoint")
@@ -72,15 +73,13 @@ def write_best_trial(root: Path, launch: str | None) -> None:
     """``best_trial.yaml``: the number (Optuna's trial number = the job number), score, overrides
     and folder of this launch's best trial."""
     best = None
-    for path in root.rglob(rundir.LAUNCHES):
-        if not any(e.get("launch") == launch for e in rundir.launches(path.parent)):
+    for folder in rundir.find_run_folders(root):
+        if not any(e.get("launch") == launch for e in folder.launches()):
             continue
-        results, _ = rundir.read_results(path.parent)
-        hydra_file = path.parent / rundir.CONFIG_DIR / "hydra.yaml"
-        if results is None or results.get("score") is None or not hydra_file.is_file():
+        record, job = folder.record(), folder.job()
+        if record is None or not math.isfinite(record.score) or job is None:
             continue
-        job = OmegaConf.load(hydra_file).hydra
-        entry = (results["score"], -int(job.job.num), path.parent, list(job.overrides.task))
+        entry = (record.score, -int(job.job.num), folder.path, list(job.overrides.task))
         best = entry if best is None or entry[:2] > best[:2] else best
     if best is not None:
         score, num, folder, overrides = best

@@ -18,7 +18,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     checkpoint or the new one, never a partial file, and nothing in ``$TMPDIR``. (Lightning's own
     writer stages the file in ``$TMPDIR`` and copies it into place, which is not atomic when the
     two are on different filesystems, the usual cluster layout.) A partial temporary file left by
-    a kill is removed at the next start (:func:`maxpoolbert.rundir.clean_stale_tmp`)."""
+    a kill is removed at the next start (:meth:`maxpoolbert.rundir.RunFolder.clean_stale_tmp`)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:

@@ -36,28 +36,26 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 3  # bump when the tokenised format changes
 
 
-def load_split(task: Task, split: str, folder: str | Path | None) -> datasets.Dataset:
+def load_split(task: Task, split: str, dirs: dict[str, str | None]) -> datasets.Dataset:
     """Rows of one split as a ``datasets.Dataset`` with ``text_a text_b label idx`` (file order),
-    from the task's ``folder`` (see :meth:`Task.folder`), or from the hub when it is ``None``."""
+    from the split's folder under its benchmark's folder in ``dirs`` (see :meth:`Task.folder`), or
+    from the hub when there is none."""
     spec = task.split(split)
+    folder = task.folder(dirs, split)
     if folder:
-        check_data_dir(task.source_key(), str(folder))
+        check_data_dir(task.source_key(), task.root(dirs))
         # Malformed rows may be skipped (QQP) in training data only: never drop a row to evaluate.
         try:
-            columns, _ = task.read_file(Path(folder).expanduser() / spec.file, spec,
+            columns, _ = task.read_file(folder / spec.file, spec,
                                         skip_malformed=task.skip_malformed and split == "train")
         except UserError as err:  # named by the setting's own value: the benchmark's folder, or the task's
-            setting = Path(folder)
-            if not task.data_dir:
-                for _ in Path(task.dir).parts:
-                    setting = setting.parent
-            raise err.naming(task.source_key(), str(setting)) from None
+            raise err.naming(task.source_key(), task.root(dirs)) from None
         return datasets.Dataset.from_dict(columns)
     if not task.hub_dataset or not spec.hub_split:
         raise UserError(f"task {task.name} has no local data and no hub dataset for split {split}",
                         key=task.source_key(), value=None, allowed="the folder holding the task's files")
     try:
-        ds = _load_hub(task.hub_dataset, task.hub_config, spec.hub_split)
+        ds = _load_hub(task.hub_dataset, spec.hub_config or task.hub_config, spec.hub_split)
     except Exception as err:  # offline, no cache, hub down: all the same to the user
         raise UserError(
             f"no data for task {task.name} ({task.hub_dataset} is neither reachable nor cached: {type(err).__name__})",
@@ -266,8 +264,9 @@ class TaskDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.task, self.tokenizer = task, tokenizer
-        # the task's folder: its own data_dir, or its benchmark's folder setting, or None (the hub)
-        self.folder = task.folder({"glue": glue_dir, "superglue": superglue_dir})
+        # each benchmark's folder: the task's files are in its own data_dir, or under its
+        # benchmark's folder, or (None) on the hub
+        self.dirs = {"glue": glue_dir, "superglue": superglue_dir}
         self.max_length = max_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.train_size, self.subset_seed = train_size, subset_seed
@@ -280,11 +279,12 @@ class TaskDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- loading and caching
     def _cache_key(self, split: str) -> str:
         spec = self.task.split(split)
-        if self.folder:
-            path = self.folder / spec.file
+        folder = self.task.folder(self.dirs, split)
+        if folder:
+            path = folder / spec.file
             source = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] if path.exists() else str(path)
         else:
-            source = [self.task.hub_dataset, self.task.hub_config, spec.hub_split]
+            source = [self.task.hub_dataset, spec.hub_config or self.task.hub_config, spec.hub_split]
         tok = self.tokenizer
         key = json.dumps([CACHE_VERSION, self.task.name, split, source, type(tok).__name__, tok.name_or_path,
                           len(tok), self.max_length, self.pad_to_max_length, self.task.text_fields,
@@ -297,7 +297,7 @@ class TaskDataModule(L.LightningDataModule):
         path = Path(self.cache_dir).expanduser() / f"{self.task.name}-{split}-{self._cache_key(split)}" if self.cache_dir else None
         if path is not None and path.is_dir():  # published entries are complete (see publish)
             return datasets.load_from_disk(str(path))
-        raw = load_split(self.task, split, self.folder)
+        raw = load_split(self.task, split, self.dirs)
         cols = raw.to_dict()
         texts = [cols["text_a"]] if not len(raw) or cols["text_b"][0] is None else [cols["text_a"], cols["text_b"]]
         # One batched call into the Rust tokenizer (no per-batch map/fingerprinting); it refuses
@@ -347,12 +347,11 @@ class TaskDataModule(L.LightningDataModule):
         ds = self.encode(split)
         if not len(ds):
             spec = self.task.split(split)
-            source = self.folder / spec.file if self.folder \
-                else f"{self.task.hub_dataset} {self.task.hub_config} {spec.hub_split}"
+            folder = self.task.folder(self.dirs, split)
+            source = folder / spec.file if folder \
+                else f"{self.task.hub_dataset} {spec.hub_config or self.task.hub_config} {spec.hub_split}"
             raise UserError(f"no rows in {source} (a header only?)", key=self.task.source_key(),
-                            value=str(self.folder.parent if self.task.dir and not self.task.data_dir else self.folder)
-                            if self.folder else None,
-                            allowed=f"a {split} file with at least one row")
+                            value=self.task.root(self.dirs), allowed=f"a {split} file with at least one row")
         return ds
 
     def test_split(self, name: str) -> Encoded:

@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from maxpoolbert import signatures
 from maxpoolbert.errors import UserError, check_writable_folder, fail
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.predict import load_run, load_trained
@@ -69,8 +70,11 @@ def remote_code_model(model: PooledClassifier, task: Task, cfg: DictConfig):
     ``save_pretrained`` writes its code into the folder."""
     from maxpoolbert import modeling_maxpoolbert as M
 
-    options = OmegaConf.to_container(cfg.pooling.module, resolve=True)
-    module, _, name = options.pop("_target_").rpartition(".")
+    given = OmegaConf.to_container(cfg.pooling.module, resolve=True)
+    target = given.pop("_target_")
+    # every option of the strategy, the ones its YAML leaves out at its class's declared default
+    options = {**signatures.defaults(target, skip=("self", "encoder_config")), **given}
+    module, _, name = target.rpartition(".")
     if module != "maxpoolbert.pooling":
         raise UserError(f"pooling {name} is defined in {module}: export writes only the strategies of "
                         "maxpoolbert.pooling into a model folder")

@@ -36,22 +36,14 @@ def wandb(project: str, name: str, save_dir: str, group: str | None = None, tags
     )
 
 
-RUN_ID_FILE = "wandb_id"
-
-
 def run_id(run_dir: Path) -> str:
-    """The W&B run id of this run folder, made on its first start and kept in ``wandb_id``: a
-    resumed run (killed, requeued, relaunched) continues its own W&B run instead of starting a
-    new one, online or offline (``wandb sync`` then uploads all parts into that one run)."""
-    path = run_dir / RUN_ID_FILE
-    if path.is_file() and path.read_text().strip():
-        return path.read_text().strip()
-    from maxpoolbert.rundir import write_atomic
+    """The W&B run id of this run folder, made on its first start and kept there: a resumed run
+    (killed, requeued, relaunched) continues its own W&B run instead of starting a new one, online
+    or offline (``wandb sync`` then uploads all parts into that one run)."""
+    from maxpoolbert.rundir import RunFolder
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     alphabet = string.ascii_lowercase + string.digits  # W&B's own id format: 8 of these
-    write_atomic(path, "".join(secrets.choice(alphabet) for _ in range(8)) + "\n")
-    return path.read_text().strip()
+    return RunFolder(run_dir).wandb_id(lambda: "".join(secrets.choice(alphabet) for _ in range(8)))
 
 
 def none():

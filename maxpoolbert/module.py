@@ -13,6 +13,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from maxpoolbert import metrics as M
 from maxpoolbert.layers import layer_decay_groups
+from maxpoolbert.live_metrics import LIVE
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.tasks import Task
 
@@ -38,7 +39,7 @@ class GlueModule(L.LightningModule):
         self.optimizer_factory, self.warmup_ratio, self.seed = optimizer, warmup_ratio, seed
         self.eval_names = list(task.eval)
         self.live = nn.ModuleDict({
-            split: nn.ModuleDict({k: M.TORCHMETRICS[name](max(task.num_labels, 2)) for k, name in spec.metrics.items()})
+            split: nn.ModuleDict({k: LIVE[name](max(task.num_labels, 2)) for k, name in spec.metrics.items()})
             for split, spec in task.eval.items()
         })
         self._gathered: dict[str, list] = {}

@@ -16,8 +16,8 @@ def fused_policy(cfg) -> dict:
     ``*-mixed`` precision and gradient clipping together, which Lightning refuses for an optimizer
     that unscales gradients itself."""
     if "fused" in cfg.optimizer and cfg.optimizer.fused is None:
-        mixed = str(cfg.trainer.get("precision", "32-true")).endswith("-mixed")
-        return {"fused": not (mixed and cfg.trainer.get("gradient_clip_val"))}
+        mixed = str(cfg.trainer.precision).endswith("-mixed")
+        return {"fused": not (mixed and cfg.trainer.gradient_clip_val)}
     return {}
 
 

@@ -12,6 +12,11 @@ to strategies that set ``needs_attentions = True``. The constructor receives the
 ``configs/pooling/<name>.yaml``. To add a strategy: subclass :class:`Pooling` here (or in any
 importable module) and point a new YAML file's ``module._target_`` at it. Nothing else changes.
 
+Options are declared once, as the constructor's keyword arguments with their types and defaults
+(bounds in ``Annotated[int, Range(ge=1)]``): the config check refuses an unknown option or a bad
+value before anything loads, a run's settings and the export complete a YAML that leaves an
+option out with this default (:mod:`maxpoolbert.signatures` reads them from the source).
+
 Width contract: a strategy states the width of the vector it returns in ``output_size``
 (default: the encoder's hidden size; set ``self.output_size`` in ``__init__`` otherwise, e.g.
 ``2 * hidden_size`` for a concatenation of two vectors). The classification head is sized from it
@@ -22,9 +27,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
+
+
+def Range(**bounds: float) -> dict[str, float]:  # noqa: N802 - reads as part of a type: Annotated[int, Range(ge=1)]
+    """Bounds of an option's value (``ge``, ``gt``, ``le``, ``lt``), written in its annotation;
+    the config check reads them (:mod:`maxpoolbert.schema`)."""
+    return bounds
+
+
+Layers = Annotated[int, Range(ge=1)]
+Dropout = Annotated[float, Range(ge=0, lt=1)]
 
 
 class Pooling(nn.Module):
@@ -69,7 +85,7 @@ class CLSPooling(Pooling):
 class MaxCLSPooling(Pooling):
     """MaxPoolBERT (i): element-wise max over the [CLS] vectors of the last ``k`` layers."""
 
-    def __init__(self, encoder_config, k: int = 3) -> None:
+    def __init__(self, encoder_config, k: Layers = 3) -> None:
         super().__init__(encoder_config)
         self.k = _check_k(k, self.num_layers)
 
@@ -89,7 +105,7 @@ class MHAPooling(Pooling):
     """
 
     def __init__(
-        self, encoder_config, k: int = 1, num_heads: int = 4, dropout: float = 0.0,
+        self, encoder_config, k: Layers = 1, num_heads: Annotated[int, Range(ge=1)] = 4, dropout: Dropout = 0.0,
         residual: bool = False, layer_norm: bool = False,
     ) -> None:
         super().__init__(encoder_config)
@@ -145,7 +161,7 @@ class ConcatCLSPooling(Pooling):
     """Concatenation of the [CLS] vectors of the last ``k`` layers, the 4th-last first (Devlin et
     al., 2019, who concatenated the last four layers as features): a vector of k * H."""
 
-    def __init__(self, encoder_config, k: int = 4) -> None:
+    def __init__(self, encoder_config, k: Layers = 4) -> None:
         super().__init__(encoder_config)
         self.k = _check_k(k, self.num_layers)
         self.output_size = self.k * self.hidden_size
@@ -203,7 +219,7 @@ class AttentionWeightedPooling(WeightedAveragePooling):
 class LearnedWeightedPooling(WeightedAveragePooling):
     """Weights = masked softmax of a small feed-forward scorer on each token's hidden state."""
 
-    def __init__(self, encoder_config, scorer_hidden: int = 128) -> None:
+    def __init__(self, encoder_config, scorer_hidden: Annotated[int, Range(ge=1)] = 128) -> None:
         super().__init__(encoder_config)
         self.scorer = nn.Sequential(
             nn.Linear(self.hidden_size, scorer_hidden), nn.Tanh(), nn.Linear(scorer_hidden, 1)
@@ -217,7 +233,7 @@ class PositionalWeightedPooling(WeightedAveragePooling):
     """Weights = masked softmax of learned per-position scores (one per position, zero-initialised,
     so training starts from the mean)."""
 
-    def __init__(self, encoder_config, max_positions: int | None = None) -> None:
+    def __init__(self, encoder_config, max_positions: Annotated[int, Range(ge=1)] | None = None) -> None:
         super().__init__(encoder_config)
         self.scores = nn.Parameter(torch.zeros(max_positions or encoder_config.max_position_embeddings))
 

@@ -12,18 +12,19 @@ with the header ``index<TAB>prediction`` and one row per test example, in file o
 * class ids ``0``/``1`` for CoLA, SST-2, MRPC, QQP and WNLI,
 * STS-B scores clipped to [0, 5], with three decimals.
 
-An MNLI run also predicts the GLUE diagnostic set (``diagnostic/diagnostic.tsv`` in the GLUE
-folder) into ``AX.tsv`` when that file exists. The files go to ``RUN_DIR/submission/`` for one
-run; several runs (e.g. one per task) need ``--out``, and all files go there. Test data come
-from ``--glue-dir``, else the run's ``data.glue_dir`` (stored as an absolute path), else the
-folder recorded in ``results.json``, else ``GLUE_DIR``, else the hub dataset.
-Every run and test file is checked before anything is predicted.
+Every test split of the task config with a submission name is predicted: an MNLI run also predicts
+the GLUE diagnostic set into ``AX.tsv`` (``configs/task/mnli.yaml`` lists it as an optional split,
+skipped with a note where ``diagnostic/diagnostic.tsv`` is missing). The files go to
+``RUN_DIR/submission/`` for one run; several runs (e.g. one per task) need ``--out``, and all files
+go there. Test data come from ``--glue-dir`` / ``--superglue-dir``, else the run's own setting
+(``data.glue_dir``: ``GLUE_DIR`` of this shell when the run took it from the environment), else
+the folder an older run recorded, else the hub dataset. Every run and test file is checked before
+anything is predicted.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -34,19 +35,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_model
 
-from maxpoolbert import rundir
 from maxpoolbert.data import Encoded, TaskDataModule
 from maxpoolbert.errors import UserError, check_writable_folder, fail
 from maxpoolbert.model import PooledClassifier
-from maxpoolbert.run import FAILED, RESULTS, build, user_error
-from maxpoolbert.rundir import read_results
-from maxpoolbert.tasks import Split, Task, from_config
+from maxpoolbert.run import build, user_error
+from maxpoolbert.rundir import RunFolder
+from maxpoolbert.tasks import Task, from_config
 
-MODEL_FILE = rundir.MODEL
-CONFIG_FILE = Path(rundir.CONFIG)
 SUBMISSION_DIR = "submission"
 HEADER = "index\tprediction\n"
-AX_DIR, AX_FILE, AX_SPLIT, AX_NAME = "diagnostic", "diagnostic.tsv", "diagnostic", "AX"
 
 
 @dataclass
@@ -62,79 +59,68 @@ class Target:
 class Plan:
     """What to predict for one run, checked before any model is built."""
 
-    run_dir: Path
+    folder: RunFolder
     cfg: DictConfig
-    glue_dir: str | None
+    data_dirs: dict[str, str | None]  # each benchmark's data folder for this run
     targets: list[Target]
     notes: list[str] = field(default_factory=list)
 
-    def data_dirs(self) -> dict[str, str | None]:
-        """Each benchmark's data folder for this run (GLUE: as resolved above)."""
-        superglue = self.cfg.data.get("superglue_dir") or os.environ.get("SUPERGLUE_DIR") or None
-        return {"glue": self.glue_dir, "superglue": superglue}
-
-
-def diagnostic_task(mnli: Task) -> Task:
-    """MNLI pointed at the GLUE diagnostic set (same columns and labels; ``ax`` on the hub)."""
-    return dataclasses.replace(
-        mnli, dir=AX_DIR, hub_config="ax",
-        test={AX_SPLIT: Split(AX_FILE, "test", labelled=False)}, submission_names={AX_SPLIT: AX_NAME},
-    )
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.path
 
 
 def load_run(run_dir: Path) -> DictConfig:
     """The run's config, or a UserError saying why ``run_dir`` is not a finished run."""
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a folder")
-    results, broken = read_results(run_dir)
+    folder = RunFolder(run_dir)
+    record, broken = folder.read()
     if broken:
-        raise UserError(f"{run_dir} is not a finished run: its {RESULTS} is {broken}")
-    if results is None:
-        why = f" (it failed, see {FAILED})" if (run_dir / FAILED).is_file() else " (the run has not finished)"
-        raise UserError(f"{run_dir} is not a finished run: no {RESULTS}{why}")
-    if not (run_dir / MODEL_FILE).is_file():
-        raise UserError(f"{run_dir} has no {MODEL_FILE}: the trained weights are only kept by runs "
+        raise UserError(f"{run_dir} is not a finished run: its {folder.results.name} is {broken}")
+    if record is None:
+        why = f" (it failed, see {folder.failed_file.name})" if folder.failure() else " (the run has not finished)"
+        raise UserError(f"{run_dir} is not a finished run: no {folder.results.name}{why}")
+    if not folder.model_file.is_file():
+        raise UserError(f"{run_dir} has no {folder.model_file.name}: the trained weights are only kept by runs "
                         "with save_model=true (train again with it)")
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise UserError(f"{run_dir} has no {CONFIG_FILE} (not a run folder written by train.py)")
-    return OmegaConf.load(run_dir / CONFIG_FILE)
+    cfg = folder.config()
+    if cfg is None:
+        raise UserError(f"{run_dir} has no {folder.config_file.relative_to(run_dir)} (not a run folder written by train.py)")
+    return cfg
 
 
-def _recorded_glue_dir(run_dir: Path) -> str | None:
-    """The GLUE folder the run used, as ``results.json`` recorded it (run folders written before
-    configs stored resolved paths keep ``${oc.env:GLUE_DIR}`` in their config)."""
-    results, _ = read_results(run_dir)
-    return (results or {}).get("glue_dir") or None
-
-
-def plan_run(run_dir: Path, glue_dir: str | None = None) -> Plan:
-    """Check a run and its test files; ``glue_dir`` overrides the run's own ``data.glue_dir``."""
+def plan_run(run_dir: Path, data_dirs: dict[str, str | None] | None = None) -> Plan:
+    """Check a run and its test files; ``data_dirs`` (``{"glue": ..., "superglue": ...}``)
+    override the run's own benchmark folders."""
     cfg = load_run(run_dir)
-    task = from_config(cfg.task, str(run_dir / CONFIG_FILE))
-    glue_dir = glue_dir or cfg.data.get("glue_dir") or _recorded_glue_dir(run_dir) or os.environ.get("GLUE_DIR") or None
-    if not task.test:
-        raise UserError(f"task {task.name} declares no test split (test: in its task config)")
-    targets = []
-    for split in task.test:
-        if split not in task.submission_names:
-            raise UserError(f"task {task.name} has no submission name for test split {split!r} "
-                            "(submission_names: in its task config)")
-        targets.append(Target(task, split, task.submission_names[split]))
-    plan = Plan(run_dir, cfg, glue_dir, targets)
-    if task.name == "mnli":
-        plan.targets.append(Target(diagnostic_task(task), AX_SPLIT, AX_NAME))
-    if task.benchmark == "glue" and glue_dir and not Path(glue_dir).expanduser().is_dir():
-        raise UserError(f"GLUE folder {glue_dir} does not exist (--glue-dir, the run's data.glue_dir or GLUE_DIR)")
+    folder = RunFolder(run_dir)
+    task = from_config(cfg.task, str(folder.config_file))
+    given = {k: v for k, v in (data_dirs or {}).items() if v}
+    record = folder.record()
+    dirs = {"glue": given.get("glue") or cfg.data.get("glue_dir") or (record.recorded_glue_dir if record else None),
+            "superglue": given.get("superglue") or cfg.data.get("superglue_dir")}
+    targets = [Target(task, split, task.submission_names[split]) for split in task.test
+               if split in task.submission_names]
+    if not targets:
+        raise UserError(f"task {task.name} declares no test split with a submission name "
+                        "(test: and submission_names: in its task config)")
+    plan = Plan(folder, cfg, dirs, targets)
+    root = task.root(dirs)
+    if root and not Path(root).expanduser().is_dir():
+        raise UserError(f"{task.source_key()}={root}: not a folder (--glue-dir/--superglue-dir, the run's "
+                        f"{task.source_key()} or the variable it reads)")
     for target in list(plan.targets):
-        folder = target.task.folder(plan.data_dirs())
-        if folder is not None:
-            path = folder / target.task.split(target.split).file
-            if path.is_file():
-                continue
-            if target.name != AX_NAME:
-                raise UserError(f"missing test file {path} (task {task.name}, split {target.split})")
-            plan.targets.remove(target)
-            plan.notes.append(f"note: no {AX_DIR}/{AX_FILE} in {folder.parent}: {AX_NAME}.tsv skipped")
+        where = target.task.folder(dirs, target.split)
+        if where is None:
+            continue
+        path = where / target.task.split(target.split).file
+        if path.is_file():
+            continue
+        if not target.task.split(target.split).optional:
+            raise UserError(f"missing test file {path} (task {task.name}, split {target.split})")
+        plan.targets.remove(target)
+        plan.notes.append(f"note: no {path}: {target.name}.tsv skipped")
     return plan
 
 
@@ -178,13 +164,14 @@ def write_submission(path: Path, values: list[str]) -> None:
 def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[Task, object, PooledClassifier]:
     """Task, tokenizer and classifier of a run, with its trained weights, in eval mode."""
     task, tokenizer, model = build(cfg)
+    folder = RunFolder(run_dir)
     try:
-        load_model(model, str(run_dir / MODEL_FILE))
+        load_model(model, str(folder.model_file))
     except RuntimeError as err:
         detail = "; ".join(line.strip() for line in str(err).splitlines()[1:] if line.strip())
         detail = detail if len(detail) <= 300 else detail[:297] + "..."
-        raise UserError(f"{run_dir / MODEL_FILE} does not fit the model built from {CONFIG_FILE}: "
-                        f"{detail or err}") from err
+        raise UserError(f"{folder.model_file} does not fit the model built from "
+                        f"{folder.config_file.relative_to(run_dir)}: {detail or err}") from err
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return task, tokenizer, model.to(device).eval()
 
@@ -192,7 +179,7 @@ def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[Task, object, PooledCl
 def predict_run(plan: Plan, out_dir: Path, batch_size: int | None = None) -> list[Path]:
     """Predict every target of one run into ``out_dir``; returns the files written."""
     _, tokenizer, model = load_trained(plan.run_dir, plan.cfg)
-    dirs = plan.data_dirs()
+    dirs = plan.data_dirs
     data_args = {**OmegaConf.to_container(plan.cfg.data, resolve=True), "glue_dir": dirs["glue"],
                  "superglue_dir": dirs["superglue"]}
     if batch_size:
@@ -203,9 +190,9 @@ def predict_run(plan: Plan, out_dir: Path, batch_size: int | None = None) -> lis
         try:
             data = dm.test_split(target.split)
         except UserError as err:
-            if target.name != AX_NAME:
+            if not target.task.split(target.split).optional:
                 raise
-            print(f"note: {AX_NAME}.tsv skipped: {err}", flush=True)
+            print(f"note: {target.name}.tsv skipped: {err}", flush=True)
             continue
         path = out_dir / f"{target.name}.tsv"
         write_submission(path, format_predictions(target.task, predict_split(model, dm, data)))
@@ -222,7 +209,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="finished run folder(s) with results.json and model.safetensors")
     parser.add_argument("--out", type=Path, help=f"output folder (default RUN_DIR/{SUBMISSION_DIR}/ for "
                         "one run; required for several)")
-    parser.add_argument("--glue-dir", help="GLUE folder (default: the run's data.glue_dir, then GLUE_DIR)")
+    parser.add_argument("--glue-dir", help="GLUE folder (default: the run's data.glue_dir, e.g. GLUE_DIR)")
+    parser.add_argument("--superglue-dir", help="SuperGLUE folder (default: the run's data.superglue_dir, "
+                        "e.g. SUPERGLUE_DIR)")
     parser.add_argument("--batch-size", type=int, help="evaluation batch size (default: the run's "
                         "data.eval_batch_size)")
     args = parser.parse_args(argv)
@@ -237,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; user errors exit non-zero with one ``error: ...`` line."""
     args = parse_args(argv)
     try:
-        plans = [plan_run(d, args.glue_dir) for d in args.run_dirs]
+        plans = [plan_run(d, {"glue": args.glue_dir, "superglue": args.superglue_dir}) for d in args.run_dirs]
         owner: dict[str, Path] = {}
         for plan in plans:
             for target in plan.targets:

@@ -2,8 +2,10 @@
 
 Read :func:`run` top to bottom: claim the run folder and skip it if finished; build the task,
 the model, the data, the trainer and the logger from the config; fit (or resume); collect the
-results; write them. Everything built comes from the config through ``hydra.utils.instantiate``.
-Where the rest lives: the run folder and the ``results.json`` schema in :mod:`maxpoolbert.rundir`;
+results; write them. The task, encoder, tokenizer, pooling, optimizer, Trainer and logger are
+instantiated from their config groups (``hydra.utils.instantiate``); the classifier, data module
+and training module take their sections' values as keyword arguments.
+Where the rest lives: the run folder, the run record and a run's identity in :mod:`maxpoolbert.rundir`;
 the Trainer, devices, threads and the Throughput callback in :mod:`maxpoolbert.trainer`; the
 optimizer policy in :mod:`maxpoolbert.optim`; the logger's life in :mod:`maxpoolbert.loggers`;
 checkpoint writing and resuming in :mod:`maxpoolbert.checkpointing`.
@@ -12,12 +14,10 @@ checkpoint writing and resuming in :mod:`maxpoolbert.checkpointing`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -37,6 +37,7 @@ from maxpoolbert.errors import UserError, fail
 from maxpoolbert.layers import reinit_top_layers
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.module import GlueModule
+from maxpoolbert.rundir import RunFolder, RunFolderConflict, RunRecord
 from maxpoolbert.tasks import Task
 from maxpoolbert.trainer import (
     Throughput,
@@ -49,9 +50,6 @@ from maxpoolbert.trainer import (
 
 log = logging.getLogger("maxpoolbert")
 
-RESULTS, FAILED, PREDICTIONS = rundir.RESULTS, rundir.FAILED, rundir.PREDICTIONS
-
-
 def quiet_lightning() -> None:
     """Lightning adds its own console handler; Hydra's root handlers already print (and file) its logs."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -59,10 +57,10 @@ def quiet_lightning() -> None:
             logging.getLogger(name).removeHandler(handler)
 
 
-def majority_score(task: Task, train_labels, evals) -> float:
-    """Dev score of always predicting the most frequent training label (NaN for regression)."""
+def majority_score(task: Task, train_labels, evals) -> float | None:
+    """Dev score of always predicting the most frequent training label (None for regression)."""
     if task.is_regression:
-        return math.nan
+        return None
     values, counts = np.unique(np.asarray(train_labels), return_counts=True)
     const = values[np.argmax(counts)]
     scores: dict[str, float] = {}
@@ -70,23 +68,6 @@ def majority_score(task: Task, train_labels, evals) -> float:
         labels = evals[split]["label"]
         scores.update(M.compute(spec.metrics, np.full(len(labels), const), labels))
     return M.glue_score(scores)
-
-
-def hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that must match for runs to share a table cell (flat, JSON-friendly)."""
-    out = {
-        "optimizer.lr": cfg.optimizer.get("lr"), "optimizer.weight_decay": cfg.optimizer.get("weight_decay"),
-        "data.batch_size": cfg.data.batch_size, "trainer.max_epochs": cfg.trainer.get("max_epochs"),
-        "trainer.max_steps": cfg.trainer.get("max_steps", -1), "data.max_length": cfg.data.max_length,
-        "scheduler.warmup_ratio": cfg.scheduler.warmup_ratio, "head.use_pooler": cfg.head.use_pooler,
-        "head.dropout": cfg.head.dropout, "trainer.precision": str(cfg.trainer.get("precision", "32-true")),
-        "trainer.accumulate_grad_batches": cfg.trainer.get("accumulate_grad_batches", 1),
-        "eval.select": cfg.eval.select, "eval.per_epoch": cfg.eval.per_epoch,
-        "eval.early_stopping": cfg.eval.early_stopping,
-    }
-    options = OmegaConf.to_container(cfg.pooling.module, resolve=True)
-    out.update({f"pooling.{k}": v for k, v in options.items() if k != "_target_"})
-    return out
 
 
 # ---------------------------------------------------------------------------- the run
@@ -119,28 +100,28 @@ def build(cfg: DictConfig) -> tuple[Task, Any, PooledClassifier]:
     return task, tokenizer, model.train()
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> RunRecord | dict[str, Any]:
     """The run's story: claim the folder, skip it if finished, build, fit (or resume), collect the
     results, write them. What happened is appended to the folder's ``launches.jsonl``."""
     started = time.time()
     hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
+    folder = RunFolder(hydra_cfg.runtime.output_dir)
     schema.check(cfg)  # this job's values (a sweep's start checked the values every job shares)
 
     # 1. The folder: ours (or refused), skipped when finished, a broken results.json set aside.
     broken = None
     if not ddp_worker():  # the folder is the first process's: the others only train
-        rundir.claim(out_dir, cfg, hydra_cfg)  # first start: writes .hydra/; relaunch: same settings or refused
-        rundir.clean_stale_tmp(out_dir)
-        finished, broken = rundir.read_results(out_dir)
+        folder.claim(cfg, hydra_cfg)  # first start: writes .hydra/; relaunch: same settings or refused
+        folder.clean_stale_tmp()
+        finished, broken = folder.read()
         if finished is not None and cfg.skip_finished:
-            log.info("skipping %s: %s exists", out_dir, RESULTS)
-            rundir.record_launch(out_dir, "skipped")
+            log.info("skipping %s: already finished", folder.path)
+            folder.record_launch("skipped")
             return finished
         if broken:
-            moved = rundir.set_aside(out_dir / RESULTS)
-            log.warning("%s is %s: kept as %s; the run starts again", out_dir / RESULTS, broken, moved.name)
-        (out_dir / FAILED).unlink(missing_ok=True)
+            moved = folder.set_aside_results()
+            log.warning("%s is %s: kept as %s; the run starts again", folder.results, broken, moved.name)
+        folder.clear_failure()
 
     # 2. Build: task, model, data (bad data files are refused here, before the trainer and
     # logger start), training module, trainer, logger.
@@ -150,7 +131,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dm.setup()
     module = GlueModule(model, task, optim.from_config(cfg), cfg.scheduler.warmup_ratio,
                         seed=cfg.seed, compile=cfg.speed.compile)
-    checkpoint = ResumeCheckpoint(out_dir / rundir.CHECKPOINTS, cfg.checkpoint.every_n_epochs)
+    checkpoint = ResumeCheckpoint(folder.checkpoints, cfg.checkpoint.every_n_epochs)
     throughput = Throughput()
     logger = loggers.from_config(cfg)
     trainer = build_trainer(cfg, callbacks=[checkpoint, throughput], logger=logger)
@@ -158,7 +139,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     # 3. Fit, from the last intact checkpoint if there is one (damaged ones are moved aside).
-    last = rundir.resume_checkpoint(out_dir)
+    last = folder.resume_checkpoint()
     if last is not None:
         log.info("resuming from %s", last)
     try:
@@ -173,43 +154,38 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         train_samples = throughput.train_samples(trainer)  # every process takes part
         if not trainer.is_global_zero:
             return {"score": score}
-        results = {
-            "task": task.name, "pooling": cfg.pooling.name, "model": cfg.model.name, "seed": int(cfg.seed),
-            "metrics": metrics, "score": score, "task_info": task.info(),
-            "train_samples_per_s": throughput.samples_per_s(trainer), "world_size": trainer.world_size,
-            "train_samples": train_samples,
-            "train_s": throughput.seconds, "wall_s": time.time() - started,
-            "process_s": process_age(), "first_step_s": throughput.first_step_s,
-            "peak_memory_mb": peak_memory_mb(),
-            "params": model.param_counts(),
-            "train_size": cfg.data.train_size, "n_train": len(dm.splits["train"]), "n_train_full": dm.n_train_full,
-            "data_dir": str(dm.folder.resolve()) if dm.folder else None,
-            "glue_dir": str(Path(cfg.data.glue_dir).expanduser().resolve())
-            if cfg.data.glue_dir and task.benchmark == "glue" else None,
-            "n_dev": {k: len(v["index"]) for k, v in evals.items()},
-            "majority_score": majority_score(task, dm.splits["train"].labels, evals),
-            "epochs": trainer.current_epoch, "steps": trainer.global_step, "resumed": last is not None,
-            "history": module.history,
-            "selected": {"select": cfg.eval.select, "index": chosen, **{k: module.history[chosen][k]
-                                                                          for k in ("epoch", "step")}},
-            "stopped_early": bool(getattr(trainer.early_stopping_callback, "stopped_epoch", 0)),
-            "hparams": hparams(cfg),
-            "versions": {"torch": torch.__version__, "lightning": L.__version__},
-            "device": str(module.device),
-        }
+        identity = rundir.settings(cfg, rundir.neutral_keys(hydra_cfg))
+        record = RunRecord(
+            task=task.name, pooling=cfg.pooling.name, model=cfg.model.name, seed=int(cfg.seed),
+            metrics=metrics, score=score, task_info=task.info(),
+            settings=identity, settings_id=rundir.settings_id(identity),
+            train_size=cfg.data.train_size, n_train=len(dm.splits["train"]), n_train_full=dm.n_train_full,
+            n_dev={k: len(v["index"]) for k, v in evals.items()},
+            majority_score=majority_score(task, dm.splits["train"].labels, evals),
+            history=module.history,
+            selected={"select": cfg.eval.select, "index": chosen,
+                      **{k: module.history[chosen][k] for k in ("epoch", "step")}},
+            epochs=trainer.current_epoch, steps=trainer.global_step, resumed=last is not None,
+            stopped_early=bool(getattr(trainer.early_stopping_callback, "stopped_epoch", 0)),
+            world_size=trainer.world_size, train_samples=train_samples,
+            train_samples_per_s=throughput.samples_per_s(trainer), train_s=throughput.seconds,
+            wall_s=time.time() - started, process_s=process_age(), first_step_s=throughput.first_step_s,
+            peak_memory_mb=peak_memory_mb(), params=model.param_counts(),
+            versions={"torch": torch.__version__, "lightning": L.__version__}, device=str(module.device),
+        )
 
         # 5. Write: predictions and weights, then results.json last (it marks the run finished).
-        rundir.write_predictions(out_dir, {split: evals[split] for split in task.eval}, task.is_regression)
+        folder.write_predictions({split: evals[split] for split in task.eval}, task.is_regression)
         if cfg.save_model:
-            rundir.save_weights(out_dir, model)
+            folder.save_weights(model)
         loggers.log_final(logger, metrics, score)
-        rundir.write_results(out_dir, results)
-        rundir.record_launch(out_dir, "rerun" if broken else "finished", resumed=last is not None)
+        folder.write_results(record)
+        folder.record_launch("rerun" if broken else "finished", resumed=last is not None)
         if not cfg.checkpoint.keep:
-            rundir.remove_checkpoints(out_dir)
+            folder.remove_checkpoints()
         log.info("%s %s %s seed %s: %s (score %.4f) in %.0f s", task.name, cfg.pooling.name, cfg.model.name,
-                 cfg.seed, {k: round(v, 4) for k, v in metrics.items()}, score, results["wall_s"])
-        return results
+                 cfg.seed, {k: round(v, 4) for k, v in metrics.items()}, score, record.wall_s)
+        return record
     finally:
         loggers.finish(logger)
 
@@ -240,14 +216,15 @@ def main(cfg: DictConfig) -> float | None:
     User errors print one line. In a multirun a failing job is recorded in ``failed.json`` and the
     sweep goes on; a single run exits non-zero. A folder that holds another run is left untouched.
     """
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    folder = RunFolder(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     quiet_lightning()
     datasets.disable_progress_bars()  # tokenising/caching bars would fill every run's log
     try:
-        return run(cfg)["score"]
-    except rundir.RunFolderConflict as err:
-        rundir.record_launch(out_dir, "refused", error=str(err))
+        result = run(cfg)
+        return result.score if isinstance(result, RunRecord) else result["score"]
+    except RunFolderConflict as err:
+        folder.record_launch("refused", error=str(err))
         if multirun:
             log.error("job refused: %s", err)
             return None
@@ -257,12 +234,12 @@ def main(cfg: DictConfig) -> float | None:
         err = user or err
         if ddp_worker():
             raise
-        rundir.write_failed(out_dir, err, user is not None, None if user else traceback.format_exc())
+        folder.write_failed(err, user is not None, None if user else traceback.format_exc())
         if isinstance(err, KeyboardInterrupt):
             raise
-        rundir.record_launch(out_dir, "failed", error=f"{type(err).__name__}: {err}")
+        folder.record_launch("failed", error=f"{type(err).__name__}: {err}")
         if multirun:
-            log.error("job failed (recorded in %s): %s", out_dir / FAILED, err)
+            log.error("job failed (recorded in %s): %s", folder.failed_file, err)
             return None
         if user:
             fail(user)

@@ -1,25 +1,44 @@
-"""The run folder: what a run leaves behind, and the rules that make it one run.
+"""The run record: a run folder, what a finished run records, and when two runs are the same.
 
-A run folder (Hydra's run or multirun job directory) holds
+Nothing outside this module spells a run-folder file name or a ``results.json`` key.
 
-* ``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``: written once, when the run first
-  starts (Hydra's own saving is switched off by ``hydra.output_subdir: null``). Paths that come
-  from the environment (``data.glue_dir``, ``data.superglue_dir``, ``data.cache_dir``, a custom
-  task's ``task.data_dir``) are stored resolved, so the folder
-  can be used from any shell. A relaunch whose settings differ is refused (:func:`claim`).
-* ``checkpoints/last.ckpt`` while the run is under way, written atomically in the folder itself
-  (:class:`AtomicCheckpointIO`); one that cannot be loaded is moved aside (:func:`resume_checkpoint`).
-* ``results.json`` (written last and atomically): the run is finished when it can be read and has
-  the keys of :data:`RESULT_KEYS` (:func:`read_results`); one that cannot is moved aside.
-* ``failed.json`` when the run failed, ``launches.jsonl`` with one line per launch (what happened
-  to it: finished, skipped, rerun, failed, refused), for the sweep summary.
+* :class:`RunFolder`: one run's folder (Hydra's run or multirun job directory) and the rules that
+  make it one run. It holds
 
-This module imports no torch at import time, so the sweep callback can use it cheaply.
+  - ``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``: written once, when the run first
+    starts (Hydra's own saving is off: ``hydra.output_subdir: null``), exactly as composed, with
+    no path of the machine resolved into it (``data.glue_dir`` stays ``${oc.env:GLUE_DIR,null}``).
+    A relaunch whose settings differ is refused (:meth:`RunFolder.claim`).
+  - ``checkpoints/last.ckpt`` while the run is under way (written atomically beside itself,
+    :mod:`maxpoolbert.checkpointing`); one that cannot be loaded is moved aside
+    (:meth:`RunFolder.resume_checkpoint`).
+  - ``dev_predictions.tsv``, ``model.safetensors``, then ``results.json`` last and atomically: the
+    run is finished when it can be read as a :class:`RunRecord`; one that cannot is moved aside.
+  - ``failed.json`` when the run failed, ``launches.jsonl`` with one line per launch (finished,
+    skipped, rerun, failed, refused) for the sweep summary, ``wandb_id`` for a resumed W&B run.
+
+* :class:`RunRecord`: what a finished run records (``results.json``). :mod:`maxpoolbert.run`
+  writes it; the report, selection, predict, export, sweeps and callbacks read it. Records written
+  by older versions are upgraded here, when read (:meth:`RunRecord.from_json`,
+  :meth:`RunFolder.record`), and nowhere else.
+
+* A run's identity, :func:`settings`: the resolved config, flattened, without the seed (it has its
+  own key) and without the keys that do not change what a run computes (one declared list:
+  ``hydra.job.config.override_dirname.exclude_keys`` in ``configs/config.yaml``: logger, data and
+  cache folders, progress bar, ...). Trainer flags at Lightning's own default are left out (so a
+  Lightning release that adds a flag changes no identity) and a pooling strategy's options are
+  filled in with the defaults its class declares. :func:`settings_id` is a short hash of it. Runs
+  of one report cell are the same experiment exactly when their ``settings_id`` is the same. No
+  allowlist: a setting added next year is part of the identity without an edit.
+
+This module imports no torch at import time, so the sweep callbacks can use it cheaply.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -27,34 +46,38 @@ import os
 import socket
 import time
 import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from maxpoolbert import signatures
+from maxpoolbert.schema import plain
+from maxpoolbert.tasks import CONFIGS, TaskInfo
+from maxpoolbert.tasks import task_info as configured_task_info
+from maxpoolbert.tasks import upgrade as upgrade_task
+
 log = logging.getLogger("maxpoolbert")
 
 RESULTS = "results.json"
 FAILED = "failed.json"
+ERROR_TXT = "error.txt"  # failures recorded by other tools (submitit logs copied in): read, never written
 PREDICTIONS = "dev_predictions.tsv"
 MODEL = "model.safetensors"
 CONFIG_DIR = ".hydra"
 CONFIG = f"{CONFIG_DIR}/config.yaml"
+HYDRA = f"{CONFIG_DIR}/hydra.yaml"
+OVERRIDES = f"{CONFIG_DIR}/overrides.yaml"
 CHECKPOINTS = "checkpoints"
 LAST_CKPT = "last.ckpt"
 LAUNCHES = "launches.jsonl"
+WANDB_ID = "wandb_id"
 CORRUPT = ".corrupt"
-RESULT_KEYS = ("task", "pooling", "model", "seed", "metrics", "score")
-# results.json: RESULT_KEYS make a finished run; the rest, written by every run since, is read
-# with .get() by report/predict (older runs lack some):
-#   task_info       {name, display_name, benchmark, benchmark_name, metrics, order} (Task.info())
-#   train_size, n_train, n_train_full, n_dev, majority_score, hparams, history, selected,
-#   epochs, steps, resumed, stopped_early, world_size, train_samples, train_samples_per_s,
-#   train_s, wall_s, process_s, first_step_s, peak_memory_mb, params, data_dir, glue_dir,
-#   versions, device
-TASK_INFO_KEYS = ("name", "display_name", "benchmark", "benchmark_name", "metrics", "order")
 LAUNCH_ENV = "MAXPOOLBERT_LAUNCH"  # set by the sweep callback: which launch a job belongs to
-RESOLVED_KEYS = ("data.glue_dir", "data.superglue_dir", "data.cache_dir", "task.data_dir")  # stored as absolute paths
+SIDE_FOLDERS = {"wandb", "__pycache__", "lightning_logs", CHECKPOINTS, "csv", "submission"}  # never hold runs
+UNSET = "<unset>"
 
 
 # ---------------------------------------------------------------------------- atomic files
@@ -90,19 +113,6 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def clean_stale_tmp(run_dir: Path) -> list[Path]:
-    """Remove temporary files that a killed process left in the folder (and its checkpoints)."""
-    removed = []
-    for folder in (run_dir, run_dir / CHECKPOINTS):
-        if folder.is_dir():
-            for path in folder.glob(".*.tmp"):
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    if removed:
-        log.info("removed %d stale temporary file(s) in %s", len(removed), run_dir)
-    return removed
-
-
 def set_aside(path: Path, suffix: str = CORRUPT) -> Path:
     """Rename ``path`` to ``<path><suffix>`` (``.1``, ``.2`` ... when taken); returns the new name."""
     target = path.with_name(path.name + suffix)
@@ -114,231 +124,609 @@ def set_aside(path: Path, suffix: str = CORRUPT) -> Path:
     return target
 
 
-# ---------------------------------------------------------------------------- finished?
-def read_results(run_dir: Path) -> tuple[dict | None, str | None]:
-    """``(results, None)`` for a finished run, ``(None, why)`` when ``results.json`` exists but
-    cannot be used, ``(None, None)`` when there is none."""
-    path = run_dir / RESULTS
-    if not path.exists():
-        return None, None
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return None, f"unreadable ({type(err).__name__}: {err})"
-    if not isinstance(results, dict):
-        return None, "not a JSON object"
-    missing = [k for k in RESULT_KEYS if k not in results]
-    if missing:
-        return None, f"missing key(s) {', '.join(missing)}"
-    return results, None
+# ---------------------------------------------------------------------------- identity
+def _key(key: str) -> str:
+    return str(key).replace("/", ".")
 
 
-def is_finished(run_dir: Path) -> bool:
-    return read_results(run_dir)[0] is not None
+def neutral_keys(hydra_cfg: DictConfig | Mapping | None = None) -> tuple[str, ...]:
+    """The keys that do not change what a run computes: the running (or a stored) Hydra config's
+    ``job.config.override_dirname.exclude_keys``, else the project's ``configs/config.yaml``'s
+    (reading records made before they carried their settings). Also left out of job folder names."""
+    if hydra_cfg is None:
+        return _project_neutral_keys()
+    node = OmegaConf.select(OmegaConf.create(hydra_cfg) if not OmegaConf.is_config(hydra_cfg) else hydra_cfg,
+                            "job.config.override_dirname.exclude_keys", default=None)
+    return tuple(_key(k) for k in (node or []))
 
 
-def task_info(results: dict) -> dict | None:
-    """What a table needs to know about a run's task (:data:`TASK_INFO_KEYS`): from
-    ``results.json``, or, for a run written before it carried it, from the project's task config."""
-    info = results.get("task_info")
-    if isinstance(info, dict) and all(k in info for k in TASK_INFO_KEYS):
-        return info
-    from maxpoolbert.tasks import task_info as from_configs
-
-    return from_configs(str(results.get("task")))
+@functools.cache
+def _project_neutral_keys() -> tuple[str, ...]:
+    cfg = OmegaConf.load(CONFIGS / "config.yaml")
+    return neutral_keys(cfg.hydra)
 
 
-# ---------------------------------------------------------------------------- writing a run's outputs
-def write_results(run_dir: Path, results: dict) -> None:
-    """``results.json``, last and atomically: its presence makes the run finished."""
-    missing = [k for k in RESULT_KEYS if k not in results]
-    if missing:
-        raise ValueError(f"results without {', '.join(missing)}")
-    write_json_atomic(run_dir / RESULTS, results)
+def _is_neutral(key: str, neutral: tuple[str, ...] | list[str]) -> bool:
+    return any(key == n or key.startswith(n + ".") for n in neutral)
 
 
-def write_failed(run_dir: Path, err: BaseException, user_error: bool, traceback: str | None) -> None:
-    """``failed.json``: why the run failed (a user error has no traceback)."""
-    try:
-        write_json_atomic(run_dir / FAILED, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
-                                             "traceback": traceback, "time": time.time()})
-    except OSError as write_err:
-        log.error("could not write %s: %s", run_dir / FAILED, write_err)
-
-
-def write_predictions(run_dir: Path, evals: dict[str, dict], regression: bool) -> None:
-    """``dev_predictions.tsv``: ``split index label prediction``, every dev row in file order."""
-    fmt = (lambda x: repr(float(x))) if regression else (lambda x: str(int(x)))
-    lines = ["split\tindex\tlabel\tprediction\n"]
-    for split, rows in evals.items():
-        for i, y, p in zip(rows["index"], rows["label"], rows["prediction"], strict=True):
-            lines.append(f"{split}\t{int(i)}\t{fmt(y)}\t{fmt(p)}\n")
-    write_atomic(run_dir / PREDICTIONS, "".join(lines))
-
-
-def save_weights(run_dir: Path, model: Any) -> None:
-    """``model.safetensors`` (weights only), atomically."""
-    from safetensors.torch import save_model
-
-    path = run_dir / MODEL
-    save_model(model, str(tmp_path(path)))
-    os.replace(tmp_path(path), path)
-
-
-# ---------------------------------------------------------------------------- launches
-def record_launch(run_dir: Path, outcome: str, **extra: Any) -> None:
-    """Append what this launch did to the run (``launches.jsonl``; one short line, appended)."""
-    entry = {"launch": os.environ.get(LAUNCH_ENV), "outcome": outcome, "time": time.time(),
-             "host": socket.gethostname(), "pid": os.getpid(), **extra}
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with (run_dir / LAUNCHES).open("a") as f:
-            f.write(json.dumps(entry) + "\n")
-    except OSError as err:  # never let bookkeeping hide the run's own outcome
-        log.warning("could not record the launch in %s: %s", run_dir / LAUNCHES, err)
-
-
-def launches(run_dir: Path) -> list[dict]:
-    path = run_dir / LAUNCHES
-    out = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-    return out
-
-
-# ---------------------------------------------------------------------------- config, once
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
         for k, v in obj.items():
             out.update(_flat(v, f"{prefix}{k}."))
-        return out or {prefix[:-1]: {}}
+        return out or ({prefix[:-1]: {}} if prefix else {})
     return {prefix[:-1]: obj}
 
 
-def _container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
-
-
-def neutral_keys(hydra_cfg: DictConfig) -> list[str]:
-    """Keys that do not change what a run computes: the ones left out of the job folder names
-    (``hydra.job.config.override_dirname.exclude_keys``: logger, data paths, progress bar ...)."""
-    keys = hydra_cfg.job.config.override_dirname.get("exclude_keys") or []
-    return [str(k).replace("/", ".") for k in keys]
-
-
-def _is_neutral(key: str, neutral: list[str]) -> bool:
-    return any(key == n or key.startswith(n + ".") for n in neutral)
-
-
-def config_to_save(cfg: DictConfig) -> DictConfig:
-    """The job config as stored: unresolved (as Hydra saves it), except the environment-derived
-    paths, which are stored as the absolute folders this run used."""
-    saved = OmegaConf.create(_container(cfg))
-    for key in RESOLVED_KEYS:
-        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
-        if value is not None and str(value).strip():
-            OmegaConf.update(saved, key, str(Path(os.path.expanduser(str(value))).resolve()), merge=False)
-        elif OmegaConf.select(saved, key) is not None:
-            OmegaConf.update(saved, key, None, merge=False)
-    return saved
-
-
-def differing_keys(saved: DictConfig, current: DictConfig, neutral: list[str]) -> list[tuple[str, Any, Any]]:
-    """Keys whose values differ between the stored and the current config, neutral keys left out.
-    Keys only one of them has (a setting added to, renamed in or removed from the project since
-    the run started) are not compared: nobody can have set them differently; except Trainer
-    flags, which any command line can give (``+trainer.<flag>=``): one that a config leaves out
-    has Lightning's default. Two ``_target_`` names of the same class (a class renamed, its old
-    name kept) are the same setting."""
-    a, b = _flat(_container(saved)), _flat(_container(current))
-    out = []
-    for key in sorted(a.keys() & b.keys() | {k for k in a.keys() ^ b.keys() if _trainer_flag(k)}):
-        if _is_neutral(key, neutral) or any(key == r for r in RESOLVED_KEYS):
-            continue
-        old = a[key] if key in a else _left_out(key)
-        new = b[key] if key in b else _left_out(key)
-        if old != new and not (key.endswith("_target_") and _same_target(old, new)):
-            out.append((key, old, new))
-    return out
-
-
-def _same_target(a: Any, b: Any) -> bool:
-    from hydra.utils import get_object
-
-    try:
-        return get_object(str(a)) is get_object(str(b))
-    except Exception:  # noqa: BLE001 - a name that no longer imports is simply different
-        return False
-
-
-def _trainer_flag(key: str) -> bool:
-    return key.startswith("trainer.") and "." not in key.removeprefix("trainer.")
-
-
-def _left_out(key: str) -> Any:
-    """The value of a key a config does not have: Lightning's default for a Trainer flag
-    (configs/trainer lists only the flags this project sets), else unset."""
-    if not _trainer_flag(key):
-        return "<unset>"
-    return _trainer_defaults().get(key.removeprefix("trainer."), "<unset>")
+def _trainer_flag(key: str) -> str | None:
+    """``trainer.<flag>`` -> ``flag`` (a top-level Trainer argument), else None."""
+    rest = key.removeprefix("trainer.")
+    return rest if key.startswith("trainer.") and "." not in rest else None
 
 
 @functools.cache
 def _trainer_defaults() -> dict[str, Any]:
-    """``lightning.Trainer``'s arguments and their defaults (imported only when needed)."""
-    import inspect
+    from maxpoolbert.lightning_flags import trainer_defaults
 
-    import lightning
-
-    params = inspect.signature(lightning.Trainer.__init__).parameters.values()
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return trainer_defaults()
 
 
+def settings(cfg: DictConfig | Mapping, neutral: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+    """A run's identity: its config resolved and flattened (``optimizer.lr``), without ``seed``,
+    ``hydra``, the ``neutral`` keys (default :func:`neutral_keys`) and the Trainer flags at
+    Lightning's default; the pooling's options completed with its class's defaults; a task config
+    of an older version upgraded to today's fields. Sorted by key; JSON values."""
+    neutral = neutral_keys() if neutral is None else tuple(neutral)
+    node = plain(cfg) if OmegaConf.is_config(cfg) else json.loads(json.dumps(cfg, default=str))
+    node = {k: v for k, v in node.items() if k not in ("seed", "hydra")}
+    if isinstance(node.get("task"), dict):
+        node["task"] = upgrade_task(node["task"])
+    pooling = node.get("pooling")
+    module = pooling.get("module") if isinstance(pooling, dict) else None
+    if isinstance(module, dict) and isinstance(module.get("_target_"), str):
+        declared = signatures.defaults(module["_target_"], skip=("self", "encoder_config"))
+        node["pooling"]["module"] = {**declared, **module}
+    defaults = _trainer_defaults()
+    out = {}
+    for key, value in _flat(node).items():
+        flag = _trainer_flag(key)
+        if _is_neutral(key, neutral) or (flag is not None and flag in defaults and defaults[flag] == value):
+            continue
+        out[key] = value
+    return dict(sorted(out.items()))
+
+
+def settings_id(values: Mapping[str, Any]) -> str:
+    """A short, stable name of a run's settings: the first 12 hex digits of the SHA-256 of their
+    canonical JSON (sorted keys)."""
+    text = json.dumps(dict(values), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _missing(key: str) -> Any:
+    """The value of a key a run's settings lack: Lightning's default for a Trainer flag (left out
+    because it was the default), else :data:`UNSET`."""
+    flag = _trainer_flag(key)
+    return _trainer_defaults().get(flag, UNSET) if flag is not None else UNSET
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any], both_only: bool = False) -> list[tuple[str, Any, Any]]:
+    """``(key, value in a, value in b)`` for every key whose values differ (a missing Trainer flag
+    is Lightning's default; another missing key is :data:`UNSET`). ``both_only``: keys only one side
+    has are not compared, except Trainer flags (a relaunch: a setting the project added or removed
+    since the run started cannot have been set differently)."""
+    out = []
+    for key in sorted(a.keys() | b.keys()):
+        if both_only and (key not in a or key not in b) and _trainer_flag(key) is None:
+            continue
+        old = a[key] if key in a else _missing(key)
+        new = b[key] if key in b else _missing(key)
+        if _json(old) != _json(new):
+            out.append((key, old, new))
+    return out
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def show(value: Any) -> str:
+    """A setting's value as it is written on the command line."""
+    return value if value == UNSET or isinstance(value, str) else json.dumps(value)
+
+
+# ---------------------------------------------------------------------------- the record
+class RecordError(ValueError):
+    """A ``results.json`` that cannot be used; ``kind`` is ``corrupt`` or ``other configuration``."""
+
+    def __init__(self, message: str, kind: str = "corrupt") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    @property
+    def reason(self) -> str:
+        return f"{self.kind}: {self}"
+
+
+REQUIRED_KEYS = ("task", "pooling", "model", "seed", "metrics", "score")
+
+
+@dataclass
+class RunRecord:
+    """What a finished run records, as ``results.json`` holds it (:meth:`to_json`).
+
+    Scores and metrics are fractions (correlations in [-1, 1]); ``score`` is the mean of the
+    task's metrics; NaN where a metric is undefined (stored as null). ``settings`` and
+    ``settings_id`` are the run's identity (:func:`settings`). Timings are seconds."""
+
+    task: str
+    pooling: str
+    model: str
+    seed: int
+    metrics: dict[str, float]
+    score: float
+    task_info: TaskInfo | None = None          # None: a task neither the record nor the project describes
+    settings: dict[str, Any] = field(default_factory=dict)
+    settings_id: str = ""
+    train_size: int | None = None              # data.train_size (None: the full training set)
+    n_train: int | None = None                 # training rows used
+    n_train_full: int | None = None            # training rows before data.train_size
+    n_dev: dict[str, int] = field(default_factory=dict)
+    majority_score: float | None = None        # dev score of the most frequent training label (None: regression)
+    history: list[dict] = field(default_factory=list)  # one entry per dev evaluation: epoch, step, metrics, score
+    selected: dict | None = None               # eval.select and the history entry it chose
+    epochs: int | None = None
+    steps: int | None = None
+    resumed: bool = False
+    stopped_early: bool = False
+    world_size: int = 1
+    train_samples: int | None = None           # rows trained on, summed over processes
+    train_samples_per_s: float | None = None
+    train_s: float | None = None
+    wall_s: float | None = None
+    process_s: float | None = None
+    first_step_s: float | None = None
+    peak_memory_mb: dict[str, float] = field(default_factory=dict)
+    params: dict[str, int] = field(default_factory=dict)  # total, pooling
+    versions: dict[str, str] = field(default_factory=dict)
+    device: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)   # keys of other versions, kept as they are
+
+    # ------------------------------------------------------------------ writing
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra",)}
+        data["task_info"] = self.task_info.to_dict() if self.task_info else None
+        settings_last = data.pop("settings")
+        return {**self.extra, **data, "settings": settings_last}
+
+    # ------------------------------------------------------------------ reading (and upgrading)
+    @classmethod
+    def from_json(cls, data: Any, config: DictConfig | Mapping | None = None) -> RunRecord:
+        """A record from ``results.json``'s payload; :class:`RecordError` when it cannot be used.
+
+        Records of older versions are upgraded: without ``task_info`` the task is described by
+        ``configs/task/<name>.yaml``; without ``settings`` they are computed from ``config`` (the
+        run's stored ``.hydra/config.yaml`` or W&B config) when given, else from the ``hparams``
+        the record kept then (a partial identity)."""
+        if not isinstance(data, dict):
+            raise RecordError("results.json is not a JSON object")
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise RecordError(f"missing key(s) {', '.join(missing)}")
+        task = str(data["task"])
+        info = data.get("task_info")
+        try:
+            info = TaskInfo.from_dict(info, task) if isinstance(info, dict) else configured_task_info(task)
+        except ValueError as err:
+            raise RecordError(str(err)) from None
+        metrics = data["metrics"]
+        expected = info.metrics if info else tuple(metrics) if isinstance(metrics, dict) else ()
+        if not isinstance(metrics, dict) or any(m not in metrics for m in expected):
+            got = ", ".join(metrics) if isinstance(metrics, dict) else type(metrics).__name__
+            raise RecordError(f"{task} needs metrics {', '.join(expected)}, got {got or 'none'}")
+        try:
+            values = {m: _number(metrics[m]) for m in (expected or metrics)}
+            score = _number(data["score"])
+            seed = data["seed"]
+            if isinstance(seed, bool) or int(seed) != seed:
+                raise ValueError
+            train_size = data.get("train_size")
+            if train_size is not None and (isinstance(train_size, bool) or int(train_size) != train_size
+                                           or train_size <= 0):
+                raise ValueError
+            majority = data.get("majority_score")
+            majority = None if majority is None else _number(majority)
+        except (TypeError, ValueError):
+            raise RecordError("non-numeric score, metric, seed, train_size or majority_score") from None
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        given = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known}
+        record = cls(**{**given, "task": task, "pooling": str(data["pooling"]), "model": str(data["model"]),
+                        "seed": int(seed), "metrics": values, "score": score, "task_info": info,
+                        "train_size": None if train_size is None else int(train_size),
+                        "majority_score": majority, "n_train": _count(data.get("n_train")),
+                        "n_train_full": _count(data.get("n_train_full"))}, extra=extra)
+        if not isinstance(data.get("settings"), dict):
+            record.settings = settings(config) if config is not None else _legacy_settings(extra.get("hparams"))
+            record.settings_id = settings_id(record.settings)
+        elif not record.settings_id:
+            record.settings_id = settings_id(record.settings)
+        return record
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def failed(self) -> bool | None:
+        """A failed run: its score is not finite, or at or below the majority-class score (the
+        classifier learnt nothing; Mosbach et al. 2021). None when that cannot be told (no
+        majority score, e.g. regression)."""
+        if not math.isfinite(self.score):
+            return True
+        if self.majority_score is None or not math.isfinite(self.majority_score):
+            return None
+        return self.score <= self.majority_score + 1e-9
+
+    def eval_metrics(self) -> dict[str, dict[str, str]]:
+        """``{dev split: {metric key: metric name}}`` of the run's task (``{"dev": {"accuracy":
+        "accuracy"}}``), from its settings (``task.eval.<split>.metrics.<key>``): what recomputing
+        its metrics from ``dev_predictions.tsv`` needs. Empty for a record without them."""
+        out: dict[str, dict[str, str]] = {}
+        for key, value in self.settings.items():
+            parts = key.split(".")
+            if len(parts) == 5 and parts[0] == "task" and parts[1] == "eval" and parts[3] == "metrics":
+                out.setdefault(parts[2], {})[parts[4]] = str(value)
+        return out
+
+    @property
+    def recorded_glue_dir(self) -> str | None:
+        """The GLUE folder a run of an older version recorded (absolute; newer runs record none)."""
+        value = self.extra.get("glue_dir")
+        return str(value) if value else None
+
+
+def _number(value: Any) -> float:
+    """A metric value: null (NaN written by :func:`_finite`) is NaN."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        raise ValueError
+    return float(value)
+
+
+def _count(value: Any) -> int | None:
+    """A positive row count, or None (missing or not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value) if value == int(value) and value > 0 else None
+
+
+# results.json ``hparams`` of records written before ``settings``, by their names then
+_LEGACY_HPARAMS = {"lr": "optimizer.lr", "weight_decay": "optimizer.weight_decay", "batch_size": "data.batch_size",
+                   "max_epochs": "trainer.max_epochs", "max_steps": "trainer.max_steps",
+                   "max_length": "data.max_length", "warmup_ratio": "scheduler.warmup_ratio",
+                   "use_pooler": "head.use_pooler", "head_dropout": "head.dropout"}
+
+
+def _legacy_settings(hparams: Any) -> dict[str, Any]:
+    """The settings of an old record with neither ``settings`` nor a stored config: its ``hparams``
+    under today's key names (``pooling.k`` -> ``pooling.module.k``)."""
+    if not isinstance(hparams, dict):
+        return {}
+    out = {}
+    for key, value in hparams.items():
+        key = _LEGACY_HPARAMS.get(key, key)
+        if key.startswith("pooling.") and not key.startswith("pooling.module."):
+            key = "pooling.module." + key.removeprefix("pooling.")
+        out[key] = value
+    return dict(sorted(out.items()))
+
+
+# ---------------------------------------------------------------------------- W&B runs
+def wandb_plain(value: Any) -> Any:
+    """W&B summary/config wrappers as plain dicts (they expose ``_json_dict``)."""
+    value = getattr(value, "_json_dict", value)
+    if isinstance(value, dict):
+        return {k: wandb_plain(v) for k, v in value.items()}
+    return value
+
+
+def _lookup(mapping: dict[str, Any], *keys: str) -> Any:
+    """First present key; ``a.b`` looks into nested dicts; a dict value yields its ``name``."""
+    for key in keys:
+        node: Any = mapping
+        if key in node:
+            node = node[key]
+        else:
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    node = None
+                    break
+                node = node[part]
+        if isinstance(node, dict) and "value" in node and len(node) <= 2:
+            node = node["value"]
+        if isinstance(node, dict):
+            node = node.get("name")
+        if node is not None:
+            return node
+    return None
+
+
+def payload_from_wandb(summary: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A W&B run (its summary and config, :func:`wandb_plain`) as a ``results.json`` payload for
+    :meth:`RunRecord.from_json` (whose ``config`` argument is the run's W&B config: the resolved
+    run config that :mod:`maxpoolbert.run` logs, from which its settings are computed).
+
+    Task, pooling, model, seed and train size come from ``config`` (flat keys, dotted keys or nested
+    Hydra groups with a ``name``), falling back to ``summary``. Metrics come from
+    ``summary["metrics"]`` or ``metrics/<key>``, ``dev/<key>``, ``val/<key>`` or bare ``<key>``
+    entries; ``score`` defaults to the mean of the metrics. ``task_info`` comes from the summary,
+    or from the run's task config when it names its benchmark, else from the project's configs."""
+    from maxpoolbert.tasks import config_info
+
+    record: dict[str, Any] = {}
+    for key in ("task", "pooling", "model", "seed"):
+        value = _lookup(config, key, f"{key}.name")
+        record[key] = value if value is not None else _lookup(summary, key)
+    size = _lookup(config, "train_size", "data.train_size")
+    record["train_size"] = size if size is not None else _lookup(summary, "train_size")
+    metrics = dict(summary["metrics"]) if isinstance(summary.get("metrics"), dict) else {}
+    info: Any = summary.get("task_info")
+    node = config.get("task")
+    if not isinstance(info, dict) and isinstance(node, dict) and "benchmark" in node:
+        try:
+            info = config_info(node).to_dict()
+        except (AttributeError, TypeError, ValueError):  # not the shape of a task config
+            info = None
+    if isinstance(info, dict):
+        record["task_info"] = info
+    known = configured_task_info(str(record["task"])) if record["task"] is not None else None
+    names = (info or {}).get("metrics") if isinstance(info, dict) else (known.metrics if known else ())
+    for name in names or ():
+        if name not in metrics:
+            for key in (f"metrics/{name}", f"dev/{name}", f"val/{name}", name):
+                if key in summary:
+                    metrics[name] = summary[key]
+                    break
+    record["metrics"] = metrics
+    score = summary.get("score")
+    if score is None and metrics:
+        score = sum(float(v) for v in metrics.values()) / len(metrics)
+    record["score"] = score
+    for key in ("train_samples_per_s", "wall_s", "params", "majority_score", "n_train", "n_train_full",
+                "settings", "settings_id"):
+        if key in summary:
+            record[key] = summary[key]
+    return {k: v for k, v in record.items() if v is not None or k == "train_size"}
+
+
+# ---------------------------------------------------------------------------- the folder
 class RunFolderConflict(Exception):
     """The folder already holds a run with other settings."""
 
 
-def stored_differences(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> list[tuple[str, Any, Any]]:
-    """How the job config ``cfg`` differs from the one stored in ``run_dir`` (none stored: none)."""
-    config = run_dir / CONFIG
-    if not config.is_file():
-        return []
-    return differing_keys(OmegaConf.load(config), cfg, neutral_keys(hydra_cfg))
+class RunFolder:
+    """One run's folder: its files, whether it is finished, and how it is written."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ files
+    results = property(lambda self: self.path / RESULTS)
+    failed_file = property(lambda self: self.path / FAILED)
+    predictions_file = property(lambda self: self.path / PREDICTIONS)
+    model_file = property(lambda self: self.path / MODEL)
+    config_file = property(lambda self: self.path / CONFIG)
+    hydra_file = property(lambda self: self.path / HYDRA)
+    checkpoints = property(lambda self: self.path / CHECKPOINTS)
+    launches_file = property(lambda self: self.path / LAUNCHES)
+
+    def looks_like_a_run(self) -> bool:
+        """A folder a run has started in: a record, a failure or a stored config."""
+        return self.results.is_file() or self.failed_file.is_file() or self.config_file.is_file()
+
+    # ------------------------------------------------------------------ reading
+    def config(self) -> DictConfig | None:
+        """The stored job config (``.hydra/config.yaml``), or None."""
+        return OmegaConf.load(self.config_file) if self.config_file.is_file() else None
+
+    def read(self) -> tuple[RunRecord | None, RecordError | None]:
+        """``(record, None)`` for a finished run, ``(None, why)`` when ``results.json`` exists but
+        cannot be used, ``(None, None)`` when there is none."""
+        if not self.results.exists():
+            return None, None
+        try:
+            data = json.loads(self.results.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            return None, RecordError(f"invalid JSON ({_one_line(str(err), 60)})")
+        try:
+            needs_config = isinstance(data, dict) and not isinstance(data.get("settings"), dict)
+            return RunRecord.from_json(data, self.config() if needs_config else None), None
+        except RecordError as err:
+            return None, err
+
+    def record(self) -> RunRecord | None:
+        """The finished run's record, or None."""
+        return self.read()[0]
+
+    def is_finished(self) -> bool:
+        return self.record() is not None
+
+    def failure(self) -> str | None:
+        """The failure recorded in ``failed.json`` (or a tool's ``error.txt``), in one line; None if
+        the run did not fail."""
+        if self.failed_file.is_file():
+            try:
+                info = json.loads(self.failed_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                info = None
+            if isinstance(info, dict):
+                for key in ("error", "message", "reason", "exception"):
+                    if info.get(key):
+                        return _one_line(str(info[key]))
+            return f"{FAILED} present"
+        error = self.path / ERROR_TXT
+        if error.is_file():
+            try:
+                lines = [ln for ln in error.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+            except OSError:
+                lines = []
+            return _one_line(lines[-1]) if lines else f"{ERROR_TXT} present"
+        return None
+
+    def predictions(self):
+        """``dev_predictions.tsv`` as a DataFrame (``split index label prediction``); OSError /
+        ValueError when it is missing or unreadable."""
+        import pandas as pd
+
+        return pd.read_csv(self.predictions_file, sep="\t")
+
+    def launches(self) -> list[dict]:
+        out = []
+        if self.launches_file.is_file():
+            for line in self.launches_file.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+        return out
+
+    def job(self) -> DictConfig | None:
+        """The stored Hydra job description (``.hydra/hydra.yaml``'s ``hydra`` node), or None."""
+        return OmegaConf.load(self.hydra_file).hydra if self.hydra_file.is_file() else None
+
+    # ------------------------------------------------------------------ claiming
+    def stored_differences(self, cfg: DictConfig, hydra_cfg: DictConfig) -> list[tuple[str, Any, Any]]:
+        """How the job config ``cfg`` differs from the one stored here (none stored: none), by
+        :func:`settings` (keys only one side has are not compared: :func:`differences`)."""
+        stored = self.config()
+        if stored is None:
+            return []
+        neutral = neutral_keys(hydra_cfg)
+        return differences(settings(stored, neutral), settings(cfg, neutral), both_only=True)
+
+    def claim(self, cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
+        """Make this folder the run's: write its config on the first start; on a relaunch, refuse
+        settings that differ from the stored ones (:class:`RunFolderConflict`, naming the keys).
+        Returns True on the first start."""
+        if self.config_file.is_file():
+            diff = self.stored_differences(cfg, hydra_cfg)
+            if diff:
+                shown = ", ".join(f"{k}={show(new)} (stored: {show(old)})" for k, old, new in diff[:6])
+                more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+                key = "hydra.run.dir" if str(hydra_cfg.mode) == "RunMode.RUN" else "hydra.sweep.dir"
+                raise RunFolderConflict(
+                    f"{key}={self.path}: the folder holds a run with other settings: {shown}{more}; the folder's "
+                    f"own settings, or another folder ({key}=)")
+            return False
+        (self.path / CONFIG_DIR).mkdir(parents=True, exist_ok=True)
+        write_atomic(self.hydra_file, OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
+        overrides = list(hydra_cfg.overrides.task) if isinstance(hydra_cfg.overrides.task, ListConfig) else []
+        write_atomic(self.path / OVERRIDES, OmegaConf.to_yaml(OmegaConf.create(overrides)))
+        # last: its presence marks a started run; unresolved, as Hydra saves it: no machine path in it
+        write_atomic(self.config_file, OmegaConf.to_yaml(cfg))
+        return True
+
+    # ------------------------------------------------------------------ writing
+    def clean_stale_tmp(self) -> list[Path]:
+        """Remove temporary files that a killed process left in the folder (and its checkpoints)."""
+        removed = []
+        for folder in (self.path, self.checkpoints):
+            if folder.is_dir():
+                for path in folder.glob(".*.tmp"):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        if removed:
+            log.info("removed %d stale temporary file(s) in %s", len(removed), self.path)
+        return removed
+
+    def set_aside_results(self) -> Path:
+        return set_aside(self.results)
+
+    def clear_failure(self) -> None:
+        self.failed_file.unlink(missing_ok=True)
+
+    def write_results(self, record: RunRecord) -> None:
+        """``results.json``, last and atomically: its presence makes the run finished."""
+        write_json_atomic(self.results, record.to_json())
+
+    def write_failed(self, err: BaseException, user_error: bool, traceback: str | None) -> None:
+        """``failed.json``: why the run failed (a user error has no traceback)."""
+        try:
+            write_json_atomic(self.failed_file, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
+                                                 "traceback": traceback, "time": time.time()})
+        except OSError as write_err:
+            log.error("could not write %s: %s", self.failed_file, write_err)
+
+    def write_predictions(self, evals: dict[str, dict], regression: bool) -> None:
+        """``dev_predictions.tsv``: ``split index label prediction``, every dev row in file order."""
+        fmt = (lambda x: repr(float(x))) if regression else (lambda x: str(int(x)))
+        lines = ["split\tindex\tlabel\tprediction\n"]
+        for split, rows in evals.items():
+            for i, y, p in zip(rows["index"], rows["label"], rows["prediction"], strict=True):
+                lines.append(f"{split}\t{int(i)}\t{fmt(y)}\t{fmt(p)}\n")
+        write_atomic(self.predictions_file, "".join(lines))
+
+    def save_weights(self, model: Any) -> None:
+        """``model.safetensors`` (weights only), atomically."""
+        from safetensors.torch import save_model
+
+        path = self.model_file
+        save_model(model, str(tmp_path(path)))
+        os.replace(tmp_path(path), path)
+
+    def record_launch(self, outcome: str, **extra: Any) -> None:
+        """Append what this launch did to the run (``launches.jsonl``; one short line, appended)."""
+        entry = {"launch": os.environ.get(LAUNCH_ENV), "outcome": outcome, "time": time.time(),
+                 "host": socket.gethostname(), "pid": os.getpid(), **extra}
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with self.launches_file.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+        except OSError as err:  # never let bookkeeping hide the run's own outcome
+            log.warning("could not record the launch in %s: %s", self.launches_file, err)
+
+    def wandb_id(self, make: Any) -> str:
+        """The W&B run id of this folder, made by ``make()`` on its first start and kept in
+        ``wandb_id``, so that a resumed run continues its own W&B run."""
+        path = self.path / WANDB_ID
+        if path.is_file() and path.read_text().strip():
+            return path.read_text().strip()
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, make() + "\n")
+        return path.read_text().strip()
+
+    # ------------------------------------------------------------------ checkpoints
+    def resume_checkpoint(self) -> Path | None:
+        """The checkpoint to resume from: ``last.ckpt`` if it loads, else the newest other intact
+        ``*.ckpt`` in ``checkpoints/``. Checkpoints that cannot be loaded are moved aside
+        (``<name>.corrupt``) with one warning each, so a relaunch always makes progress."""
+        folder = self.checkpoints
+        if not folder.is_dir():
+            return None
+        last = folder / LAST_CKPT
+        others = sorted((p for p in folder.glob("*.ckpt") if p.name != LAST_CKPT),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in ([last] if last.exists() else []) + others:
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            moved = set_aside(path)
+            log.warning("checkpoint %s cannot be loaded (%s): moved to %s", path, problem, moved.name)
+        return None
+
+    def remove_checkpoints(self) -> None:
+        """After success: the resume checkpoints go; damaged ones set aside (``*.corrupt``) stay for
+        inspection."""
+        folder = self.checkpoints
+        for path in folder.glob("*.ckpt"):
+            path.unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
-def claim(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
-    """Make ``run_dir`` this run's folder: write its config on the first start; on a relaunch,
-    refuse settings that differ from the stored ones (:class:`RunFolderConflict`, naming the
-    keys). Returns True on the first start."""
-    config = run_dir / CONFIG
-    if config.is_file():
-        diff = stored_differences(run_dir, cfg, hydra_cfg)
-        if diff:
-            shown = ", ".join(f"{k}={_show(new)} (stored: {_show(old)})" for k, old, new in diff[:6])
-            more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
-            key = "hydra.run.dir" if str(hydra_cfg.mode) == "RunMode.RUN" else "hydra.sweep.dir"
-            raise RunFolderConflict(
-                f"{key}={run_dir}: the folder holds a run with other settings: {shown}{more}; the folder's own "
-                f"settings, or another folder ({key}=)")
-        return False
-    (run_dir / CONFIG_DIR).mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / CONFIG_DIR / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
-    overrides = list(hydra_cfg.overrides.task) if isinstance(hydra_cfg.overrides.task, ListConfig) else []
-    write_atomic(run_dir / CONFIG_DIR / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
-    write_atomic(config, OmegaConf.to_yaml(config_to_save(cfg)))  # last: its presence marks a started run
-    return True
-
-
-def _show(value: Any) -> str:
-    return "<unset>" if value == "<unset>" else json.dumps(value) if not isinstance(value, str) else value
-
-
-# ---------------------------------------------------------------------------- checkpoints
 def checkpoint_problem(path: Path) -> str | None:
     """Why ``path`` cannot be a resume checkpoint (empty, truncated, damaged), or None.
 
@@ -361,30 +749,16 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def resume_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint to resume from: ``last.ckpt`` if it loads, else the newest other intact
-    ``*.ckpt`` in ``checkpoints/``. Checkpoints that cannot be loaded are moved aside
-    (``<name>.corrupt``) with one warning each, so a relaunch always makes progress."""
-    folder = run_dir / CHECKPOINTS
-    if not folder.is_dir():
-        return None
-    last = folder / LAST_CKPT
-    others = sorted((p for p in folder.glob("*.ckpt") if p.name != LAST_CKPT),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in ([last] if last.exists() else []) + others:
-        problem = checkpoint_problem(path)
-        if problem is None:
-            return path
-        moved = set_aside(path)
-        log.warning("checkpoint %s cannot be loaded (%s): moved to %s", path, problem, moved.name)
-    return None
+def find_run_folders(root: str | os.PathLike) -> Iterator[RunFolder]:
+    """Every run folder under ``root`` (:meth:`RunFolder.looks_like_a_run`), in sorted order; hidden
+    folders and side folders (wandb, checkpoints, ...) are not searched."""
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SIDE_FOLDERS)
+        folder = RunFolder(dirpath)
+        if folder.looks_like_a_run():
+            yield folder
 
 
-def remove_checkpoints(run_dir: Path) -> None:
-    """After success: the resume checkpoints go; damaged ones set aside (``*.corrupt``) stay for
-    inspection."""
-    folder = run_dir / CHECKPOINTS
-    for path in folder.glob("*.ckpt"):
-        path.unlink(missing_ok=True)
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+def _one_line(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -15,6 +15,7 @@ config the run uses is the config Hydra composed.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import types
 import typing
@@ -23,22 +24,25 @@ from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from maxpoolbert import signatures, tasks
 from maxpoolbert.errors import UserError, show
-from maxpoolbert.readers import READERS
-from maxpoolbert.tasks import BENCHMARKS
+from maxpoolbert.values import (  # the value types, shared with the task dataclasses
+    Fraction,
+    NoLimit,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Text,
+)
 
-# ------------------------------------------------------------------------------- value types
-Text = Annotated[str, Field(strict=False, coerce_numbers_to_str=True)]  # a folder may be called 2024
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Probability = Annotated[float, Field(ge=0, lt=1)]   # dropout, Adam's betas
-Fraction = Annotated[float, Field(ge=0, le=1)]
-NoLimit = Literal[-1]
-Columns = Annotated[list[Text], Field(min_length=1, max_length=2)]
+# The default of a field the config may leave out: the code that uses it has the default (the optimizer,
+# the encoder's config, lightning.Trainer's signature). Never a value of its own; an explicit null is
+# still checked against the field's type.
+OMITTED: Any = None
 
 
 class Section(BaseModel):
@@ -90,26 +94,17 @@ class Speed(Section):
 
 
 class Optimizer(Target):
-    partial: bool = Field(True, alias="_partial_")
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
-    betas: Annotated[list[Probability], Field(min_length=2, max_length=2)] = [0.9, 0.999]
-    eps: PositiveFloat = 1e-8
-    fused: bool | None = None
-    layer_decay: Annotated[float, Field(gt=0, le=1)] | None = None  # layer-wise lr decay factor
+    partial: bool = Field(OMITTED, alias="_partial_")
+    lr: PositiveFloat = OMITTED
+    weight_decay: NonNegativeFloat = OMITTED
+    betas: Annotated[list[Probability], Field(min_length=2, max_length=2)] = OMITTED
+    eps: PositiveFloat = OMITTED
+    fused: bool | None = OMITTED
+    layer_decay: Annotated[float, Field(gt=0, le=1)] | None = OMITTED  # layer-wise lr decay factor
 
 
 class PoolingModule(Target):
-    """Options of the pooling strategies in ``maxpoolbert.pooling``; one name, one meaning."""
-
-    k: PositiveInt = 1
-    num_heads: PositiveInt = 1
-    dropout: Probability = 0.0
-    residual: bool = False
-    layer_norm: bool = False
-    include_embeddings: bool = False
-    scorer_hidden: PositiveInt = 1
-    max_positions: PositiveInt | None = None
+    """A pooling strategy: its options are its class's own (:func:`check_pooling_options`)."""
 
 
 class Pooling(Section):
@@ -120,13 +115,13 @@ class Pooling(Section):
 class Encoder(Target):
     """``model.encoder``: a pretrained checkpoint, or the fields of a random BERT (``model=tiny``)."""
 
-    name_or_path: Text | None = None
-    vocab_size: PositiveInt = 1
-    hidden_size: PositiveInt = 1
-    num_hidden_layers: PositiveInt = 1
-    num_attention_heads: PositiveInt = 1
-    intermediate_size: PositiveInt = 1
-    max_position_embeddings: PositiveInt = 1
+    name_or_path: Text | None = OMITTED
+    vocab_size: PositiveInt = OMITTED
+    hidden_size: PositiveInt = OMITTED
+    num_hidden_layers: PositiveInt = OMITTED
+    num_attention_heads: PositiveInt = OMITTED
+    intermediate_size: PositiveInt = OMITTED
+    max_position_embeddings: PositiveInt = OMITTED
 
 
 class Model(Section):
@@ -143,37 +138,35 @@ class TaskSection(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
 
 
-class Split(TaskSection):
-    file: Text
-    hub_split: Text | None = None
-    fields: Annotated[list[Text], Field(min_length=1)] | None = None
-    metrics: dict[str, Text] = {}  # metric names are checked against maxpoolbert.metrics by the Task
-    labelled: bool = True
+def model_of(cls: type, base: type[BaseModel] = TaskSection, **extra: Any) -> type[BaseModel]:
+    """A pydantic model with the fields of the dataclass ``cls`` (their types, bounds and
+    defaults), nested dataclasses turned into models too: the dataclass stays the one declaration
+    of its fields. ``extra``: more fields, as ``create_model`` takes them."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else ...)
+        fields[f.name] = (_modelled(hints[f.name], base), default)
+    return create_model(cls.__name__, __base__=base, **extra, **fields)
 
 
-class Task(TaskSection):
-    target: Text = Field(alias="_target_")
-    name: Text
-    display_name: Text
-    benchmark: Literal[tuple(BENCHMARKS)]  # type: ignore[valid-type]
-    order: int = 100
-    format: Literal[tuple(READERS)] = "tsv"  # type: ignore[valid-type]
-    dir: Text = ""
-    data_dir: Text | None = None
-    hub_dataset: Text | None = None
-    hub_config: Text | None = None
-    num_labels: PositiveInt
-    label_values: list[Text | bool | int] | None = None
-    label_names: list[Text] | None = None
-    text_fields: Columns
-    label_field: Text
-    hub_text_fields: Columns | None = None
-    hub_label_field: Text = "label"
-    skip_malformed: bool = False
-    train: Split
-    eval: Annotated[dict[str, Split], Field(min_length=1)]
-    test: dict[str, Split] = {}
-    submission_names: dict[str, Text] = {}
+def _modelled(tp: Any, base: type[BaseModel]) -> Any:
+    """``tp`` with every dataclass in it replaced by its :func:`model_of`."""
+    if dataclasses.is_dataclass(tp):
+        return model_of(tp, base)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return Annotated[(_modelled(args[0], base), *args[1:])]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_modelled(a, base) for a in args)]  # noqa: UP007
+    if origin in (list, dict):
+        return origin[tuple(_modelled(a, base) for a in args)]
+    return tp
+
+
+# The task schema is the task class's own fields (maxpoolbert.tasks.Task), plus Hydra's _target_.
+Task = model_of(tasks.Task, target=(Text, Field(alias="_target_")))
 
 
 Precision = Literal[64, 32, 16, "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true",
@@ -184,40 +177,40 @@ Batches = NonNegativeInt | Fraction  # an int counts batches, a float is a fract
 class Trainer(Target):
     """The ``lightning.Trainer`` flags with a checkable type or range; other flags pass through."""
 
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
-    devices: PositiveInt | NoLimit | list[NonNegativeInt] | str = "auto"  # "auto", "0,1"
-    num_nodes: PositiveInt = 1
-    precision: Precision | None = None
-    fast_dev_run: bool | NonNegativeInt = False
-    max_epochs: PositiveInt | NoLimit | None = None
-    min_epochs: NonNegativeInt | None = None
-    max_steps: PositiveInt | NoLimit = -1
-    min_steps: NonNegativeInt | None = None
-    limit_train_batches: Batches | None = None
-    limit_val_batches: Batches | None = None
-    limit_test_batches: Batches | None = None
-    limit_predict_batches: Batches | None = None
-    overfit_batches: Batches = 0.0
-    val_check_interval: PositiveInt | Annotated[float, Field(gt=0, le=1)] | None = None
-    check_val_every_n_epoch: PositiveInt | None = 1
-    num_sanity_val_steps: Annotated[int, Field(ge=-1)] | None = None
-    log_every_n_steps: PositiveInt | None = None
-    enable_checkpointing: bool | None = None
-    enable_progress_bar: bool | None = None
-    enable_model_summary: bool | None = None
-    accumulate_grad_batches: PositiveInt = 1
-    gradient_clip_val: NonNegativeFloat | None = None
-    gradient_clip_algorithm: Literal["norm", "value"] | None = None
-    deterministic: bool | Literal["warn"] | None = None
-    benchmark: bool | None = None
-    inference_mode: bool = True
-    use_distributed_sampler: bool = True
-    detect_anomaly: bool = False
-    barebones: bool = False
-    sync_batchnorm: bool = False
-    reload_dataloaders_every_n_epochs: NonNegativeInt = 0
-    default_root_dir: Text | None = None
-    enable_autolog_hparams: bool = True
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = OMITTED
+    devices: PositiveInt | NoLimit | list[NonNegativeInt] | str = OMITTED  # "auto", "0,1"
+    num_nodes: PositiveInt = OMITTED
+    precision: Precision | None = OMITTED
+    fast_dev_run: bool | NonNegativeInt = OMITTED
+    max_epochs: PositiveInt | NoLimit | None = OMITTED
+    min_epochs: NonNegativeInt | None = OMITTED
+    max_steps: PositiveInt | NoLimit = OMITTED
+    min_steps: NonNegativeInt | None = OMITTED
+    limit_train_batches: Batches | None = OMITTED
+    limit_val_batches: Batches | None = OMITTED
+    limit_test_batches: Batches | None = OMITTED
+    limit_predict_batches: Batches | None = OMITTED
+    overfit_batches: Batches = OMITTED
+    val_check_interval: PositiveInt | Annotated[float, Field(gt=0, le=1)] | None = OMITTED
+    check_val_every_n_epoch: PositiveInt | None = OMITTED
+    num_sanity_val_steps: Annotated[int, Field(ge=-1)] | None = OMITTED
+    log_every_n_steps: PositiveInt | None = OMITTED
+    enable_checkpointing: bool | None = OMITTED
+    enable_progress_bar: bool | None = OMITTED
+    enable_model_summary: bool | None = OMITTED
+    accumulate_grad_batches: PositiveInt = OMITTED
+    gradient_clip_val: NonNegativeFloat | None = OMITTED
+    gradient_clip_algorithm: Literal["norm", "value"] | None = OMITTED
+    deterministic: bool | Literal["warn"] | None = OMITTED
+    benchmark: bool | None = OMITTED
+    inference_mode: bool = OMITTED
+    use_distributed_sampler: bool = OMITTED
+    detect_anomaly: bool = OMITTED
+    barebones: bool = OMITTED
+    sync_batchnorm: bool = OMITTED
+    reload_dataloaders_every_n_epochs: NonNegativeInt = OMITTED
+    default_root_dir: Text | None = OMITTED
+    enable_autolog_hparams: bool = OMITTED
 
 
 class Eval(Section):
@@ -258,7 +251,52 @@ def check(cfg: DictConfig) -> None:
             user = UserError(f"{user.problem} (in {task_file(hydra)})", key=user.key, value=user.value,
                              allowed=user.allowed)
         raise user from None
+    check_pooling_options(values["pooling"]["module"])
     _check_combinations(values)
+
+
+def check_pooling_options(module: dict[str, Any]) -> None:
+    """The options of ``pooling.module`` against the constructor of the class it names (read from
+    its source, :mod:`maxpoolbert.signatures`): a name it does not take is refused with the closest
+    one, a value is checked against the option's annotation. A class whose source cannot be found
+    (not importable yet) is left to its own constructor."""
+    declared = signatures.options(str(module["_target_"]), skip=("self", "encoder_config"))
+    if declared is None:
+        return
+    given = {k: v for k, v in module.items() if k != "_target_"}
+    name = str(module["_target_"]).rpartition(".")[2]
+    for key in given:
+        if key not in declared:
+            close = difflib.get_close_matches(key, list(declared), n=1)
+            raise UserError(f"unknown option of {name}" + (f" (did you mean {close[0]}?)" if close else ""),
+                            key=f"pooling.module.{key}", value=given[key],
+                            allowed=f"its options are {', '.join(declared)}" if declared else f"{name} has no options")
+    fields = {k: (_annotation(o.annotation), o.default if o.default is not signatures.REQUIRED else ...)
+              for k, o in declared.items()}
+    model = create_model(name, __base__=Section, **fields)
+    try:
+        model.model_validate(given)
+    except ValidationError as err:
+        user = _user_error(err, given, model)
+        raise UserError(user.problem, key=f"pooling.module.{user.key}", value=user.value,
+                        allowed=user.allowed) from None
+
+
+# names an option's annotation may use (read as text from the pooling's source)
+_ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": Text, "None": None, "list": list,
+                     "dict": dict, "Annotated": Annotated, "Literal": Literal,
+                     "Range": lambda **bounds: Field(**bounds)}
+
+
+def _annotation(text: str | None) -> Any:
+    """The type an option's annotation text names, with :func:`maxpoolbert.pooling.Range` bounds;
+    ``Any`` for what it cannot tell (a type defined elsewhere)."""
+    if not text:
+        return Any
+    try:
+        return eval(text, {"__builtins__": {}}, _ANNOTATION_NAMES)  # noqa: S307 - names above only
+    except Exception:  # noqa: BLE001 - a name not in the table
+        return Any
 
 
 def task_file(hydra: dict | None = None) -> str:
@@ -372,8 +410,10 @@ _WRONG = {"int": "not an integer", "float": "not a number", "bool": "not true or
 _RANGE = ("greater_than", "less_than")
 
 
-def _user_error(err: ValidationError, values: dict[str, Any]) -> UserError:
-    """The first bad setting: its key, its value, what is wrong and what its field allows."""
+def _user_error(err: ValidationError, values: dict[str, Any], model: type[BaseModel] | None = None) -> UserError:
+    """The first bad setting: its key, its value, what is wrong and what its field allows
+    (``model``: the model ``values`` were checked against, default :class:`Config`)."""
+    model = model or Config
     # A misspelt key is also a missing one: the misspelling is the cause, so it is named first.
     first = next((e for e in err.errors() if e["type"] == "extra_forbidden"), err.errors()[0])
     path, value = _setting(first["loc"], values)
@@ -383,11 +423,11 @@ def _user_error(err: ValidationError, values: dict[str, Any]) -> UserError:
     kind = next((k for k in kinds if k.startswith(_RANGE)), kinds[0])
     wrong = next((text for name, text in _WRONG.items() if kind.startswith(name)), errors[0]["msg"].lower())
     if kind == "extra_forbidden":
-        fields = _fields_at(Config, path[:-1])
+        fields = _fields_at(model, path[:-1])
         close = difflib.get_close_matches(str(path[-1]), fields, n=1)
         return UserError("unknown field" + (f" (did you mean {close[0]}?)" if close else ""),
                          key=".".join(map(str, path)), value=value, allowed="the fields are " + ", ".join(fields))
-    return UserError(wrong, key=".".join(map(str, path)), value=value, allowed=describe_field(Config, path))
+    return UserError(wrong, key=".".join(map(str, path)), value=value, allowed=describe_field(model, path))
 
 
 def _fields_at(model: type[BaseModel], path: list) -> list[str]:

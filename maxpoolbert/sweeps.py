@@ -47,21 +47,21 @@ class _SkipFinished:
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = num
         HydraConfig.instance().set_config(cfg)
-        return cfg, Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+        return cfg, rundir.RunFolder(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir))
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         if "hydra.job.num" in str(OmegaConf.to_container(self.config.hydra.sweep)["subdir"]):
             return self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)  # folders named by number
         returns: list[JobReturn | None] = [None] * len(job_overrides)
         for i, overrides in enumerate(job_overrides):
-            cfg, job_dir = self._job(overrides, initial_job_idx + i)
-            results = rundir.read_results(job_dir)[0] if cfg.get("skip_finished", True) else None
-            if results is None or rundir.stored_differences(job_dir, _job_config(cfg), cfg.hydra):
+            cfg, folder = self._job(overrides, initial_job_idx + i)
+            record = folder.record() if cfg.get("skip_finished", True) else None
+            if record is None or folder.stored_differences(_job_config(cfg), cfg.hydra):
                 continue  # to be run; or refused by the job itself, which names the differing keys
-            rundir.record_launch(job_dir, "skipped")
-            returns[i] = JobReturn(overrides=list(overrides), cfg=cfg, hydra_cfg=cfg.hydra, working_dir=str(job_dir),
+            folder.record_launch("skipped")
+            returns[i] = JobReturn(overrides=list(overrides), cfg=cfg, hydra_cfg=cfg.hydra, working_dir=str(folder.path),
                                    task_name=cfg.hydra.job.name, status=JobStatus.COMPLETED,
-                                   _return_value=results.get("score"))
+                                   _return_value=record.score)
         todo = [i for i, r in enumerate(returns) if r is None]
         if len(todo) < len(job_overrides):
             log.info("%d of %d job(s) already finished: not launched%s", len(job_overrides) - len(todo),

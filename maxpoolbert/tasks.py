@@ -20,21 +20,70 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from maxpoolbert.errors import UserError
+from maxpoolbert.metrics import METRICS, metrics_label
 from maxpoolbert.readers import READERS, BadRecord
+from maxpoolbert.values import Columns, PositiveInt, Text
 
 log = logging.getLogger(__name__)
 
 # benchmark -> the name tables and averages use; its data folder is the setting data.<benchmark>_dir
 BENCHMARKS = {"glue": "GLUE", "superglue": "SuperGLUE", "custom": "Custom"}
-# result key (a task's ``eval.<split>.metrics`` key) -> its short name in table headers (MRPC: "F1/acc");
-# a key not listed is shown as it is. Public as maxpoolbert.metrics.SHORT_NAMES; kept here, where no
-# torch is imported, for the report.
-SHORT_NAMES = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S",
-               "accuracy_m": "m", "accuracy_mm": "mm", "macro_f1": "mF1"}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a table needs to know about a task (stored in every run's record): its benchmark,
+    display name, metric keys in display order and column position."""
+
+    name: str
+    display_name: str
+    benchmark: str          # glue, superglue, custom, ...
+    benchmark_name: str     # GLUE, SuperGLUE, Custom: names the benchmark's average column
+    metrics: tuple[str, ...]  # metric keys in display order: ("f1", "accuracy")
+    order: int = 100        # column position within its benchmark
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], name: str | None = None) -> TaskInfo:
+        """From a stored record; ``ValueError`` naming what is wrong when it is not one."""
+        try:
+            metrics, order = data["metrics"], data["order"]
+            if isinstance(metrics, str) or not metrics or not all(isinstance(m, str) for m in metrics):
+                raise ValueError
+            if isinstance(order, bool) or int(order) != order:
+                raise ValueError
+            return cls(name=str(name if name is not None else data["name"]), display_name=str(data["display_name"]),
+                       benchmark=str(data["benchmark"]), benchmark_name=str(data["benchmark_name"]),
+                       metrics=tuple(metrics), order=int(order))
+        except (TypeError, ValueError, KeyError):
+            raise ValueError("task_info needs display_name, benchmark, benchmark_name, a list of metric "
+                             "names and an integer order") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "display_name": self.display_name, "benchmark": self.benchmark,
+                "benchmark_name": self.benchmark_name, "metrics": list(self.metrics), "order": self.order}
+
+    @property
+    def label(self) -> str:
+        """Short metric label for headers: ``F1/acc``, ``P/S``, ``m/mm``."""
+        return metrics_label(self.metrics)
+
+    @property
+    def header(self) -> str:
+        return f"{self.display_name} ({self.label})"
+
+    @property
+    def sort_key(self) -> tuple:
+        """Column order: benchmark (glue, superglue, custom, then others alphabetically), then
+        ``order``, then name."""
+        known = list(BENCHMARKS)
+        rank = known.index(self.benchmark) if self.benchmark in known else len(known)
+        return (rank, self.benchmark, self.order, self.name)
 
 
 @dataclass
@@ -44,13 +93,19 @@ class Split:
     ``fields`` names the fields of a TSV/CSV file without a header line (CoLA train/dev);
     otherwise the first line is the header and fields are read by name. ``metrics`` maps result
     keys (``accuracy_m``) to metric names in :data:`maxpoolbert.metrics.METRICS` (``accuracy``).
+    A split whose file lies in another folder of the benchmark (GLUE's diagnostic set, predicted
+    by MNLI runs) names it in ``dir`` and its hub configuration in ``hub_config``; an ``optional``
+    test split is skipped, with a note, where its file is missing.
     """
 
-    file: str
-    hub_split: str | None = None
-    fields: list[str] | None = None
-    metrics: dict[str, str] = field(default_factory=dict)
+    file: Text
+    hub_split: Text | None = None
+    fields: Annotated[list[Text], Field(min_length=1)] | None = None
+    metrics: dict[str, Text] = field(default_factory=dict)
     labelled: bool = True
+    dir: Text | None = None          # the split's folder inside the benchmark's folder (default: the task's)
+    hub_config: Text | None = None   # default: the task's
+    optional: bool = False
 
 
 def label_text(value: Any) -> str:
@@ -62,27 +117,30 @@ def label_text(value: Any) -> str:
 
 @dataclass
 class Task:
-    name: str
-    display_name: str
-    benchmark: str
-    num_labels: int
-    text_fields: list[str]
-    label_field: str
+    """A task, as its YAML file describes it: these fields (types and bounds) are the task schema
+    that :mod:`maxpoolbert.schema` checks a task config against, before anything loads."""
+
+    name: Text
+    display_name: Text
+    benchmark: Literal[tuple(BENCHMARKS)]  # type: ignore[valid-type]
+    num_labels: PositiveInt
+    text_fields: Columns
+    label_field: Text
     train: Split
-    eval: dict[str, Split]
+    eval: Annotated[dict[str, Split], Field(min_length=1)]
     test: dict[str, Split] = field(default_factory=dict)
-    format: str = "tsv"
-    dir: str = ""                           # the task's folder inside its benchmark's folder
-    data_dir: str | None = None             # the folder holding the files (a custom task's own)
-    hub_dataset: str | None = None
-    hub_config: str | None = None
-    hub_text_fields: list[str] | None = None   # default: text_fields
-    hub_label_field: str = "label"
-    label_values: list[str] | None = None   # the label as written in the files, in class-id order
-    label_names: list[str] | None = None    # class names where the files hold ids (default: label_values)
+    format: Literal[tuple(READERS)] = "tsv"  # type: ignore[valid-type]
+    dir: Text = ""                           # the task's folder inside its benchmark's folder
+    data_dir: Text | None = None             # the folder holding the files (a custom task's own)
+    hub_dataset: Text | None = None
+    hub_config: Text | None = None
+    hub_text_fields: Columns | None = None   # default: text_fields
+    hub_label_field: Text = "label"
+    label_values: list[Text | bool | int] | None = None   # the label as written in the files, in class-id order
+    label_names: list[Text] | None = None    # class names where the files hold ids (default: label_values)
     skip_malformed: bool = False
-    submission_names: dict[str, str] = field(default_factory=dict)
-    order: int = 100                        # column position in its benchmark's tables
+    submission_names: dict[str, Text] = field(default_factory=dict)
+    order: int = 100                         # column position in its benchmark's tables
 
     def __post_init__(self) -> None:
         self.train = _as_split(self.train)
@@ -92,8 +150,6 @@ class Task:
         self.hub_text_fields = list(self.hub_text_fields or self.text_fields)
         if self.label_values is not None:
             self.label_values = [label_text(v) for v in self.label_values]
-        from maxpoolbert.metrics import METRICS
-
         unknown = [m for s in self.eval.values() for m in s.metrics.values() if m not in METRICS]
         if unknown:
             raise UserError(f"unknown metric {unknown[0]!r} (task {self.name})", key="task.eval.<split>.metrics",
@@ -116,11 +172,10 @@ class Task:
     def metric_keys(self) -> list[str]:
         return [k for s in self.eval.values() for k in s.metrics]
 
-    def info(self) -> dict[str, Any]:
-        """What a table needs to know about the task; stored in every run's ``results.json``."""
-        return {"name": self.name, "display_name": self.display_name, "benchmark": self.benchmark,
-                "benchmark_name": BENCHMARKS.get(self.benchmark, self.benchmark),
-                "metrics": self.metric_keys, "order": self.order}
+    def info(self) -> TaskInfo:
+        """What a table needs to know about the task; stored in every run's record."""
+        return TaskInfo(self.name, self.display_name, self.benchmark, BENCHMARKS.get(self.benchmark, self.benchmark),
+                        tuple(self.metric_keys), self.order)
 
     def split(self, name: str) -> Split:
         if name == "train":
@@ -131,12 +186,18 @@ class Task:
         return splits[name]
 
     # ------------------------------------------------------------------ where the data is
-    def folder(self, benchmark_dirs: Mapping[str, str | None]) -> Path | None:
-        """The folder holding this task's files (``None``: read from the hub)."""
+    def folder(self, benchmark_dirs: Mapping[str, str | None], split: str | None = None) -> Path | None:
+        """The folder holding this task's files, or the file of ``split`` when the split names its
+        own ``dir`` (``None``: read from the hub)."""
+        sub = self.split(split).dir if split else None
         if self.data_dir:
-            return Path(self.data_dir).expanduser()
+            return Path(self.data_dir).expanduser() / (sub or "")
         root = benchmark_dirs.get(self.benchmark)
-        return Path(root).expanduser() / self.dir if root else None
+        return Path(root).expanduser() / (sub if sub is not None else self.dir) if root else None
+
+    def root(self, benchmark_dirs: Mapping[str, str | None]) -> str | None:
+        """The value of the setting that points at this task's files (:meth:`source_key`)."""
+        return self.data_dir or benchmark_dirs.get(self.benchmark) or None
 
     def source_key(self) -> str:
         """The setting that points at this task's folder (for error messages)."""
@@ -232,18 +293,9 @@ def check_data_dir(key: str, value: str | None) -> None:
                         allowed="a folder holding the task's files in their official layout, or null for the hub")
 
 
-def metrics_label(metrics: list[str] | tuple[str, ...]) -> str:
-    """The short header label of a task's metrics, in display order: ``["f1", "accuracy"]`` -> ``F1/acc``."""
-    return "/".join(SHORT_NAMES.get(m, m) for m in metrics)
-
-
-def check_glue_dir(glue_dir: str | None) -> None:
-    check_data_dir("data.glue_dir", glue_dir)
-
-
-def task_info(name: str, configs: Path = CONFIGS) -> dict[str, Any] | None:
-    """:meth:`Task.info` of the task ``configs/task/<name>.yaml``, for runs written before
-    ``results.json`` carried it (``None`` when no such task config exists)."""
+def task_info(name: str, configs: Path = CONFIGS) -> TaskInfo | None:
+    """:meth:`Task.info` of the task ``configs/task/<name>.yaml``, for runs recorded before the
+    record carried it (``None`` when no such task config exists)."""
     from omegaconf import OmegaConf
 
     path = configs / "task" / f"{name}.yaml"
@@ -252,14 +304,13 @@ def task_info(name: str, configs: Path = CONFIGS) -> dict[str, Any] | None:
     return config_info(OmegaConf.to_container(OmegaConf.load(path), resolve=False), name)
 
 
-def config_info(cfg: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
+def config_info(cfg: Mapping[str, Any], name: str | None = None) -> TaskInfo:
     """:meth:`Task.info` of a task config as a plain dict (a YAML file, a run's stored config)."""
     name = cfg.get("name", name)
     benchmark = cfg.get("benchmark", "custom")
     metrics = [k for split in (cfg.get("eval") or {}).values() for k in (split.get("metrics") or {})]
-    return {"name": name, "display_name": cfg.get("display_name", name), "benchmark": benchmark,
-            "benchmark_name": BENCHMARKS.get(benchmark, benchmark), "metrics": metrics,
-            "order": cfg.get("order", 100)}
+    return TaskInfo(str(name), str(cfg.get("display_name", name)), str(benchmark),
+                    BENCHMARKS.get(benchmark, benchmark), tuple(metrics), int(cfg.get("order", 100)))
 
 
 # Field names of task configs stored by runs made before tasks beyond GLUE (their run folders
@@ -271,10 +322,10 @@ def upgrade(node: dict[str, Any]) -> dict[str, Any]:
     """A task config as stored by an older run, in today's fields (a current one is unchanged)."""
     node = {_RENAMED.get(k, k): v for k, v in node.items()}
     if str(node.get("_target_", "")).endswith("GlueTask") and "benchmark" not in node:
-        info = task_info(str(node.get("name"))) or {}
-        node.setdefault("display_name", info.get("display_name", node.get("name")))
+        info = task_info(str(node.get("name")))
+        node.setdefault("display_name", info.display_name if info else node.get("name"))
         node["benchmark"] = "glue"
-        node.setdefault("order", info.get("order", 100))
+        node.setdefault("order", info.order if info else 100)
         node.setdefault("hub_dataset", "nyu-mll/glue")
     for split_group in ("eval", "test"):
         for split in (node.get(split_group) or {}).values():

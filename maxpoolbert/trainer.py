@@ -32,9 +32,10 @@ def ddp_worker() -> bool:
 
 
 def parallel_jobs() -> int:
-    """How many jobs of this sweep share this machine (joblib's n_jobs; 1 otherwise)."""
+    """How many jobs of this sweep share this machine: the launcher's ``n_jobs`` (a launcher that
+    runs jobs side by side on one machine says how many, as joblib's does; -1: one per core), else 1."""
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN or "joblib" not in str(hc.launcher.get("_target_", "")):
+    if hc.mode != RunMode.MULTIRUN or hc.launcher.get("n_jobs") is None:
         return 1
     n = int(hc.launcher.get("n_jobs") or 1)
     return (os.cpu_count() or 1) if n < 0 else n
@@ -70,12 +71,12 @@ def placement(cfg: DictConfig) -> dict[str, Any]:
       SLURM auto-requeue is switched off so that the two never both resubmit.
     """
     out: dict[str, Any] = {}
-    plugins = cfg.trainer.get("plugins")
+    plugins = cfg.trainer.plugins
     if plugins is None:  # checkpoints written atomically in the run folder
         out["plugins"] = [AtomicCheckpointIO()]
     n_gpus = torch.cuda.device_count()
-    if n_gpus > 1 and cfg.trainer.get("devices", "auto") == 1 \
-            and cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") and parallel_jobs() > 1:
+    if n_gpus > 1 and cfg.trainer.devices == 1 \
+            and cfg.trainer.accelerator in ("auto", "gpu", "cuda") and parallel_jobs() > 1:
         out["devices"] = [HydraConfig.get().job.num % n_gpus]
     if os.environ.get("SLURM_JOB_ID") and plugins is None:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -114,8 +115,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.
     except Exception as err:
         cause = err.__cause__ if isinstance(err.__cause__, MisconfigurationException) else err
         if isinstance(cause, MisconfigurationException):
-            raise UserError(f"trainer.devices={cfg.trainer.get('devices')}, "
-                            f"trainer.accelerator={cfg.trainer.get('accelerator')}: "
+            raise UserError(f"trainer.devices={cfg.trainer.devices}, "
+                            f"trainer.accelerator={cfg.trainer.accelerator}: "
                             f"{str(cause).splitlines()[0]}") from err
         raise
     world = trainer.world_size

@@ -32,8 +32,8 @@ TASK_METRICS = {
     "rte": ["accuracy"],
 }
 MAJORITY = {"mrpc": 0.684, "mnli": 0.354, "rte": 0.527}  # stsb: regression, none
-HPARAMS = {"lr": 2e-05, "batch_size": 32, "epochs": 3, "max_length": 128,
-           "weight_decay": 0.01, "warmup_ratio": 0.1}
+SETTINGS = {"optimizer.lr": 2e-05, "data.batch_size": 32, "trainer.max_epochs": 3, "data.max_length": 128,
+            "optimizer.weight_decay": 0.01, "scheduler.warmup_ratio": 0.1}
 SEEDS = [1, 2, 3, 4]
 LOW_SIZES = [100, 1000]
 LOW_TASKS = ["rte", "mrpc"]
@@ -45,7 +45,7 @@ def _results(task, pooling, seed, metrics, train_size=None, majority=True, **ext
             "metrics": metrics, "score": float(np.mean(list(metrics.values()))),
             "train_samples_per_s": 40.0, "wall_s": 300.0,
             "params": {"total": 22713986, "pooling": 591360},
-            "train_size": train_size, "hparams": dict(HPARAMS)}
+            "train_size": train_size, "settings": dict(SETTINGS)}
     if majority and task in MAJORITY:
         data["majority_score"] = MAJORITY[task]
     data.update(extra)
@@ -400,31 +400,34 @@ def test_plots_are_pngs(generated):
         assert len(data) > 5000 and data.startswith(PNG_MAGIC), name
 
 
-def _small_tree(root: Path, lrs=(2e-05, 2e-05), hparams=True):
+def _small_tree(root: Path, lrs=(2e-05, 2e-05), settings=True):
     for seed, lr in enumerate(lrs, start=1):
         data = _results("rte", "cls", seed, {"accuracy": 0.6 + seed / 100})
-        if hparams:
-            data["hparams"]["lr"] = lr
+        if settings:
+            data["settings"]["optimizer.lr"] = lr
         else:
-            del data["hparams"]
+            del data["settings"]
         _write_run(root / f"run{seed}", data)
 
 
-def test_mixed_hparams_refused(tmp_path, capsys):
+def test_mixed_settings_refused_or_split(tmp_path, capsys):
     _small_tree(tmp_path / "runs", lrs=(2e-05, 3e-05))
     rc = main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert rc != 0
-    assert "lr" in err and "task=rte" in err and "pooling=cls" in err
-    assert "batch_size" not in err and "Traceback" not in err
+    assert rc == 2
+    assert "optimizer.lr (2e-05 vs 3e-05)" in err and "task=rte" in err and "pooling=cls" in err
+    assert "batch_size" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "results.md").exists()
-    assert main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
-                 "--allow-mixed"]) == 0
-    assert (tmp_path / "out" / "results.md").exists()
+    assert main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--split-settings"]) == 0
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    rows = csv[(csv.metric == "score") & (csv.task == "rte")].set_index("pooling")
+    assert rows.loc["cls [optimizer.lr=2e-05]", "n"] == 1 and rows.loc["cls [optimizer.lr=3e-05]", "n"] == 1
+    assert main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out2"), "--ignore", "optimizer.lr"]) == 0
+    assert pd.read_csv(tmp_path / "out2" / "results.csv").query("metric == 'score' and task == 'rte'")["n"].tolist() == [2]
 
 
-def test_missing_hparams_do_not_conflict_and_single_seed(tmp_path):
-    _small_tree(tmp_path / "runs", hparams=False)
+def test_missing_settings_do_not_conflict_and_single_seed(tmp_path):
+    _small_tree(tmp_path / "runs", settings=False)
     _write_run(tmp_path / "runs" / "solo", _results("rte", "mha", 1, {"accuracy": 0.7}))
     _write_run(tmp_path / "runs" / "cola", _results("cola", "mha", 1, {"mcc": 0.3}))
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
@@ -483,7 +486,7 @@ def _fake_wandb_run(run_id="abc", state="finished", nested=True):
     if nested:
         config = {"task": {"name": "mrpc", "max_length": 128}, "pooling": {"name": "maxpool_mha"},
                   "model": {"name": MODEL}, "seed": 3, "data": {"train_size": 1000},
-                  "hparams": dict(HPARAMS)}
+                  "hparams": {"lr": 2e-05}}
     else:
         summary = {"metrics/f1": 0.85, "metrics/accuracy": 0.75, "train_size": None}
         config = {"task": "mrpc", "pooling": "cls", "model": MODEL, "seed": 1}
@@ -496,7 +499,7 @@ def test_wandb_run_to_record_nested_config():
     assert record == {"task": "mrpc", "pooling": "maxpool_mha", "model": MODEL, "seed": 3,
                       "train_size": 1000, "metrics": {"f1": 0.85, "accuracy": 0.75},
                       "score": 0.8, "params": {"total": 10, "pooling": 2}, "wall_s": 12.0,
-                      "majority_score": 0.684, "hparams": HPARAMS}
+                      "majority_score": 0.684}
     parsed = report.parse_record(record)  # the same validation as results.json
     assert parsed["train_size"] == 1000 and parsed["f1"] == 0.85
 
@@ -507,7 +510,6 @@ def test_wandb_run_to_record_flat_keys():
     assert record["train_size"] is None
     assert record["metrics"] == {"f1": 0.85, "accuracy": 0.75}
     assert record["score"] == pytest.approx(0.8)
-    assert "hparams" not in record
 
 
 def test_from_wandb_end_to_end(tmp_path, monkeypatch):

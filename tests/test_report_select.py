@@ -33,14 +33,13 @@ def write_run(folder: Path, pooling, seed, lr, right: np.ndarray) -> None:
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text(
         "task:\n  name: rte\n  eval:\n    dev: {file: dev.tsv, metrics: {accuracy: accuracy}}\n"
-        f"optimizer:\n  lr: {lr}\n")
+        f"optimizer:\n  lr: {lr}\ndata:\n  batch_size: 32\n")
     pd.DataFrame({"split": "dev", "index": np.arange(N_DEV), "label": labels, "prediction": preds}).to_csv(
         folder / "dev_predictions.tsv", sep="\t", index=False)
     acc = float(right.mean())
     (folder / "results.json").write_text(json.dumps({
         "task": "rte", "pooling": pooling, "model": "m", "seed": seed, "metrics": {"accuracy": acc},
-        "score": acc, "train_size": None, "majority_score": 0.3,
-        "hparams": {"optimizer.lr": lr, "data.batch_size": 32}}))
+        "score": acc, "train_size": None, "majority_score": 0.3}))  # settings: from the stored config
 
 
 @pytest.fixture()

@@ -250,24 +250,24 @@ def test_sweep_with_a_corrupt_results_json_reruns_that_job_and_says_so(real_glue
     (broken.parent / f".{rundir.RESULTS}.12345.tmp").write_text("{")  # a killed writer's leftover
     again = run_train(*args, cwd=tmp_path)
     assert "0 finished, 1 re-run (broken results.json), 1 skipped (already finished), 0 failed" in out(again)
-    assert "is unreadable" in out(again)
+    assert "is invalid JSON" in out(again)
     assert broken.with_name("results.json.corrupt").read_text() == '{"task": "rte", "metr'
     rerun = json.loads(broken.read_text())
     assert rerun["metrics"] == good["metrics"]  # same seed, same run
     assert not leftovers(broken.parent)
-    assert [e["outcome"] for e in rundir.launches(broken.parent)] == ["finished", "rerun"]
+    assert [e["outcome"] for e in rundir.RunFolder(broken.parent).launches()] == ["finished", "rerun"]
 
 
 @pytest.mark.parametrize("content,problem", [
-    ("", "unreadable"), ("[1, 2]", "not a JSON object"), ('{"task": "rte"}', "missing key(s) pooling"),
-    (b"\xff\xfe", "unreadable"),
+    ("", "invalid JSON"), ("[1, 2]", "not a JSON object"), ('{"task": "rte"}', "missing key(s) pooling"),
+    (b"\xff\xfe", "invalid JSON"),
 ])
 def test_results_json_that_cannot_be_used_is_not_finished(tmp_path, content, problem):
-    path = tmp_path / rundir.RESULTS
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    results, why = rundir.read_results(tmp_path)
-    assert results is None and problem in why
-    assert not rundir.is_finished(tmp_path)
+    folder = rundir.RunFolder(tmp_path)
+    folder.results.write_bytes(content if isinstance(content, bytes) else content.encode())
+    record, why = folder.read()
+    assert record is None and problem in str(why)
+    assert not folder.is_finished()
 
 
 def test_relaunch_with_other_settings_is_refused_and_the_config_kept(real_glue, tmp_path, cache_dir):
@@ -286,7 +286,7 @@ def test_relaunch_with_other_settings_is_refused_and_the_config_kept(real_glue, 
     fine = run_train(*common, "logger=csv", "trainer.enable_progress_bar=true", cwd=tmp_path,
                      env={"GLUE_DIR": str(real_glue) + "/"})
     assert "skipping" in out(fine) and config.read_bytes() == before
-    assert [e["outcome"] for e in rundir.launches(tmp_path / "run")] == ["finished", "refused", "skipped"]
+    assert [e["outcome"] for e in rundir.RunFolder(tmp_path / "run").launches()] == ["finished", "refused", "skipped"]
 
 
 # configs/trainer/default.yaml once listed every Trainer flag; the ones it no longer lists, at the
@@ -312,20 +312,38 @@ def test_trainer_flags_left_out_have_lightning_defaults_when_a_run_folder_is_com
     stored_then = OmegaConf.create(OmegaConf.to_container(current))
     for flag in DROPPED_TRAINER_FLAGS:
         del stored_then.trainer[flag]
-    assert rundir.differing_keys(stored_then, current, []) == []
+    def differences(a, b, both_only=True):
+        return rundir.differences(rundir.settings(a), rundir.settings(b), both_only=both_only)
+
+    assert differences(stored_then, current) == []
     changed = job("trainer.limit_train_batches=0.5")
-    assert rundir.differing_keys(stored_then, changed, []) == [("trainer.limit_train_batches", None, 0.5)]
-    assert rundir.differing_keys(changed, current, []) == [("trainer.limit_train_batches", 0.5, None)]
-    assert rundir.differing_keys(current, job("+trainer.nope=1"), []) == [("trainer.nope", "<unset>", 1)]
+    assert differences(stored_then, changed) == [("trainer.limit_train_batches", None, 0.5)]
+    assert differences(changed, current) == [("trainer.limit_train_batches", 0.5, None)]
+    assert differences(current, job("+trainer.nope=1")) == [("trainer.nope", "<unset>", 1)]
+    # a key the project added since (not a Trainer flag): not compared on a relaunch, a difference
+    # of identity in a report
+    added = OmegaConf.create(OmegaConf.to_container(current))
+    added.data.new_option = True
+    assert differences(current, added) == []
+    assert differences(current, added, both_only=False) == [("data.new_option", "<unset>", True)]
 
 
-def test_run_folder_stores_the_glue_folder_it_used_so_predict_works_from_any_shell(real_glue, tmp_path, cache_dir):
+def test_run_folder_holds_no_path_of_the_machine_and_predict_reads_the_shells_glue_dir(real_glue, tmp_path,
+                                                                                       cache_dir):
+    """A relative GLUE_DIR is taken against the folder the run started in; the stored config keeps
+    the setting's own value (``${oc.env:GLUE_DIR,null}``), so `predict` from another folder reads
+    that shell's GLUE_DIR (or --glue-dir)."""
     run_train("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
               f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, env={"GLUE_DIR": os.path.relpath(real_glue, tmp_path)})
-    saved = OmegaConf.load(tmp_path / "run" / rundir.CONFIG)
-    assert saved.data.glue_dir == str(real_glue.resolve())
-    env = {k: v for k, v in os.environ.items() if k != "GLUE_DIR"}
-    proc = subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(tmp_path / "run")], cwd=tmp_path, env=env,
+    saved = (tmp_path / "run" / rundir.CONFIG).read_text()
+    assert "${oc.env:GLUE_DIR,null}" in saved
+    record = json.loads((tmp_path / "run" / rundir.RESULTS).read_text())
+    for text in (saved, json.dumps(record)):
+        assert str(real_glue.resolve()) not in text and str(tmp_path) not in text
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "GLUE_DIR": os.path.relpath(real_glue, elsewhere)}
+    proc = subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(tmp_path / "run")], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = (tmp_path / "run" / "submission" / "RTE.tsv").read_text().splitlines()
@@ -356,13 +374,14 @@ def test_resume_checkpoint_prefers_last_then_newest_intact(tmp_path):
     folder.mkdir()
     good = {"state_dict": {}, "global_step": 3}
     torch.save(good, folder / "old.ckpt")
-    assert rundir.resume_checkpoint(tmp_path) == folder / "old.ckpt"
+    run = rundir.RunFolder(tmp_path)
+    assert run.resume_checkpoint() == folder / "old.ckpt"
     torch.save(good, folder / rundir.LAST_CKPT)
-    assert rundir.resume_checkpoint(tmp_path) == folder / rundir.LAST_CKPT
+    assert run.resume_checkpoint() == folder / rundir.LAST_CKPT
     (folder / rundir.LAST_CKPT).write_bytes(b"")
     (folder / "old.ckpt").write_bytes((folder / "old.ckpt").read_bytes()[:-40])
-    assert rundir.resume_checkpoint(tmp_path) is None
+    assert run.resume_checkpoint() is None
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt.corrupt", "old.ckpt.corrupt"]
     torch.save({"not": "lightning"}, folder / rundir.LAST_CKPT)
-    assert rundir.resume_checkpoint(tmp_path) is None
+    assert run.resume_checkpoint() is None
     assert (folder / "last.ckpt.corrupt.1").exists()

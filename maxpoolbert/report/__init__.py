@@ -2,7 +2,7 @@
 
 Run as ``python -m maxpoolbert.report [--runs DIR] [--out DIR] [--from-wandb ENTITY/PROJECT]``.
 
-Every finished run leaves a folder with ``results.json`` (see DESIGN.md). This module reads all of
+Every finished run leaves a folder with its record, ``results.json`` (:mod:`maxpoolbert.rundir`). This module reads all of
 them under ``--runs`` (default ``$RUNS`` or ``outputs``), or the same summaries from W&B, and
 writes into ``--out`` (default ``reports``):
 
@@ -46,39 +46,37 @@ Conventions (also printed in ``results.md``):
   in ``dev_predictions.tsv`` are one value, and of unknown status when that file is missing too.
   A run with a non-finite score (e.g. Pearson of constant predictions) counts as degenerate and
   is left out of every mean.
-* Duplicate seeds in a cell (model, pooling, task, train_size): the newest ``results.json``
-  (mtime) is kept, the others are skipped as "duplicate seed". Mixing different ``hparams`` in one
-  cell (after removing duplicates) is refused unless ``--allow-mixed``; runs without ``hparams``
-  never conflict.
+* A cell (model, pooling, task, train_size) holds runs of one ``settings_id`` (the whole resolved
+  config minus the keys that do not change what a run computes). Runs of one cell with different
+  settings are refused, naming every differing key and its values (exit status 2), or with
+  ``--split-settings`` shown as separate rows labelled by those keys; ``--select KEY`` and
+  ``--ignore KEY`` take a key out of the identity. Duplicate seeds are runs of the same cell,
+  settings and seed: the newest ``results.json`` (mtime) is kept, the others are skipped as
+  "duplicate seed".
 
 Modules: :mod:`~maxpoolbert.report.collect` reads runs into run records (results.json or W&B,
-task descriptions, duplicate seeds, the hparams check); :mod:`~maxpoolbert.report.stats` computes
+one experiment per cell, duplicate seeds); :mod:`~maxpoolbert.report.stats` computes
 the tables; :mod:`~maxpoolbert.report.render` writes markdown, LaTeX and CSV;
 :mod:`~maxpoolbert.report.plots` draws the figures; :mod:`~maxpoolbert.report.cli` is the command
-line (``--select`` via :mod:`maxpoolbert.selection`).
+line (``--select`` via :mod:`~maxpoolbert.report.selection`).
 """
 
 from maxpoolbert.report.cli import apply_selection, main, parse_args
 from maxpoolbert.report.collect import (
     CELL,
     DEGENERATE_TOL,
-    REQUIRED_KEYS,
     RUN_COLUMNS,
-    MixedHparamsError,
+    MixedSettingsError,
     ReportError,
     RunError,
-    TaskInfo,
-    check_hparams,
+    check_settings,
     collect_runs,
     collect_wandb,
     drop_duplicate_seeds,
-    find_run_dirs,
     metric_columns,
     parse_record,
     predictions_constant,
-    read_failure,
     records_to_frame,
-    task_of,
     tasks_of,
     wandb_run_to_record,
 )
@@ -105,15 +103,14 @@ from maxpoolbert.report.stats import (
     summary_table,
     table_columns,
 )
+from maxpoolbert.tasks import TaskInfo
 
 __all__ = [
-    "BASELINE", "CELL", "DASH", "DEGENERATE_TOL", "GLUE_AVG", "POOLING_ORDER", "REQUIRED_KEYS",
-    "RUN_COLUMNS", "MixedHparamsError", "ReportError", "RunError", "TaskInfo", "apply_selection",
-    "avg_key", "check_hparams", "collect_runs", "collect_wandb", "degenerate_table",
-    "difference_table", "drop_duplicate_seeds", "find_run_dirs", "full_train_sizes",
-    "latex_escape", "latex_table", "low_resource_table", "main", "main_table_latex",
-    "main_table_markdown", "markdown_table", "metric_columns", "parse_args", "parse_record",
-    "plot_low_resource", "plot_stability", "pooling_key", "predictions_constant", "read_failure",
-    "records_to_frame", "summary_table", "table_columns", "task_of", "tasks_of",
-    "wandb_run_to_record", "write_report",
+    "BASELINE", "CELL", "DASH", "DEGENERATE_TOL", "GLUE_AVG", "POOLING_ORDER", "RUN_COLUMNS",
+    "MixedSettingsError", "ReportError", "RunError", "TaskInfo", "apply_selection", "avg_key",
+    "check_settings", "collect_runs", "collect_wandb", "degenerate_table", "difference_table",
+    "drop_duplicate_seeds", "full_train_sizes", "latex_escape", "latex_table", "low_resource_table", "main",
+    "main_table_latex", "main_table_markdown", "markdown_table", "metric_columns", "parse_args",
+    "parse_record", "plot_low_resource", "plot_stability", "pooling_key", "predictions_constant",
+    "records_to_frame", "summary_table", "table_columns", "tasks_of", "wandb_run_to_record", "write_report",
 ]

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from maxpoolbert import report, selection
+from maxpoolbert import report
 from maxpoolbert.errors import EXIT_CODE, UserError, check_writable_folder
-from maxpoolbert.report.collect import ReportError, check_hparams, collect_runs, collect_wandb
+from maxpoolbert.report import selection
+from maxpoolbert.report.collect import ReportError, SelectionError, collect_runs, collect_wandb
 from maxpoolbert.report.render import write_report
 
 # --------------------------------------------------------------------------- CLI
@@ -25,8 +26,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT",
                         help="read run summaries from W&B instead of --runs")
-    parser.add_argument("--allow-mixed", action="store_true",
-                        help="allow different hparams within one table cell")
+    parser.add_argument("--split-settings", "--allow-mixed", dest="split_settings", action="store_true",
+                        help="runs of one cell with different settings: show each settings as its own row, "
+                             "labelled by the keys that differ (default: refuse, naming them)")
+    parser.add_argument("--ignore", metavar="KEY", action="append", default=[],
+                        help="leave KEY out of the runs' identity (e.g. a setting a later version added); "
+                             "repeatable")
     parser.add_argument("--select", metavar="KEY",
                         help="per cell, report only the value of KEY (e.g. optimizer.lr) with the best mean dev "
                              "score over seeds; writes selection.csv")
@@ -48,8 +53,8 @@ def apply_selection(runs: pd.DataFrame, args: argparse.Namespace, root: Path | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 no usable runs, 2 mixed hparams, no
-    ``--runs`` folder or an unwritable ``--out``)."""
+    """CLI entry point; returns the exit status (0 ok, 1 no usable runs, 2 runs of different
+    settings in one cell, no ``--runs`` folder or an unwritable ``--out``)."""
     args = parse_args(argv)
     try:
         check_writable_folder(args.out, "--out")
@@ -62,10 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.from_wandb:
             source = f"wandb:{args.from_wandb}"
-            runs, skipped = collect_wandb(args.from_wandb, by=args.select)
+            runs, skipped = collect_wandb(args.from_wandb, by=args.select, ignore=args.ignore,
+                                          split=args.split_settings)
         else:
             source = args.runs
-            runs, skipped = collect_runs(args.runs, by=args.select)
+            runs, skipped = collect_runs(args.runs, by=args.select, ignore=args.ignore, split=args.split_settings)
         if runs.empty:
             example = (f" ({len(skipped)} skipped, e.g. {skipped[0]['path']}: "
                        f"{skipped[0]['reason']})") if skipped else ""
@@ -75,9 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.select:
             chosen, preface = apply_selection(runs, args, None if args.from_wandb else Path(args.runs))
             runs = chosen.runs
-        if not args.allow_mixed:
-            check_hparams(runs)
-    except selection.SelectionError as exc:
+    except SelectionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ReportError as exc:

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from maxpoolbert.report.collect import TaskInfo, tasks_of
+from maxpoolbert.report.collect import tasks_of
 from maxpoolbert.report.stats import _scored, _sort, pooling_key
+from maxpoolbert.tasks import TaskInfo
 
 # --------------------------------------------------------------------------- plots
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from maxpoolbert.report.collect import DEGENERATE_TOL, TaskInfo, tasks_of
+from maxpoolbert.metrics import SHORT_NAMES
+from maxpoolbert.report.collect import DEGENERATE_TOL, tasks_of
 from maxpoolbert.report.plots import plot_low_resource, plot_stability
 from maxpoolbert.report.stats import (
     BASELINE,
@@ -24,7 +25,7 @@ from maxpoolbert.report.stats import (
     summary_table,
     table_columns,
 )
-from maxpoolbert.tasks import SHORT_NAMES
+from maxpoolbert.tasks import TaskInfo
 
 DASH = "–"
 

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from maxpoolbert.report.collect import CELL, TaskInfo, tasks_of
+from maxpoolbert.report.collect import CELL, tasks_of
+from maxpoolbert.tasks import TaskInfo
 
 POOLING_ORDER = ("cls", "max_cls", "mha", "maxpool_mha")
 BASELINE = "cls"

@@ -1,8 +1,9 @@
 """Model selection across runs: ``python -m maxpoolbert.report --select KEY [--select-on half]``.
 
-Per cell (model, task, pooling, train size) the value of ``KEY`` (any hyper-parameter: a key of
-``results.json``'s ``hparams`` or of the run's ``.hydra/config.yaml``, e.g. ``optimizer.lr``)
-with the best mean dev score over seeds is chosen, and only that value's runs are reported.
+Per cell (model, task, pooling, train size) the value of ``KEY`` (any key of the runs' settings,
+e.g. ``optimizer.lr``: :func:`maxpoolbert.rundir.settings`) with the best mean dev score over seeds
+is chosen, and only that value's runs are reported. ``KEY`` is taken out of the runs' identity,
+so the runs of one cell differ in it alone.
 
 ``--select-on all`` chooses and reports on the same dev rows (what most papers do: optimistic).
 ``--select-on half`` is honest selection: scores are recomputed from ``dev_predictions.tsv``;
@@ -16,24 +17,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+
+from maxpoolbert.metrics import compute
+from maxpoolbert.report.collect import CELL, SelectionError, metric_columns, with_values
+from maxpoolbert.rundir import RunFolder, RunRecord
 
 MODES = ("all", "half")
-# results.json hparams written before they were named by their config keys
-LEGACY = {"optimizer.lr": "lr", "optimizer.weight_decay": "weight_decay", "data.batch_size": "batch_size",
-          "trainer.max_epochs": "max_epochs", "trainer.max_steps": "max_steps", "data.max_length": "max_length",
-          "scheduler.warmup_ratio": "warmup_ratio", "head.use_pooler": "use_pooler", "head.dropout": "head_dropout"}
-CELL = ["model", "pooling", "task", "train_size"]  # a table cell (report.CELL imports this)
 COLUMNS = ["model", "task", "pooling", "train_size", "key", "value", "n_seeds", "mean_score", "chosen"]
-MISSING = object()
-
-
-class SelectionError(Exception):
-    """Bad ``--select`` input: one line, exit status 2."""
 
 
 @dataclass
@@ -57,37 +50,22 @@ def describe(key: str, mode: str) -> str:
             f"(use `--select-on half` for an unbiased report).")
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def value_of(hparams: Any, config: Any, key: str) -> Any:
-    """``key``'s value for a run: its ``hparams`` (or their legacy name), else its config."""
-    if isinstance(hparams, dict):
-        for name in (key, LEGACY.get(key)):
-            if name is not None and name in hparams:
-                return hparams[name]
-    if config is not None:
-        value = OmegaConf.select(config, key, default=MISSING, throw_on_resolution_failure=False)
-        if value is not MISSING:
-            return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    return MISSING
-
-
-def half_metrics(run_dir: Path, task_eval: Any) -> tuple[dict[str, float], dict[str, float]]:
+def half_metrics(folder: RunFolder, record: RunRecord) -> tuple[dict[str, float], dict[str, float]]:
     """Metrics of the even-index and of the odd-index dev rows, from ``dev_predictions.tsv``."""
-    from maxpoolbert.metrics import compute
-
-    rows = pd.read_csv(run_dir / "dev_predictions.tsv", sep="\t")
+    rows = folder.predictions()
+    task_eval = record.eval_metrics()
+    if not task_eval:
+        raise SelectionError(f"{folder.path}: its record names no dev metrics (a record of an old version "
+                             "without a stored config)")
     halves = []
     for parity in (0, 1):
         metrics: dict[str, float] = {}
         for split, spec in task_eval.items():
             part = rows[(rows["split"] == split) & (rows["index"] % 2 == parity)]
             if part.empty:
-                raise SelectionError(f"{run_dir}: no {'even' if parity == 0 else 'odd'}-index rows of "
-                                     f"split {split} in dev_predictions.tsv")
-            metrics.update(compute(dict(spec["metrics"]), part["prediction"].to_numpy(), part["label"].to_numpy()))
+                raise SelectionError(f"{folder.path}: no {'even' if parity == 0 else 'odd'}-index rows of "
+                                     f"split {split} in {folder.predictions_file.name}")
+            metrics.update(compute(spec, part["prediction"].to_numpy(), part["label"].to_numpy()))
         halves.append(metrics)
     return halves[0], halves[1]
 
@@ -102,11 +80,7 @@ def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = 
     run records; ``root`` is the folder their ``path`` is relative to (configs, predictions)."""
     if mode not in MODES:
         raise SelectionError(f"--select-on={mode}: unknown mode; allowed: {', '.join(MODES)}")
-    runs = runs.copy() if "_value" in runs else with_values(runs, key, root)
-    configs = [_config(root, p) for p in runs["path"]]
-    if runs["_value"].isna().all():
-        raise SelectionError(f"--select={key}: no run has this key (in results.json hparams or .hydra/config.yaml); "
-                             f"e.g. optimizer.lr, data.batch_size, scheduler.warmup_ratio")
+    runs = runs.copy() if "_value" in runs else with_values(runs, key)
     distinct = sorted(set(runs["_value"].dropna()))
     if len(distinct) < 2:
         raise SelectionError(f"--select={key}: every run has the same value ({distinct[0]}): nothing to choose; "
@@ -115,18 +89,18 @@ def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = 
     missing = runs["_value"].isna()
     if missing.any():
         notes.append(f"{int(missing.sum())} run(s) without `{key}` left out.")
-        runs, configs = runs[~missing].reset_index(drop=True), [c for c, m in zip(configs, missing, strict=True) if not m]
+        runs = runs[~missing].reset_index(drop=True)
     runs["_select_score"] = runs["score"]
     if mode == "half":
-        from maxpoolbert.report.collect import metric_columns
-
         if root is None:
-            raise SelectionError("--select-on half needs run folders with dev_predictions.tsv (not --from-wandb)")
+            raise SelectionError("--select-on half needs run folders with their dev predictions (not --from-wandb)")
         metric_cols = metric_columns(runs)
         for i, path in enumerate(runs["path"]):
-            if configs[i] is None:
-                raise SelectionError(f"{path}: no .hydra/config.yaml: cannot tell the task's dev metrics")
-            even, odd = half_metrics(root / path, configs[i].task.eval)
+            folder = RunFolder(root / path)
+            record = folder.record()
+            if record is None:
+                raise SelectionError(f"{path}: the run's record cannot be read")
+            even, odd = half_metrics(folder, record)
             runs.loc[i, "_select_score"] = _score(even)
             for col in metric_cols:
                 runs.loc[i, col] = odd.get(col, np.nan)
@@ -152,21 +126,6 @@ def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = 
     chosen_runs = pd.concat(keep).drop(columns=["_value", "_select_score"]).reset_index(drop=True)
     chosen_runs = chosen_runs.astype({c: t for c, t in runs.dtypes.items() if c in chosen_runs.columns})
     return Selection(chosen_runs, pd.DataFrame(table, columns=COLUMNS), notes)
-
-
-def with_values(runs: pd.DataFrame, key: str, root: Path | None) -> pd.DataFrame:
-    """``runs`` with column ``_value``: each run's value of ``key`` (JSON text; None when unset)."""
-    runs = runs.copy()
-    values = [value_of(h, _config(root, p), key) for h, p in zip(runs["hparams"], runs["path"], strict=True)]
-    runs["_value"] = [json.dumps(_plain(v), sort_keys=True) if v is not MISSING else None for v in values]
-    return runs
-
-
-def _config(root: Path | None, path: str) -> Any:
-    if root is None:
-        return None
-    file = Path(root) / path / ".hydra" / "config.yaml"
-    return OmegaConf.load(file) if file.is_file() else None
 
 
 def _cell_name(cell: tuple) -> str:

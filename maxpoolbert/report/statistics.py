@@ -411,7 +411,7 @@ def _log_comb(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def expected_max(scores, budgets=None) -> np.ndarray:
     """Expected best score when ``n`` of the ``N`` tried configurations are picked, for each
-    ``n`` in ``budgets`` (default 1..N): the unbiased estimator of Tang, Lee & Lin (2020,
+    ``n`` in ``budgets`` (default 1..N): the unbiased estimator of Tang et al. (ACL 2020,
     "Showing Your Work Doesn't Always Work"), i.e. sampling *without* replacement from the N
     observed scores,
 

@@ -107,6 +107,29 @@ def load_pretrained_head(model) -> list[str]:
     return loaded
 
 
+def weights_sha256(encoder) -> str | None:
+    """SHA-256 of the encoder checkpoint's weights file (``model.safetensors``, else
+    ``pytorch_model.bin``), as a run's record names the exact pretrained model; None for a randomly
+    initialised encoder or weights that cannot be found."""
+    import hashlib
+
+    path = getattr(encoder.config, "_name_or_path", "")
+    if not path:
+        return None
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            file = cached_file(path, name, _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            file = None
+        if file is not None:
+            digest = hashlib.sha256()
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            return digest.hexdigest()
+    return None
+
+
 def random_bert(**config) -> BertModel:
     """A randomly initialised BERT (for tests and smoke runs); ``config`` are BertConfig fields."""
     return BertModel(BertConfig(**config), add_pooling_layer=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import sys
 import time
 import traceback
@@ -24,6 +25,7 @@ import datasets
 import lightning as L
 import numpy as np
 import torch
+import transformers
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -43,6 +45,7 @@ from maxpoolbert.trainer import (
     Throughput,
     build_trainer,
     ddp_worker,
+    hardware,
     peak_memory_mb,
     process_age,
     set_threads,
@@ -171,7 +174,9 @@ def run(cfg: DictConfig) -> RunRecord | dict[str, Any]:
             train_samples_per_s=throughput.samples_per_s(trainer), train_s=throughput.seconds,
             wall_s=time.time() - started, process_s=process_age(), first_step_s=throughput.first_step_s,
             peak_memory_mb=peak_memory_mb(), params=model.param_counts(),
-            versions={"torch": torch.__version__, "lightning": L.__version__}, device=str(module.device),
+            versions={"python": platform.python_version(), "torch": torch.__version__,
+                      "transformers": transformers.__version__, "lightning": L.__version__},
+            device=str(module.device), hardware=hardware(), weights_sha256=encoders.weights_sha256(model.encoder),
         )
 
         # 5. Write: predictions and weights, then results.json last (it marks the run finished).

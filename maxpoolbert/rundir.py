@@ -289,8 +289,10 @@ class RunRecord:
     first_step_s: float | None = None
     peak_memory_mb: dict[str, float] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)  # total, pooling
-    versions: dict[str, str] = field(default_factory=dict)
-    device: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)  # python, torch, transformers, lightning
+    device: str | None = None                  # where the model ran: cpu, cuda:0
+    hardware: dict[str, Any] = field(default_factory=dict)  # cpu model, cores, threads, gpu
+    weights_sha256: str | None = None          # of the pretrained encoder's weights file (None: random init)
     extra: dict[str, Any] = field(default_factory=dict)   # keys of other versions, kept as they are
 
     # ------------------------------------------------------------------ writing

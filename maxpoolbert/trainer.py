@@ -142,6 +142,22 @@ def process_age() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+def hardware() -> dict[str, object]:
+    """The machine a run ran on: CPU model and cores, GPU name (if one was used) and torch's threads."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    out: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
 def peak_memory_mb() -> dict[str, float]:
     import resource
 

@@ -206,9 +206,31 @@ def settings_id(values: Mapping[str, Any]) -> str:
 
 def _missing(key: str) -> Any:
     """The value of a key a run's settings lack: Lightning's default for a Trainer flag (left out
-    because it was the default), else :data:`UNSET`."""
+    because it was the default); for a setting of the project's own sections (``configs/config.yaml``:
+    ``data``, ``eval``, ``speed`` ...) its default there, which is what a run recorded before the
+    setting existed computed; else :data:`UNSET`."""
     flag = _trainer_flag(key)
-    return _trainer_defaults().get(flag, UNSET) if flag is not None else UNSET
+    if flag is not None:
+        return _trainer_defaults().get(flag, UNSET)
+    return _project_defaults().get(key, UNSET)
+
+
+@functools.cache
+def _project_defaults() -> dict[str, Any]:
+    """The flat defaults of the settings ``configs/config.yaml`` itself defines (not its groups)."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "config.yaml"), resolve=False)
+    cfg = {k: v for k, v in cfg.items() if k not in ("defaults", "hydra", "seed")}
+    return {k: v for k, v in _flat(cfg).items() if not (isinstance(v, str) and "${" in v)}
+
+
+def completed(values: Mapping[str, Any], keys: Any) -> dict[str, Any]:
+    """``values`` with every key of ``keys`` it lacks at its value when missing (:func:`_missing`):
+    the settings of runs recorded by different versions, made comparable."""
+    out = dict(values)
+    for key in keys:
+        if key not in out:
+            out[key] = _missing(key)
+    return dict(sorted(out.items()))
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any], both_only: bool = False) -> list[tuple[str, Any, Any]]:

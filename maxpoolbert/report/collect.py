@@ -183,10 +183,10 @@ def finish_collection(rows: list[dict[str, Any]], skipped: list[dict[str, str]],
     identity, seed and, with ``by``, value), runs of different settings in one cell refused
     (:class:`MixedSettingsError`) or, with ``split``, relabelled as their own rows."""
     runs = records_to_frame(rows)
+    complete_settings(runs)
     dropped = [*(() if by is None else (by,)), *ignore]
-    if dropped:
-        runs["identity"] = [rundir.settings_id({k: v for k, v in s.items() if k not in dropped})
-                            for s in runs["settings"]]
+    runs["identity"] = [rundir.settings_id({k: v for k, v in s.items() if k not in dropped})
+                        for s in runs["settings"]]
     if by is not None:
         runs = with_values(runs, by)
     runs = label_variants(runs) if split else runs
@@ -198,6 +198,19 @@ def finish_collection(rows: list[dict[str, Any]], skipped: list[dict[str, str]],
                         "reason": "non-finite metric (constant predictions?): left out of the "
                                   "means, counted as degenerate"})
     return runs, skipped
+
+
+def complete_settings(runs: pd.DataFrame) -> None:
+    """Make the settings of one cell's runs comparable when different versions recorded them: a key
+    some runs lack is added to theirs at the value it has when missing (a Trainer flag: Lightning's
+    default; a setting of ``configs/config.yaml``: its default there, what the older version
+    computed; else ``<unset>``, which differs from any value). Runs recorded by one version are
+    unchanged (their ``settings_id`` is their identity)."""
+    for _, group in runs.groupby(CELL, dropna=False, sort=False):
+        keys = set().union(*group["settings"])
+        for i in group.index:
+            if keys - set(runs.at[i, "settings"]):
+                runs.at[i, "settings"] = rundir.completed(runs.at[i, "settings"], keys)
 
 
 def drop_duplicate_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:

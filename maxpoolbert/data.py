@@ -33,7 +33,7 @@ from maxpoolbert.tasks import Task, check_data_dir
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # bump when the tokenised format changes
+CACHE_VERSION = 4  # bump when the tokenised format changes (4: padding always on the right)
 
 
 def load_split(task: Task, split: str, dirs: dict[str, str | None]) -> datasets.Dataset:
@@ -124,7 +124,7 @@ class Encoded(Dataset):
     token_type_ids: list[list[int]]
     labels: list[Any]
     idx: list[int]
-    n_tokens: list[int]  # real (unpadded) tokens; < len(input_ids) only with pad_to_max_length
+    n_tokens: list[int]  # real tokens, the first ones (padding is on the right); < len(input_ids) only with pad_to_max_length
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -303,9 +303,11 @@ class TaskDataModule(L.LightningDataModule):
         # One batched call into the Rust tokenizer (no per-batch map/fingerprinting); it refuses
         # an empty batch, so a split without rows skips it.
         # Segment ids always (zeros from tokenizers that make none): the model uses them only if
-        # its encoder family does.
+        # its encoder family does. Padding (pad_to_max_length) goes on the right whatever the
+        # tokenizer's padding_side: the Collator marks the first n_tokens positions as real.
         enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, return_token_type_ids=True,
-                             padding="max_length" if self.pad_to_max_length else False) if len(raw) else \
+                             padding="max_length" if self.pad_to_max_length else False,
+                             padding_side="right") if len(raw) else \
             {"input_ids": [], "token_type_ids": [], "attention_mask": []}
         ds = datasets.Dataset.from_dict({
             "label": cols["label"], "idx": cols["idx"],

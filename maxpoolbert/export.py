@@ -52,10 +52,19 @@ def labels(task: Task) -> dict:
             "problem_type": "regression" if task.is_regression else "single_label_classification"}
 
 
+def encoder_config(model: PooledClassifier) -> dict:
+    """The encoder's config without ``_name_or_path``: where the encoder was loaded from on the
+    training machine (a local folder, the embedded model's place in site-packages) has no use in
+    a model folder for others, and must not be written into it."""
+    config = model.encoder.config.to_dict()
+    config.pop("_name_or_path", None)
+    return config
+
+
 def stock_model(model: PooledClassifier, task: Task):
     """The family's own ``AutoModelForSequenceClassification`` with the run's weights."""
     family = model.family
-    config = AutoConfig.for_model(**model.encoder.config.to_dict())
+    config = AutoConfig.for_model(**encoder_config(model))
     config.num_labels = task.num_labels
     for key, value in {**labels(task), **family.stock_pooling[type(model.pooling).__name__]}.items():
         setattr(config, key, value)
@@ -79,7 +88,7 @@ def remote_code_model(model: PooledClassifier, task: Task, cfg: DictConfig):
         raise UserError(f"pooling {name} is defined in {module}: export writes only the strategies of "
                         "maxpoolbert.pooling into a model folder")
     config = M.MaxPoolBertConfig(
-        encoder=model.encoder.config.to_dict(), pooling={"class": name, "options": options},
+        encoder=encoder_config(model), pooling={"class": name, "options": options},
         use_pooler=bool(cfg.head.use_pooler), head_dropout=cfg.head.dropout,
         num_labels=task.num_labels, **labels(task))
     M.MaxPoolBertConfig.register_for_auto_class()

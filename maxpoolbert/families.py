@@ -10,6 +10,9 @@ A :class:`Family` says, for one family of Hugging Face encoders:
 * ``stock_names``: where those layers and the final linear layer live in the stock model's state
   dict (for export), and ``encoder_prefix``: the stock model's attribute holding the encoder.
 * ``classifier_dropout``: the dropout before the final linear layer, as the stock model reads it.
+* ``init``: how the stock model initialises a new linear layer of the head (``"dense"``) and the
+  final linear layer (``"classifier"``): normal(0, initializer_range) for most families, ModernBERT's
+  own truncated normals.
 * ``token_type_ids``: whether the encoder takes segment ids.
 * ``layers``: the per-layer hidden states the pooling strategies see (``[embeddings, layer 1, ...,
   layer L]``, the last one being exactly what the stock head reads).
@@ -25,6 +28,7 @@ it is copied into exported model folders (``maxpoolbert.export``).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -61,6 +65,26 @@ def _generic_dropout(config) -> float:
 def _init_linear(layer: nn.Linear, std: float) -> nn.Linear:
     """As the stock models' ``_init_weights``: normal(0, initializer_range) weights, zero bias."""
     nn.init.normal_(layer.weight, std=std)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def normal_init(layer: nn.Linear, config, role: str) -> nn.Linear:
+    """Most families' ``_init_weights``: normal(0, initializer_range) weights, zero bias, whatever
+    the layer's ``role`` (``"dense"`` or ``"classifier"``)."""
+    return _init_linear(layer, getattr(config, "initializer_range", 0.02))
+
+
+def modernbert_init(layer: nn.Linear, config, role: str) -> nn.Linear:
+    """``ModernBertPreTrainedModel._init_weights``: weights from a normal truncated at
+    ±initializer_cutoff_factor standard deviations, zero bias. The standard deviation is
+    initializer_range / sqrt(2 * layers) for the head's dense layer (``"dense"``) and
+    hidden_size ** -0.5 for the classifier (``"classifier"``)."""
+    cutoff = 3 if config.initializer_cutoff_factor is None else config.initializer_cutoff_factor
+    std = config.hidden_size ** -0.5 if role == "classifier" else \
+        config.initializer_range / math.sqrt(2.0 * config.num_hidden_layers)
+    nn.init.trunc_normal_(layer.weight, mean=0.0, std=std, a=-cutoff * std, b=cutoff * std)
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
     return layer
@@ -105,11 +129,12 @@ def _distilbert_head(encoder: nn.Module) -> nn.Module:
 
 
 def _modernbert_head(encoder: nn.Module) -> nn.Module:
-    """ModernBERT's prediction head: dense, activation, LayerNorm."""
+    """ModernBERT's prediction head: dense, activation, LayerNorm (built with weight 1, bias 0, as
+    the stock model initialises it)."""
     from transformers.models.modernbert.modeling_modernbert import ModernBertPredictionHead
 
     head = ModernBertPredictionHead(encoder.config)
-    _init_linear(head.dense, encoder.config.initializer_range)
+    modernbert_init(head.dense, encoder.config, "dense")
     return head
 
 
@@ -154,6 +179,7 @@ class Family:
     load_kwargs: dict = field(default_factory=dict)
     stock_pooling: dict[str, dict] = field(default_factory=_cls_only)
     attentions: bool | None = True  # None: if the encoder records them (after switching to eager)
+    init: Callable[[nn.Linear, object, str], nn.Linear] = normal_init  # (layer, config, "dense" | "classifier")
 
     @property
     def has_stock_head(self) -> bool:
@@ -197,7 +223,7 @@ FAMILIES: tuple[Family, ...] = (
            encoder_prefix="distilbert", stock_names={"pooler.0": "pre_classifier", "classifier": "classifier"}),
     Family("modernbert", ("modernbert",), _modernbert_head, _modernbert_dropout, token_type_ids=False,
            encoder_prefix="model", stock_names={"pooler": "head", "classifier": "classifier"},
-           layers=modernbert_layers,
+           layers=modernbert_layers, init=modernbert_init,
            stock_pooling={"CLSPooling": {"classifier_pooling": "cls"}, "MeanPooling": {"classifier_pooling": "mean"}}),
 )
 

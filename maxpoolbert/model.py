@@ -9,13 +9,16 @@ A strategy whose vector is wider (or narrower) than the hidden size (``pooling.o
 ``mean_max`` 2H, ``concat_last4`` 4H) cannot enter the pretrained head's dense layer, which is
 ``hidden -> hidden``. The head keeps its structure (dropout, activation, ...), but its first dense
 layer becomes a new ``output_size -> hidden`` layer, initialised as the family initialises heads
-(normal(0, initializer_range), zero bias); everything after it, the final linear layer included,
-is unchanged. With ``head.use_pooler=false`` the final linear layer takes the pooled vector
-directly (``output_size -> num_labels``). This module imports only
-torch, transformers and its siblings: it is copied into exported model folders.
+(``Family.init``: normal(0, initializer_range) and zero bias but for ModernBERT); everything after
+it, the final linear layer included, is unchanged. The final linear layer is initialised the same
+way. With ``head.use_pooler=false`` the final linear layer takes the pooled vector directly
+(``output_size -> num_labels``). This module imports only torch, transformers and its siblings: it
+is copied into exported model folders.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -48,12 +51,10 @@ class PooledClassifier(nn.Module):
             dropout = self.family.classifier_dropout(config)
         self.dropout = nn.Dropout(dropout)
         width = pooling.output_size
-        std = getattr(config, "initializer_range", 0.02)
-        self.classifier = nn.Linear(config.hidden_size if use_pooler else width, num_labels)
-        nn.init.normal_(self.classifier.weight, std=std)
-        nn.init.zeros_(self.classifier.bias)
+        init = self.family.init
+        self.classifier = init(nn.Linear(config.hidden_size if use_pooler else width, num_labels), config, "classifier")
         if use_pooler and width != config.hidden_size:  # after the classifier: its initial weights stay paired
-            resize_input(self.pooler, width, std)
+            resize_input(self.pooler, width, lambda layer: init(layer, config, "dense"))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         extra = {"token_type_ids": token_type_ids} if self.use_token_type_ids else {}
@@ -87,16 +88,12 @@ class PooledClassifier(nn.Module):
         return {"total": count(self), "pooling": count(self.pooling)}
 
 
-def resize_input(head: nn.Module, width: int, std: float) -> None:
+def resize_input(head: nn.Module, width: int, init: Callable[[nn.Linear], nn.Linear]) -> None:
     """Replace the first dense layer of ``head`` by a new one taking ``width`` inputs (same output
-    size), initialised with normal(0, ``std``) weights and zero bias."""
+    size), initialised by ``init``."""
     for parent in head.modules():
         for name, child in parent.named_children():
             if isinstance(child, nn.Linear):
-                new = nn.Linear(width, child.out_features, bias=child.bias is not None)
-                nn.init.normal_(new.weight, std=std)
-                if new.bias is not None:
-                    nn.init.zeros_(new.bias)
-                setattr(parent, name, new)
+                setattr(parent, name, init(nn.Linear(width, child.out_features, bias=child.bias is not None)))
                 return
     raise ValueError(f"{type(head).__name__} has no dense layer to take a {width}-wide pooled vector")

@@ -141,3 +141,33 @@ def test_concurrent_processes_fill_one_cold_cache(real_glue, tmp_path, attempt):
     # a reader in a fresh process view: whole entries, equal to what the writers returned
     dm = TaskDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(real_glue), cache_dir=str(tmp_path))
     assert len(dm.encode("train")) == 2490 and len(dm.encode("dev")) == 277
+
+
+def test_pad_to_max_length_with_a_left_padding_tokenizer(real_glue, tmp_path):
+    """Rows are padded on the right whatever the tokenizer's padding_side: every batch's mask marks
+    exactly the real tokens, position 0 is [CLS], and the model sees the same tokens as without
+    pad_to_max_length."""
+    tok = encoders.tokenizer(EMBEDDED)
+    tok.padding_side = "left"
+    make = lambda pad: TaskDataModule(task("rte"), tok, glue_dir=str(real_glue), max_length=64,  # noqa: E731
+                                      cache_dir=str(tmp_path), pad_to_max_length=pad)
+    padded, dynamic = make(True), make(False)
+    padded.setup()
+    dynamic.setup()
+    assert set(padded.splits["train"].lengths) == {64}
+
+    def rows(dm, loaders):  # idx -> the (input ids, segment ids) the model sees, padding removed
+        seen = {}
+        for loader in loaders:
+            for batch in loader:
+                mask, real = batch["attention_mask"].bool(), batch["input_ids"] != tok.pad_token_id
+                assert torch.equal(mask, real), f"{int((mask != real).sum())} positions masked wrongly"
+                assert (batch["input_ids"][:, 0] == tok.cls_token_id).all(), "position 0 is not [CLS]"
+                for r, i in enumerate(batch["idx"].tolist()):
+                    seen[i] = (batch["input_ids"][r][mask[r]].tolist(), batch["token_type_ids"][r][mask[r]].tolist())
+        return seen
+
+    for dm in (padded, dynamic):
+        assert len(rows(dm, [dm.train_dataloader()])) == 2490
+    want = rows(dynamic, dynamic.val_dataloader())
+    assert rows(padded, padded.val_dataloader()) == want and len(want) == 277

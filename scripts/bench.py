@@ -280,12 +280,14 @@ def run_ours(task: str, pooling: str, args: argparse.Namespace, work: Path, cach
         f"hydra.run.dir={run_dir}", *extra,
     ]
     proc = timed(cmd, work / "logs" / f"{name}.log", child_env(args.glue_dir))
-    res = json.loads((run_dir / "results.json").read_text())
+    from maxpoolbert.rundir import RunFolder
+
+    record = RunFolder(run_dir).record()
     return {
-        "train_s": res["train_s"], "steps": res["steps"], "n_train": res["n_train"],
-        "epochs": HPARAMS["epochs"], "dev_metric": res["score"], "first_step_s": res["first_step_s"],
-        "own_process_s": res.get("process_s"), "pooling_params": res["params"]["pooling"],
-        **proc, "command": shlex.join(cmd[1:]), "results": res,
+        "train_s": record.train_s, "steps": record.steps, "n_train": record.n_train,
+        "epochs": HPARAMS["epochs"], "dev_metric": record.score, "first_step_s": record.first_step_s,
+        "own_process_s": record.process_s, "pooling_params": record.params["pooling"],
+        **proc, "command": shlex.join(cmd[1:]), "results": record.to_json(),
     }
 
 

@@ -89,7 +89,7 @@ def exported(stsb_runs, real_glue, tmp_path_factory):
     """Every run exported, then loaded back by LOADER in a clean process."""
     tmp = tmp_path_factory.mktemp("exported")
     task = stsb_task()
-    dev = load_split(task, "dev", task.folder({"glue": str(real_glue)}))
+    dev = load_split(task, "dev", {"glue": str(real_glue)})
     jobs = []
     for (family, pooling), run_dir in sorted(stsb_runs.items()):
         folder = tmp / f"{family}-{pooling}"

@@ -74,8 +74,8 @@ def test_hub_layout_gives_the_same_rows(name, monkeypatch):
 
     monkeypatch.setattr(D, "_load_hub", fake_hub)
     for split in ["train", "dev"]:
-        local = D.load_split(task, split, task.folder({"superglue": str(SUPERGLUE)})).to_dict()
-        hub = D.load_split(task, split, None).to_dict()
+        local = D.load_split(task, split, {"superglue": str(SUPERGLUE)}).to_dict()
+        hub = D.load_split(task, split, {}).to_dict()
         assert hub == local
     assert asked == [(task.hub_dataset, task.hub_config, "train"), (task.hub_dataset, task.hub_config, "validation")]
     assert task.hub_dataset == "aps/super_glue"
@@ -88,7 +88,7 @@ def test_no_local_folder_offline_is_one_line(monkeypatch):
     monkeypatch.setattr(D, "_load_hub", offline)
     task = from_config(YAMLS["boolq"])
     with pytest.raises(UserError) as err:
-        D.load_split(task, "train", None)
+        D.load_split(task, "train", {})
     text = str(err.value)
     assert text.startswith("data.superglue_dir=null: no data for task boolq (aps/super_glue is neither reachable")
     assert "; a SuperGLUE folder in its official layout (SUPERGLUE_DIR or data.superglue_dir=" in text
@@ -113,6 +113,5 @@ def test_tiny_run_from_the_fixtures(name, tmp_path, cache_dir):
     rows = [line.split("\t") for line in (run_dir / "dev_predictions.tsv").read_text().splitlines()[1:]]
     assert [int(r[1]) for r in rows] == list(range(len(val)))
     assert [int(r[2]) for r in rows] == [class_id(name, r["label"]) for r in val]
-    assert results["data_dir"] == str((SUPERGLUE / YAMLS[name].dir).resolve())
-    stored = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    assert stored.data.superglue_dir == str(SUPERGLUE.resolve())  # stored resolved, as glue_dir
+    stored = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "${oc.env:SUPERGLUE_DIR,null}" in stored and str(SUPERGLUE) not in stored  # no path of this machine

@@ -161,6 +161,6 @@ def test_every_task_has_the_design_metric_keys():
         "rte": ["accuracy"], "wnli": ["accuracy"], "boolq": ["accuracy"], "cb": ["accuracy", "macro_f1"],
     }
     missing = [name for name in BENCHMARK if name not in expected]
-    assert not missing, f"add expectations for {', '.join(missing)}: the metric keys DESIGN.md gives"
+    assert not missing, f"add expectations for {', '.join(missing)}: the metric keys README.md gives (What a run records)"
     assert {name: task(name).metric_keys for name in BENCHMARK} == expected
     assert task("stsb").is_regression and not task("rte").is_regression

@@ -18,7 +18,7 @@ from .conftest import ROOT, config_names, run_train
 
 TASKS = config_names("task")
 POOLINGS = config_names("pooling")
-# The results.json metric keys of each task (DESIGN.md): a new task YAML needs its line here.
+# The results.json metric keys of each task (README.md, "What a run records"): a new task YAML needs its line here.
 DESIGN_KEYS = {"cola": ["mcc"], "sst2": ["accuracy"], "mrpc": ["f1", "accuracy"], "stsb": ["pearson", "spearman"],
                "qqp": ["f1", "accuracy"], "mnli": ["accuracy_m", "accuracy_mm"], "qnli": ["accuracy"],
                "rte": ["accuracy"], "wnli": ["accuracy"], "boolq": ["accuracy"], "cb": ["accuracy", "macro_f1"]}

@@ -384,7 +384,7 @@ def budget_table(candidates: pd.DataFrame, key: str, mode: str, tasks: dict[str,
 # --------------------------------------------------------------------------- protocol
 
 
-def _counted(values: Sequence[str], total: int) -> str:
+def _counted(values: Sequence[str]) -> str:
     """``a`` when every run has it, else ``a (12 runs), b (4 runs)`` most frequent first."""
     counts = Counter(values)
     if len(counts) == 1:
@@ -446,11 +446,11 @@ def protocol(runs: pd.DataFrame, skipped: Sequence[dict[str, str]], options: Opt
         checkpoints = [_checkpoint(s) for s in group["settings"]]
         hashes = [f"`{h[:12]}`" if isinstance(h, str) and h else "not recorded" for h in group["weights_sha256"]]
         digits = " (first 12 hex digits)" if any(h != "not recorded" for h in hashes) else ""
-        lines.append(f"- Model `{model}`: checkpoint {_counted(checkpoints, len(group))}, weights SHA-256 "
-                     f"{_counted(hashes, len(group))}{digits}.")
-    lines.append(f"- Libraries: {_counted([_versions(v) for v in runs['versions']], total)}.")
-    lines.append(f"- Hardware: {_counted([_hardware(h, d) for h, d in zip(runs['hardware'], runs['device'], strict=True)], total)}; "
-                 f"precision {_counted([_precision(s) for s in runs['settings']], total)} (`trainer.precision`).")
+        lines.append(f"- Model `{model}`: checkpoint {_counted(checkpoints)}, weights SHA-256 "
+                     f"{_counted(hashes)}{digits}.")
+    lines.append(f"- Libraries: {_counted([_versions(v) for v in runs['versions']])}.")
+    lines.append(f"- Hardware: {_counted([_hardware(h, d) for h, d in zip(runs['hardware'], runs['device'], strict=True)])}; "
+                 f"precision {_counted([_precision(s) for s in runs['settings']])} (`trainer.precision`).")
     seeds_per_cell = {_seed_list(g["seed"]) for _, g in runs.groupby(CELL, dropna=False)}
     all_seeds = ", ".join(str(s) for s in sorted(set(int(s) for s in runs["seed"])))
     same = "every cell" if len(seeds_per_cell) == 1 else "not every cell has all of them: see `cells.csv`"
@@ -472,7 +472,7 @@ def protocol(runs: pd.DataFrame, skipped: Sequence[dict[str, str]], options: Opt
                      f"cell, chosen {where} (`--select-on {options.select_on}`). Budget: "
                      + ("; ".join(budget) if budget else "see `selection.csv`") + ".")
     rules = [f"`eval.select={_setting(s, 'eval.select')}`" for s in runs["settings"]]
-    lines.append(f"- Evaluation: {_counted(rules, total)} (`last`: the last dev evaluation; `best`: the best "
+    lines.append(f"- Evaluation: {_counted(rules)} (`last`: the last dev evaluation; `best`: the best "
                  "one, a selection on the dev set).")
     failed = int((runs["degenerate"] == True).sum())  # noqa: E712
     unknown = int(runs["degenerate"].isna().sum())

@@ -84,6 +84,7 @@ def _label(model: str, pooling: str, models: Sequence[str]) -> str:
 
 
 def _legend_below(fig, handles: dict[str, Any], title: str | None = None) -> None:
+    """A legend under the panels, with as many columns as fit the figure's width."""
     entry_width = 0.7 + 0.09 * max(len(label) for label in handles)  # inches, roughly
     ncol = max(1, min(len(handles), int(fig.get_figwidth() // entry_width)))
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=ncol, title=title)
@@ -168,7 +169,8 @@ def plot_stability(runs: pd.DataFrame, cells: pd.DataFrame, path: Path, styles: 
     models = sorted(set(data["model"]))
     styles = styles or series_styles(data)
     main_cells = cells[cells["table"] == MAIN].set_index(["model", "pooling", "task"])
-    fig, axes = _grid(len(tasks), plt, width=4.8, height=3.9)
+    most = int(data.groupby("task")[["model", "pooling"]].apply(lambda g: len(g.drop_duplicates())).max())
+    fig, axes = _grid(len(tasks), plt, width=max(4.8, 0.75 * most + 1.0), height=3.9)
     any_degenerate = any_majority = False
     for ax, task in zip(axes, list(tasks), strict=True):
         sub = data[data["task"] == task]
@@ -200,12 +202,13 @@ def plot_stability(runs: pd.DataFrame, cells: pd.DataFrame, path: Path, styles: 
             else:
                 note = f"\nmajority-class score {level:.1f}: far below, not drawn"
         ax.set_xticks(np.arange(len(groups)) + 0.04)
-        ax.set_xticklabels([p if len(models) == 1 else f"{m}\n{p}" for (m, p), _ in groups],
-                           rotation=20, ha="right")
+        ax.set_xticklabels([p if len(models) == 1 else f"{m} / {p}" for (m, p), _ in groups],
+                           rotation=20 if len(models) == 1 else 35, ha="right",
+                           fontsize=None if len(models) == 1 else 8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         size = "" if sizes.get(task) is None else f", train size {sizes[task]:,}"
         ax.set_title(tasks[task].header + size + note, fontsize=10 if note or size else None)
-        ax.set_xlabel("pooling")
+        ax.set_xlabel("pooling" if len(models) == 1 else "model / pooling")
         ax.set_ylabel("dev score ×100")
         ax.grid(axis="y", alpha=0.3)
     legend = [Line2D([], [], marker="o", color="grey", markeredgecolor="black", linestyle="",
@@ -289,7 +292,7 @@ def plot_forest(comparisons: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo
     if any_two_level:
         legend.append(Line2D([], [], color="grey", linewidth=1.1, marker="|", markersize=7,
                              label="95% CI, seeds × dev rows"))
-    fig.legend(handles=legend, loc="outside lower center", ncol=min(len(legend), 4))
+    _legend_below(fig, {h.get_label(): h for h in legend})
     fig.suptitle("Paired differences against cls (mean over shared seeds)")
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -624,7 +624,7 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
         tex.append(latex_table(comparison_header(options.effect, latex=True), blocks,
                                f"Difference to {BASELINE} pooling ($\\times$100) on paired seeds: mean, 95\\% "
                                f"bootstrap intervals over seeds and over seeds and dev rows (B={options.bootstrap}), "
-                               "Holm-adjusted permutation p-value, ASO $\\epsilon_{\\min}$, and the seeds needed "
+                               "Holm-adjusted permutation p-value, ASO $\\varepsilon_{\\min}$, and the seeds needed "
                                f"to detect {analysis._points(options.effect)} with 80\\% power.",
                                "tab:glue-diff", left=2))
     if not low.empty:

@@ -364,18 +364,40 @@ def test_markdown_main_table_cells_and_bold(generated):
     assert "![Spread of scores over seeds](stability.png)" in md
 
 
-def test_markdown_difference_rows(generated):
+def test_markdown_comparison_rows(generated):
+    """The comparisons table (issue 20) replaces the old differences table in results.md; every row
+    prints comparisons.csv's numbers, and its Δ and pairs are differences.csv's."""
     _, _, out = generated
     md = (out / "results.md").read_text()
+    comp = pd.read_csv(out / "comparisons.csv")
     diff = pd.read_csv(out / "differences.csv")
-    for _, r in diff.iterrows():
-        size = "full" if pd.isna(r.train_size) else str(int(r.train_size))
-        p = "<0.001" if r.ttest_p < 0.001 else f"{r.ttest_p:.3f}"
-        w = f"{r.wilcoxon_p:.3f}"
-        name = {"mrpc": "MRPC", "stsb": "STS-B", "mnli": "MNLI", "rte": "RTE"}[r.task]
-        line = (f"| {MODEL} | {size} | {name} | `{r.pooling}` | {r.mean_diff:+.1f} | "
-                f"{r.n_pairs} | {p} | {w} |")
-        assert line in md
+    names = {"mrpc": "MRPC", "stsb": "STS-B", "mnli": "MNLI", "rte": "RTE"}
+
+    def f(x, signed=False):
+        if pd.isna(x):
+            return "–"
+        x = round(float(x), 1) + 0.0
+        return f"{x:+.1f}" if signed else f"{x:.1f}"
+
+    def p(x):
+        return "–" if pd.isna(x) else ("<0.001" if x < 0.001 else f"{x:.3f}")
+
+    for _, r in comp.iterrows():
+        task = names.get(r.task, f"GLUE avg ({r.n_tasks} tasks)")
+        needed = "–" if pd.isna(r.seeds_needed) else f"{int(r.seeds_needed):,}"
+        line = (f"| `{r.pooling}` | {task} | {r.n_pairs} | {f(r.mean_diff, True)} | "
+                f"[{f(r.boot_low, True)}, {f(r.boot_high, True)}] | – | {p(r.perm_p)} | {p(r.holm_p)} | "
+                f"{p(r.wilcoxon_p)} | {r.prob_better:.2f} | {r.aso_eps_min:.2f} | {f(r.min_detectable)} | {needed} |")
+        assert line in md, line
+        if r.task in names:
+            same = diff[(diff.task == r.task) & (diff.pooling == r.pooling)
+                        & ((diff.train_size == r.train_size) if pd.notna(r.train_size) else diff.train_size.isna())]
+            assert len(same) == 1 and same.n_pairs.item() == r.n_pairs
+            assert same.mean_diff.item() == pytest.approx(r.mean_diff)
+    # main table and both low-resource sizes, each with a GLUE average of its tasks
+    assert comp.groupby(comp.train_size.fillna(0)).size().to_dict() == {0: 10, 100: 6, 1000: 6}
+    for title in ("### minilm_l6, main results", "### minilm_l6, train size 100", "### minilm_l6, train size 1000"):
+        assert title in md
 
 
 def test_latex_table(generated):
@@ -390,7 +412,7 @@ def test_latex_table(generated):
     vals = [r["score"] * 100 for r in runs]
     assert f"\\textbf{{{_fmt(mean(vals))}}} $\\pm$ {_fmt(sample_std(vals))} ($n$={len(vals)})" in tex
     assert tex.isascii()
-    assert tex.count("\\begin{table}") == 3  # main, differences, low-resource
+    assert tex.count("\\begin{table}") == 4  # main, confidence intervals, comparisons, low-resource
 
 
 def test_plots_are_pngs(generated):

@@ -1,25 +1,40 @@
 """Aggregate finished runs into benchmark tables, paired significance tests and plots.
 
-Run as ``python -m maxpoolbert.report [--runs DIR] [--out DIR] [--from-wandb ENTITY/PROJECT]``.
+Run as ``python -m maxpoolbert.report [--runs DIR] [--out DIR] [--from-wandb ENTITY/PROJECT]
+[--select KEY [--select-on all|half]] [--effect POINTS] [--bootstrap B]``; a ``report.yaml`` in the
+``--runs`` folder holds defaults for these options (the command line wins).
 
 Every finished run leaves a folder with its record, ``results.json`` (:mod:`maxpoolbert.rundir`). This module reads all of
 them under ``--runs`` (default ``$RUNS`` or ``outputs``), or the same summaries from W&B, and
 writes into ``--out`` (default ``reports``):
 
 ``results.md``
-    the human report: main table, differences vs ``cls``, low-resource table, stability and
+    the human report: the protocol block (model and weights hash, libraries, hardware and
+    precision, seeds, selection rule and budget, evaluation rule, runs used/failed/skipped,
+    statistical settings), main table, confidence intervals and failed runs per cell, comparisons
+    with ``cls`` and their power, the search budget, low-resource table, stability and
     degenerate-run counts, and the list of skipped runs with reasons.
 ``results.csv``
-    tidy main-table statistics, one row per model, pooling, task, metric (full training set),
-    and one ``<benchmark>_avg`` row (``glue_avg``, ``superglue_avg``, ...) per benchmark.
+    tidy main-table statistics, one row per model, pooling, task, metric, and one
+    ``<benchmark>_avg`` row (``glue_avg``, ``superglue_avg``, ...) per benchmark.
+``cells.csv``, ``comparisons.csv``, ``budget.csv``
+    one row per cell (n, mean, std, 95% CI, median, min, max, failed runs), per comparison with
+    ``cls`` (mean difference, bootstrap intervals over seeds and over seeds and dev rows,
+    permutation, Wilcoxon and Holm p-values, P(better), ASO's ε_min, seeds needed, detectable
+    difference), and per point of a search-budget curve; README.md documents every column.
 ``differences.csv``
     each pooling minus ``cls`` with paired t-test and Wilcoxon p-values.
 ``low_resource.csv``, ``degenerate.csv``, ``skipped.csv``
     the other tables in tidy form.
 ``results.tex``
-    booktabs versions of the main, difference and low-resource tables.
-``low_resource.png``, ``stability.png``
-    score vs training-set size, and the spread of scores over seeds.
+    booktabs versions of the main, confidence-interval, comparison and low-resource tables.
+``stability.png``, ``forest.png``, ``low_resource.png``, ``budget.png``
+    every seed with the mean and CI per cell, the paired differences with their intervals, score
+    vs training-set size with CI bands, and the expected best score vs runs tried.
+
+The main table shows each task at its full training set, or at its largest ``train_size`` when
+it has no runs on the full set; its other sizes are the low-resource table. The output is
+deterministic: the same runs give byte-identical ``results.md``, ``results.tex`` and CSVs.
 
 What the tables know about a task (display name, benchmark, metrics in display order, column
 position) comes from each run's ``task_info`` in ``results.json``; for a run written before it
@@ -56,11 +71,14 @@ Conventions (also printed in ``results.md``):
 
 Modules: :mod:`~maxpoolbert.report.collect` reads runs into run records (results.json or W&B,
 one experiment per cell, duplicate seeds); :mod:`~maxpoolbert.report.stats` computes
-the tables; :mod:`~maxpoolbert.report.render` writes markdown, LaTeX and CSV;
+the tables; :mod:`~maxpoolbert.report.statistics` holds the estimators and
+:mod:`~maxpoolbert.report.analysis` applies them (cells, comparisons, budgets, protocol);
+:mod:`~maxpoolbert.report.render` writes markdown, LaTeX and CSV;
 :mod:`~maxpoolbert.report.plots` draws the figures; :mod:`~maxpoolbert.report.cli` is the command
 line (``--select`` via :mod:`~maxpoolbert.report.selection`).
 """
 
+from maxpoolbert.report.analysis import Options, cell_table, comparison_table
 from maxpoolbert.report.cli import apply_selection, main, parse_args
 from maxpoolbert.report.collect import (
     CELL,
@@ -80,7 +98,7 @@ from maxpoolbert.report.collect import (
     tasks_of,
     wandb_run_to_record,
 )
-from maxpoolbert.report.plots import plot_low_resource, plot_stability
+from maxpoolbert.report.plots import plot_budget, plot_forest, plot_low_resource, plot_stability
 from maxpoolbert.report.render import (
     DASH,
     latex_escape,
@@ -107,10 +125,10 @@ from maxpoolbert.tasks import TaskInfo
 
 __all__ = [
     "BASELINE", "CELL", "DASH", "DEGENERATE_TOL", "GLUE_AVG", "POOLING_ORDER", "RUN_COLUMNS",
-    "MixedSettingsError", "ReportError", "RunError", "TaskInfo", "apply_selection", "avg_key",
-    "check_settings", "collect_runs", "collect_wandb", "degenerate_table", "difference_table",
+    "MixedSettingsError", "Options", "ReportError", "RunError", "TaskInfo", "apply_selection", "avg_key",
+    "cell_table", "check_settings", "comparison_table", "collect_runs", "collect_wandb", "degenerate_table", "difference_table",
     "drop_duplicate_seeds", "full_train_sizes", "latex_escape", "latex_table", "low_resource_table", "main",
     "main_table_latex", "main_table_markdown", "markdown_table", "metric_columns", "parse_args",
-    "parse_record", "plot_low_resource", "plot_stability", "pooling_key", "predictions_constant",
+    "parse_record", "plot_budget", "plot_forest", "plot_low_resource", "plot_stability", "pooling_key", "predictions_constant",
     "records_to_frame", "summary_table", "table_columns", "tasks_of", "wandb_run_to_record", "write_report",
 ]

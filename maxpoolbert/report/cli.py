@@ -1,26 +1,49 @@
-"""``python -m maxpoolbert.report``: arguments, selection (``--select``), exit statuses."""
+"""``python -m maxpoolbert.report``: arguments, defaults from ``<runs>/report.yaml``, selection
+(``--select``), exit statuses."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from maxpoolbert import report
 from maxpoolbert.errors import EXIT_CODE, UserError, check_writable_folder
-from maxpoolbert.report import selection
+from maxpoolbert.report import analysis, selection
 from maxpoolbert.report.collect import ReportError, SelectionError, collect_runs, collect_wandb
 from maxpoolbert.report.render import write_report
+
+REPORT_YAML = "report.yaml"
+# report.yaml key -> the option it sets (its defaults; the command line wins)
+YAML_OPTIONS = {"select": "--select", "select_on": "--select-on", "effect": "--effect",
+                "bootstrap": "--bootstrap", "ignore": "--ignore", "split_settings": "--split-settings"}
 
 # --------------------------------------------------------------------------- CLI
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m maxpoolbert.report", description=report.__doc__.split("\n")[0])
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: not a positive number")
+    return value
+
+
+def _resamples(text: str) -> int:
+    value = int(text)
+    if value < 100:
+        raise argparse.ArgumentTypeError(f"{text}: too few; an integer at least 100")
+    return value
+
+
+def build_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m maxpoolbert.report", description=report.__doc__.split("\n")[0],
+                                     exit_on_error=exit_on_error)
     parser.add_argument("--runs", default=os.environ.get("RUNS", "outputs"),
                         help="folder searched recursively for results.json (default: $RUNS or outputs)")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
@@ -38,7 +61,74 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--select-on", choices=selection.MODES, default="all",
                         help="all: choose and report on every dev row (optimistic); half: choose on even-index "
                              "dev rows, report odd-index rows only (honest)")
-    return parser.parse_args(argv)
+    parser.add_argument("--effect", type=_positive_float, default=analysis.DEFAULT_EFFECT, metavar="POINTS",
+                        help="the difference (×100 points) the power analysis asks about: seeds needed to detect "
+                             f"it with 80%% power (default {analysis.DEFAULT_EFFECT:g})")
+    parser.add_argument("--bootstrap", type=_resamples, default=analysis.DEFAULT_B, metavar="B",
+                        help=f"bootstrap resamples of every interval and of ASO (default {analysis.DEFAULT_B}; "
+                             f"seed {analysis.BOOT_SEED})")
+    return parser
+
+
+def yaml_defaults(runs: str | os.PathLike) -> list[str]:
+    """The options ``<runs>/report.yaml`` sets, as command-line tokens to put before the given ones
+    (so the command line wins; ``ignore`` adds to ``--ignore``). No file: none. A key or value that
+    is not allowed: :class:`UserError`."""
+    path = Path(runs) / REPORT_YAML
+    if not path.is_file():
+        return []
+    where = f"{Path(runs).name}/{REPORT_YAML}"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"{where}: cannot be read ({' '.join(str(err).split())[:80]})",
+                        allowed="a YAML mapping of report options") from None
+    if data is None:
+        return []
+    allowed = "keys " + ", ".join(YAML_OPTIONS)
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: not a mapping of options", allowed=allowed)
+    tokens: list[str] = []
+    for key, value in data.items():
+        option = YAML_OPTIONS.get(str(key).replace("-", "_"))
+        if option is None:
+            raise UserError("unknown key", key=f"{where}: {key}", value=str(value), allowed=allowed)
+        if option == "--split-settings":
+            if not isinstance(value, bool):
+                raise UserError("not a boolean", key=f"{where}: {key}", value=str(value), allowed="true or false")
+            tokens += [option] if value else []
+        elif option == "--ignore":
+            for item in value if isinstance(value, list) else [value]:
+                tokens += [option, str(item)]
+        elif value is not None:
+            if isinstance(value, dict | list):
+                raise UserError("not a single value", key=f"{where}: {key}", value=str(value),
+                                allowed=f"a value of {option}")
+            tokens += [option, str(value)]
+    try:
+        build_parser(exit_on_error=False).parse_args(tokens)
+    except argparse.ArgumentError as err:
+        raise UserError(f"{where}: {' '.join(str(err).split())}",
+                        allowed="the values the option takes on the command line") from None
+    return tokens
+
+
+def _runs_folder(argv: Sequence[str]) -> str:
+    """``--runs`` as the command line gives it (or its default), before report.yaml is read."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--runs", default=os.environ.get("RUNS", "outputs"))
+    probe.add_argument("--from-wandb")
+    known, _ = probe.parse_known_args(list(argv))
+    return "" if known.from_wandb else known.runs
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The options: the command line's, over the defaults ``<runs>/report.yaml`` sets, over the
+    built-in ones."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    runs = _runs_folder(argv)
+    tokens = yaml_defaults(runs) if runs and Path(runs).is_dir() else []
+    return build_parser().parse_args([*tokens, *argv])
 
 
 def apply_selection(runs: pd.DataFrame, args: argparse.Namespace, root: Path | None):
@@ -55,7 +145,11 @@ def apply_selection(runs: pd.DataFrame, args: argparse.Namespace, root: Path | N
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 no usable runs, 2 runs of different
     settings in one cell, no ``--runs`` folder or an unwritable ``--out``)."""
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CODE
     try:
         check_writable_folder(args.out, "--out")
         if not args.from_wandb and not Path(args.runs).is_dir():
@@ -88,7 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     out = Path(args.out)
-    write_report(runs, skipped, out, source, preface)
+    options = analysis.Options(effect=args.effect, bootstrap=args.bootstrap, select=args.select,
+                               select_on=args.select_on, root=None if args.from_wandb else Path(args.runs))
+    write_report(runs, skipped, out, source, preface, options,
+                 selection_table=None if chosen is None else chosen.table,
+                 candidates=None if chosen is None else chosen.candidates)
     if chosen is not None:
         chosen.table.to_csv(out / "selection.csv", index=False)
     print(f"report: {len(runs)} run(s) used, {len(skipped)} skipped -> {out / 'results.md'}")

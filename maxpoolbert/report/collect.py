@@ -32,11 +32,13 @@ CELL = ["model", "pooling", "task", "train_size"]  # a table cell
 DEGENERATE_TOL = 1e-9
 # The columns of every run frame; the metric columns (one per metric key of the runs' tasks,
 # e.g. accuracy, f1, pearson) follow them. ``identity``: the settings_id the report groups by
-# (the record's, or recomputed without the --select/--ignore keys).
+# (the record's, or recomputed without the --select/--ignore keys). ``versions``, ``device``,
+# ``hardware`` and ``weights_sha256`` are what the record says of the run's environment (the report's
+# protocol block); empty dicts / None for records without them.
 RUN_COLUMNS = [
     "path", "mtime", "model", "pooling", "task", "seed", "train_size", "score",
     "majority_score", "degenerate", "settings", "settings_id", "identity", "n_train", "n_train_full",
-    "task_info",
+    "task_info", "versions", "device", "hardware", "weights_sha256",
 ]
 
 
@@ -103,8 +105,13 @@ def row_of(record: RunRecord) -> dict[str, Any]:
         "train_size": record.train_size, "score": score, **values, "majority_score": majority,
         "degenerate": degenerate, "settings": record.settings, "settings_id": record.settings_id,
         "identity": record.settings_id, "n_train": record.n_train, "n_train_full": record.n_train_full,
-        "task_info": info,
+        "task_info": info, "versions": _mapping(record.versions), "device": record.device,
+        "hardware": _mapping(record.hardware), "weights_sha256": record.weights_sha256,
     }
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def parse_record(data: Any, config: Any = None) -> dict[str, Any]:

@@ -10,10 +10,19 @@ import numpy as np
 import pandas as pd
 
 from maxpoolbert.metrics import SHORT_NAMES
+from maxpoolbert.report import analysis
+from maxpoolbert.report.analysis import Options
 from maxpoolbert.report.collect import DEGENERATE_TOL, tasks_of
-from maxpoolbert.report.plots import plot_low_resource, plot_stability
+from maxpoolbert.report.plots import (
+    plot_budget,
+    plot_forest,
+    plot_low_resource,
+    plot_stability,
+    series_styles,
+)
 from maxpoolbert.report.stats import (
     BASELINE,
+    MAIN,
     _sort,
     avg_key,
     benchmarks,
@@ -21,6 +30,7 @@ from maxpoolbert.report.stats import (
     difference_table,
     full_train_sizes,
     low_resource_table,
+    main_sizes,
     pooling_key,
     summary_table,
     table_columns,
@@ -156,10 +166,11 @@ LATEX_SPECIALS = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$",
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX specials in plain text; map –, ±, Δ, × and < to their LaTeX forms."""
+    """Escape LaTeX specials in plain text; map –, ±, Δ, ×, ε, < and > to their LaTeX forms."""
     out = "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
     for symbol, tex in ((DASH, "--"), ("±", "$\\pm$"), ("Δ", "$\\Delta$"), ("×", "$\\times$"),
-                        ("<", "$<$")):
+                        ("<", "$<$"), ("ε\\_min", "$\\varepsilon_{\\min}$"), ("ε", "$\\varepsilon$"),
+                        (">", "$>$")):
         out = out.replace(symbol, tex)
     return out
 
@@ -299,16 +310,201 @@ def _degenerate_markdown(degen: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str
                           left=3)
 
 
+# --------------------------------------------------------------------------- issue 20: intervals, comparisons
+
+
+def fmt_interval(low: float, high: float, signed: bool = False) -> str:
+    """``[60.1, 64.5]`` (one decimal), ``–`` when undefined."""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return DASH
+    return f"[{fmt(low, signed)}, {fmt(high, signed)}]"
+
+
+def fmt_ratio(x: float) -> str:
+    return DASH if x is None or pd.isna(x) else f"{x:.2f}"
+
+
+def _task_name(key: str, tasks: dict[str, TaskInfo]) -> str:
+    if key in tasks:
+        return tasks[key].display_name
+    return next((f"{t.benchmark_name} avg" for t in tasks.values() if avg_key(t.benchmark) == key), key)
+
+
+def main_size_note(runs: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str | None:
+    """Which tasks' main-table cells are on a reduced training set (none: None)."""
+    reduced = {t: s for t, s in main_sizes(runs).items() if s is not None}
+    if not reduced:
+        return None
+    text = _and([f"{tasks[t].display_name} {reduced[t]:,}" for t in tasks if t in reduced])
+    rest = "; the other tasks: their full training sets" if len(reduced) < len(tasks) else ""
+    return f"Training-set sizes here: {text} rows{rest}."
+
+
+def _ci_cell(r, latex: bool = False) -> str:
+    text = f"{fmt(r.mean)} {fmt_interval(r.ci_low, r.ci_high)}"
+    if r.n_failed:
+        text += f" ({r.n_failed} failed)"
+    return latex_escape(text) if latex else text
+
+
+def ci_table(cells: pd.DataFrame, tasks: dict[str, TaskInfo], latex: bool = False
+             ) -> tuple[list[str], list[list[str]]]:
+    """The main table's cells as ``mean [95% CI] (k failed)`` (task score ×100): header and rows
+    (model, pooling, one column per task)."""
+    main = cells[cells["table"] == MAIN]
+    columns = [t for t in tasks if t in set(main["task"])]
+    header = ["Model", "Pooling", *(tasks[t].display_name for t in columns)]
+    rows = []
+    for model, block in main.groupby("model", sort=True):
+        for pooling in sorted(set(block["pooling"]), key=pooling_key):
+            mine = {r.task: r for r in block[block["pooling"] == pooling].itertuples()}
+            name = latex_escape(pooling) if latex else f"`{pooling}`"
+            rows.append([latex_escape(model) if latex else model, name,
+                         *(_ci_cell(mine[t], latex) if t in mine else ("--" if latex else DASH) for t in columns)])
+    return header, rows
+
+
+def _group_title(model: str, table: str, size: Any) -> str:
+    return f"{model}, main results" if table == MAIN else f"{model}, train size {size_label(size)}"
+
+
+def _groups(comparisons: pd.DataFrame):
+    """(title, rows) per model and table (main; each low-resource size), in report order."""
+    key = comparisons["table"].where(comparisons["table"] == MAIN,
+                                     comparisons["table"] + comparisons["train_size"].astype("string").fillna(""))
+    for _, group in comparisons.groupby([comparisons["model"], key], sort=False):
+        first = group.iloc[0]
+        yield _group_title(first["model"], first["table"], first["train_size"]), group
+
+
+def _seeds_needed(r) -> str:
+    if not pd.isna(r.seeds_needed):
+        return f"{int(r.seeds_needed):,}"
+    return DASH if pd.isna(r.std_diff) else "> 10,000"
+
+
+def _comparison_task(r, tasks: dict[str, TaskInfo]) -> str:
+    name = _task_name(r.task, tasks)
+    return f"{name} ({r.n_tasks} tasks)" if r.n_tasks > 1 else name
+
+
+def comparison_header(effect: float, latex: bool = False) -> list[str]:
+    if latex:
+        return ["Pooling", "Task", "n", "Δ", "95% CI seeds", "95% CI seeds × rows", "Holm p", "ε_min",
+                f"Seeds for {effect:g} pt"]
+    return ["Pooling", "Task", "n", "Δ", "95% CI seeds", "95% CI seeds × rows", "p", "Holm p", "Wilcoxon p",
+            f"P(>{BASELINE})", "ε_min", "Detects", f"Seeds for {effect:g} pt"]
+
+
+def comparison_rows(group: pd.DataFrame, tasks: dict[str, TaskInfo], latex: bool = False) -> list[list[str]]:
+    rows = []
+    for r in group.itertuples():
+        base = [r.pooling, _comparison_task(r, tasks), str(r.n_pairs), fmt(r.mean_diff, signed=True),
+                fmt_interval(r.boot_low, r.boot_high, signed=True),
+                fmt_interval(r.two_level_low, r.two_level_high, signed=True)]
+        if latex:
+            cells = [*base, fmt_p(r.holm_p), fmt_ratio(r.aso_eps_min), _seeds_needed(r)]
+            rows.append([latex_escape(c) for c in cells])
+        else:
+            base[0] = f"`{base[0]}`"
+            rows.append([*base, fmt_p(r.perm_p), fmt_p(r.holm_p), fmt_p(r.wilcoxon_p), fmt_ratio(r.prob_better),
+                         fmt_ratio(r.aso_eps_min), fmt(r.min_detectable), _seeds_needed(r)])
+    return rows
+
+
+def comparisons_markdown(comparisons: pd.DataFrame, tasks: dict[str, TaskInfo], effect: float) -> list[str]:
+    parts = []
+    for title, group in _groups(comparisons):
+        parts.append(f"### {title}")
+        parts.append(markdown_table(comparison_header(effect), comparison_rows(group, tasks), left=2))
+    return parts
+
+
+def comparisons_explained(options: Options, effect: float) -> str:
+    rows = "the odd-index dev rows (the reported ones) within each seed" if options.half else \
+        "the dev rows within each seed"
+    lines = [
+        f"Each pooling against `{BASELINE}` on the seeds both have (n pairs; scores ×100). Columns:",
+        "- Δ: the mean paired difference (pooling − cls).",
+        f"- 95% CI seeds: percentile bootstrap over the paired seeds (B = {options.bootstrap:,}, seed "
+        f"{analysis.BOOT_SEED}).",
+        f"- 95% CI seeds × rows: two-level bootstrap, resampling the seeds and then {rows}, the task metric "
+        "recomputed from `dev_predictions.tsv` (`–` where the predictions are missing, and for averages).",
+        f"- p: paired permutation test, two-sided (exact for up to {analysis.EXACT_MAX_N} pairs). Holm p: Holm's "
+        "adjustment of p over the tasks of the table, per pooling (a benchmark average is one more test, left "
+        "unadjusted: `–`). Wilcoxon p: signed-rank test.",
+        f"- P(>{BASELINE}): the fraction of paired seeds where the pooling scores higher (ties count ½).",
+        f"- ε_min: Almost Stochastic Order's minimal violation ratio at α = {analysis.ALPHA:g}, Bonferroni over "
+        f"the tasks of the table: below 0.5 the pooling is almost stochastically better than `{BASELINE}` (0.2 "
+        "is a strict threshold), above 0.5 worse.",
+        f"- Detects: the smallest difference the n seeds detect with {analysis.POWER:.0%} power (two-sided "
+        f"paired t-test at α = {analysis.ALPHA:g}, the observed std of the differences). Seeds for {effect:g} "
+        f"pt: the paired seeds needed to detect {analysis._points(effect)} the same way.",
+        "- A benchmark average is compared on the seeds that all its tasks share for both poolings: per seed, "
+        "the mean of the task scores; its bootstrap resamples those seeds (paired).",
+        "",
+        "`–`: undefined (fewer than 2 pairs, or all differences zero). Every number is in `comparisons.csv`; "
+        "the paired t-test stays in `differences.csv`.",
+    ]
+    return "\n".join(lines)
+
+
+BUDGET_SHOWN = (1, 2, 4, 8, 16, 32, 64)
+
+
+def budget_markdown(budget: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str:
+    top = int(budget["n_runs"].max())
+    shown = [b for b in BUDGET_SHOWN if b < top]
+    header = ["Model", "Train size", "Task", "Pooling", "Runs", *(f"n={b}" for b in shown), "all runs"]
+    rows = []
+    for (model, size, task, pooling), g in budget.groupby(["model", "train_size", "task", "pooling"],
+                                                          dropna=False, sort=False):
+        curve = dict(zip(g["budget"], g["expected_best"], strict=True))
+        n = int(g["n_runs"].iloc[0])
+        rows.append([model, size_label(size), _task_name(task, tasks), f"`{pooling}`", str(n),
+                     *(fmt(curve[b]) if b <= n else DASH for b in shown), fmt(curve[n])])
+    return markdown_table(header, rows, left=4)
+
+
+def protocol_markdown(lines: list[str]) -> str:
+    return "\n".join(lines)
+
+
+def source_label(source: str) -> str:
+    """The ``--runs`` folder as the report names it: as given when relative; an absolute one
+    relative to the working folder when below it, else by its last part (no machine path)."""
+    if source.startswith("wandb:"):
+        return source
+    path = Path(source)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return f"…/{path.name}"
+
+
 def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, source: str,
-                 preface: Sequence[str] = ()) -> None:
+                 preface: Sequence[str] = (), options: Options | None = None,
+                 selection_table: pd.DataFrame | None = None, candidates: pd.DataFrame | None = None) -> None:
     """Compute every table and plot and write all report files into ``out``; ``preface``:
-    markdown sections put before the main results (the model selection, when there is one)."""
+    markdown sections put before the main results (the model selection, when there is one);
+    ``options``: the analysis options and the run folders' root (:class:`analysis.Options`);
+    ``selection_table`` and ``candidates``: ``--select``'s table and every candidate run (the
+    search budget)."""
+    options = options or Options()
     out.mkdir(parents=True, exist_ok=True)
     tasks = tasks_of(runs)
     summary = summary_table(runs, tasks)
     diff = difference_table(runs)
     low = low_resource_table(runs)
     degen = degenerate_table(runs)
+    cells = analysis.cell_table(runs, tasks)
+    comparisons = analysis.comparison_table(runs, tasks, options)
+    comp = comparisons.table
+    budget = None
+    if options.select is not None and candidates is not None and not candidates.empty:
+        budget = analysis.budget_table(candidates, options.select, options.select_on, tasks)
     skipped_df = pd.DataFrame(skipped, columns=["path", "reason"])
 
     summary.to_csv(out / "results.csv", index=False)
@@ -316,19 +512,32 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
     low.to_csv(out / "low_resource.csv", index=False)
     degen.to_csv(out / "degenerate.csv", index=False)
     skipped_df.to_csv(out / "skipped.csv", index=False)
+    cells.to_csv(out / "cells.csv", index=False)
+    comp.to_csv(out / "comparisons.csv", index=False)
+    if budget is not None:
+        budget.to_csv(out / "budget.csv", index=False)
+    else:
+        (out / "budget.csv").unlink(missing_ok=True)
 
     plots = {}
-    for name, plot in (("low_resource.png", lambda path: plot_low_resource(low, path, tasks, full_train_sizes(runs))),
-                       ("stability.png", lambda path: plot_stability(runs, path))):
+    styles = series_styles(runs)  # one colour and marker per (model, pooling), the same in every figure
+    for name, plot in (("low_resource.png",
+                        lambda path: plot_low_resource(low, path, tasks, full_train_sizes(runs), styles)),
+                       ("stability.png", lambda path: plot_stability(runs, cells, path, styles)),
+                       ("forest.png", lambda path: plot_forest(comp, path, tasks, styles)),
+                       ("budget.png", lambda path: budget is not None and plot_budget(budget, path, tasks, styles))):
         plots[name] = plot(out / name)
         if not plots[name]:
             (out / name).unlink(missing_ok=True)  # never leave a stale plot behind
 
     several, legend = multi_metric_note(tasks), metric_legend(tasks)
     averages = _and([f"{name} avg" for name in dict.fromkeys(t.benchmark_name for t in tasks.values())])
+    size_note = main_size_note(runs, tasks)
     md = [
         f"# {benchmark_names(tasks) or 'Benchmark'} results",
-        f"Source: `{source}` — {len(runs)} run(s) used, {len(skipped)} skipped (see the end).",
+        f"Source: `{source_label(source)}` — {len(runs)} run(s) used, {len(skipped)} skipped (see the end).",
+        "## Protocol",
+        protocol_markdown(analysis.protocol(runs, skipped, options, selection_table, candidates)),
         "All numbers are dev-set scores ×100. Cells: mean ± sample std over seeds (ddof=1; `–` when "
         "n=1) with the number of seeds n."
         + (f" Tasks with several metrics show each with its own std ({several})." if several else "")
@@ -337,29 +546,60 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
         f"Benchmark averages ({averages}): the mean over the benchmark's tasks of the per-task mean "
         "score.",
         *preface,
-        "## Main results (full training set)",
-        "Runs with a reduced `train_size` are only in the low-resource section. Duplicate seeds "
-        "in a cell keep the newest results.json.",
+        "## Main results",
+        "Each task on its full training set (a task without runs on it: at its largest `train_size`); its "
+        "other training-set sizes are in the low-resource section. Duplicate seeds in a cell keep the newest "
+        "results.json." + (f" {size_note}" if size_note else ""),
         main_table_markdown(summary, tasks),
-        f"## Differences vs `{BASELINE}`",
-        "Δ is the mean over paired seeds of (pooling − cls) score ×100; runs are paired by model, "
-        "task, train size and seed. p-values: paired t-test (`scipy.stats.ttest_rel`) and Wilcoxon "
-        "signed-rank (`scipy.stats.wilcoxon`); `–` with fewer than 2 pairs or all differences zero.",
-        markdown_table(DIFF_HEADER, _difference_rows(diff, tasks), left=4) if not diff.empty
-        else f"_No cell has both `{BASELINE}` and another pooling._",
-        "## Low-resource results",
     ]
-    if low.empty:
-        md.append("_No runs with a reduced train_size: table and plot skipped._")
+    header, rows = ci_table(cells, tasks)
+    if rows:
+        md += ["### Confidence intervals and failed runs",
+               "Task score ×100 per cell: mean [95% confidence interval of the mean, Student t over seeds; `–` "
+               "when n=1], and the failed runs (dev score at or below the majority-class score + "
+               f"{DEGENERATE_TOL:g}, or non-finite), which stay in every number. Median, min, max and the "
+               "counts of every cell, the low-resource ones included, are in `cells.csv`.",
+               markdown_table(header, rows, left=2)]
+    md.append(f"## Comparisons with `{BASELINE}`")
+    if comp.empty:
+        md.append(f"_No cell has both `{BASELINE}` and another pooling._")
     else:
-        md.append("Mean dev score ×100 ± std over seeds by number of training examples.")
+        md.append(comparisons_explained(options, options.effect))
+        md += comparisons_markdown(comp, tasks, options.effect)
+        md += [f"Note: {note}" for note in comparisons.notes]
+        power = analysis.power_sentences(comp, tasks, options.effect)
+        if power:
+            md += ["### Power", f"With {analysis.POWER:.0%} power, two-sided paired t-test at α = "
+                   f"{analysis.ALPHA:g}, from the observed std of the paired differences:",
+                   "\n".join(f"- {line}" for line in power)]
+        if plots["forest.png"]:
+            md.append("![Paired differences against cls with their 95% intervals](forest.png)")
+    if budget is not None:
+        md += ["## Search budget",
+               f"Expected best dev score ×100 of a search that tries n of a cell's runs (a run: one value of "
+               f"`{options.select}` with one seed), drawn at random without replacement, by Tang et al.'s (2020) "
+               "unbiased estimator"
+               + ("; here the expected odd-half score of the run the search chooses by its even-half score"
+                  if options.half else "; the expected maximum of the runs' dev scores")
+               + ". Compare poolings at equal n. Every curve is in `budget.csv`.",
+               budget_markdown(budget, tasks)]
+        if plots["budget.png"]:
+            md.append("![Expected best dev score vs runs tried](budget.png)")
+    md.append("## Low-resource results")
+    if low.empty:
+        md.append("_No runs with a reduced train_size: table and plot skipped._" if runs["train_size"].isna().all()
+                  else "_No task has runs at several training-set sizes (each task's one size is in the main "
+                       "results): table and plot skipped._")
+    else:
+        md.append("Mean dev score ×100 ± std over seeds by number of training examples; the plot's bands are "
+                  "the 95% confidence intervals of the means.")
         md.append(markdown_table(*_low_resource_wide(low, tasks), left=3))
         md.append("![Score vs training-set size](low_resource.png)")
     md.append("## Seed stability")
     if plots["stability.png"]:
         md.append("![Spread of scores over seeds](stability.png)")
     else:
-        md.append("_No full-training-set runs: stability plot skipped._")
+        md.append("_No main-table runs: stability plot skipped._")
     md.append(f"Degenerate runs (dev score ≤ majority-class score + {DEGENERATE_TOL:g}; without "
               "majority_score: all dev predictions identical; non-finite scores count as "
               "degenerate), as degenerate/runs per cell:")
@@ -373,10 +613,20 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
     tex = ["% Generated by python -m maxpoolbert.report; needs \\usepackage{booktabs}.", ""]
     if not summary.empty:
         tex.append(main_table_latex(summary, tasks))
-    if not diff.empty:
-        tex.append(latex_table(DIFF_HEADER, [(None, _difference_rows(diff, tasks, latex=True))],
-                               f"Difference to {BASELINE} pooling ($\\times$100), paired by seed.",
-                               "tab:glue-diff", left=4))
+    header, rows = ci_table(cells, tasks, latex=True)
+    if rows:
+        tex.append(latex_table(header, [(None, rows)],
+                               "Dev task score ($\\times$100) per cell: mean and 95\\% confidence interval of the "
+                               "mean (Student $t$ over seeds); failed runs (at or below the majority-class score) "
+                               "are counted and kept.", "tab:glue-ci", left=2))
+    if not comp.empty:
+        blocks = [(title, comparison_rows(group, tasks, latex=True)) for title, group in _groups(comp)]
+        tex.append(latex_table(comparison_header(options.effect, latex=True), blocks,
+                               f"Difference to {BASELINE} pooling ($\\times$100) on paired seeds: mean, 95\\% "
+                               f"bootstrap intervals over seeds and over seeds and dev rows (B={options.bootstrap}), "
+                               "Holm-adjusted permutation p-value, ASO $\\varepsilon_{\\min}$, and the seeds needed "
+                               f"to detect {analysis._points(options.effect)} with 80\\% power.",
+                               "tab:glue-diff", left=2))
     if not low.empty:
         header, rows = _low_resource_wide(low, tasks, markdown=False)
         tex.append(latex_table(header, [(None, [[latex_escape(c) for c in r] for r in rows])],

@@ -34,6 +34,9 @@ class Selection:
     runs: pd.DataFrame                       # the chosen value's runs (scores per the mode)
     table: pd.DataFrame                      # selection.csv: one row per cell and candidate value
     notes: list[str] = field(default_factory=list)
+    # every candidate run (all values), with ``_value`` (JSON text), ``_select_score`` (the score that
+    # chose: all dev rows, or the even half) and ``score`` (the reported one: all rows, or the odd half)
+    candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def describe(key: str, mode: str) -> str:
@@ -125,7 +128,7 @@ def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = 
                           "mean_score": means[value], "chosen": value == chosen})
     chosen_runs = pd.concat(keep).drop(columns=["_value", "_select_score"]).reset_index(drop=True)
     chosen_runs = chosen_runs.astype({c: t for c, t in runs.dtypes.items() if c in chosen_runs.columns})
-    return Selection(chosen_runs, pd.DataFrame(table, columns=COLUMNS), notes)
+    return Selection(chosen_runs, pd.DataFrame(table, columns=COLUMNS), notes, runs)
 
 
 def _cell_name(cell: tuple) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "aso_epsilon_min",
     "batch_metric",
     "cell_summary",
+    "expected_chosen",
     "expected_max",
     "expected_max_dodge",
     "holm",
@@ -318,7 +319,9 @@ def t_test_power(n: int, delta: float, sd_diff: float, alpha: float = 0.05) -> f
     """Power of the two-sided paired t-test with ``n`` pairs against a true mean difference
     ``delta`` when the paired differences have standard deviation ``sd_diff``:
     ``P(|T| > t_{1-alpha/2, n-1})`` for ``T ~ nct(df=n-1, nc=delta/sd_diff*sqrt(n))``
-    (``scipy.stats.nct``). NaN for n < 2. ``delta`` and ``sd_diff`` share a unit."""
+    (``scipy.stats.nct``; both tails as upper tails, ``P(T < -t) = P(-T > t)``, which scipy
+    computes where its lower tail would be NaN). NaN for n < 2. ``delta`` and ``sd_diff`` share a
+    unit."""
     if n < 2:
         return NAN
     df = n - 1
@@ -326,7 +329,10 @@ def t_test_power(n: int, delta: float, sd_diff: float, alpha: float = 0.05) -> f
     if sd_diff == 0:
         return 1.0 if delta != 0 else float(alpha)
     nc = delta / sd_diff * math.sqrt(n)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    # The lower tail P(T <= -crit) as the upper tail of -T ~ nct(df, -nc): the same number, but
+    # scipy's nct.cdf returns NaN far in the tail (df=1, nc > ~19) where nct.sf gives 0.
+    upper, lower = (float(stats.nct.sf(crit, df, c)) for c in (nc, -nc))
+    return (0.0 if math.isnan(upper) else upper) + (0.0 if math.isnan(lower) else lower)
 
 
 def seeds_needed(sd_diff: float, delta: float = 1.0, alpha: float = 0.05, power: float = 0.8,
@@ -434,6 +440,45 @@ def expected_max(scores, budgets=None) -> np.ndarray:
     log_w = _log_comb(i - 1, n - 1) - _log_comb(np.float64(big_n), n)
     weights = np.where(i >= n, np.exp(np.where(i >= n, log_w, 0.0)), 0.0)
     return weights @ v
+
+
+def expected_chosen(select_scores, report_scores, budgets=None) -> np.ndarray:
+    """Expected *reported* score of the configuration that a search over ``n`` of the ``N`` tried
+    configurations (a random n-subset, drawn without replacement) chooses by its *selection*
+    score, for each ``n`` in ``budgets`` (default 1..N): :func:`expected_max`'s weights (Tang et
+    al. 2020) applied to the reported scores ordered by the selection scores,
+
+        E[report of the chosen] = sum_{i=n}^{N} r_[i] * C(i-1, n-1) / C(N, n)
+
+    where ``r_[i]`` is the reported score of the configuration with the i-th smallest selection
+    score (the chosen one of a random n-subset is that configuration with probability
+    ``C(i-1, n-1)/C(N, n)``). Configurations with tied selection scores share the mean of their
+    reported scores (a tie is broken at random). With ``select_scores == report_scores`` this is
+    :func:`expected_max`; with selection on one half of the dev rows and reporting on the other it
+    is the honest budget curve (no reported number took part in the choice). Pairs with a
+    non-finite value are dropped; NaN for every budget when none is left. Unit-agnostic.
+    """
+    s = np.asarray(select_scores, dtype=np.float64).ravel()
+    r = np.asarray(report_scores, dtype=np.float64).ravel()
+    if s.shape != r.shape:
+        raise ValueError(f"expected_chosen needs paired scores, got {s.size} and {r.size}")
+    ok = np.isfinite(s) & np.isfinite(r)
+    s, r = s[ok], r[ok]
+    big_n = s.size
+    ns = np.arange(1, big_n + 1) if budgets is None else np.asarray(budgets, dtype=np.int64).ravel()
+    if big_n == 0:
+        return np.full(ns.shape, NAN)
+    if ns.size and (ns.min() < 1 or ns.max() > big_n):
+        raise ValueError(f"budgets must lie in 1..{big_n}, got {ns.min()}..{ns.max()}")
+    order = np.argsort(s, kind="stable")
+    s, r = s[order], r[order]
+    _, group = np.unique(s, return_inverse=True)
+    r = (np.bincount(group, weights=r) / np.bincount(group))[group]
+    i = np.arange(1, big_n + 1, dtype=np.float64)[None, :]
+    n = ns.astype(np.float64)[:, None]
+    log_w = _log_comb(i - 1, n - 1) - _log_comb(np.float64(big_n), n)
+    weights = np.where(i >= n, np.exp(np.where(i >= n, log_w, 0.0)), 0.0)
+    return weights @ r
 
 
 def expected_max_dodge(scores, n):

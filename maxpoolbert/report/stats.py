@@ -1,5 +1,7 @@
-"""The report's statistics: main-table summary, paired differences (t-test, Wilcoxon),
-low-resource and degenerate-run tables, and the report order of rows."""
+"""The report's statistics: which cells make the main table, main-table summary, paired
+differences (t-test, Wilcoxon), low-resource and degenerate-run tables, and the report order of
+rows. The inference of issue 20 (confidence intervals, bootstraps, Holm, ASO, power, search
+budgets) is in :mod:`maxpoolbert.report.analysis`."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from maxpoolbert.report.collect import CELL, tasks_of
+from maxpoolbert.report.statistics import cell_summary
 from maxpoolbert.tasks import TaskInfo
 
 POOLING_ORDER = ("cls", "max_cls", "mha", "maxpool_mha")
@@ -40,13 +43,28 @@ def size_key(size: Any) -> tuple[int, int]:
     return (0, 0) if pd.isna(size) else (1, int(size))
 
 
+MAIN, LOW = "main", "low_resource"   # the tables a cell belongs to
+
+
+def table_key(table: str) -> tuple[int, str]:
+    """Sort key: the main table first, then the low-resource one."""
+    return (0 if table == MAIN else 1, table)
+
+
+def _plain_key(value: Any) -> tuple:
+    """Numbers by value (before text), anything else as text."""
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) and not pd.isna(value):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
 def _sort(df: pd.DataFrame, by: Sequence[str], tasks: dict[str, TaskInfo] | None = None) -> pd.DataFrame:
-    """Sort rows by the columns ``by`` in report order (pooling, train_size and, given ``tasks``,
-    task keys; other columns as text)."""
-    keys = {"pooling": pooling_key, "train_size": size_key}
+    """Sort rows by the columns ``by`` in report order (pooling, train_size, table and, given
+    ``tasks``, task keys; other columns: numbers by value, the rest as text)."""
+    keys = {"pooling": pooling_key, "train_size": size_key, "table": table_key}
     if tasks is not None:
         keys["task"] = lambda t: tasks[t].sort_key
-    columns = [[keys.get(c, str)(v) for v in df[c]] for c in by]
+    columns = [[keys.get(c, _plain_key)(v) for v in df[c]] for c in by]
     order = sorted(range(len(df)), key=lambda i: tuple(col[i] for col in columns))
     return df.iloc[order].reset_index(drop=True)
 
@@ -65,6 +83,34 @@ def table_columns(tasks: dict[str, TaskInfo]) -> list[str]:
     return [c for bench, names in benchmarks(tasks).items() for c in (*names, avg_key(bench))]
 
 
+# --------------------------------------------------------------------------- the main table's cells
+
+
+def main_sizes(runs: pd.DataFrame) -> dict[str, int | None]:
+    """``{task: the training-set size of its main-table cells}``: None (the full training set) when
+    some run of the task used it, else the largest ``train_size`` of its runs (a study on fixed
+    subsets, e.g. experiment=reference_study, has its main table at those sizes)."""
+    out: dict[str, int | None] = {}
+    for task, group in runs.groupby("task", sort=True):
+        sizes = group["train_size"]
+        out[task] = None if sizes.isna().any() else int(sizes.max())
+    return out
+
+
+def in_main(runs: pd.DataFrame, sizes: dict[str, int | None] | None = None) -> pd.Series:
+    """Whether each run belongs to a main-table cell (its task's :func:`main_sizes` size); the
+    others are the low-resource table's."""
+    sizes = main_sizes(runs) if sizes is None else sizes
+    flags = [(pd.isna(size) if sizes.get(task) is None else (not pd.isna(size) and int(size) == sizes[task]))
+             for task, size in zip(runs["task"], runs["train_size"], strict=True)]
+    return pd.Series(flags, index=runs.index, dtype=bool)
+
+
+def table_of(runs: pd.DataFrame) -> pd.Series:
+    """``main`` or ``low_resource`` for each run (:func:`in_main`)."""
+    return in_main(runs).map({True: MAIN, False: LOW})
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -77,33 +123,41 @@ def _stats(values: pd.Series) -> pd.Series:
 
 
 def summary_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo] | None = None) -> pd.DataFrame:
-    """Main-table statistics on the full training set, tidy.
+    """Main-table statistics, tidy: each task at its :func:`main_sizes` size (the full training
+    set when the task has runs on it).
 
-    One row per model, pooling, task, metric (the task's metrics, then ``score``) with mean, std
-    (ddof=1, NaN for n=1) and n over seeds, all ×100; plus, per model, pooling and benchmark, one
-    ``<benchmark>_avg``/``score`` row (``glue_avg``, ``superglue_avg``): the mean over the
-    benchmark's tasks the row has of the per-task mean score, n = number of those tasks. Rows are
-    in table order: each benchmark's tasks, then its average. ``tasks``: :func:`tasks_of` the runs.
+    One row per model, pooling, task, metric (the task's metrics, then ``score``) with the cells'
+    ``train_size`` (empty: full) and mean, std (ddof=1, NaN for n=1) and n over seeds, all ×100;
+    plus, per model, pooling and benchmark, one ``<benchmark>_avg``/``score`` row
+    (``glue_avg``, ``superglue_avg``): the mean over the benchmark's tasks the row has of the
+    per-task mean score, n = number of those tasks (``train_size``: their common size, empty when
+    they differ or are full). Rows are in table order: each benchmark's tasks, then its average.
+    ``tasks``: :func:`tasks_of` the runs.
     """
     tasks = tasks_of(runs) if tasks is None else tasks
-    full = _scored(runs)
-    full = full[full["train_size"].isna()]
+    scored = _scored(runs)
+    main = scored[in_main(scored, main_sizes(runs))]
+    columns = ["model", "pooling", "task", "train_size", "metric", "mean", "std", "n"]
     rows = []
-    for (model, pooling, task), group in full.groupby(["model", "pooling", "task"]):
+    for (model, pooling, task), group in main.groupby(["model", "pooling", "task"]):
         for metric in (*tasks[task].metrics, "score"):
-            rows.append({"model": model, "pooling": pooling, "task": task, "metric": metric,
+            rows.append({"model": model, "pooling": pooling, "task": task,
+                         "train_size": group["train_size"].iloc[0], "metric": metric,
                          **_stats(group[metric] * 100)})
-    table = pd.DataFrame(rows, columns=["model", "pooling", "task", "metric", "mean", "std", "n"])
+    table = pd.DataFrame(rows, columns=columns)
     scores = table[table["metric"] == "score"]
     for (model, pooling), group in scores.groupby(["model", "pooling"]):
         for bench, members in benchmarks(tasks).items():
-            means = group.loc[group["task"].isin(members), "mean"]
-            if len(means):
+            mine = group[group["task"].isin(members)]
+            if len(mine):
+                sizes = set(mine["train_size"].dropna())
+                common = sizes.pop() if len(sizes) == 1 and mine["train_size"].notna().all() else pd.NA
                 rows.append({"model": model, "pooling": pooling, "task": avg_key(bench),
-                             "metric": "score", "mean": means.mean(), "std": math.nan,
-                             "n": len(means)})
-    table = pd.DataFrame(rows, columns=table.columns)
+                             "train_size": common, "metric": "score", "mean": mine["mean"].mean(),
+                             "std": math.nan, "n": len(mine)})
+    table = pd.DataFrame(rows, columns=columns)
     table["n"] = table["n"].astype("int64")
+    table["train_size"] = table["train_size"].astype("Int64")
 
     column = {c: i for i, c in enumerate(table_columns(tasks))}
 
@@ -174,20 +228,27 @@ def difference_table(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFra
 
 
 def low_resource_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Score ×100 (mean, std ddof=1, n) per model, task, pooling and train_size.
+    """Score ×100 (mean, std ddof=1, n, and the Student-t 95% CI of the mean ``ci_low``,
+    ``ci_high``) per model, task, pooling and train_size.
 
-    Only tasks with at least one reduced-size run; their full-size runs are included with
-    ``train_size`` empty (NA) so each curve ends at "full".
+    Only tasks with runs at two or more training-set sizes (a reduced one among them); their
+    full-size runs are included with ``train_size`` empty (NA) so each curve ends at "full". A
+    task with one size only is in the main table alone.
     """
     scored = _scored(runs)
-    tasks = set(scored.loc[scored["train_size"].notna(), "task"])
+    sizes = scored.groupby("task")["train_size"].agg(lambda s: s.astype("Float64").fillna(-1).nunique())
+    reduced = set(scored.loc[scored["train_size"].notna(), "task"])
+    tasks = {t for t in reduced if sizes.get(t, 0) >= 2}
     rows = []
     subset = scored[scored["task"].isin(tasks)]
     for (model, task, pooling, size), group in subset.groupby(
             ["model", "task", "pooling", "train_size"], dropna=False):
+        summary = cell_summary(group["score"].to_numpy() * 100)
         rows.append({"model": model, "task": task, "pooling": pooling, "train_size": size,
-                     **_stats(group["score"] * 100)})
-    table = pd.DataFrame(rows, columns=["model", "task", "pooling", "train_size", "mean", "std", "n"])
+                     **_stats(group["score"] * 100), "ci_low": summary["ci_low"],
+                     "ci_high": summary["ci_high"]})
+    table = pd.DataFrame(rows, columns=["model", "task", "pooling", "train_size", "mean", "std", "n",
+                                        "ci_low", "ci_high"])
     table["train_size"] = table["train_size"].astype("Int64")
     table["n"] = table["n"].astype("int64")
     return _sort(table, ["model", "task", "pooling", "train_size"], tasks_of(runs))

@@ -138,10 +138,12 @@ class Encoded(Dataset):
 
 
 class Collator:
-    """Pads a batch of row indices to the batch's longest row (right padding)."""
+    """Pads a batch of row indices to the batch's longest row (right padding), rounded up to a
+    multiple of ``multiple`` when given: a compiled model then sees a bounded set of sequence
+    lengths (``max_length / multiple`` of them) instead of one graph per length."""
 
-    def __init__(self, data: Encoded, pad_id: int, regression: bool) -> None:
-        self.data, self.pad_id, self.regression = data, pad_id, regression
+    def __init__(self, data: Encoded, pad_id: int, regression: bool, multiple: int | None = None) -> None:
+        self.data, self.pad_id, self.regression, self.multiple = data, pad_id, regression, multiple
 
     def __call__(self, rows: list[int] | list[tuple[int, float]]) -> dict[str, torch.Tensor]:
         d = self.data
@@ -149,6 +151,8 @@ class Collator:
         if rows and isinstance(rows[0], tuple):  # (row, loss weight) from ShardedBatchSampler
             rows, weights = [r for r, _ in rows], [w for _, w in rows]
         width = max(len(d.input_ids[i]) for i in rows)
+        if self.multiple and self.multiple > 1:
+            width = -(-width // self.multiple) * self.multiple
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         types = torch.zeros((len(rows), width), dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -259,7 +263,8 @@ class TaskDataModule(L.LightningDataModule):
         self, task: Task, tokenizer, glue_dir: str | None = None, superglue_dir: str | None = None,
         max_length: int = 128,
         batch_size: int = 32, eval_batch_size: int = 128, train_size: int | None = None,
-        subset_seed: int = 0, pad_to_max_length: bool = False, group_by_length: bool = True,
+        subset_seed: int = 0, pad_to_max_length: bool = False, pad_to_multiple_of: int | None = None,
+        group_by_length: bool = True,
         num_workers: int = 0, pin_memory: bool = False, cache_dir: str | None = None, seed: int = 0,
     ) -> None:
         super().__init__()
@@ -271,6 +276,7 @@ class TaskDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.train_size, self.subset_seed = train_size, subset_seed
         self.pad_to_max_length, self.group_by_length = pad_to_max_length, group_by_length
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.cache_dir, self.seed = cache_dir, seed
         self.splits: dict[str, Encoded] = {}
@@ -363,7 +369,7 @@ class TaskDataModule(L.LightningDataModule):
     def _loader(self, data: Encoded, batch_sampler) -> DataLoader:
         return DataLoader(
             data, batch_sampler=batch_sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
-            collate_fn=Collator(data, self.tokenizer.pad_token_id, self.task.is_regression),
+            collate_fn=Collator(data, self.tokenizer.pad_token_id, self.task.is_regression, self.pad_to_multiple_of),
             persistent_workers=self.num_workers > 0,
         )
 

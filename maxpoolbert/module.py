@@ -18,6 +18,9 @@ from maxpoolbert.model import PooledClassifier
 from maxpoolbert.tasks import Task
 
 
+STATIC_SHAPES = 64  # compiled graphs a statically compiled run may hold (speed.compile_dynamic=false)
+
+
 def param_groups(model: nn.Module) -> list[dict]:
     """Weight decay (the optimizer's setting) on matrices only: biases, LayerNorm weights and
     scalar/positional pooling scores (all parameters with fewer than two dimensions) get none,
@@ -32,7 +35,7 @@ def param_groups(model: nn.Module) -> list[dict]:
 class GlueModule(L.LightningModule):
     def __init__(
         self, model: PooledClassifier, task: Task, optimizer: Callable, warmup_ratio: float = 0.1,
-        seed: int = 0, compile: bool = False,
+        seed: int = 0, compile: bool | dict = False,
     ) -> None:
         super().__init__()
         self.model, self.task = model, task
@@ -50,8 +53,14 @@ class GlueModule(L.LightningModule):
         self.history: list[dict] = []
         self.best_eval: dict[str, dict[str, np.ndarray]] = {}
         self.best_index = -1
-        # Not a submodule: the compiled wrapper shares the model's parameters.
-        object.__setattr__(self, "forward_fn", torch.compile(model) if compile else model)
+        # Not a submodule: the compiled wrapper shares the model's parameters. ``compile``: False, or
+        # torch.compile's options (backend, dynamic, mode).
+        options = compile if isinstance(compile, dict) else {}
+        if compile and options.get("dynamic") is False:
+            # one graph per input shape: room for every bucketed (batch, length) shape of a run, not
+            # torch's default of 8 after which it silently falls back to eager
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, STATIC_SHAPES)
+        object.__setattr__(self, "forward_fn", torch.compile(model, **options) if compile else model)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward_fn(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])

@@ -52,6 +52,7 @@ from maxpoolbert.trainer import (
 )
 
 log = logging.getLogger("maxpoolbert")
+COMPILE_BUCKET = 16  # data.pad_to_multiple_of when speed.compile=true and it is null
 
 def quiet_lightning() -> None:
     """Lightning adds its own console handler; Hydra's root handlers already print (and file) its logs."""
@@ -71,6 +72,26 @@ def majority_score(task: Task, train_labels, evals) -> float | None:
         labels = evals[split]["label"]
         scores.update(M.compute(spec.metrics, np.full(len(labels), const), labels))
     return M.glue_score(scores)
+
+
+def compile_options(cfg: DictConfig) -> dict | bool:
+    """``torch.compile``'s options from ``speed`` (False: not compiled)."""
+    if not cfg.speed.compile:
+        return False
+    return {"backend": cfg.speed.compile_backend, "dynamic": cfg.speed.compile_dynamic,
+            **({"mode": cfg.speed.compile_mode} if cfg.speed.compile_mode else {})}
+
+
+def compile_stats() -> dict[str, int] | None:
+    """How many graphs ``torch.compile`` captured in this process, and how many frames it compiled
+    (each recompilation for new input shapes is one more), from torch._dynamo's counters."""
+    import sys
+
+    if "torch._dynamo" not in sys.modules:
+        return None
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "frames": int(counters["frames"]["total"])}
 
 
 # ---------------------------------------------------------------------------- the run
@@ -130,10 +151,12 @@ def run(cfg: DictConfig) -> RunRecord | dict[str, Any]:
     # logger start), training module, trainer, logger.
     set_threads(cfg)
     task, tokenizer, model = build(cfg)
-    dm = TaskDataModule(task, tokenizer, seed=cfg.seed, **cfg.data)
+    # compiled: batch lengths in multiples of 16 unless set, so a bounded number of graphs is compiled
+    bucket = cfg.data.pad_to_multiple_of or (COMPILE_BUCKET if cfg.speed.compile else None)
+    dm = TaskDataModule(task, tokenizer, seed=cfg.seed, **{**cfg.data, "pad_to_multiple_of": bucket})
     dm.setup()
     module = GlueModule(model, task, optim.from_config(cfg), cfg.scheduler.warmup_ratio,
-                        seed=cfg.seed, compile=cfg.speed.compile)
+                        seed=cfg.seed, compile=compile_options(cfg))
     checkpoint = ResumeCheckpoint(folder.checkpoints, cfg.checkpoint.every_n_epochs)
     throughput = Throughput()
     logger = loggers.from_config(cfg)
@@ -177,6 +200,7 @@ def run(cfg: DictConfig) -> RunRecord | dict[str, Any]:
             versions={"python": platform.python_version(), "torch": torch.__version__,
                       "transformers": transformers.__version__, "lightning": L.__version__},
             device=str(module.device), hardware=hardware(), weights_sha256=encoders.weights_sha256(model.encoder),
+            compiled=compile_stats() if cfg.speed.compile else None,
         )
 
         # 5. Write: predictions and weights, then results.json last (it marks the run finished).

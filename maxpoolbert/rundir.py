@@ -315,6 +315,7 @@ class RunRecord:
     device: str | None = None                  # where the model ran: cpu, cuda:0
     hardware: dict[str, Any] = field(default_factory=dict)  # cpu model, cores, threads, gpu
     weights_sha256: str | None = None          # of the pretrained encoder's weights file (None: random init)
+    compiled: dict[str, int] | None = None     # speed.compile: graphs captured, frames compiled (recompilations)
     extra: dict[str, Any] = field(default_factory=dict)   # keys of other versions, kept as they are
 
     # ------------------------------------------------------------------ writing

@@ -67,6 +67,7 @@ class Data(Section):
     train_size: PositiveInt | None
     subset_seed: NonNegativeInt
     pad_to_max_length: bool
+    pad_to_multiple_of: PositiveInt | None = OMITTED
     group_by_length: bool
     num_workers: NonNegativeInt
     pin_memory: bool
@@ -89,6 +90,9 @@ class Checkpoint(Section):
 
 class Speed(Section):
     compile: bool
+    compile_backend: Text = OMITTED
+    compile_dynamic: bool | None = OMITTED
+    compile_mode: Text | None = OMITTED
     tf32: bool
     threads: PositiveInt | None
 

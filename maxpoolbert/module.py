@@ -17,7 +17,6 @@ from maxpoolbert.live_metrics import LIVE
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.tasks import Task
 
-
 STATIC_SHAPES = 64  # compiled graphs a statically compiled run may hold (speed.compile_dynamic=false)
 
 

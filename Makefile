@@ -6,7 +6,7 @@ export GLUE_DIR
 RUNS ?= outputs
 ARGS ?=
 
-.PHONY: install train test test-slurm lint report bench clean
+.PHONY: install train test test-slurm test-gpu lint report bench study clean
 
 # torch first: the pinned CPU build lies on disk here; a bare `torch` requirement would pull
 # a multi-GB CUDA build. An already importable torch (e.g. a CUDA build on a GPU box) is kept.
@@ -32,11 +32,23 @@ test: install
 test-slurm: install
 	$(PYTHON) -m pytest -q -m slurm tests
 
+# The GPU tests alone (tests/test_gpu.py: skipped with the reason where CUDA is absent).
+test-gpu: install
+	$(PYTHON) -m pytest -q -m gpu tests
+
 lint: install
 	$(PYTHON) -m ruff check maxpoolbert tests scripts train.py
 
 report: install
 	$(PYTHON) -m maxpoolbert.report --runs $(RUNS) --out reports
+
+# The reference study (docs/results/): run or continue it (finished runs are skipped), then its page.
+# STUDY=reference_study_full on a GPU machine; JOBS runs at once.
+STUDY ?= reference_study
+JOBS ?= 2
+study: install
+	$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(ARGS); \
+	status=$$?; $(PYTHON) -m maxpoolbert.report --runs docs/results/runs --out docs/results && exit $$status
 
 bench: install
 	$(PYTHON) scripts/bench.py $(ARGS)

@@ -1,0 +1,52 @@
+"""The committed reference study (docs/results/): its page is what `make report` makes from its
+committed runs, byte for byte (so it can never drift from its data); the runs hold no path of
+the machine they ran on; and relaunching the study on them launches nothing."""
+
+import shutil
+
+import pytest
+
+from maxpoolbert import rundir
+from maxpoolbert.report import main as report
+
+from .conftest import ROOT, run_train
+
+RESULTS = ROOT / "docs" / "results"
+RUNS = RESULTS / "runs"
+PAGE_FILES = ["results.md", "results.tex", "results.csv", "cells.csv", "comparisons.csv", "selection.csv",
+              "budget.csv", "differences.csv", "low_resource.csv", "degenerate.csv", "skipped.csv"]
+
+
+def committed_runs() -> list:
+    return sorted(folder.path for folder in rundir.find_run_folders(RUNS)) if RUNS.is_dir() else []
+
+
+pytestmark = pytest.mark.skipif(not committed_runs(), reason="no committed study in docs/results/runs")
+
+
+def test_the_page_is_what_make_report_makes_from_the_committed_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # `make report RUNS=docs/results/runs` runs from the project root
+    assert report(["--runs", "docs/results/runs", "--out", str(tmp_path)]) == 0
+    for name in PAGE_FILES:
+        committed = RESULTS / name
+        if committed.exists() or (tmp_path / name).exists():
+            assert (tmp_path / name).read_bytes() == committed.read_bytes(), f"docs/results/{name} drifted"
+
+
+def test_the_committed_runs_hold_no_path_of_the_machine():
+    for folder in committed_runs():
+        for path in folder.rglob("*"):
+            if path.is_file():
+                text = path.read_text()
+                for marker in ("/work/", "/root/", "/home/", "/tmp/", "site-packages", "/Users/"):
+                    assert marker not in text, f"{path.relative_to(ROOT)} holds {marker}"
+
+
+def test_relaunching_the_study_on_the_committed_runs_launches_nothing(real_glue, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(RUNS, runs)  # a relaunch appends to launches.jsonl: not in the checkout
+    proc = run_train("experiment=reference_study", f"hydra.sweep.dir={runs}", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    n = len(committed_runs())
+    assert f"{n} of {n} job(s) already finished: not launched (nothing to do)" in out
+    assert f"0 finished, {n} skipped (already finished), 0 failed" in out

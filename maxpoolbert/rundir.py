@@ -655,12 +655,17 @@ class RunFolder:
     # ------------------------------------------------------------------ claiming
     def stored_differences(self, cfg: DictConfig, hydra_cfg: DictConfig) -> list[tuple[str, Any, Any]]:
         """How the job config ``cfg`` differs from the one stored here (none stored: none), by
-        :func:`settings` (keys only one side has are not compared: :func:`differences`)."""
+        :func:`settings` and the seed (a folder is one run: one seed; keys only one side has are not
+        compared: :func:`differences`)."""
         stored = self.config()
         if stored is None:
             return []
         neutral = neutral_keys(hydra_cfg)
-        return differences(settings(stored, neutral), settings(cfg, neutral), both_only=True)
+
+        def run_of(c: DictConfig) -> dict[str, Any]:
+            return {**settings(c, neutral), "seed": c.get("seed")}
+
+        return differences(run_of(stored), run_of(cfg), both_only=True)
 
     def never_trained(self) -> bool:
         """Whether the folder keeps nothing a run computed: no ``results.json``, no checkpoint, no

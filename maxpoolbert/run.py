@@ -21,7 +21,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import datasets
 import lightning as L
@@ -290,10 +290,18 @@ def main(cfg: DictConfig) -> float | None:
             return None
         fail(str(err))
     except (Exception, KeyboardInterrupt, SystemExit) as err:
-        if ddp_worker() or (isinstance(err, SystemExit) and interruption.signal is None):
+        # Lightning's own SIGTERM handling (where another handler keeps SIGTERM): SIGTERMException
+        sigterm = launch.trainer is not None and launch.trainer.received_sigterm
+        if ddp_worker() or (isinstance(err, SystemExit) and interruption.signal is None and not sigterm):
             raise
-        if interruption.signal is not None or isinstance(err, KeyboardInterrupt):
-            interrupted(launch, interruption.signal or signal.SIGINT, multirun)
+        if interruption.signal is not None or isinstance(err, KeyboardInterrupt) or sigterm:
+            sig = interruption.signal or (signal.SIGTERM if sigterm else signal.SIGINT)
+            interrupted(launch, sig)
+            if interruption.signal is None:
+                raise  # as it came: its handler's owner (submitit) decides what follows
+            if multirun:
+                raise KeyboardInterrupt from None  # the sweep stops
+            raise SystemExit(128 + int(sig)) from None  # as a shell reports a process ended by it
         user = user_error(err)
         if isinstance(user, WriteFailed):  # say what relaunching does, now that the run has stopped
             user = user.relaunch(folder.relaunch_hint())
@@ -311,14 +319,10 @@ def main(cfg: DictConfig) -> float | None:
         folder.unlock()
 
 
-def interrupted(launch: Launch, sig: signal.Signals, multirun: bool) -> NoReturn:
-    """Record an interrupted launch (``launches.jsonl``: outcome, signal, step reached), say in one
-    line what relaunching the same command does, and end: a single run with 128 + the signal's
-    number (as a shell reports it), a sweep by stopping."""
+def interrupted(launch: Launch, sig: signal.Signals) -> None:
+    """Record an interrupted launch (``launches.jsonl``: outcome, signal, step reached) and say in
+    one line what relaunching the same command does."""
     folder = launch.folder
     folder.record_launch("interrupted", signal=sig.name, steps=launch.steps)
     log.warning("interrupted (%s) at step %d: relaunching the same command %s", sig.name, launch.steps,
                 folder.relaunch_hint())
-    if multirun:
-        raise KeyboardInterrupt
-    raise SystemExit(128 + int(sig))

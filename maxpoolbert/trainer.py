@@ -44,7 +44,13 @@ class Interruption:
     """SIGINT (Ctrl-C) and SIGTERM end a run alike, as a ``KeyboardInterrupt`` (which Lightning's
     ``fit`` turns into its graceful shutdown and ``SystemExit(1)``); :attr:`signal` names the first
     one received, so that the run records an interruption whichever exception carries it. For a
-    ``with`` block (in the main thread); the previous handlers come back after it."""
+    ``with`` block (in the main thread); the previous handlers come back after it.
+
+    Only a signal at its default is taken over: one that is ignored (a shell's background job) or
+    handled by someone else stays so (submitit lets SLURM's SIGTERM pass, to checkpoint and
+    requeue on the signal that follows)."""
+
+    DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
     def __init__(self) -> None:
         self.signal: signal.Signals | None = None
@@ -52,9 +58,10 @@ class Interruption:
 
     def __enter__(self) -> Interruption:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._received)
+            for sig, default in self.DEFAULTS.items():
+                if signal.getsignal(sig) is default:
+                    self._previous[sig] = default
+                    signal.signal(sig, self._received)
         return self
 
     def _received(self, signum: int, frame: Any) -> None:

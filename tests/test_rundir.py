@@ -736,3 +736,32 @@ def test_an_interrupted_launch_is_recorded_and_says_what_a_relaunch_does(real_gl
     relaunched = run_train(*args, cwd=tmp_path)
     assert ("resuming from" in out(relaunched)) == (when == "checkpoint")
     assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["interrupted", "finished"]
+
+
+def test_interruption_takes_over_only_signals_at_their_default():
+    """Ctrl-C and SIGTERM at their defaults become a recorded interruption; a SIGTERM someone else
+    handles (submitit lets it pass, to requeue on the next signal) or ignores is left alone."""
+    from maxpoolbert.trainer import Interruption
+
+    def theirs(signum, frame):
+        pass
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for other in (theirs, signal.SIG_IGN):
+            signal.signal(signal.SIGTERM, other)
+            with Interruption() as interruption:
+                assert signal.getsignal(signal.SIGTERM) is other
+                with pytest.raises(KeyboardInterrupt):
+                    signal.raise_signal(signal.SIGINT)
+            assert interruption.signal == signal.SIGINT
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with Interruption() as interruption:
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGTERM)
+        assert interruption.signal == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

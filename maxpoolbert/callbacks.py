@@ -23,15 +23,26 @@ log = logging.getLogger("maxpoolbert")
 
 OUTCOMES = {  # outcome recorded by a job -> how the summary names it
     "finished": "finished", "rerun": "re-run (broken results.json)", "skipped": "skipped (already finished)",
-    "failed": "failed", "refused": "refused (folder holds other settings)",
+    "failed": "failed", "interrupted": "interrupted", "refused": "refused (folder holds other settings)",
+    "in_use": "refused (folder in use)",
 }
-FAILURES = ("failed", "refused")
+# what to do about the jobs of each kind that did not finish, for the summary's last line
+REMEDIES = {
+    "failed": "{n} job(s) failed: re-run the same command to retry them",
+    "interrupted": "{n} job(s) interrupted: re-run the same command to resume them",
+    "refused": ("{n} job(s) refused: their folders hold other settings or are in use (listed above): run them "
+                "with their folders' own settings, in another folder (hydra.sweep.dir=), after the process "
+                "using a folder has ended, or move a folder aside (mv <folder> <folder>.old)"),
+}
+KIND = {"failed": "failed", "interrupted": "interrupted", "refused": "refused", "in_use": "refused"}
 
 
 class SweepSummary(Callback):
     """Tags every job of this launch (``MAXPOOLBERT_LAUNCH``, inherited by the launcher's
     processes and SLURM jobs), and after the sweep counts what the jobs recorded in their folders'
-    ``launches.jsonl``: finished, skipped, re-run, failed."""
+    ``launches.jsonl`` (finished, skipped, re-run, failed, interrupted, refused) and the jobs
+    refused because another process ran their folder (noted in the sweep folder: theirs is not
+    touched). The last line says what to do about each kind of job that did not finish."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ[rundir.LAUNCH_ENV] = uuid.uuid4().hex
@@ -40,7 +51,7 @@ class SweepSummary(Callback):
         root = Path(config.hydra.sweep.dir)
         launch = os.environ.get(rundir.LAUNCH_ENV)
         counts: Counter[str] = Counter()
-        failed: list[tuple[Path, str]] = []
+        unfinished: list[tuple[str, Path, str]] = []  # (kind, folder, why)
         resumed = 0
         for folder in rundir.find_run_folders(root):
             mine = [e for e in folder.launches() if e.get("launch") == launch]
@@ -49,16 +60,20 @@ class SweepSummary(Callback):
             last = mine[-1]
             counts[last["outcome"]] += 1
             resumed += bool(last.get("resumed"))
-            if last["outcome"] in FAILURES:
-                failed.append((folder.path, last.get("error", "")))
+            if last["outcome"] in KIND:
+                unfinished.append((KIND[last["outcome"]], folder.path, last.get("error", "")))
+        for path, error in rundir.refused_in_use(root, launch):
+            counts["in_use"] += 1
+            unfinished.append(("refused", path, error))
         parts = [f"{counts[k]} {name}" for k, name in OUTCOMES.items() if counts[k] or k in ("finished", "failed")]
         if resumed:
             parts.append(f"{resumed} resumed from a checkpoint")
         log.info("sweep %s: %s", root, ", ".join(parts))
-        for path, error in failed:
-            log.error("failed: %s: %s", path, error)
-        if failed:
-            raise SystemExit(f"error: {len(failed)} job(s) of the sweep failed; re-run the same command to retry them")
+        for kind, path, error in unfinished:
+            log.error("%s: %s%s", kind, path, f": {error}" if error else "")
+        kinds = Counter(kind for kind, _, _ in unfinished)
+        if kinds:
+            raise SystemExit("error: " + "; ".join(REMEDIES[k].format(n=kinds[k]) for k in REMEDIES if kinds[k]))
 
 
 class BestTrial(Callback):

@@ -10,6 +10,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from maxpoolbert.errors import write_failure
 from maxpoolbert.rundir import LAST_CKPT, tmp_path
 
 
@@ -18,7 +19,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     checkpoint or the new one, never a partial file, and nothing in ``$TMPDIR``. (Lightning's own
     writer stages the file in ``$TMPDIR`` and copies it into place, which is not atomic when the
     two are on different filesystems, the usual cluster layout.) A partial temporary file left by
-    a kill is removed at the next start (:meth:`maxpoolbert.rundir.RunFolder.clean_stale_tmp`)."""
+    a kill is removed at the next start (:meth:`maxpoolbert.rundir.RunFolder.clean_stale_tmp`).
+
+    A full disk, a spent quota or a read-only filesystem raise
+    :class:`~maxpoolbert.errors.WriteFailed` (``torch.save`` itself reports them as
+    ``RuntimeError: ... unexpected pos``), which Lightning passes on unchanged; the temporary file
+    is removed and the previous checkpoint stays."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:
@@ -32,6 +38,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except Exception as err:
+            tmp.unlink(missing_ok=True)
+            failed = write_failure(path, err)
+            if failed is None:
+                raise
+            raise failed from err
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -6,7 +6,10 @@ Light on purpose (no torch): ``train.py`` refuses a bad setting with it before a
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -86,3 +89,64 @@ def check_writable_folder(path: str | os.PathLike, key: str) -> None:
     except OSError as err:
         raise UserError(f"cannot create anything in {existing} ({err.strerror or type(err).__name__})",
                         key=key, value=path, allowed=allowed) from None
+
+
+# ---------------------------------------------------------------------------- a write that failed
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # full disk, spent quota, read-only filesystem
+
+
+class WriteFailed(UserError):
+    """A file could not be written because of where it goes (:data:`STORAGE_ERRNOS`): one line
+    naming the file and the free space on its filesystem. ``allowed`` says what to do; a run adds
+    what relaunching it does (:meth:`relaunch`)."""
+
+    def __init__(self, path: str | os.PathLike, code: int, allowed: str | None = None, free: str | None = None) -> None:
+        self.path, self.code = Path(path), code
+        self.free = free or free_space(self.path)  # once: after the failed write's temporary file is gone
+        problem = (f"cannot write {self.path}: {os.strerror(code)} ({errno.errorcode.get(code, code)}); "
+                   f"{self.free} free on its filesystem")
+        super().__init__(problem, allowed=allowed or self.advice)
+
+    @property
+    def advice(self) -> str:
+        return "make the filesystem writable" if self.code == errno.EROFS else "free some space"
+
+    def relaunch(self, what_it_does: str) -> WriteFailed:
+        """This error, saying what relaunching the same command does (``resumes from ...``)."""
+        return WriteFailed(self.path, self.code, f"{self.advice}, then relaunch the same command: it {what_it_does}",
+                           self.free)
+
+
+def write_failure(path: str | os.PathLike, err: BaseException) -> WriteFailed | None:
+    """The :class:`WriteFailed` behind ``err`` (raised while writing ``path``; call it once the
+    write's temporary file is removed, so that the free space counts it out), or None when it is
+    another error. The cause may be wrapped: ``torch.save`` raises ``RuntimeError("unexpected
+    pos ...")`` with the ``OSError`` as its context; safetensors' writer says ``(os error 28)``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, WriteFailed):
+            return err
+        if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+            return WriteFailed(path, err.errno)
+        found = re.search(r"os error (\d+)", str(err))
+        if found and int(found.group(1)) in STORAGE_ERRNOS:
+            return WriteFailed(path, int(found.group(1)))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """The free space on the filesystem of ``path`` (or of its nearest existing folder), for people."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = float(shutil.disk_usage(folder).free)
+    except OSError:
+        return "unknown space"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if free < 1000 or unit == "TB":
+            return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
+        free /= 1000
+    return f"{free:.1f} TB"

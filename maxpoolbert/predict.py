@@ -25,8 +25,8 @@ anything is predicted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +39,9 @@ from maxpoolbert.data import Encoded, TaskDataModule
 from maxpoolbert.errors import UserError, check_writable_folder, fail
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.run import build, user_error
-from maxpoolbert.rundir import RunFolder
+from maxpoolbert.rundir import RunFolder, write_atomic
 from maxpoolbert.tasks import Task, from_config
+from maxpoolbert.trainer import duration
 
 SUBMISSION_DIR = "submission"
 HEADER = "index\tprediction\n"
@@ -82,6 +83,9 @@ def load_run(run_dir: Path) -> DictConfig:
         why = f" (it failed, see {folder.failed_file.name})" if folder.failure() else " (the run has not finished)"
         raise UserError(f"{run_dir} is not a finished run: no {folder.results.name}{why}")
     if not folder.model_file.is_file():
+        if record.weights == "missing":
+            raise UserError(f"{run_dir} has no {folder.model_file.name}: writing it failed after the results "
+                            "(results.json: weights missing); train again with skip_finished=false to get them")
         raise UserError(f"{run_dir} has no {folder.model_file.name}: the trained weights are only kept by runs "
                         "with save_model=true (train again with it)")
     cfg = folder.config()
@@ -124,19 +128,32 @@ def plan_run(run_dir: Path, data_dirs: dict[str, str | None] | None = None) -> P
     return plan
 
 
+PROGRESS_EVERY_S = 30.0
+
+
 @torch.no_grad()
-def predict_split(model: PooledClassifier, dm: TaskDataModule, data: Encoded) -> np.ndarray:
+def predict_split(model: PooledClassifier, dm: TaskDataModule, data: Encoded, name: str = "test",
+                  every_s: float | None = PROGRESS_EVERY_S) -> np.ndarray:
     """Raw outputs (logits, or the score for regression) of every row, ``[rows, num_labels]``,
-    in file order."""
+    in file order. Every ``every_s`` seconds a progress line: ``<name>: rows done/total, time left``."""
     model.eval()
     device = next(model.parameters()).device
     out = np.zeros((len(data), model.num_labels), dtype=np.float32)
     seen = np.zeros(len(data), dtype=bool)
+    start = time.monotonic()
+    due = start + every_s if every_s else float("inf")
     for batch in dm.eval_loader(data):
         logits = model(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")))
         idx = batch["idx"].numpy()
         out[idx] = logits.float().cpu().numpy()
         seen[idx] = True
+        now = time.monotonic()
+        if now >= due:
+            due = now + every_s
+            done = int(seen.sum())
+            left = (len(data) - done) * (now - start) / done
+            print(f"{name}: {done}/{len(data)} rows predicted ({100 * done / len(data):.0f}%), "
+                  f"about {duration(left)} left", flush=True)
     if not seen.all():
         raise RuntimeError(f"{int((~seen).sum())} test row(s) got no prediction")
     return out
@@ -153,12 +170,8 @@ def format_predictions(task: Task, outputs: np.ndarray) -> list[str]:
 
 
 def write_submission(path: Path, values: list[str]) -> None:
-    """``index<TAB>prediction`` rows, written atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(HEADER)
-        f.writelines(f"{i}\t{v}\n" for i, v in enumerate(values))
-    os.replace(tmp, path)
+    """``index<TAB>prediction`` rows, written atomically (a full disk: one line, no partial file)."""
+    write_atomic(path, HEADER + "".join(f"{i}\t{v}\n" for i, v in enumerate(values)))
 
 
 def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[Task, object, PooledClassifier]:
@@ -176,7 +189,8 @@ def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[Task, object, PooledCl
     return task, tokenizer, model.to(device).eval()
 
 
-def predict_run(plan: Plan, out_dir: Path, batch_size: int | None = None) -> list[Path]:
+def predict_run(plan: Plan, out_dir: Path, batch_size: int | None = None,
+                every_s: float | None = PROGRESS_EVERY_S) -> list[Path]:
     """Predict every target of one run into ``out_dir``; returns the files written."""
     _, tokenizer, model = load_trained(plan.run_dir, plan.cfg)
     dirs = plan.data_dirs
@@ -195,7 +209,8 @@ def predict_run(plan: Plan, out_dir: Path, batch_size: int | None = None) -> lis
             print(f"note: {target.name}.tsv skipped: {err}", flush=True)
             continue
         path = out_dir / f"{target.name}.tsv"
-        write_submission(path, format_predictions(target.task, predict_split(model, dm, data)))
+        outputs = predict_split(model, dm, data, f"{target.name}.tsv", every_s)
+        write_submission(path, format_predictions(target.task, outputs))
         print(f"{path}: {len(data)} predictions ({plan.run_dir})", flush=True)
         written.append(path)
     return written
@@ -214,6 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "e.g. SUPERGLUE_DIR)")
     parser.add_argument("--batch-size", type=int, help="evaluation batch size (default: the run's "
                         "data.eval_batch_size)")
+    parser.add_argument("--progress-every", type=float, default=PROGRESS_EVERY_S, metavar="S",
+                        help=f"a progress line every S seconds while predicting (default {PROGRESS_EVERY_S:g}; 0: none)")
     args = parser.parse_args(argv)
     if args.out is None and len(args.run_dirs) > 1:
         parser.error("several runs need --out DIR (all submission files go there)")
@@ -241,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         for plan in plans:
             for note in plan.notes:
                 print(note, flush=True)
-            written += predict_run(plan, out_dir, args.batch_size)
+            written += predict_run(plan, out_dir, args.batch_size, args.progress_every)
     except OSError as err:  # unwritable --out, unreadable files
         fail(str(err))
     except Exception as err:

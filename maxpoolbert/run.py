@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -35,13 +37,14 @@ from maxpoolbert import encoders, loggers, optim, rundir, schema, tasks
 from maxpoolbert import metrics as M
 from maxpoolbert.checkpointing import ResumeCheckpoint
 from maxpoolbert.data import TaskDataModule
-from maxpoolbert.errors import UserError, fail
+from maxpoolbert.errors import UserError, WriteFailed, fail
 from maxpoolbert.layers import reinit_top_layers
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.module import GlueModule
-from maxpoolbert.rundir import RunFolder, RunFolderConflict, RunRecord
+from maxpoolbert.rundir import RunFolder, RunFolderBusy, RunFolderConflict, RunRecord
 from maxpoolbert.tasks import Task
 from maxpoolbert.trainer import (
+    Interruption,
     Throughput,
     build_trainer,
     ddp_worker,
@@ -124,18 +127,34 @@ def build(cfg: DictConfig) -> tuple[Task, Any, PooledClassifier]:
     return task, tokenizer, model.train()
 
 
-def run(cfg: DictConfig) -> RunRecord | dict[str, Any]:
-    """The run's story: claim the folder, skip it if finished, build, fit (or resume), collect the
-    results, write them. What happened is appended to the folder's ``launches.jsonl``."""
+@dataclass
+class Launch:
+    """This launch of a run: its folder, and the trainer once built (how far training got), for
+    :func:`main` to record when the run fails or is interrupted."""
+
+    folder: RunFolder
+    trainer: L.Trainer | None = None
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps reached (a resumed run counts its checkpoint's once restored)."""
+        return int(self.trainer.global_step) if self.trainer is not None else 0
+
+
+def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
+    """The run's story: lock and claim the folder, skip it if finished, build, fit (or resume),
+    collect the results, write them. What happened is appended to the folder's ``launches.jsonl``.
+    The folder stays locked until the caller lets it go (:func:`main`, after recording)."""
     started = time.time()
     hydra_cfg = HydraConfig.get()
-    folder = RunFolder(hydra_cfg.runtime.output_dir)
+    folder = launch.folder
     schema.check(cfg)  # this job's values (a sweep's start checked the values every job shares)
 
     # 1. The folder: ours (or refused), skipped when finished, a broken results.json set aside.
     broken = None
     if not ddp_worker():  # the folder is the first process's: the others only train
-        folder.claim(cfg, hydra_cfg)  # first start: writes .hydra/; relaunch: same settings or refused
+        folder.lock()  # another live process runs it: RunFolderBusy, nothing touched
+        folder.claim(cfg, hydra_cfg)  # first start: writes .hydra/; relaunch: same settings, a takeover, or refused
         folder.clean_stale_tmp()
         finished, broken = folder.read()
         if finished is not None and cfg.skip_finished:
@@ -160,7 +179,7 @@ def run(cfg: DictConfig) -> RunRecord | dict[str, Any]:
     checkpoint = ResumeCheckpoint(folder.checkpoints, cfg.checkpoint.every_n_epochs)
     throughput = Throughput()
     logger = loggers.from_config(cfg)
-    trainer = build_trainer(cfg, callbacks=[checkpoint, throughput], logger=logger)
+    trainer = launch.trainer = build_trainer(cfg, callbacks=[checkpoint, throughput], logger=logger)
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -203,13 +222,16 @@ def run(cfg: DictConfig) -> RunRecord | dict[str, Any]:
             compiled=compile_stats() if cfg.speed.compile else None,
         )
 
-        # 5. Write: predictions and weights, then results.json last (it marks the run finished).
+        # 5. Write: predictions, then results.json (the run is finished: its metrics are kept
+        # whatever comes next), then the weights; the record says whether they were written.
         folder.write_predictions({split: evals[split] for split in task.eval}, task.is_regression)
-        if cfg.save_model:
-            folder.save_weights(model)
-        loggers.log_final(logger, metrics, score)
+        record.weights = "missing" if cfg.save_model else "off"
         folder.write_results(record)
-        folder.record_launch("rerun" if broken else "finished", resumed=last is not None)
+        loggers.log_final(logger, metrics, score)
+        if cfg.save_model:
+            write_weights(folder, model, record)
+        folder.record_launch("rerun" if broken else "finished", resumed=last is not None, steps=record.steps,
+                             weights=record.weights)
         if not cfg.checkpoint.keep:
             folder.remove_checkpoints()
         log.info("%s %s %s seed %s: %s (score %.4f) in %.0f s", task.name, cfg.pooling.name, cfg.model.name,
@@ -217,6 +239,24 @@ def run(cfg: DictConfig) -> RunRecord | dict[str, Any]:
         return record
     finally:
         loggers.finish(logger)
+
+
+def write_weights(folder: RunFolder, model: PooledClassifier, record: RunRecord) -> None:
+    """``model.safetensors`` after the results: written, the record says so; a write that fails
+    (full disk, quota, read-only) leaves the finished run with its record saying the weights are
+    missing, and one warning."""
+    try:
+        folder.save_weights(model)
+    except WriteFailed as err:
+        log.warning("%s; the run's results are written, its weights are not (results.json: weights missing); "
+                    "%s, then train again with skip_finished=false to get them", err.problem, err.advice)
+        return
+    record.weights = "saved"
+    try:
+        folder.write_results(record)
+    except WriteFailed as err:
+        log.warning("%s; %s is written but results.json still says the weights are missing", err.problem,
+                    folder.model_file.name)
 
 
 def exit_now(code: int = 0) -> None:
@@ -243,33 +283,70 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra task function: runs, and records a failure in the run folder instead of losing it.
 
     User errors print one line. In a multirun a failing job is recorded in ``failed.json`` and the
-    sweep goes on; a single run exits non-zero. A folder that holds another run is left untouched.
+    sweep goes on; a single run exits non-zero. A folder that holds another run is left untouched;
+    one that another process runs is not touched at all (in a sweep, the refusal is noted in the
+    sweep folder). SIGINT or SIGTERM: the launch is recorded as interrupted, with one line saying
+    what relaunching does; a sweep stops there.
     """
-    folder = RunFolder(HydraConfig.get().runtime.output_dir)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    launch = Launch(RunFolder(hydra_cfg.runtime.output_dir))
+    folder = launch.folder
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     quiet_lightning()
     datasets.disable_progress_bars()  # tokenising/caching bars would fill every run's log
+    interruption = Interruption()
     try:
-        result = run(cfg)
+        with interruption:
+            result = run(cfg, launch)
         return result.score if isinstance(result, RunRecord) else result["score"]
+    except RunFolderBusy:
+        if not multirun:
+            fail(folder.in_use(key))
+        rundir.record_in_use(hydra_cfg.sweep.dir, folder, folder.in_use(key))
+        # printed, not logged: the job's log file is in the folder, the other process's
+        print(f"job refused: {folder.in_use(key)}", file=sys.stderr, flush=True)
+        return None
     except RunFolderConflict as err:
         folder.record_launch("refused", error=str(err))
         if multirun:
             log.error("job refused: %s", err)
             return None
         fail(str(err))
-    except (Exception, KeyboardInterrupt) as err:
+    except (Exception, KeyboardInterrupt, SystemExit) as err:
+        # Lightning's own SIGTERM handling (where another handler keeps SIGTERM): SIGTERMException
+        sigterm = launch.trainer is not None and launch.trainer.received_sigterm
+        if ddp_worker() or (isinstance(err, SystemExit) and interruption.signal is None and not sigterm):
+            raise
+        if interruption.signal is not None or isinstance(err, KeyboardInterrupt) or sigterm:
+            sig = interruption.signal or (signal.SIGTERM if sigterm else signal.SIGINT)
+            interrupted(launch, sig)
+            if interruption.signal is None:
+                raise  # as it came: its handler's owner (submitit) decides what follows
+            if multirun:
+                raise KeyboardInterrupt from None  # the sweep stops
+            raise SystemExit(128 + int(sig)) from None  # as a shell reports a process ended by it
         user = user_error(err)
+        if isinstance(user, WriteFailed):  # say what relaunching does, now that the run has stopped
+            user = user.relaunch(folder.relaunch_hint())
         err = user or err
-        if ddp_worker():
-            raise
-        folder.write_failed(err, user is not None, None if user else traceback.format_exc())
-        if isinstance(err, KeyboardInterrupt):
-            raise
-        folder.record_launch("failed", error=f"{type(err).__name__}: {err}")
+        quiet = isinstance(user, WriteFailed)  # bookkeeping on a failing filesystem: the error says it
+        folder.write_failed(err, user is not None, None if user else traceback.format_exc(), launch.steps, quiet)
+        folder.record_launch("failed", quiet, error=f"{type(err).__name__}: {err}", steps=launch.steps)
         if multirun:
             log.error("job failed (recorded in %s): %s", folder.failed_file, err)
             return None
         if user:
             fail(user)
         raise
+    finally:
+        folder.unlock()
+
+
+def interrupted(launch: Launch, sig: signal.Signals) -> None:
+    """Record an interrupted launch (``launches.jsonl``: outcome, signal, step reached) and say in
+    one line what relaunching the same command does."""
+    folder = launch.folder
+    folder.record_launch("interrupted", signal=sig.name, steps=launch.steps)
+    log.warning("interrupted (%s) at step %d: relaunching the same command %s", sig.name, launch.steps,
+                folder.relaunch_hint())

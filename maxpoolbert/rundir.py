@@ -12,10 +12,17 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
   - ``checkpoints/last.ckpt`` while the run is under way (written atomically beside itself,
     :mod:`maxpoolbert.checkpointing`); one that cannot be loaded is moved aside
     (:meth:`RunFolder.resume_checkpoint`).
-  - ``dev_predictions.tsv``, ``model.safetensors``, then ``results.json`` last and atomically: the
-    run is finished when it can be read as a :class:`RunRecord`; one that cannot is moved aside.
+  - ``dev_predictions.tsv``, then ``results.json`` atomically, then ``model.safetensors`` (the
+    record says whether the weights were written): the run is finished when ``results.json`` can
+    be read as a :class:`RunRecord`; one that cannot is moved aside. A write that fails for want
+    of space is one line (:class:`~maxpoolbert.errors.WriteFailed`), leaving no partial file.
   - ``failed.json`` when the run failed, ``launches.jsonl`` with one line per launch (finished,
-    skipped, rerun, failed, refused) for the sweep summary, ``wandb_id`` for a resumed W&B run.
+    skipped, rerun, failed, interrupted, refused; the optimizer steps reached) for the sweep
+    summary and for telling a run that never trained (:meth:`RunFolder.never_trained`: other
+    settings may take its folder over), ``wandb_id`` for a resumed W&B run.
+  - ``.lock``: an OS file lock held by the process that runs the folder (:meth:`RunFolder.lock`),
+    naming it; a sweep folder notes the jobs refused because their folder was in use
+    (``refused_in_use.jsonl``).
 
 * :class:`RunRecord`: what a finished run records (``results.json``). :mod:`maxpoolbert.run`
   writes it; the report, selection, predict, export, sweeps and callbacks read it. Records written
@@ -37,12 +44,15 @@ This module imports no torch at import time, so the sweep callbacks can use it c
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import functools
 import hashlib
 import json
 import logging
 import math
 import os
+import shlex
 import socket
 import time
 import zipfile
@@ -54,6 +64,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from maxpoolbert import signatures
+from maxpoolbert.errors import write_failure
 from maxpoolbert.schema import plain
 from maxpoolbert.tasks import CONFIGS, TaskInfo
 from maxpoolbert.tasks import task_info as configured_task_info
@@ -74,7 +85,11 @@ CHECKPOINTS = "checkpoints"
 LAST_CKPT = "last.ckpt"
 LAUNCHES = "launches.jsonl"
 WANDB_ID = "wandb_id"
+LOCK = ".lock"  # the run folder's OS file lock; holds the holder's PID and host
+IN_USE = "refused_in_use.jsonl"  # in a sweep folder: jobs refused because another process ran their folder
 CORRUPT = ".corrupt"
+REPLACED = ".replaced"  # .hydra/ of a run that never trained, kept aside when other settings take its folder over
+WEIGHTS = ("saved", "missing", "off")  # results.json "weights": written; could not be written; save_model=false
 LAUNCH_ENV = "MAXPOOLBERT_LAUNCH"  # set by the sweep callback: which launch a job belongs to
 SIDE_FOLDERS = {"wandb", "__pycache__", "lightning_logs", CHECKPOINTS, "csv", "submission"}  # never hold runs
 UNSET = "<unset>"
@@ -87,6 +102,9 @@ def tmp_path(path: Path) -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file beside it, renamed into place: ``path`` is
+    the old file or the new one, never a part. A full disk, a spent quota or a read-only
+    filesystem raise :class:`~maxpoolbert.errors.WriteFailed` (one line); the temporary file goes."""
     tmp = tmp_path(path)
     try:
         with tmp.open("w") as f:
@@ -94,6 +112,12 @@ def write_atomic(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        failed = write_failure(path, err)
+        if failed is None:
+            raise
+        raise failed from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -316,6 +340,7 @@ class RunRecord:
     hardware: dict[str, Any] = field(default_factory=dict)  # cpu model, cores, threads, gpu
     weights_sha256: str | None = None          # of the pretrained encoder's weights file (None: random init)
     compiled: dict[str, int] | None = None     # speed.compile: graphs captured, frames compiled (recompilations)
+    weights: str | None = None                 # model.safetensors: one of WEIGHTS (None: recorded before it was)
     extra: dict[str, Any] = field(default_factory=dict)   # keys of other versions, kept as they are
 
     # ------------------------------------------------------------------ writing
@@ -529,11 +554,16 @@ class RunFolderConflict(Exception):
     """The folder already holds a run with other settings."""
 
 
+class RunFolderBusy(Exception):
+    """Another live process runs in this folder (it holds the folder's lock)."""
+
+
 class RunFolder:
     """One run's folder: its files, whether it is finished, and how it is written."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -547,6 +577,7 @@ class RunFolder:
     hydra_file = property(lambda self: self.path / HYDRA)
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
     launches_file = property(lambda self: self.path / LAUNCHES)
+    lock_file = property(lambda self: self.path / LOCK)
 
     def looks_like_a_run(self) -> bool:
         """A folder a run has started in: a record, a failure or a stored config."""
@@ -625,27 +656,50 @@ class RunFolder:
     # ------------------------------------------------------------------ claiming
     def stored_differences(self, cfg: DictConfig, hydra_cfg: DictConfig) -> list[tuple[str, Any, Any]]:
         """How the job config ``cfg`` differs from the one stored here (none stored: none), by
-        :func:`settings` (keys only one side has are not compared: :func:`differences`)."""
+        :func:`settings` and the seed (a folder is one run: one seed; keys only one side has are not
+        compared: :func:`differences`)."""
         stored = self.config()
         if stored is None:
             return []
         neutral = neutral_keys(hydra_cfg)
-        return differences(settings(stored, neutral), settings(cfg, neutral), both_only=True)
+
+        def run_of(c: DictConfig) -> dict[str, Any]:
+            return {**settings(c, neutral), "seed": c.get("seed")}
+
+        return differences(run_of(stored), run_of(cfg), both_only=True)
+
+    def never_trained(self) -> bool:
+        """Whether the folder keeps nothing a run computed: no ``results.json``, no checkpoint, no
+        predictions or weights, and every launch it records (at least one) stopped before its
+        first optimizer step."""
+        kept = (self.results, self.predictions_file, self.model_file)
+        if any(p.exists() for p in kept) or (self.checkpoints.is_dir() and any(self.checkpoints.iterdir())):
+            return False
+        launches = self.launches()
+        return bool(launches) and not any(_trained(e) for e in launches)
 
     def claim(self, cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
         """Make this folder the run's: write its config on the first start; on a relaunch, refuse
-        settings that differ from the stored ones (:class:`RunFolderConflict`, naming the keys).
-        Returns True on the first start."""
+        settings that differ from the stored ones (:class:`RunFolderConflict`, naming the keys and
+        the ways out), unless the folder's run never trained (:meth:`never_trained`): then the new
+        settings take the folder over and its ``.hydra/`` is kept aside (``.hydra.replaced``).
+        Returns True when this launch's config was written (first start or takeover)."""
         if self.config_file.is_file():
             diff = self.stored_differences(cfg, hydra_cfg)
-            if diff:
-                shown = ", ".join(f"{k}={show(new)} (stored: {show(old)})" for k, old, new in diff[:6])
-                more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
-                key = "hydra.run.dir" if str(hydra_cfg.mode) == "RunMode.RUN" else "hydra.sweep.dir"
+            if not diff:
+                return False
+            shown = ", ".join(f"{k}={show(new)} (stored: {show(old)})" for k, old, new in diff[:6])
+            more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+            key = "hydra.run.dir" if str(hydra_cfg.mode) == "RunMode.RUN" else "hydra.sweep.dir"
+            if not self.never_trained():
+                where = shlex.quote(str(self.path))
                 raise RunFolderConflict(
-                    f"{key}={self.path}: the folder holds a run with other settings: {shown}{more}; the folder's "
-                    f"own settings, or another folder ({key}=)")
-            return False
+                    f"{key}={self.path}: the folder holds a run with other settings: {shown}{more}; relaunch with "
+                    f"the folder's own settings, choose another folder ({key}=), or move the old run aside: "
+                    f"mv {where} {where}.old")
+            kept = set_aside(self.path / CONFIG_DIR, REPLACED)
+            log.info("%s=%s: the run there stopped before its first training step; this launch's settings take the "
+                     "folder over: %s%s (old settings kept in %s)", key, self.path, shown, more, kept.name)
         (self.path / CONFIG_DIR).mkdir(parents=True, exist_ok=True)
         write_atomic(self.hydra_file, OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
         overrides = list(hydra_cfg.overrides.task) if isinstance(hydra_cfg.overrides.task, ListConfig) else []
@@ -677,13 +731,16 @@ class RunFolder:
         """``results.json``, last and atomically: its presence makes the run finished."""
         write_json_atomic(self.results, record.to_json())
 
-    def write_failed(self, err: BaseException, user_error: bool, traceback: str | None) -> None:
-        """``failed.json``: why the run failed (a user error has no traceback)."""
+    def write_failed(self, err: BaseException, user_error: bool, traceback: str | None, steps: int,
+                     quiet: bool = False) -> None:
+        """``failed.json``: why the run failed (a user error has no traceback) and how far it got
+        (``steps``: optimizer steps). ``quiet``: a failure to write it is not reported (the run's
+        own error already says that this filesystem fails)."""
         try:
             write_json_atomic(self.failed_file, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
-                                                 "traceback": traceback, "time": time.time()})
+                                                 "steps": steps, "traceback": traceback, "time": time.time()})
         except OSError as write_err:
-            log.error("could not write %s: %s", self.failed_file, write_err)
+            (log.debug if quiet else log.error)("could not write %s: %s", self.failed_file, write_err)
 
     def write_predictions(self, evals: dict[str, dict], regression: bool) -> None:
         """``dev_predictions.tsv``: ``split index label prediction``, every dev row in file order."""
@@ -695,15 +752,26 @@ class RunFolder:
         write_atomic(self.predictions_file, "".join(lines))
 
     def save_weights(self, model: Any) -> None:
-        """``model.safetensors`` (weights only), atomically."""
+        """``model.safetensors`` (weights only), atomically; a full disk (or quota, or read-only
+        filesystem) raises :class:`~maxpoolbert.errors.WriteFailed`, leaving no partial file."""
         from safetensors.torch import save_model
 
-        path = self.model_file
-        save_model(model, str(tmp_path(path)))
-        os.replace(tmp_path(path), path)
+        path, tmp = self.model_file, tmp_path(self.model_file)
+        try:
+            save_model(model, str(tmp))
+            os.replace(tmp, path)
+        except Exception as err:  # safetensors' own error type carries the OS error in its text
+            tmp.unlink(missing_ok=True)
+            failed = write_failure(path, err)
+            if failed is None:
+                raise
+            raise failed from err
+        finally:
+            tmp.unlink(missing_ok=True)
 
-    def record_launch(self, outcome: str, **extra: Any) -> None:
-        """Append what this launch did to the run (``launches.jsonl``; one short line, appended)."""
+    def record_launch(self, outcome: str, quiet: bool = False, **extra: Any) -> None:
+        """Append what this launch did to the run (``launches.jsonl``; one short line, appended).
+        ``quiet``: a failure to write it is not reported (see :meth:`write_failed`)."""
         entry = {"launch": os.environ.get(LAUNCH_ENV), "outcome": outcome, "time": time.time(),
                  "host": socket.gethostname(), "pid": os.getpid(), **extra}
         try:
@@ -711,7 +779,55 @@ class RunFolder:
             with self.launches_file.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
         except OSError as err:  # never let bookkeeping hide the run's own outcome
-            log.warning("could not record the launch in %s: %s", self.launches_file, err)
+            (log.debug if quiet else log.warning)("could not record the launch in %s: %s", self.launches_file, err)
+
+    # ------------------------------------------------------------------ the lock
+    def lock(self) -> None:
+        """Hold this folder's lock until :meth:`unlock`: an OS file lock (``flock``) on ``.lock``,
+        which the kernel releases when the process ends, also when it is killed, so no lock is
+        ever stale. The file then names the holder (PID, host, since). Another process holding it:
+        :class:`RunFolderBusy`, naming it, and nothing in the folder is changed. A filesystem
+        without file locks: one warning, and the run goes on unlocked."""
+        if self._lock_fd is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunFolderBusy(self.holder()) from None
+            log.warning("%s cannot be locked (%s): the run goes on without a lock; start no other run in it",
+                        self.path, err.strerror or err)
+            return
+        self._lock_fd = fd
+        try:  # in place, never by renaming: the lock belongs to this file
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+                          + "\n").encode())
+        except OSError:
+            pass  # a full disk: held, unnamed
+
+    def unlock(self) -> None:
+        """Let the folder's lock go (the lock file stays: removing it would race with a next holder)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def holder(self) -> str:
+        """Who holds the folder's lock, as the lock file names it: ``process 123 on host (since ...)``."""
+        try:
+            info = json.loads(self.lock_file.read_text())
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["since"])))
+            return f"process {int(info['pid'])} on {info['host']} (since {since})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process (it has not named itself yet)"
+
+    def in_use(self, key: str) -> str:
+        """The one-line refusal of a launch that finds the folder locked: who holds it, and what to do."""
+        return (f"{key}={self.path}: the folder is in use by {self.holder()}; wait until that run ends, or choose "
+                f"another folder ({key}=)")
 
     def wandb_id(self, make: Any) -> str:
         """The W&B run id of this folder, made by ``make()`` on its first start and kept in
@@ -724,17 +840,31 @@ class RunFolder:
         return path.read_text().strip()
 
     # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_candidates(self) -> list[Path]:
+        """``last.ckpt``, then the other ``*.ckpt`` in ``checkpoints/``, newest first."""
+        folder = self.checkpoints
+        if not folder.is_dir():
+            return []
+        last = folder / LAST_CKPT
+        others = sorted((p for p in folder.glob("*.ckpt") if p.name != LAST_CKPT),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        return ([last] if last.exists() else []) + others
+
+    def relaunch_hint(self) -> str:
+        """What relaunching the same command does now, read only: ``resumes from checkpoints/last.ckpt
+        (saved after epoch 2, step 16)``, or ``starts the run again (no checkpoint)``."""
+        for path in self._checkpoint_candidates():
+            position = checkpoint_position(path)
+            if position is not None:
+                return (f"resumes from {path.relative_to(self.path)} (saved after epoch {position[0]}, "
+                        f"step {position[1]})")
+        return "starts the run again (no checkpoint)"
+
     def resume_checkpoint(self) -> Path | None:
         """The checkpoint to resume from: ``last.ckpt`` if it loads, else the newest other intact
         ``*.ckpt`` in ``checkpoints/``. Checkpoints that cannot be loaded are moved aside
         (``<name>.corrupt``) with one warning each, so a relaunch always makes progress."""
-        folder = self.checkpoints
-        if not folder.is_dir():
-            return None
-        last = folder / LAST_CKPT
-        others = sorted((p for p in folder.glob("*.ckpt") if p.name != LAST_CKPT),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
-        for path in ([last] if last.exists() else []) + others:
+        for path in self._checkpoint_candidates():
             problem = checkpoint_problem(path)
             if problem is None:
                 return path
@@ -750,6 +880,29 @@ class RunFolder:
             path.unlink(missing_ok=True)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def _trained(launch: dict) -> bool:
+    """Whether a launch (a ``launches.jsonl`` line) took an optimizer step. Lines of older versions
+    say no ``steps``: a refused or skipped launch ran nothing, and a failure by a user error came
+    before training (those versions raised them only while building the run); any other line may
+    have trained."""
+    if launch.get("outcome") in ("refused", "skipped"):
+        return False
+    steps = launch.get("steps")
+    if isinstance(steps, int | float) and not isinstance(steps, bool):
+        return steps > 0
+    return not (launch.get("outcome") == "failed" and str(launch.get("error", "")).startswith("UserError"))
+
+
+def checkpoint_position(path: Path) -> tuple[int, int] | None:
+    """``(epochs done, optimizer steps)`` of an intact resume checkpoint, else None."""
+    if checkpoint_problem(path) is not None:
+        return None
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(state.get("epoch", -1)) + 1, int(state["global_step"])
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -772,6 +925,34 @@ def checkpoint_problem(path: Path) -> str | None:
     except Exception as err:  # noqa: BLE001 - any failure to read means: not usable
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
     return None
+
+
+# ---------------------------------------------------------------------------- a sweep's folder
+def record_in_use(sweep_dir: str | os.PathLike, folder: RunFolder, message: str) -> None:
+    """A job of this launch refused because another process runs its folder: one line in the sweep
+    folder's ``refused_in_use.jsonl`` (the job's own folder is the other process's: untouched)."""
+    entry = {"launch": os.environ.get(LAUNCH_ENV), "folder": str(folder.path), "error": message,
+             "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        with (Path(sweep_dir) / IN_USE).open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+    except OSError as err:
+        log.warning("could not record the refusal in %s: %s", Path(sweep_dir) / IN_USE, err)
+
+
+def refused_in_use(sweep_dir: str | os.PathLike, launch: str | None) -> list[tuple[Path, str]]:
+    """``(folder, message)`` of the jobs of ``launch`` refused because their folder was in use."""
+    path = Path(sweep_dir) / IN_USE
+    out = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and entry.get("launch") == launch:
+                out.append((Path(entry.get("folder", "")), str(entry.get("error", ""))))
+    return out
 
 
 def find_run_folders(root: str | os.PathLike) -> Iterator[RunFolder]:

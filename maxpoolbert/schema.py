@@ -234,6 +234,7 @@ class Config(Section):
     speed: Speed
     save_model: bool
     skip_finished: bool
+    progress_every_s: PositiveFloat | None = None
     task: Task
     model: Model
     pooling: Pooling
@@ -335,6 +336,11 @@ def _check_combinations(v: dict[str, Any]) -> None:
         raise UserError("no limit on epochs and none on steps (trainer.max_steps=-1): the run never ends",
                         key="trainer.max_epochs", value=-1,
                         allowed="an integer at least 1, or -1 with trainer.max_steps at least 1")
+    if trainer.get("limit_train_batches") == 0:
+        raise UserError("no training batches: the run would train 0 steps and call itself finished",
+                        key="trainer.limit_train_batches", value=trainer["limit_train_batches"],
+                        allowed="a fraction in (0, 1], a number of batches at least 1, or null; "
+                                "for a short run: trainer.max_steps=N")
     if opts.get("max_positions") is not None and opts["max_positions"] < v["data"]["max_length"]:
         raise UserError(f"fewer positions than data.max_length={v['data']['max_length']}",
                         key="pooling.module.max_positions", value=opts["max_positions"],

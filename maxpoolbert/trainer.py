@@ -6,11 +6,18 @@
 * :func:`set_threads`: the thread policy (``speed.threads``, a SLURM job's CPUs, parallel jobs
   splitting the cores) and TF32.
 * :class:`Throughput`: the callback that measures training speed and counts trained rows.
+* :class:`ProgressLog`: progress lines in the log where no progress bar shows.
+* :class:`Interruption`: SIGINT and SIGTERM end a run alike, and the run knows which came.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import signal
+import sys
+import threading
 import time
 from typing import Any
 
@@ -24,11 +31,48 @@ from omegaconf import DictConfig
 from maxpoolbert.checkpointing import AtomicCheckpointIO
 from maxpoolbert.errors import UserError
 
+log = logging.getLogger("maxpoolbert")
+
 
 # ---------------------------------------------------------------------------- where it runs
 def ddp_worker() -> bool:
     """A process that a data-parallel launcher started beside the first one (rank > 0)."""
     return any(int(os.environ.get(k) or 0) > 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+class Interruption:
+    """SIGINT (Ctrl-C) and SIGTERM end a run alike, as a ``KeyboardInterrupt`` (which Lightning's
+    ``fit`` turns into its graceful shutdown and ``SystemExit(1)``); :attr:`signal` names the first
+    one received, so that the run records an interruption whichever exception carries it. For a
+    ``with`` block (in the main thread); the previous handlers come back after it.
+
+    Only a signal at its default is taken over: one that is ignored (a shell's background job) or
+    handled by someone else stays so (submitit lets SLURM's SIGTERM pass, to checkpoint and
+    requeue on the signal that follows)."""
+
+    DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interruption:
+        if threading.current_thread() is threading.main_thread():
+            for sig, default in self.DEFAULTS.items():
+                if signal.getsignal(sig) is default:
+                    self._previous[sig] = default
+                    signal.signal(sig, self._received)
+        return self
+
+    def _received(self, signum: int, frame: Any) -> None:
+        if self.signal is None:
+            self.signal = signal.Signals(signum)
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def parallel_jobs() -> int:
@@ -110,8 +154,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *eval_callbacks(cfg)], logger=logger,
-                                         **eval_schedule(cfg), **placement(cfg))
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *eval_callbacks(cfg), *progress_log(cfg)],
+                                         logger=logger, **eval_schedule(cfg), **placement(cfg))
     except Exception as err:
         cause = err.__cause__ if isinstance(err.__cause__, MisconfigurationException) else err
         if isinstance(cause, MisconfigurationException):
@@ -208,3 +252,74 @@ class Throughput(Callback):
 
     def samples_per_s(self, trainer: L.Trainer) -> float | None:
         return self.samples * trainer.world_size / self.seconds if self.seconds else None
+
+
+# ---------------------------------------------------------------------------- progress in the log
+def progress_log(cfg: DictConfig) -> list[Callback]:
+    """:class:`ProgressLog` every ``progress_every_s`` seconds, where no terminal shows a progress
+    bar: ``trainer.enable_progress_bar=false``, output to a file or a pipe, a SLURM job."""
+    every = cfg.get("progress_every_s")
+    if not every:
+        return []
+    bar = cfg.trainer.get("enable_progress_bar") is not False
+    terminal = sys.stdout.isatty() and sys.stderr.isatty() and not os.environ.get("SLURM_JOB_ID")
+    return [] if bar and terminal else [ProgressLog(every)]
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``2.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+class ProgressLog(Callback):
+    """A progress line in the log every ``every_s`` seconds: while training (the first line after
+    the first batch) the epoch, step / total steps, samples/s and the training time left; while
+    evaluating, the dev rows done. Only the first process logs."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = float(every_s)
+        self._due = 0.0
+        self._start, self._start_step, self._rows = 0.0, 0, 0
+        self._eval_rows, self._eval_total = 0, 0
+
+    def on_train_start(self, trainer, pl_module):
+        self._start, self._start_step, self._rows, self._due = time.monotonic(), trainer.global_step, 0, 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._rows += int(batch["labels"].shape[0]) * trainer.world_size
+        now = time.monotonic()
+        if now >= self._due and trainer.is_global_zero:
+            self._due = now + self.every_s
+            log.info("training: %s", self.training(trainer, now))
+
+    def training(self, trainer: L.Trainer, now: float) -> str:
+        step, total, elapsed = trainer.global_step, trainer.estimated_stepping_batches, now - self._start
+        epochs = f"/{trainer.max_epochs}" if trainer.max_steps in (None, -1) and trainer.max_epochs not in (None, -1) else ""
+        parts = [f"epoch {trainer.current_epoch + 1}{epochs}"]
+        if math.isfinite(total) and total > 0:
+            parts.append(f"step {step}/{int(total)} ({100 * step / total:.0f}%)")
+        else:
+            parts.append(f"step {step}")
+        if elapsed > 0:
+            parts.append(f"{self._rows / elapsed:.1f} samples/s")
+        done = step - self._start_step
+        if math.isfinite(total) and done > 0:
+            parts.append(f"about {duration(max(0.0, (total - step) * elapsed / done))} of training left")
+        return ", ".join(parts)
+
+    def on_validation_start(self, trainer, pl_module):
+        loaders = trainer.val_dataloaders
+        loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
+        self._eval_total = sum(len(getattr(loader, "dataset", None) or ()) for loader in loaders if loader is not None)
+        self._eval_rows, self._eval_due = 0, time.monotonic() + self.every_s
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._eval_rows += int(batch["labels"].shape[0]) * trainer.world_size
+        now = time.monotonic()
+        if now >= self._eval_due and trainer.is_global_zero and not trainer.sanity_checking:
+            self._eval_due = now + self.every_s
+            rows = min(self._eval_rows, self._eval_total) if self._eval_total else self._eval_rows
+            total = f"/{self._eval_total}" if self._eval_total else ""
+            log.info("evaluating: %d%s dev rows at step %d", rows, total, trainer.global_step)

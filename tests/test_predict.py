@@ -4,6 +4,7 @@ Each run trains a random 2-layer BERT for two steps in a subprocess (~10 s); the
 checked against the official file layout and against an independent, unpadded forward pass.
 """
 
+import re
 import shutil
 import subprocess
 import sys
@@ -261,3 +262,13 @@ def test_cli_error_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "results.json" in lines[0]
+
+
+def test_progress_while_predicting(tmp_path, rte_run, capsys):
+    """A progress line every --progress-every seconds: rows done of the split, time left."""
+    assert main([str(rte_run), "--out", str(tmp_path / "out"), "--progress-every", "0.001", "--batch-size", "256"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "rows predicted" in line]
+    assert lines, "no progress line"
+    done = [int(re.match(r"RTE\.tsv: (\d+)/3000 rows predicted \(\d+%\), about \d+ (s|min) left$", line).group(1))
+            for line in lines]
+    assert done == sorted(done) and 0 < done[0] < 3000

@@ -3,8 +3,10 @@ relaunch recovers from, broken files that are set aside and counted, one run per
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from maxpoolbert import rundir
 
@@ -385,3 +387,381 @@ def test_resume_checkpoint_prefers_last_then_newest_intact(tmp_path):
     torch.save({"not": "lightning"}, folder / rundir.LAST_CKPT)
     assert run.resume_checkpoint() is None
     assert (folder / "last.ckpt.corrupt.1").exists()
+
+
+# ---------------------------------------------------------------------------- nothing is lost (issue 21)
+# 64 rows / batch 32 = 2 steps an epoch: a checkpoint after epoch 1 (step 2), none after the last.
+SHORT = ["task=rte", "model=tiny", "data.train_size=64", "trainer.max_epochs=2", "logger=none", "save_model=false",
+         "trainer.enable_progress_bar=false", "seed=5"]
+
+
+def error_lines(proc) -> list[str]:
+    return [line for line in out(proc).splitlines() if line.startswith("error:")]
+
+
+def start(overrides: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """``train.py`` in the background, its output into ``log``."""
+    with log.open("w") as f:
+        return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, stdout=f,
+                                stderr=subprocess.STDOUT, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+
+
+def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.time() + SUBPROCESS_TIMEOUT
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def holds_lock(run_dir: Path, pid: int) -> bool:
+    try:
+        return json.loads((run_dir / rundir.LOCK).read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run folder but the ones the running process itself keeps writing."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*")
+            if p.is_file() and p.name != "train.log" and rundir.CHECKPOINTS not in p.parts}
+
+
+def test_a_folder_in_use_is_refused_in_one_line_naming_the_holder_and_nothing_is_touched(real_glue, tmp_path,
+                                                                                            cache_dir):
+    args = [*SHORT, "data.train_size=256", "trainer.max_epochs=4", f"data.cache_dir={cache_dir}",
+            f"hydra.run.dir={tmp_path}/run"]
+    first = start(args, tmp_path, tmp_path / "first.log")
+    try:
+        wait_for(lambda: holds_lock(tmp_path / "run", first.pid) and (tmp_path / "run" / rundir.CONFIG).exists(),
+                 first, "the first run held and claimed its folder")
+        before = snapshot(tmp_path / "run")
+        second = run_train(*args, cwd=tmp_path, check=False)
+        assert first.poll() is None, "the first run ended before the second was refused: give it more steps"
+        assert second.returncode == 2 and "Traceback" not in out(second), out(second)
+        [line] = error_lines(second)
+        assert line.startswith(f"error: hydra.run.dir={tmp_path}/run: the folder is in use by process {first.pid} "
+                               f"on {socket.gethostname()} (since "), line
+        assert snapshot(tmp_path / "run") == before  # no launch line, no config, no failure written
+        assert not (tmp_path / "run" / rundir.LAUNCHES).exists()
+    finally:
+        assert first.wait(timeout=SUBPROCESS_TIMEOUT) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    launches = rundir.RunFolder(tmp_path / "run").launches()
+    assert [(e["outcome"], e["pid"]) for e in launches] == [("finished", first.pid)]
+    assert rundir.RunFolder(tmp_path / "run").is_finished()
+    again = run_train(*args, cwd=tmp_path)  # the lock died with its holder: the next launch gets it
+    assert "skipping" in out(again)
+
+
+def test_a_sweep_goes_on_past_refused_jobs_and_says_what_to_do_for_each_kind(real_glue, tmp_path, cache_dir):
+    """Four jobs: one folder in use by another process (here: the test itself holds its lock), one
+    holding a trained run with other settings, one failing, one that runs; the summary names each
+    refusal and ends with what to do about the failed and the refused jobs."""
+    sweep = tmp_path / "sweep"
+    common = ["-m", *SHORT, "trainer.max_steps=2", f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}",
+              "hydra.sweep.subdir=s${seed}"]
+    run_train(*common, "seed=2", "optimizer.lr=1e-3", cwd=tmp_path)  # s2: finished, other settings
+    busy = rundir.RunFolder(sweep / "s1")
+    busy.lock()
+    try:
+        proc = run_train(*common, "seed=1,2,-1,4", cwd=tmp_path, check=False)
+    finally:
+        busy.unlock()
+    text = out(proc)
+    assert proc.returncode != 0 and "Traceback" not in text, text
+    assert ("1 finished, 1 failed, 1 refused (folder holds other settings), 1 refused (folder in use)") in text
+    assert (f"refused: {sweep}/s1: hydra.sweep.dir={sweep}/s1: the folder is in use by process {os.getpid()} "
+            f"on {socket.gethostname()}") in text
+    assert "the folder holds a run with other settings: optimizer.lr=2e-05 (stored: 0.001)" in text
+    assert f"mv {sweep}/s2 {sweep}/s2.old" in text
+    [last] = error_lines(proc)
+    assert last == ("error: 1 job(s) failed: re-run the same command to retry them; 2 job(s) refused: their folders "
+                    "hold other settings or are in use (listed above): run them with their folders' own settings, "
+                    "in another folder (hydra.sweep.dir=), after the process using a folder has ended, or move a "
+                    "folder aside (mv <folder> <folder>.old)")
+    assert sorted(p.name for p in (sweep / "s1").iterdir()) in ([rundir.LOCK], [rundir.LOCK, "train.log"])
+    assert rundir.RunFolder(sweep / "s4").is_finished()
+    assert json.loads((sweep / "s-1" / rundir.FAILED).read_text())["steps"] == 0
+
+
+def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_settings(real_glue, tmp_path, cache_dir):
+    """``trainer.accelerator=gpu`` on a machine without one fails before the first step; the same
+    command with the right setting takes the folder over (its old .hydra/ kept aside)."""
+    args = [*SHORT, "trainer.max_steps=2", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run"]
+    failed = run_train(*args, "trainer.accelerator=gpu", cwd=tmp_path, check=False)
+    assert failed.returncode == 2 and len(error_lines(failed)) == 1, out(failed)
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / rundir.FAILED).read_text())["steps"] == 0
+    assert [(e["outcome"], e["steps"]) for e in rundir.RunFolder(run_dir).launches()] == [("failed", 0)]
+    again = run_train(*args, cwd=tmp_path)
+    [line] = [line for line in out(again).splitlines() if "take the folder over" in line]
+    assert (f"hydra.run.dir={run_dir}: the run there stopped before its first training step; this launch's settings "
+            "take the folder over: trainer.accelerator=auto (stored: gpu) (old settings kept in .hydra.replaced)") in line
+    assert OmegaConf.load(run_dir / ".hydra.replaced" / "config.yaml").trainer.accelerator == "gpu"
+    assert OmegaConf.load(run_dir / rundir.CONFIG).trainer.accelerator == "auto"
+    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["failed", "finished"]
+    assert rundir.RunFolder(run_dir).is_finished() and not (run_dir / rundir.FAILED).exists()
+
+
+def compose_job(*overrides: str):
+    """A job config and its Hydra config, as a single run gets them."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny", *overrides], return_hydra_config=True)
+    cfg.hydra.mode = "RUN"
+    job = cfg.copy()
+    with open_dict(job):
+        del job["hydra"]
+    return job, cfg.hydra
+
+
+@pytest.mark.parametrize(("launches", "checkpoint", "taken_over"), [
+    ([{"outcome": "failed", "steps": 0}], False, True),
+    ([{"outcome": "interrupted", "steps": 0}, {"outcome": "refused"}], False, True),
+    ([{"outcome": "failed", "error": "UserError: trainer.devices=1, ..."}], False, True),  # an older version's line
+    ([{"outcome": "failed", "steps": 3}], False, False),
+    ([{"outcome": "failed", "steps": 0}, {"outcome": "interrupted", "steps": 5}], False, False),
+    ([{"outcome": "failed", "error": "RuntimeError: out of memory"}], False, False),  # older: may have trained
+    ([], False, False),  # started, then killed: nothing says how far it got
+    ([{"outcome": "failed", "steps": 0}], True, False),
+], ids=["failed-at-0", "interrupted-at-0", "old-user-error", "failed-at-3", "trained-later", "old-other-error",
+        "no-launch-recorded", "holds-a-checkpoint"])
+def test_only_a_folder_that_never_trained_is_taken_over(tmp_path, launches, checkpoint, taken_over):
+    folder = rundir.RunFolder(tmp_path / "run")
+    old, hydra_cfg = compose_job("optimizer.lr=1e-3")
+    folder.claim(old, hydra_cfg)
+    for entry in launches:
+        folder.record_launch(**entry)
+    if checkpoint:
+        folder.checkpoints.mkdir()
+        (folder.checkpoints / rundir.LAST_CKPT).write_bytes(b"x")
+    new, _ = compose_job()
+    if taken_over:
+        assert folder.claim(new, hydra_cfg) is True
+        assert OmegaConf.load(folder.config_file).optimizer.lr == new.optimizer.lr
+        assert OmegaConf.load(tmp_path / "run" / ".hydra.replaced" / "config.yaml").optimizer.lr == 1e-3
+    else:
+        stored = folder.config_file.read_bytes()
+        with pytest.raises(rundir.RunFolderConflict) as info:
+            folder.claim(new, hydra_cfg)
+        assert str(info.value).endswith(f"relaunch with the folder's own settings, choose another folder "
+                                        f"(hydra.run.dir=), or move the old run aside: mv {folder.path} {folder.path}.old")
+        assert folder.config_file.read_bytes() == stored and not (tmp_path / "run" / ".hydra.replaced").exists()
+    assert [e["outcome"] for e in folder.launches()] == [e["outcome"] for e in launches]  # the record stays
+
+
+def test_the_lock_is_the_processes_and_dies_with_its_holder(tmp_path):
+    folder = rundir.RunFolder(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from maxpoolbert import rundir; rundir.RunFolder(sys.argv[1]).lock(); "
+        "print('locked', flush=True); time.sleep(600)"), str(folder.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(rundir.RunFolderBusy):
+            folder.lock()
+        assert folder.in_use("hydra.run.dir").startswith(
+            f"hydra.run.dir={folder.path}: the folder is in use by process {holder.pid} on {socket.gethostname()}")
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel lets the lock go
+        holder.wait()
+    folder.lock()
+    assert json.loads(folder.lock_file.read_text())["pid"] == os.getpid()
+    other = rundir.RunFolder(tmp_path / "run")
+    with pytest.raises(rundir.RunFolderBusy):  # a second open file in this process is another holder
+        other.lock()
+    folder.unlock()
+    other.lock()
+    other.unlock()
+
+
+# ---------------------------------------------------------------------------- writes that fail
+def run_failing(kind: str, overrides: list[str], cwd: Path):
+    return subprocess.run([sys.executable, str(ROOT / "tests" / "fail_writes.py"), kind, str(ROOT / "train.py"),
+                           *overrides], cwd=cwd, env={**os.environ, "HYDRA_FULL_ERROR": "0"}, capture_output=True,
+                          text=True, timeout=SUBPROCESS_TIMEOUT)
+
+
+WRITE_ERROR = re.compile(r"error: cannot write (\S+): No space left on device \(ENOSPC\); [0-9.]+ [kMGT]?B free on "
+                         r"its filesystem; free some space, then relaunch the same command: it (.+)$")
+
+
+@pytest.mark.parametrize(("kind", "file", "then"), [
+    ("checkpoint", f"{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}", "starts the run again (no checkpoint)"),
+    ("results", rundir.RESULTS, f"resumes from {rundir.CHECKPOINTS}/{rundir.LAST_CKPT} (saved after epoch 1, step 2)"),
+])
+def test_a_write_that_fails_for_want_of_space_is_one_line_and_a_relaunch_goes_on(real_glue, tmp_path, cache_dir, kind,
+                                                                                file, then):
+    run_dir = tmp_path / "run"
+    args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    proc = run_failing(kind, args, tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in out(proc), out(proc)[-3000:]
+    [line] = error_lines(proc)
+    match = WRITE_ERROR.match(line)
+    assert match, line
+    assert match.groups() == (str(run_dir / file), then)
+    assert not (run_dir / file).exists() and not leftovers(run_dir)  # no part under the final name, no temporary
+    failure = json.loads((run_dir / rundir.FAILED).read_text())
+    assert failure["steps"] == (2 if kind == "checkpoint" else 4) and failure["user_error"]
+    relaunched = run_train(*args, cwd=tmp_path)
+    assert ("resuming from" in out(relaunched)) == (kind == "results")
+    assert rundir.RunFolder(run_dir).is_finished()
+    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["failed", "finished"]
+
+
+def test_failed_weights_leave_a_finished_run_whose_record_says_so(real_glue, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    args = [*SHORT, "trainer.max_steps=2", "save_model=true", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    proc = run_failing("weights", args, tmp_path)
+    assert proc.returncode == 0 and not error_lines(proc), out(proc)[-3000:]
+    [warning] = [line for line in out(proc).splitlines() if "[maxpoolbert][WARNING]" in line]
+    assert (f"cannot write {run_dir}/{rundir.MODEL}: No space left on device (ENOSPC);") in warning
+    assert ("the run's results are written, its weights are not (results.json: weights missing); free some space, "
+            "then train again with skip_finished=false to get them") in warning
+    record = rundir.RunFolder(run_dir).record()
+    assert record is not None and record.weights == "missing" and record.steps == 2
+    assert not (run_dir / rundir.MODEL).exists() and not leftovers(run_dir)
+    assert (run_dir / rundir.PREDICTIONS).exists()
+    assert rundir.RunFolder(run_dir).launches()[-1]["weights"] == "missing"
+    predict = subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(run_dir)], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert predict.returncode == 2
+    assert error_lines(predict) == [f"error: {run_dir} has no {rundir.MODEL}: writing it failed after the results "
+                                    "(results.json: weights missing); train again with skip_finished=false to get them"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB filesystem (tmpfs), too small for a tiny model's checkpoint."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True,
+                              text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command here")
+    if done.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs is not allowed here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_through_lightning_and_a_relaunch_finishes(real_glue, small_disk,
+                                                                                       tmp_path, cache_dir):
+    run_dir = small_disk / "run"
+    args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    proc = run_train(*args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in out(proc), out(proc)[-3000:]
+    [line] = error_lines(proc)
+    match = WRITE_ERROR.match(line)
+    assert match and match.groups() == (f"{run_dir}/{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}",
+                                        "starts the run again (no checkpoint)"), line
+    assert not leftovers(run_dir) and not (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
+    run_train(*args, cwd=tmp_path)
+    assert rundir.RunFolder(run_dir).is_finished()
+
+
+def test_write_failures_name_the_file_and_remove_the_temporary(tmp_path, monkeypatch):
+    """The writers, each failing as it does on a full disk: one WriteFailed, nothing left."""
+    import errno
+
+    from maxpoolbert.checkpointing import AtomicCheckpointIO
+    from maxpoolbert.errors import WriteFailed
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    folder = rundir.RunFolder(tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full)
+        with pytest.raises(WriteFailed, match=rf"^cannot write {tmp_path}/results.json: No space left on device "
+                                              r"\(ENOSPC\); [0-9.]+ [kMGT]?B free on its filesystem; free some space$"):
+            rundir.write_json_atomic(folder.results, {"a": 1})
+    assert list(tmp_path.iterdir()) == []
+
+    def torch_save(obj, f, *args, **kwargs):
+        f.write(b"PK partial")
+        try:
+            full()
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # noqa: B904
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", torch_save)
+        with pytest.raises(WriteFailed, match="last.ckpt: No space left on device"):
+            AtomicCheckpointIO().save_checkpoint({}, tmp_path / "checkpoints" / rundir.LAST_CKPT)
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+    import safetensors.torch
+
+    def save_model(model, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"part")
+        raise RuntimeError("Error while serializing: I/O error: Disk quota exceeded (os error 122)")
+    monkeypatch.setattr(safetensors.torch, "save_model", save_model)
+    with pytest.raises(WriteFailed, match=r"model.safetensors: Disk quota exceeded \(EDQUOT\)"):
+        folder.save_weights(torch.nn.Linear(2, 2))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]
+
+
+# ---------------------------------------------------------------------------- interruptions
+@pytest.mark.parametrize(("sig", "when", "then"), [
+    (signal.SIGINT, "checkpoint", f"resumes from {rundir.CHECKPOINTS}/{rundir.LAST_CKPT} (saved after epoch 1, step 2)"),
+    (signal.SIGTERM, "lock", "starts the run again (no checkpoint)"),
+])
+def test_an_interrupted_launch_is_recorded_and_says_what_a_relaunch_does(real_glue, tmp_path, cache_dir, sig, when,
+                                                                         then):
+    run_dir = tmp_path / "run"
+    args = [*SHORT, "trainer.max_epochs=3", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    proc = start(args, tmp_path, tmp_path / "run.log")
+    try:
+        if when == "checkpoint":
+            wait_for(lambda: (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists(), proc, "the first checkpoint")
+        else:
+            wait_for(lambda: holds_lock(run_dir, proc.pid), proc, "the run held its folder")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=SUBPROCESS_TIMEOUT) == 128 + sig
+    finally:
+        proc.kill()
+    text = (tmp_path / "run.log").read_text()
+    assert "Traceback" not in text, text[-3000:]
+    [line] = [line for line in text.splitlines() if "interrupted (" in line]
+    steps = rundir.RunFolder(run_dir).launches()[-1]["steps"]
+    assert line.endswith(f"interrupted ({sig.name}) at step {steps}: relaunching the same command {then}"), line
+    assert (steps >= 2) == (when == "checkpoint")
+    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["interrupted"]
+    assert not (run_dir / rundir.FAILED).exists() and not leftovers(run_dir)
+    relaunched = run_train(*args, cwd=tmp_path)
+    assert ("resuming from" in out(relaunched)) == (when == "checkpoint")
+    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["interrupted", "finished"]
+
+
+def test_interruption_takes_over_only_signals_at_their_default():
+    """Ctrl-C and SIGTERM at their defaults become a recorded interruption; a SIGTERM someone else
+    handles (submitit lets it pass, to requeue on the next signal) or ignores is left alone."""
+    from maxpoolbert.trainer import Interruption
+
+    def theirs(signum, frame):
+        pass
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for other in (theirs, signal.SIG_IGN):
+            signal.signal(signal.SIGTERM, other)
+            with Interruption() as interruption:
+                assert signal.getsignal(signal.SIGTERM) is other
+                with pytest.raises(KeyboardInterrupt):
+                    signal.raise_signal(signal.SIGINT)
+            assert interruption.signal == signal.SIGINT
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with Interruption() as interruption:
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGTERM)
+        assert interruption.signal == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -99,7 +99,7 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(real_glue, tmp_path, cache
     proc = run_train("-m", "pooling=max_cls", "pooling.module.k=0,1", "logger=none", *SMALL,
                      f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, check=False)
     assert proc.returncode != 0
-    assert "1 job(s) of the sweep failed" in proc.stderr
+    assert "error: 1 job(s) failed: re-run the same command to retry them" in proc.stderr
     failed = list((tmp_path / "sweep").rglob("failed.json"))
     assert len(failed) == 1 and "k=0" in failed[0].parent.name
     assert "at least 1" in json.loads(failed[0].read_text())["error"]

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -98,3 +99,19 @@ def test_every_pooling_trains_and_its_parameters_move(all_poolings, name):
     for pname, p in initial.pooling.named_parameters():  # gradients reached every new parameter
         assert not torch.equal(trained[f"pooling.{pname}"], p.detach()), pname
     assert not torch.equal(trained["classifier.weight"], initial.classifier.weight.detach())
+
+
+def test_progress_lines_in_the_log_where_no_progress_bar_shows(real_glue, tmp_path, cache_dir):
+    """Output to a pipe, not a terminal: a progress line every ``progress_every_s`` seconds (the
+    first after the first step) with the step count, samples/s and time left, and the dev rows
+    done while evaluating; in the run's log file too."""
+    proc = run_train("model=tiny", "data.train_size=64", "trainer.max_steps=3", "logger=none", "progress_every_s=0.01",
+                     f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    text = proc.stdout + proc.stderr
+    training = [line.split(" - ", 1)[1] for line in text.splitlines() if "[maxpoolbert][INFO] - training: " in line]
+    assert re.fullmatch(r"training: epoch 1, step 1/3 \(33%\), [0-9.]+ samples/s, about \d+ s of training left",
+                        training[0]), training
+    steps = [int(re.search(r"step (\d)/3", line).group(1)) for line in training]
+    assert steps == sorted(steps) and steps[-1] == 3
+    assert re.search(r"\[maxpoolbert\]\[INFO\] - evaluating: \d+/277 dev rows at step 3", text)
+    assert training[0] in (tmp_path / "run" / "train.log").read_text()

@@ -43,11 +43,13 @@ report: install
 	$(PYTHON) -m maxpoolbert.report --runs $(RUNS) --out reports
 
 # The reference study (docs/results/): run or continue it (finished runs are skipped), then its page.
-# STUDY=reference_study_full on a GPU machine; JOBS runs at once.
+# On a GPU machine: make study STUDY=reference_study_full LAUNCHER=gpu_shared JOBS=4.
+# More seeds: make study ARGS="seed=6,7,8".
 STUDY ?= reference_study
+LAUNCHER ?= joblib
 JOBS ?= 2
 study: install
-	$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(ARGS); \
+	$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=$(LAUNCHER) hydra.launcher.n_jobs=$(JOBS) $(ARGS); \
 	status=$$?; $(PYTHON) -m maxpoolbert.report --runs docs/results/runs --out docs/results && exit $$status
 
 bench: install

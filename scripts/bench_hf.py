@@ -14,7 +14,8 @@ Padding modes: ``max_length`` (run_glue's default: every row padded to 128,
 ``default_data_collator``), ``dynamic`` (``DataCollatorWithPadding``) and ``grouped`` (dynamic +
 ``train_sampling_strategy="group_by_length"``, transformers 5.x's name for ``group_by_length``).
 Everything else is left at the TrainingArguments defaults (eval batch 8, ``adamw_torch_fused``,
-``max_grad_norm=1.0``, linear schedule, dataloader defaults).
+``max_grad_norm=1.0``, linear schedule, dataloader defaults). ``spec["bf16"]`` (the GPU benchmark,
+scripts/bench_gpu.py): ``bf16=True`` and ``tf32=True``; the result then also holds the peak GPU memory.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class FirstStep(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         if self.first_step_s is None:
             self.first_step_s = process_age()
+
+
+def peak_gpu_mb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def tokenize(rows: dict, tokenizer, max_length: int, pad_to_max: bool) -> datasets.Dataset:
@@ -102,6 +109,7 @@ def run(spec: dict) -> dict:
             save_strategy="no",
             report_to="none",
             disable_tqdm=True,
+            **({"bf16": True, "tf32": True} if spec.get("bf16") else {}),
         )
         first = FirstStep()
         trainer = Trainer(
@@ -122,6 +130,7 @@ def run(spec: dict) -> dict:
         "first_step_s": first.first_step_s,
         "process_s": process_age(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": peak_gpu_mb(),
         "settings": {k: getattr(args, k) for k in (
             "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
             "num_train_epochs", "seed", "warmup_steps", "weight_decay", "max_grad_norm",

@@ -52,8 +52,11 @@ study: install
 	$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=$(LAUNCHER) hydra.launcher.n_jobs=$(JOBS) $(ARGS); \
 	status=$$?; $(PYTHON) -m maxpoolbert.report --runs docs/results/runs --out docs/results && exit $$status
 
+# Where CUDA is present: the GPU benchmark (scripts/bench_gpu.py, bf16 + TF32 on both sides);
+# else the CPU one (scripts/bench.py).
 bench: install
-	$(PYTHON) scripts/bench.py $(ARGS)
+	@if $(PYTHON) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; \
+	then $(PYTHON) scripts/bench_gpu.py $(ARGS); else $(PYTHON) scripts/bench.py $(ARGS); fi
 
 clean:
 	rm -rf outputs multirun reports .pytest_cache .install.stamp

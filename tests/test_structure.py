@@ -15,7 +15,7 @@ PACKAGE = ROOT / "maxpoolbert"
 LAYERS = [
     # foundations: no project imports but these
     ["errors", "values", "signatures", "lightning_flags", "metrics", "live_metrics", "pooling", "readers",
-     "model_folder"],
+     "model_folder", "memory"],
     # what a task and an encoder family are
     ["tasks", "families", "layers"],
     # the pieces a run is built from, and the config check

@@ -66,7 +66,7 @@ def problem(name_or_path: str, weights: bool = True, tokenizer: bool = True) -> 
         return None
     folder = Path(resolve(name_or_path)).expanduser()
     if not folder.exists():
-        return "no such folder"
+        return "no such folder (point model.name_or_path= at a local copy, or use model=minilm_l6, embedded)"
     if not folder.is_dir():
         return "not a folder"
     if weights and not (folder / CONFIG).is_file():  # a tokenizer alone may do without it

@@ -285,7 +285,7 @@ def missing_keys(values: Any, prefix: str = "") -> list[str]:
 def missing_error(key: str, values: dict[str, Any]) -> UserError:
     if key == "model.name_or_path":
         name = values.get("model", {}).get("name", "this model")
-        return UserError(f"not set: model={name} needs a checkpoint", key=key, value=MISSING,
+        return UserError(f"model={name} needs a checkpoint", key=key, value=MISSING,
                          allowed="a hub id (FacebookAI/roberta-base) or a folder written by save_pretrained")
     return UserError("not set: the config has no default for it", key=key, value=MISSING,
                      allowed=f"a value on the command line ({key}=...)")

@@ -108,7 +108,8 @@ SCHEMA_TEXT = {
     "+speed.thread=2": "unknown field (did you mean threads?)",
     "+task.num_label=2": "unknown field (did you mean num_labels?)",
     "+pooling.module.num_head=2": "unknown option of MHAPooling (did you mean num_heads?)",
-    "model=auto": "error: model.name_or_path=???: not set: model=auto needs a checkpoint; a hub id",
+    "model=auto": "error: model.name_or_path=???: model=auto needs a checkpoint; a hub id (FacebookAI/roberta-base) "
+                  "or a folder written by save_pretrained",
     "task=qqp data.glue_dir={glue}/good": "error: data.glue_dir={glue}/good: no folder QQP/ in it (task qqp); "
                                           "a GLUE folder in its official layout",
     "data.glue_dir={glue}/no_dev": "error: data.glue_dir={glue}/no_dev: missing data file {glue}/no_dev/RTE/dev.tsv "

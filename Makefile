@@ -2,7 +2,19 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 GLUE_DIR ?= $(if $(wildcard ../shared/data/glue),$(abspath ../shared/data/glue),)
+# Folders given relative (GLUE_DIR=../shared/data/glue make test) are made absolute against this
+# folder, so that every process started below (tests run train.py from other folders) finds them.
+absolute = $(if $(filter /% ~%,$(1)),$(1),$(abspath $(1)))
+override GLUE_DIR := $(call absolute,$(GLUE_DIR))
 export GLUE_DIR
+ifneq ($(SUPERGLUE_DIR),)
+override SUPERGLUE_DIR := $(call absolute,$(SUPERGLUE_DIR))
+export SUPERGLUE_DIR
+endif
+ifneq ($(MAXPOOLBERT_CACHE),)
+override MAXPOOLBERT_CACHE := $(call absolute,$(MAXPOOLBERT_CACHE))
+export MAXPOOLBERT_CACHE
+endif
 RUNS ?= outputs
 ARGS ?=
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from maxpoolbert import rundir
+from maxpoolbert import model_folder, rundir, tasks
 from maxpoolbert.errors import UserError, check_writable_folder, fail
-from maxpoolbert.schema import check
+from maxpoolbert.schema import check, task_file
 from maxpoolbert.tasks import check_data_dir
 
 log = logging.getLogger("maxpoolbert")
@@ -106,22 +107,75 @@ def write_best_trial(root: Path, launch: str | None) -> None:
 class CheckConfig(Callback):
     """Refuses a bad setting right after Hydra composes the config: before torch & co. are
     imported, before any folder is made, and for a sweep before any job starts (a value swept
-    over is checked again in each job: a bad one fails that job alone)."""
+    over is checked again in each job: a bad one fails that job alone). A single run also has its
+    task's data files and, when its folder holds a run already, that run's settings checked here."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.run.dir")
+        try:
+            dirs = {"glue": OmegaConf.select(config, "data.glue_dir"),
+                    "superglue": OmegaConf.select(config, "data.superglue_dir")}
+            tasks.from_config(config.task, task_file(OmegaConf.to_container(config.hydra, resolve=False)))\
+                .check_files(dirs)
+        except UserError as err:
+            fail(err)
+        folder = rundir.RunFolder(os.path.abspath(str(config.hydra.run.dir)))
+        if not folder.config_file.is_file():
+            return
+        try:  # as the run would refuse it, under the folder's lock, without loading anything first
+            folder.lock()
+        except rundir.RunFolderBusy:
+            return  # another process runs it: the run says so, and leaves the folder untouched
+        try:
+            conflict = folder.conflict(config, config.hydra)
+            if conflict is not None:
+                folder.record_launch("refused", error=str(conflict))
+                fail(str(conflict))
+        finally:
+            folder.unlock()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.sweep.dir")
 
     @staticmethod
     def _check(config: DictConfig, folder_key: str) -> None:
+        # on the command line but missing here: swept, each job has its value
+        given = {o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task}
         try:
-            check(config)
+            check(config, swept=given)
             for key in ("data.glue_dir", "data.superglue_dir", "task.data_dir"):
                 check_data_dir(key, OmegaConf.select(config, key))
+            check_model_folders(config)
             check_writable_folder(OmegaConf.select(config, folder_key), folder_key)
             if config.data.get("cache_dir"):
                 check_writable_folder(config.data.cache_dir, "data.cache_dir")
         except UserError as err:
             fail(err)
+
+
+# model.<part> instantiated with this target -> loads from its name_or_path: the weights (encoder)
+# or the tokenizer's files
+LOADERS = {"encoder": ("maxpoolbert.encoders.pretrained", "weights"),
+           "tokenizer": ("maxpoolbert.encoders.tokenizer", "tokenizer")}
+
+
+def check_model_folders(config: DictConfig) -> None:
+    """The files of each local model folder the run loads from (:mod:`maxpoolbert.model_folder`),
+    named by the setting the user gives (``model.name_or_path``, which the encoder and tokenizer
+    read, or their own ``name_or_path``). A value that is not set yet (swept) is left to each job."""
+    needs: dict[str, dict[str, Any]] = {}
+    for part, (target, what) in LOADERS.items():
+        node = OmegaConf.select(config, f"model.{part}")
+        if not isinstance(node, DictConfig) or node.get("_target_") != target:
+            continue
+        try:
+            value = OmegaConf.select(config, f"model.{part}.name_or_path")
+        except OmegaConfBaseException:  # interpolates a missing value
+            continue
+        if not value:
+            continue
+        key = "model.name_or_path" if value == OmegaConf.select(config, "model.name_or_path", default=None) \
+            else f"model.{part}.name_or_path"
+        needs.setdefault(str(value), {"key": key, "weights": False, "tokenizer": False})[what] = True
+    for value, need in needs.items():
+        model_folder.check(value, need["key"], weights=need["weights"], tokenizer=need["tokenizer"])

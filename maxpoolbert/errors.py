@@ -41,6 +41,15 @@ class UserError(Exception):
         return UserError(self.problem, key=key, value=value, allowed=self.allowed)
 
 
+def user_error(err: BaseException | None) -> UserError | None:
+    """The UserError behind ``err``, also when another error wraps it (Hydra's instantiate)."""
+    while err is not None:
+        if isinstance(err, UserError):
+            return err
+        err = err.__cause__
+    return None
+
+
 def show(value: Any) -> str:
     """A value as it is written on the command line: ``null``, ``true``, ``[0.9,0.999]``."""
     if value is None:

@@ -13,7 +13,8 @@ task's class names as ``id2label`` / ``label2id`` (``problem_type`` ``regression
 
 Before the folder appears, the written model is loaded back and must give the run's outputs on a
 few sentence pairs. OUT_DIR is written whole or not at all (a temporary folder renamed at the
-end); an OUT_DIR that exists and is not empty is refused.
+end), with the permissions of new files (the user's umask); an OUT_DIR that exists and is not
+empty is refused.
 """
 
 from __future__ import annotations
@@ -24,23 +25,28 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from maxpoolbert import signatures
-from maxpoolbert.errors import UserError, check_writable_folder, fail
-from maxpoolbert.model import PooledClassifier
+from maxpoolbert.errors import UserError, check_writable_folder, fail, user_error
 from maxpoolbert.predict import load_run, load_trained
-from maxpoolbert.run import user_error
 from maxpoolbert.tasks import Task
+
+if TYPE_CHECKING:
+    from maxpoolbert.model import PooledClassifier
+
+# The run folder and OUT_DIR are checked (rundir: no torch) before torch and transformers are
+# imported (inside the functions that build and write the model): a wrong path is answered at once.
 
 CHECK_TEXTS = (["A man is playing a flute.", "Short."], ["Someone plays music on a flute today.", "Ok"])
 
 
 def is_stock(model: PooledClassifier) -> bool:
     """Whether the family's own sequence-classification class computes exactly this model."""
+    import torch
+
     family = model.family
     return (family.has_stock_head and not isinstance(model.pooler, torch.nn.Identity)
             and type(model.pooling).__name__ in family.stock_pooling)
@@ -63,6 +69,8 @@ def encoder_config(model: PooledClassifier) -> dict:
 
 def stock_model(model: PooledClassifier, task: Task):
     """The family's own ``AutoModelForSequenceClassification`` with the run's weights."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
     family = model.family
     config = AutoConfig.for_model(**encoder_config(model))
     config.num_labels = task.num_labels
@@ -101,6 +109,9 @@ def remote_code_model(model: PooledClassifier, task: Task, cfg: DictConfig):
 def check_outputs(model: PooledClassifier, folder: Path, remote: bool) -> float:
     """Largest difference between the run's model and the written folder (model and tokenizer, as
     a user loads them) on a few sentence pairs."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
     loaded = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=remote).eval()
     enc = tokenizer(*CHECK_TEXTS, padding=True, return_tensors="pt")
@@ -110,6 +121,19 @@ def check_outputs(model: PooledClassifier, folder: Path, remote: bool) -> float:
         want = model(enc["input_ids"], enc["attention_mask"], types)
         got = loaded(**enc).logits
     return float((want - got).abs().max())
+
+
+def as_new_files(folder: Path) -> None:
+    """The permissions the user's umask gives new folders and files (0755 and 0644 with umask 022)
+    on ``folder`` and everything in it: a temporary folder is made private (0700, files 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            Path(root, name).chmod(0o777 & ~mask)
+        for name in files:
+            Path(root, name).chmod(0o666 & ~mask)
 
 
 def export(run_dir: Path, out_dir: Path) -> Path:
@@ -132,6 +156,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
         diff = check_outputs(model, tmp, remote=not stock)
         if not diff <= 1e-4:
             raise RuntimeError(f"the exported model's outputs differ from the run's by {diff:.3g}")
+        as_new_files(tmp)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)

@@ -14,6 +14,7 @@ from transformers import get_linear_schedule_with_warmup
 from maxpoolbert import metrics as M
 from maxpoolbert.layers import layer_decay_groups
 from maxpoolbert.live_metrics import LIVE
+from maxpoolbert.memory import release as release_memory
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.tasks import Task
 
@@ -65,6 +66,9 @@ class GlueModule(L.LightningModule):
         return self.forward_fn(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
 
     # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        release_memory()  # evaluation's freed blocks go back before training's come (memory.py)
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # Each step's randomness (dropout) depends only on (seed, step), so a run resumed from a
         # checkpoint continues exactly as the uninterrupted run would (with the sampler's
@@ -82,6 +86,7 @@ class GlueModule(L.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def on_validation_epoch_start(self) -> None:
+        release_memory()  # training's freed activations go back before evaluation's come (memory.py)
         self._gathered = {name: [] for name in self.eval_names}
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):

@@ -25,23 +25,27 @@ anything is predicted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_model
 
-from maxpoolbert.data import Encoded, TaskDataModule
-from maxpoolbert.errors import UserError, check_writable_folder, fail
-from maxpoolbert.model import PooledClassifier
-from maxpoolbert.run import build, user_error
+from maxpoolbert.errors import UserError, check_writable_folder, fail, user_error
 from maxpoolbert.rundir import RunFolder, write_atomic
 from maxpoolbert.tasks import Task, from_config
-from maxpoolbert.trainer import duration
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from maxpoolbert.data import Encoded, TaskDataModule
+    from maxpoolbert.model import PooledClassifier
+
+# Every run and test file is checked (rundir, tasks: no torch) before torch, transformers and
+# lightning are imported (inside the functions that predict): a wrong path is answered at once.
 
 SUBMISSION_DIR = "submission"
 HEADER = "index\tprediction\n"
@@ -131,29 +135,34 @@ def plan_run(run_dir: Path, data_dirs: dict[str, str | None] | None = None) -> P
 PROGRESS_EVERY_S = 30.0
 
 
-@torch.no_grad()
 def predict_split(model: PooledClassifier, dm: TaskDataModule, data: Encoded, name: str = "test",
                   every_s: float | None = PROGRESS_EVERY_S) -> np.ndarray:
     """Raw outputs (logits, or the score for regression) of every row, ``[rows, num_labels]``,
     in file order. Every ``every_s`` seconds a progress line: ``<name>: rows done/total, time left``."""
+    import numpy as np
+    import torch
+
+    from maxpoolbert.trainer import duration
+
     model.eval()
     device = next(model.parameters()).device
     out = np.zeros((len(data), model.num_labels), dtype=np.float32)
     seen = np.zeros(len(data), dtype=bool)
     start = time.monotonic()
     due = start + every_s if every_s else float("inf")
-    for batch in dm.eval_loader(data):
-        logits = model(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")))
-        idx = batch["idx"].numpy()
-        out[idx] = logits.float().cpu().numpy()
-        seen[idx] = True
-        now = time.monotonic()
-        if now >= due:
-            due = now + every_s
-            done = int(seen.sum())
-            left = (len(data) - done) * (now - start) / done
-            print(f"{name}: {done}/{len(data)} rows predicted ({100 * done / len(data):.0f}%), "
-                  f"about {duration(left)} left", flush=True)
+    with torch.no_grad():
+        for batch in dm.eval_loader(data):
+            logits = model(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")))
+            idx = batch["idx"].numpy()
+            out[idx] = logits.float().cpu().numpy()
+            seen[idx] = True
+            now = time.monotonic()
+            if now >= due:
+                due = now + every_s
+                done = int(seen.sum())
+                left = (len(data) - done) * (now - start) / done
+                print(f"{name}: {done}/{len(data)} rows predicted ({100 * done / len(data):.0f}%), "
+                      f"about {duration(left)} left", flush=True)
     if not seen.all():
         raise RuntimeError(f"{int((~seen).sum())} test row(s) got no prediction")
     return out
@@ -161,6 +170,8 @@ def predict_split(model: PooledClassifier, dm: TaskDataModule, data: Encoded, na
 
 def format_predictions(task: Task, outputs: np.ndarray) -> list[str]:
     """Submission values: clipped 3-decimal scores (regression), label strings, or class ids."""
+    import numpy as np
+
     if task.is_regression:
         return [f"{v:.3f}" for v in np.clip(outputs[:, 0], 0.0, 5.0)]
     ids = outputs.argmax(-1)
@@ -176,6 +187,11 @@ def write_submission(path: Path, values: list[str]) -> None:
 
 def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[Task, object, PooledClassifier]:
     """Task, tokenizer and classifier of a run, with its trained weights, in eval mode."""
+    import torch
+    from safetensors.torch import load_model
+
+    from maxpoolbert.run import build
+
     task, tokenizer, model = build(cfg)
     folder = RunFolder(run_dir)
     try:
@@ -192,6 +208,8 @@ def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[Task, object, PooledCl
 def predict_run(plan: Plan, out_dir: Path, batch_size: int | None = None,
                 every_s: float | None = PROGRESS_EVERY_S) -> list[Path]:
     """Predict every target of one run into ``out_dir``; returns the files written."""
+    from maxpoolbert.data import TaskDataModule
+
     _, tokenizer, model = load_trained(plan.run_dir, plan.cfg)
     dirs = plan.data_dirs
     data_args = {**OmegaConf.to_container(plan.cfg.data, resolve=True), "glue_dir": dirs["glue"],
@@ -271,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import datasets
-
-    datasets.disable_progress_bars()  # the tokenising/caching bars, not library-wide in main()
+    # the tokenising/caching bars, not library-wide in main(); read when datasets is first imported
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     sys.exit(main())

@@ -37,7 +37,7 @@ from maxpoolbert import encoders, loggers, optim, rundir, schema, tasks
 from maxpoolbert import metrics as M
 from maxpoolbert.checkpointing import ResumeCheckpoint
 from maxpoolbert.data import TaskDataModule
-from maxpoolbert.errors import UserError, WriteFailed, fail
+from maxpoolbert.errors import UserError, WriteFailed, fail, user_error
 from maxpoolbert.layers import reinit_top_layers
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.module import GlueModule
@@ -268,15 +268,6 @@ def exit_now(code: int = 0) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def user_error(err: BaseException) -> UserError | None:
-    """The UserError behind ``err``, also when Hydra's instantiate wrapped it."""
-    while err is not None:
-        if isinstance(err, UserError):
-            return err
-        err = err.__cause__
-    return None
 
 
 def main(cfg: DictConfig) -> float | None:

@@ -678,6 +678,21 @@ class RunFolder:
         launches = self.launches()
         return bool(launches) and not any(_trained(e) for e in launches)
 
+    def conflict(self, cfg: DictConfig, hydra_cfg: DictConfig) -> RunFolderConflict | None:
+        """The refusal of a relaunch whose settings differ from the stored ones, naming the keys and
+        the ways out; None when they are the same, nothing is stored, or the folder's run never
+        trained (the new settings take it over: :meth:`claim`). Reads only: the config check asks
+        it before anything loads, :meth:`claim` again under the folder's lock."""
+        diff = self.stored_differences(cfg, hydra_cfg)
+        if not diff or self.never_trained():
+            return None
+        key, shown, more = _differing(diff, hydra_cfg)
+        where = shlex.quote(str(self.path))
+        return RunFolderConflict(
+            f"{key}={self.path}: the folder holds a run with other settings: {shown}{more}; relaunch with "
+            f"the folder's own settings, choose another folder ({key}=), or move the old run aside: "
+            f"mv {where} {where}.old")
+
     def claim(self, cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
         """Make this folder the run's: write its config on the first start; on a relaunch, refuse
         settings that differ from the stored ones (:class:`RunFolderConflict`, naming the keys and
@@ -688,15 +703,10 @@ class RunFolder:
             diff = self.stored_differences(cfg, hydra_cfg)
             if not diff:
                 return False
-            shown = ", ".join(f"{k}={show(new)} (stored: {show(old)})" for k, old, new in diff[:6])
-            more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
-            key = "hydra.run.dir" if str(hydra_cfg.mode) == "RunMode.RUN" else "hydra.sweep.dir"
-            if not self.never_trained():
-                where = shlex.quote(str(self.path))
-                raise RunFolderConflict(
-                    f"{key}={self.path}: the folder holds a run with other settings: {shown}{more}; relaunch with "
-                    f"the folder's own settings, choose another folder ({key}=), or move the old run aside: "
-                    f"mv {where} {where}.old")
+            conflict = self.conflict(cfg, hydra_cfg)
+            if conflict is not None:
+                raise conflict
+            key, shown, more = _differing(diff, hydra_cfg)
             kept = set_aside(self.path / CONFIG_DIR, REPLACED)
             log.info("%s=%s: the run there stopped before its first training step; this launch's settings take the "
                      "folder over: %s%s (old settings kept in %s)", key, self.path, shown, more, kept.name)
@@ -903,6 +913,14 @@ def checkpoint_position(path: Path) -> tuple[int, int] | None:
 
     state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     return int(state.get("epoch", -1)) + 1, int(state["global_step"])
+
+
+def _differing(diff: list[tuple[str, Any, Any]], hydra_cfg: DictConfig) -> tuple[str, str, str]:
+    """The folder's setting (``hydra.run.dir`` or ``hydra.sweep.dir``) and the differing keys, as
+    the messages show them: ``optimizer.lr=0.001 (stored: 2e-05)``, at most six, then how many more."""
+    shown = ", ".join(f"{k}={show(new)} (stored: {show(old)})" for k, old, new in diff[:6])
+    more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+    return "hydra.run.dir" if str(hydra_cfg.mode) == "RunMode.RUN" else "hydra.sweep.dir", shown, more
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -8,8 +8,11 @@ It runs right after Hydra composes the config (``maxpoolbert.callbacks.CheckConf
 torch, transformers or lightning are imported, and again at the start of each job (a sweep's
 per-job values). :func:`check_encoder` holds the rules that need the encoder's config.
 
-Every section allows keys it does not know (Lightning flags, a new pooling's options, an
-experiment's helper keys): they are left to the code that uses them. Nothing is converted: the
+The project's own sections (``data``, ``eval``, ``head``, ``scheduler``, ``checkpoint``, ``speed``)
+and the task list every key they take: a key they do not know is a typo, refused with the closest
+field ("did you mean"). Elsewhere keys this project does not list pass through to the code that uses
+them (Lightning flags, which Hydra's struct mode already checks; an experiment's top-level helper keys);
+a pooling's options are its class's own (:func:`check_pooling_options`). Nothing is converted: the
 config the run uses is the config Hydra composed.
 """
 
@@ -19,6 +22,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,12 +47,19 @@ from maxpoolbert.values import (  # the value types, shared with the task datacl
 # the encoder's config, lightning.Trainer's signature). Never a value of its own; an explicit null is
 # still checked against the field's type.
 OMITTED: Any = None
+MISSING = "???"  # Hydra's value of a setting that must be given
 
 
 class Section(BaseModel):
     """Strict types (``abc`` is not an integer, ``1.5`` is not one either), unknown keys allowed."""
 
     model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+
+
+class Closed(Section):
+    """A section of this project's own: every key it takes is listed, another one is a typo."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
 
 
 class Target(Section):
@@ -58,7 +69,7 @@ class Target(Section):
 
 
 # ------------------------------------------------------------------------------- groups
-class Data(Section):
+class Data(Closed):
     glue_dir: Text | None
     superglue_dir: Text | None = None
     max_length: PositiveInt
@@ -74,21 +85,21 @@ class Data(Section):
     cache_dir: Text | None
 
 
-class Head(Section):
+class Head(Closed):
     use_pooler: bool
     dropout: Probability | None
 
 
-class Scheduler(Section):
+class Scheduler(Closed):
     warmup_ratio: Fraction
 
 
-class Checkpoint(Section):
+class Checkpoint(Closed):
     every_n_epochs: NonNegativeInt  # 0: no resume checkpoint
     keep: bool
 
 
-class Speed(Section):
+class Speed(Closed):
     compile: bool
     compile_backend: Text = OMITTED
     compile_dynamic: bool | None = OMITTED
@@ -217,7 +228,7 @@ class Trainer(Target):
     enable_autolog_hparams: bool = OMITTED
 
 
-class Eval(Section):
+class Eval(Closed):
     select: Literal["last", "best"] = "last"
     per_epoch: PositiveInt = 1
     early_stopping: PositiveInt | None = None  # patience, in evaluations
@@ -244,10 +255,14 @@ class Config(Section):
 
 
 # ------------------------------------------------------------------------------- checking
-def check(cfg: DictConfig) -> None:
-    """Raise a UserError naming the first bad setting of ``cfg`` (Hydra's ``hydra`` node aside)."""
+def check(cfg: DictConfig, swept: Collection[str] = ()) -> None:
+    """Raise a UserError naming the first bad setting of ``cfg`` (Hydra's ``hydra`` node aside).
+    ``swept``: keys a sweep sets in each job (a value missing here is not missing there)."""
     values = plain(cfg)
     hydra = values.pop("hydra", None)
+    missing = [k for k in missing_keys(values) if k not in swept]
+    if missing:
+        raise missing_error(missing[0], values)
     try:
         Config.model_validate(values)
     except ValidationError as err:
@@ -258,6 +273,22 @@ def check(cfg: DictConfig) -> None:
         raise user from None
     check_pooling_options(values["pooling"]["module"])
     _check_combinations(values)
+
+
+def missing_keys(values: Any, prefix: str = "") -> list[str]:
+    """The keys of ``values`` (:func:`plain`) whose value is Hydra's "must be set" ``???``."""
+    if isinstance(values, dict):
+        return [k for key, v in values.items() for k in missing_keys(v, f"{prefix}{key}.")]
+    return [prefix[:-1]] if values == MISSING else []
+
+
+def missing_error(key: str, values: dict[str, Any]) -> UserError:
+    if key == "model.name_or_path":
+        name = values.get("model", {}).get("name", "this model")
+        return UserError(f"model={name} needs a checkpoint", key=key, value=MISSING,
+                         allowed="a hub id (FacebookAI/roberta-base) or a folder written by save_pretrained")
+    return UserError("not set: the config has no default for it", key=key, value=MISSING,
+                     allowed=f"a value on the command line ({key}=...)")
 
 
 def check_pooling_options(module: dict[str, Any]) -> None:

@@ -212,6 +212,24 @@ class Task:
         name = BENCHMARKS[self.benchmark]
         return f"a {name} folder in its official layout ({name.upper()}_DIR or {key}=/path/to/it)"
 
+    def check_files(self, benchmark_dirs: Mapping[str, str | None], splits: list[str] | None = None) -> None:
+        """Refuse, naming the setting's own value, a local folder that lacks this task's folder or
+        the file of one of ``splits`` (default: train and the dev splits); the hub is not checked."""
+        root = self.root(benchmark_dirs)
+        key = self.source_key()
+        for split in splits or ["train", *self.eval]:
+            folder = self.folder(benchmark_dirs, split)
+            if folder is None:
+                continue
+            spec = self.split(split)
+            sub = spec.dir if spec.dir is not None else self.dir
+            if sub and not self.data_dir and not folder.is_dir():
+                raise UserError(f"no folder {sub}/ in it (task {self.name})", key=key, value=root,
+                                allowed=self.folder_hint())
+            if not (folder / spec.file).is_file():
+                raise UserError(f"missing data file {folder / spec.file} (task {self.name})", key=key, value=root,
+                                allowed=f"a folder with {spec.file}" + (f" in {sub}/" if sub else ""))
+
     # ------------------------------------------------------------------ parsing
     def parse_label(self, raw: Any) -> float | int:
         text = label_text(raw)

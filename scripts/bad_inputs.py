@@ -31,7 +31,8 @@ CASES = [  # train.py arguments (or "-m module ..." for the other commands)
     "head.dropout=1.5", "scheduler.warmup_ratio=2", "optimizer.betas=[0.9]", "trainer.precision=17",
     "trainer.devices=0", "trainer.max_epochs=-1",
     "pooling=positional_weighted pooling.module.max_positions=64", "data.glue_dir=/nonexistent",
-    "hydra.run.dir={file}/run", "data.cache_dir=/proc/cache",
+    "hydra.run.dir={file}/run", "data.cache_dir=/proc/cache", "+data.batchsize=8", "model=auto",
+    "model=auto model.name_or_path={tmp}", "task=qqp data.glue_dir={glue}/good",
     "-m seed=1,2 data.batch_size=0 hydra.sweep.dir={tmp}/sweep",
     TINY + "pooling=mha pooling.module.num_heads=5",
     TINY + "pooling=max_cls pooling.module.k=3",
@@ -40,6 +41,7 @@ CASES = [  # train.py arguments (or "-m module ..." for the other commands)
     TINY + "data.glue_dir={glue}/header_only",
     TINY + "data.glue_dir={glue}/latin1",
     "-m maxpoolbert.report --runs {tmp} --out {file}/reports",
+    "-m maxpoolbert.predict {tmp}/nowhere", "-m maxpoolbert.export {tmp}/nowhere {tmp}/out",
 ]
 
 

@@ -407,6 +407,14 @@ def summary(report: dict) -> list[str]:
             f"{r['ours_warm']['first_step_s']:.1f} s (target <= 10 s: "
             f"{'met' if r['ours_warm']['first_step_s'] <= 10 else 'missed'})."
         )
+    for name, t in report["tasks"].items():
+        r = t["runs"]
+        out.append(
+            f"- {display(name)} peak RSS: ours {r['ours']['peak_rss_mb']:.0f} MB (warm cache "
+            f"{r['ours_warm']['peak_rss_mb']:.0f} MB), HF Trainer {r['hf_pad128']['peak_rss_mb']:.0f} / "
+            f"{r['hf_dynamic']['peak_rss_mb']:.0f} / {r['hf_grouped']['peak_rss_mb']:.0f} MB "
+            "(pad 128 / dynamic / dynamic + grouped)."
+        )
     out += targets(report)
     pool = report.get("poolings", {}).get("runs", {})
     if "maxpool_mha" in pool:

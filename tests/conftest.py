@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -15,6 +16,15 @@ REAL_TASK_DIRS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE", "WNLI"]
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Folders taken from the environment (GLUE_DIR, SUPERGLUE_DIR, MAXPOOLBERT_CACHE: train.py's
+# PATH_VARIABLES) may be given relative to the folder pytest starts in (GLUE_DIR=../shared/data/glue);
+# the tests run train.py from other folders, so they are made absolute here, once, as train.py does.
+_spec = importlib.util.spec_from_file_location("_maxpoolbert_train_py", ROOT / "train.py")
+train_py = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train_py)
+absolute_path_variables = train_py.absolute_path_variables
+absolute_path_variables()
 
 
 def config_names(group: str) -> list[str]:

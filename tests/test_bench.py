@@ -51,7 +51,7 @@ def synthetic_report():
         "load_average": {"start": 0.1, "end": 0.2},
         "tasks": {
             "rte": {"metric": "accuracy", "n_train": 512, "n_dev": 277, "flops": flops, "runs": {
-                "ours": run(25.0, 40.0), "ours_warm": cls_rte, "hf_pad128": run(50.0, 60.0),
+                "ours": run(25.0, 40.0), "ours_warm": cls_rte, "hf_pad128": run(50.0, 60.0) | {"peak_rss_mb": 1500.0},
                 "hf_dynamic": run(45.0, 55.0), "hf_grouped": run(27.5, 42.0)}},
             "cola": {"metric": "mcc", "n_train": 512, "n_dev": 1043, "flops": flops, "runs": {
                 "ours": run(5.0, 15.0), "ours_warm": run(5.0, 14.0), "hf_pad128": run(40.0, 44.0),
@@ -79,6 +79,8 @@ def test_ratios_and_verdicts_from_synthetic_timings():
     assert "- Target whole process >= 1.1x the strongest Trainer (dynamic + grouped) on CoLA: 1.13x (met)." in lines
     assert "- Target efficiency >= 0.6 on RTE: 0.800 (met)." in lines
     assert "- maxpool_mha step time 1.15x cls (target <= 1.10x: missed)." in lines
+    assert ("- RTE peak RSS: ours 1000 MB (warm cache 1000 MB), HF Trainer 1500 / 1000 / 1000 MB "
+            "(pad 128 / dynamic / dynamic + grouped).") in lines
 
 
 def test_markdown_has_every_table():

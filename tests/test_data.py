@@ -50,12 +50,31 @@ def test_collator_pads_dynamically():
     assert Collator(data, 0, regression=True)([0])["labels"].dtype == torch.float32
 
 
+def test_rows_from_the_tokenised_table_are_the_rows_from_lists():
+    """Encoded holds each column as one numpy array, read straight from the tokenised Arrow table
+    (a slice of it too: offsets not starting at 0): the same rows and batches as from Python lists."""
+    import pyarrow as pa
+
+    ids, types = [[5, 101, 9, 102], [101, 7, 102], [101, 102], [101, 9, 9, 102, 0]], [[0] * 4, [0, 0, 0], [0, 0], [0, 0, 1, 1, 0]]
+    table = pa.table({"label": [0, 1, 0, 1], "idx": [9, 0, 1, 2],
+                      "input_ids": pa.array(ids, pa.list_(pa.int32())),
+                      "token_type_ids": pa.array(types, pa.list_(pa.int8())), "n_tokens": pa.array([4, 3, 2, 4], pa.int32())})
+    lists, arrow = Encoded(ids[1:], types[1:], [1, 0, 1], [0, 1, 2], [3, 2, 4]), Encoded.from_table(table.slice(1))
+    assert len(arrow) == 3 and arrow.lengths.tolist() == [3, 2, 5]
+    for i in range(3):
+        assert arrow.row(i) == lists.row(i) == (ids[i + 1], types[i + 1])
+    for regression in (False, True):
+        a, b = Collator(lists, 0, regression)([2, 0, 1]), Collator(arrow, 0, regression)([2, 0, 1])
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    assert a["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]]
+
+
 def test_pairs_are_tokenised_as_bert_pairs_and_truncated(real_glue, tmp_path):
     tok = encoders.tokenizer(EMBEDDED)
     dm = TaskDataModule(task("rte"), tok, glue_dir=str(real_glue), max_length=64, cache_dir=str(tmp_path))
     dm.setup()
     train = dm.splits["train"]
-    ids, types = train.input_ids[0], train.token_type_ids[0]
+    ids, types = train.row(0)
     want = tok("No Weapons of Mass Destruction Found in Iraq Yet.", "Weapons of Mass Destruction Found in Iraq.")
     assert ids == want["input_ids"] and types == want["token_type_ids"] and ids.count(tok.sep_token_id) == 2
     assert 1 in types and max(train.lengths) == 64
@@ -76,7 +95,8 @@ def test_tokenised_data_is_cached_on_disk(real_glue, tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "load_split", no_reading)
     second = make()
     second.setup()
-    assert second.splits["dev"].input_ids == first.splits["dev"].input_ids
+    assert np.array_equal(second.splits["dev"].ids, first.splits["dev"].ids)
+    assert np.array_equal(second.splits["dev"].offsets, first.splits["dev"].offsets)
     with pytest.raises(AssertionError, match="instead of the cache"):
         make(max_length=32).setup()  # another max_length is another cache entry
 
@@ -88,7 +108,7 @@ def test_pad_to_max_length_pads_every_row(real_glue, tmp_path):
     train = dm.splits["train"]
     assert set(train.lengths) == {128}
     batch = Collator(train, tok.pad_token_id, regression=False)([0, 1])
-    assert batch["attention_mask"].sum(1).tolist() == train.n_tokens[:2] and max(train.n_tokens[:2]) < 128
+    assert batch["attention_mask"].sum(1).tolist() == train.n_tokens[:2].tolist() and max(train.n_tokens[:2]) < 128
     assert (batch["input_ids"][batch["attention_mask"] == 0] == tok.pad_token_id).all()
 
 

@@ -207,7 +207,7 @@ def fake_run(tmp: Path, checkpoint: Path, *overrides: str) -> Path:
     save_model(model, str(run_dir / "model.safetensors"))
     (run_dir / "results.json").write_text(json.dumps({  # a finished run's results (the keys that make it one)
         "task": cfg.task.name, "pooling": cfg.pooling.name, "model": cfg.model.name, "seed": cfg.seed,
-        "metrics": {}, "score": 0.0}))
+        "metrics": {k: 0.0 for split in cfg.task.eval.values() for k in split.metrics}, "score": 0.0}))
     return run_dir
 
 
@@ -253,3 +253,19 @@ def test_no_machine_path_in_the_exported_folder(model, pooling, tmp_path):
 def compose_task(override: str):
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         return compose("config", overrides=[override]).task
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_exported_folder_has_the_permissions_of_new_files(umask, tmp_path):
+    """The folder is written in a private temporary folder (0700, files 0600) and renamed: it ends
+    with the permissions the user's umask gives new folders and files."""
+    run_dir = fake_run(tmp_path, save_checkpoint("bert", tmp_path / "ckpt"), "pooling=cls", "task=rte")
+    out = tmp_path / "out"
+    before = os.umask(umask)
+    try:
+        assert main([str(run_dir), str(out)]) == 0
+    finally:
+        os.umask(before)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
+    want = {name: (0o777 if (tmp_path / name).is_dir() else 0o666) & ~umask for name in modes}
+    assert modes == want and "out/model.safetensors" in modes

@@ -14,7 +14,8 @@ PACKAGE = ROOT / "maxpoolbert"
 # Lowest first. A new module must be placed here (the test says so).
 LAYERS = [
     # foundations: no project imports but these
-    ["errors", "values", "signatures", "lightning_flags", "metrics", "live_metrics", "pooling", "readers"],
+    ["errors", "values", "signatures", "lightning_flags", "metrics", "live_metrics", "pooling", "readers",
+     "model_folder", "memory"],
     # what a task and an encoder family are
     ["tasks", "families", "layers"],
     # the pieces a run is built from, and the config check

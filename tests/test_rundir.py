@@ -429,7 +429,9 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
 
 def test_a_folder_in_use_is_refused_in_one_line_naming_the_holder_and_nothing_is_touched(real_glue, tmp_path,
                                                                                             cache_dir):
-    args = [*SHORT, "data.train_size=256", "trainer.max_epochs=4", f"data.cache_dir={cache_dir}",
+    """The first run is made too long to end on its own (1000 epochs) and is stopped by the test
+    once the second launch has been refused, so the check does not race the first run's end."""
+    args = [*SHORT, "data.train_size=64", "trainer.max_epochs=1000", f"data.cache_dir={cache_dir}",
             f"hydra.run.dir={tmp_path}/run"]
     first = start(args, tmp_path, tmp_path / "first.log")
     try:
@@ -437,20 +439,23 @@ def test_a_folder_in_use_is_refused_in_one_line_naming_the_holder_and_nothing_is
                  first, "the first run held and claimed its folder")
         before = snapshot(tmp_path / "run")
         second = run_train(*args, cwd=tmp_path, check=False)
-        assert first.poll() is None, "the first run ended before the second was refused: give it more steps"
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert second.returncode == 2 and "Traceback" not in out(second), out(second)
         [line] = error_lines(second)
         assert line.startswith(f"error: hydra.run.dir={tmp_path}/run: the folder is in use by process {first.pid} "
                                f"on {socket.gethostname()} (since "), line
         assert snapshot(tmp_path / "run") == before  # no launch line, no config, no failure written
         assert not (tmp_path / "run" / rundir.LAUNCHES).exists()
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=SUBPROCESS_TIMEOUT) == 128 + signal.SIGTERM, \
+            (tmp_path / "first.log").read_text()[-3000:]
     finally:
-        assert first.wait(timeout=SUBPROCESS_TIMEOUT) == 0, (tmp_path / "first.log").read_text()[-3000:]
+        first.kill()
     launches = rundir.RunFolder(tmp_path / "run").launches()
-    assert [(e["outcome"], e["pid"]) for e in launches] == [("finished", first.pid)]
-    assert rundir.RunFolder(tmp_path / "run").is_finished()
-    again = run_train(*args, cwd=tmp_path)  # the lock died with its holder: the next launch gets it
-    assert "skipping" in out(again)
+    assert [(e["outcome"], e["pid"]) for e in launches] == [("interrupted", first.pid)]  # only the holder's
+    folder = rundir.RunFolder(tmp_path / "run")
+    folder.lock()  # the lock died with its holder: the next launch gets it
+    folder.unlock()
 
 
 def test_a_sweep_goes_on_past_refused_jobs_and_says_what_to_do_for_each_kind(real_glue, tmp_path, cache_dir):

@@ -8,6 +8,7 @@
 * :class:`Throughput`: the callback that measures training speed and counts trained rows.
 * :class:`ProgressLog`: progress lines in the log where no progress bar shows.
 * :class:`Interruption`: SIGINT and SIGTERM end a run alike, and the run knows which came.
+* :class:`ExactResume`: a run with ``trainer.max_steps`` resumes from its checkpoint exactly.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *eval_callbacks(cfg), *progress_log(cfg)],
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[ExactResume(), *callbacks, *eval_callbacks(cfg),
+                                                                 *progress_log(cfg)],
                                          logger=logger, **eval_schedule(cfg), **placement(cfg))
     except Exception as err:
         cause = err.__cause__ if isinstance(err.__cause__, MisconfigurationException) else err
@@ -176,6 +178,28 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.
         if on_cpu and not cfg.speed.threads:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     return trainer
+
+
+class ExactResume(Callback):
+    """A run with a step limit (``trainer.max_steps``) resumes from its end-of-epoch checkpoint
+    exactly, as a run without one does. Lightning (2.6) restores the loops of step-limited training
+    differently (``FitLoop._iteration_based_training``) and counts the restored epoch as finished
+    twice: the resumed run ends one epoch short, recorded as finished (compare
+    Lightning-AI/pytorch-lightning#19617). So the step limit is lifted while the checkpoint's loop
+    state is restored (after the optimizer and its schedule were built with it) and put back before
+    the first training step; a run that is not resumed is unchanged."""
+
+    def __init__(self) -> None:
+        self._limit: int | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if trainer.max_epochs not in (None, -1) and loop.max_steps not in (None, -1):
+            self._limit, loop.max_steps = loop.max_steps, -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._limit is not None:
+            trainer.fit_loop.epoch_loop.max_steps, self._limit = self._limit, None
 
 
 # ---------------------------------------------------------------------------- speed

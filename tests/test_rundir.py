@@ -161,6 +161,21 @@ def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(straight, 
     assert not (run_dir / rundir.CHECKPOINTS).exists()  # deleted after success (checkpoint.keep=false)
 
 
+def test_a_step_limited_run_resumes_exactly(real_glue, tmp_path, cache_dir):
+    """``trainer.max_steps=20`` of the 24 steps of 3 epochs: killed after the first checkpoint, the
+    relaunch ends where the uninterrupted run ends (Lightning alone resumes step-limited training
+    one epoch short: 16 steps, 2 evaluations, recorded as finished)."""
+    overrides = [*RESUMABLE, "trainer.max_steps=20", f"data.cache_dir={cache_dir}"]
+    run_train(*overrides, f"hydra.run.dir={tmp_path}/straight", cwd=tmp_path)
+    kill_after_first_checkpoint(tmp_path / "killed", overrides)
+    assert "resuming from" in out(run_train(*overrides, f"hydra.run.dir={tmp_path}/killed", cwd=tmp_path))
+    a, b = (json.loads((tmp_path / d / rundir.RESULTS).read_text()) for d in ("straight", "killed"))
+    assert (a["steps"], a["train_samples"], len(a["history"])) == (20, 20 * 32, 3)
+    assert (b["steps"], b["train_samples"], b["history"], b["metrics"]) == (a["steps"], a["train_samples"],
+                                                                            a["history"], a["metrics"])
+    assert (tmp_path / "killed" / rundir.PREDICTIONS).read_bytes() == (tmp_path / "straight" / rundir.PREDICTIONS).read_bytes()
+
+
 def test_resumed_run_continues_its_own_wandb_run(real_glue, tmp_path, cache_dir):
     env = {"WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")}  # no key: offline
     overrides = [*RESUMABLE, "logger=wandb", f"data.cache_dir={cache_dir}"]

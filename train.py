@@ -5,6 +5,7 @@ Sweeps: ``python train.py -m seed=1,2,3 pooling=cls,maxpool_mha``. The logic liv
 """
 
 import os
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -37,6 +38,9 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     absolute_path_variables()
+    from maxpoolbert.schema import additions  # a misspelt key of ours: refused in one line (schema.check)
+
+    sys.argv[1:] = additions(sys.argv[1:])
     main()
     if _single_run:  # finished and written: skip the interpreter's ~1 s teardown of torch & co.
         from maxpoolbert.run import exit_now

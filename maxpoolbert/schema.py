@@ -275,6 +275,37 @@ def check(cfg: DictConfig, swept: Collection[str] = ()) -> None:
     _check_combinations(values)
 
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def additions(args: list[str], configs: Path = CONFIGS) -> list[str]:
+    """The command line with each plain override of a key the project's own sections do not have
+    (``data.batchsize=8``, ``pooling.module.num_head=2``) turned into an addition (``+data.batchsize=8``),
+    so that :func:`check` refuses it in one line with the closest name rather than Hydra in six.
+    A pooling option counts as known when the pooling named on the command line (else any pooling)
+    lists it. Everything else is left as it is: what Hydra accepts is unchanged."""
+    sections = {name: [f.alias or k for k, f in _unwrap(field.annotation).model_fields.items()]
+                for name, field in Config.model_fields.items()
+                if isinstance(_unwrap(field.annotation), type) and issubclass(_unwrap(field.annotation), Closed)}
+    sections["task"] = [f.alias or k for k, f in Task.model_fields.items()]
+    named = next((a.partition("=")[2] for a in args if a.startswith("pooling=") and "," not in a), None)
+    files = [configs / "pooling" / f"{named}.yaml"] if named else sorted((configs / "pooling").glob("*.yaml"))
+    options: set[str] = set()
+    for file in files:
+        if file.is_file():
+            module = (OmegaConf.to_container(OmegaConf.load(file)) or {}).get("module") or {}
+            options.update(module)
+    out = []
+    for arg in args:
+        key, eq, _ = arg.partition("=")
+        parts = key.split(".")
+        unknown = (eq and not key.startswith(("+", "~", "-")) and "@" not in key and len(parts) >= 2 and (
+            (parts[0] in sections and len(parts) == 2 and parts[1] not in sections[parts[0]])
+            or (parts[:2] == ["pooling", "module"] and len(parts) == 3 and options and parts[2] not in options)))
+        out.append("+" + arg if unknown else arg)
+    return out
+
+
 def missing_keys(values: Any, prefix: str = "") -> list[str]:
     """The keys of ``values`` (:func:`plain`) whose value is Hydra's "must be set" ``???``."""
     if isinstance(values, dict):

@@ -93,6 +93,9 @@ SCHEMA = [
     (["+head.drop_out=0.2"], "head.drop_out"), (["+scheduler.warmup=0.1"], "scheduler.warmup"),
     (["+checkpoint.every_n_epoch=2"], "checkpoint.every_n_epoch"), (["+speed.thread=2"], "speed.thread"),
     (["+task.num_label=2"], "task.num_label"), (["+pooling.module.num_head=2"], "pooling.module.num_head"),
+    # the same typos without the "+" (what one types): one line too, not Hydra's six
+    (["data.batchsize=8"], "data.batchsize"), (["speed.compiel=true"], "speed.compiel"),
+    (["pooling.module.num_head=2"], "pooling.module.num_head"), (["pooling=cls", "pooling.module.k=3"], "pooling.module.k"),
     (["model=auto"], "model.name_or_path"),  # no checkpoint given
     # the data folder lacks the task's folder, or one of its files: named by the user's own value
     (["task=qqp", "data.glue_dir={glue}/good"], "data.glue_dir"),
@@ -108,6 +111,10 @@ SCHEMA_TEXT = {
     "+speed.thread=2": "unknown field (did you mean threads?)",
     "+task.num_label=2": "unknown field (did you mean num_labels?)",
     "+pooling.module.num_head=2": "unknown option of MHAPooling (did you mean num_heads?)",
+    "data.batchsize=8": "error: data.batchsize=8: unknown field (did you mean batch_size?); the fields are glue_dir, ",
+    "speed.compiel=true": "unknown field (did you mean compile?)",
+    "pooling.module.num_head=2": "unknown option of MHAPooling (did you mean num_heads?)",
+    "pooling=cls pooling.module.k=3": "error: pooling.module.k=3: unknown option of CLSPooling; CLSPooling has no options",
     "model=auto": "error: model.name_or_path=???: model=auto needs a checkpoint; a hub id (FacebookAI/roberta-base) "
                   "or a folder written by save_pretrained",
     "task=qqp data.glue_dir={glue}/good": "error: data.glue_dir={glue}/good: no folder QQP/ in it (task qqp); "
@@ -459,3 +466,15 @@ def test_predict_and_export_refuse_paths_before_torch(tmp_path, module, args, fo
     assert lines[0].startswith(text.format(**values)), lines[0]
     assert not result["heavy"], f"imported {result['heavy']} before refusing"
     assert not (tmp_path / "out").exists() and [p.name for p in (tmp_path / "busy").iterdir()] == ["mine.txt"]
+
+
+def test_only_keys_the_sections_do_not_have_become_additions():
+    from maxpoolbert.schema import additions
+
+    kept = ["data.batch_size=8", "data.batch_size=8,16", "pooling.module.k=2", "pooling=mha", "trainer.max_steps=3",
+            "+data.batchsize=8", "hydra.run.dir=x", "task=rte", "task.name=x", "model.encoder.hidden_size=8",
+            "seed=1", "optimizer.lr=1e-4", "~data.cache_dir", "data.batchsize"]
+    assert additions(kept) == kept
+    assert additions(["data.batchsize=8,16", "pooling=cls", "pooling.module.k=3", "task.nmae=x"]) == \
+        ["+data.batchsize=8,16", "pooling=cls", "+pooling.module.k=3", "+task.nmae=x"]
+    assert additions(["pooling.module.num_head=2"]) == ["+pooling.module.num_head=2"]  # no pooling: no pooling has it

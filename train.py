@@ -37,10 +37,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    absolute_path_variables()
-    from maxpoolbert.schema import additions  # a misspelt key of ours: refused in one line (schema.check)
+    from maxpoolbert.schema import additions
 
-    sys.argv[1:] = additions(sys.argv[1:])
+    absolute_path_variables()
+    sys.argv[1:] = additions(sys.argv[1:])  # a misspelt key of ours: refused in one line (schema.check)
     main()
     if _single_run:  # finished and written: skip the interpreter's ~1 s teardown of torch & co.
         from maxpoolbert.run import exit_now

@@ -42,10 +42,14 @@ class UserError(Exception):
 
 
 def user_error(err: BaseException | None) -> UserError | None:
-    """The UserError behind ``err``, also when another error wraps it (Hydra's instantiate)."""
+    """The UserError behind ``err``, also when another error wraps it (Hydra's instantiate); a
+    setting Lightning refuses while it runs (its ``MisconfigurationException``, e.g.
+    ``trainer.limit_train_batches=0.01`` of one batch) is one too, in Lightning's own first line."""
     while err is not None:
         if isinstance(err, UserError):
             return err
+        if type(err).__name__ == "MisconfigurationException" and str(err).strip():
+            return UserError(str(err).strip().splitlines()[0])
         err = err.__cause__
     return None
 

@@ -478,3 +478,14 @@ def test_only_keys_the_sections_do_not_have_become_additions():
     assert additions(["data.batchsize=8,16", "pooling=cls", "pooling.module.k=3", "task.nmae=x"]) == \
         ["+data.batchsize=8,16", "pooling=cls", "+pooling.module.k=3", "+task.nmae=x"]
     assert additions(["pooling.module.num_head=2"]) == ["+pooling.module.num_head=2"]  # no pooling: no pooling has it
+
+
+def test_a_setting_lightning_refuses_while_it_runs_is_one_line(tmp_path, real_glue):
+    """``limit_train_batches=0.01`` of a 1-batch epoch passes the schema (a fraction) and is refused
+    by Lightning once the data is loaded: one line, a user error, no traceback."""
+    result = run([*SMALL, "data.train_size=8", "trainer.limit_train_batches=0.01", f"data.glue_dir={real_glue}",
+                  f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    lines = [line for line in result["out"].splitlines() if line.startswith("error: ")]
+    assert result["rc"] == 2 and "Traceback" not in result["out"], result["out"][-3000:]
+    assert len(lines) == 1 and "limit_train_batches" in lines[0], result["out"][-3000:]
+    assert json.loads((tmp_path / "run" / "failed.json").read_text())["user_error"] is True

@@ -36,8 +36,11 @@ install: .install.stamp
 train: install
 	$(PYTHON) train.py $(ARGS)
 
+# Two test processes (pytest-xdist); the tests of a module that share its fixtures stay in one
+# (tests/conftest.py). TEST_JOBS=0: one process, as before.
+TEST_JOBS ?= 2
 test: install
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadgroup tests
 
 # Against a real single-node SLURM cluster that the tests start and stop (scripts/slurm_cluster.sh;
 # root on a Debian-like machine: installs slurm-wlm and munge when missing).

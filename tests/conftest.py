@@ -87,6 +87,19 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tokcache")
 
 
+# Modules whose tests are independent of each other (no costly module fixture shared by most of
+# them): spread over the test processes one test at a time. Every other module runs whole in one
+# process (pytest-xdist's --dist loadgroup), so its module-scoped fixtures are built once.
+SPREAD = {"test_rundir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.stem
+        if module not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(module))
+
+
 def pytest_terminal_summary(terminalreporter):
     if TIMINGS:
         terminalreporter.section("wall time of refused commands (not asserted; the machine may be shared)")

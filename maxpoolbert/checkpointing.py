@@ -3,15 +3,13 @@ run folder itself. Loading and repairing them on a relaunch is :mod:`maxpoolbert
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from maxpoolbert.errors import write_failure
-from maxpoolbert.rundir import LAST_CKPT, tmp_path
+from maxpoolbert.rundir import LAST_CKPT, synced, write_through
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -31,21 +29,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_path(path)
-        try:
+
+        def write(tmp: Path) -> None:
             with tmp.open("wb") as f:
                 torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except Exception as err:
-            tmp.unlink(missing_ok=True)
-            failed = write_failure(path, err)
-            if failed is None:
-                raise
-            raise failed from err
-        finally:
-            tmp.unlink(missing_ok=True)
+                synced(f)
+
+        write_through(path, write)
 
 
 class ResumeCheckpoint(ModelCheckpoint):

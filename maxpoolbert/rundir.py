@@ -56,7 +56,7 @@ import shlex
 import socket
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,14 +105,30 @@ def write_atomic(path: Path, text: str) -> None:
     """``text`` into ``path`` through a temporary file beside it, renamed into place: ``path`` is
     the old file or the new one, never a part. A full disk, a spent quota or a read-only
     filesystem raise :class:`~maxpoolbert.errors.WriteFailed` (one line); the temporary file goes."""
-    tmp = tmp_path(path)
-    try:
+    def write(tmp: Path) -> None:
         with tmp.open("w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            synced(f)
+
+    write_through(path, write, OSError)
+
+
+def synced(f: Any) -> None:
+    """Flush the open file ``f`` to the disk."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def write_through(path: Path, write: Callable[[Path], None], catch: type[BaseException] = Exception) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then renamed into place: ``path`` is the
+    old file or the new one, never a part. A full disk, a spent quota or a read-only filesystem
+    (an error of type ``catch`` that :func:`~maxpoolbert.errors.write_failure` recognises) raise
+    :class:`~maxpoolbert.errors.WriteFailed` (one line); the temporary file never stays."""
+    tmp = tmp_path(path)
+    try:
+        write(tmp)
         os.replace(tmp, path)
-    except OSError as err:
+    except catch as err:
         tmp.unlink(missing_ok=True)
         failed = write_failure(path, err)
         if failed is None:
@@ -766,18 +782,8 @@ class RunFolder:
         filesystem) raises :class:`~maxpoolbert.errors.WriteFailed`, leaving no partial file."""
         from safetensors.torch import save_model
 
-        path, tmp = self.model_file, tmp_path(self.model_file)
-        try:
-            save_model(model, str(tmp))
-            os.replace(tmp, path)
-        except Exception as err:  # safetensors' own error type carries the OS error in its text
-            tmp.unlink(missing_ok=True)
-            failed = write_failure(path, err)
-            if failed is None:
-                raise
-            raise failed from err
-        finally:
-            tmp.unlink(missing_ok=True)
+        # safetensors' own error type carries the OS error in its text: every exception is looked at
+        write_through(self.model_file, lambda tmp: save_model(model, str(tmp)))
 
     def record_launch(self, outcome: str, quiet: bool = False, **extra: Any) -> None:
         """Append what this launch did to the run (``launches.jsonl``; one short line, appended).

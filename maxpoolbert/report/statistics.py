@@ -415,6 +415,14 @@ def _log_comb(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return special.gammaln(a + 1) - special.gammaln(b + 1) - special.gammaln(a - b + 1)
 
 
+def _budgets(budgets, big_n: int) -> np.ndarray:
+    """The budgets n asked for (default: 1..N), each within 1..N when there are scores."""
+    ns = np.arange(1, big_n + 1) if budgets is None else np.asarray(budgets, dtype=np.int64).ravel()
+    if big_n and ns.size and (ns.min() < 1 or ns.max() > big_n):
+        raise ValueError(f"budgets must lie in 1..{big_n}, got {ns.min()}..{ns.max()}")
+    return ns
+
+
 def expected_max(scores, budgets=None) -> np.ndarray:
     """Expected best score when ``n`` of the ``N`` tried configurations are picked, for each
     ``n`` in ``budgets`` (default 1..N): the unbiased estimator of Tang et al. (ACL 2020,
@@ -430,11 +438,9 @@ def expected_max(scores, budgets=None) -> np.ndarray:
     """
     v = np.sort(_finite(scores))
     big_n = v.size
-    ns = np.arange(1, big_n + 1) if budgets is None else np.asarray(budgets, dtype=np.int64).ravel()
+    ns = _budgets(budgets, big_n)
     if big_n == 0:
         return np.full(ns.shape, NAN)
-    if ns.size and (ns.min() < 1 or ns.max() > big_n):
-        raise ValueError(f"budgets must lie in 1..{big_n}, got {ns.min()}..{ns.max()}")
     i = np.arange(1, big_n + 1, dtype=np.float64)[None, :]
     n = ns.astype(np.float64)[:, None]
     log_w = _log_comb(i - 1, n - 1) - _log_comb(np.float64(big_n), n)
@@ -465,11 +471,9 @@ def expected_chosen(select_scores, report_scores, budgets=None) -> np.ndarray:
     ok = np.isfinite(s) & np.isfinite(r)
     s, r = s[ok], r[ok]
     big_n = s.size
-    ns = np.arange(1, big_n + 1) if budgets is None else np.asarray(budgets, dtype=np.int64).ravel()
+    ns = _budgets(budgets, big_n)
     if big_n == 0:
         return np.full(ns.shape, NAN)
-    if ns.size and (ns.min() < 1 or ns.max() > big_n):
-        raise ValueError(f"budgets must lie in 1..{big_n}, got {ns.min()}..{ns.max()}")
     order = np.argsort(s, kind="stable")
     s, r = s[order], r[order]
     _, group = np.unique(s, return_inverse=True)

@@ -548,8 +548,8 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
         *preface,
         "## Main results",
         "Each task on its full training set (a task without runs on it: at its largest `train_size`); its "
-        "other training-set sizes are in the low-resource section. Duplicate seeds in a cell keep the newest "
-        "results.json." + (f" {size_note}" if size_note else ""),
+        "other training-set sizes are in the low-resource section. A cell's runs share one `settings_id`; of "
+        "two runs with its settings and the same seed (a duplicate seed), the newest results.json is kept." + (f" {size_note}" if size_note else ""),
         main_table_markdown(summary, tasks),
     ]
     header, rows = ci_table(cells, tasks)

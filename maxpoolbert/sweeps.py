@@ -171,10 +171,10 @@ class WatchedSlurmLaunch:
     def _watch(jobs: list, stop: threading.Event, verdict: list[str]) -> None:
         since: dict[str, float] = {}
         while not stop.wait(POLL_S):
-            ids = [j.job_id for j in list(jobs) if not j.done()]
-            try:
+            try:  # a query that fails (a loaded or restarting controller) is asked again at the next poll
+                ids = [j.job_id for j in list(jobs) if not j.done()]
                 reasons = pending_reasons(ids)
-            except (OSError, subprocess.SubprocessError):
+            except Exception:
                 continue
             now = time.time()
             for job_id, reason in reasons.items():

@@ -43,6 +43,16 @@ def squeue(cluster, *args) -> str:
                           timeout=60).stdout
 
 
+def wait_for_an_empty_queue(cluster, limit_s: float = 180) -> str:
+    """Wait until the jobs of the tests before have left the queue (a requeued job may still be
+    completing): a job submitted while they hold the node is pending for Resources, not for the
+    reason a test is about. Returns what is still queued (empty when the queue emptied)."""
+    deadline = time.time() + limit_s
+    while (left := squeue(cluster, "-o", "%i %P %T %r").strip()) and time.time() < deadline:
+        time.sleep(2)
+    return left
+
+
 def results(root: Path) -> dict:
     out = {}
     for path in root.rglob("results.json"):
@@ -111,10 +121,15 @@ def test_requeued_job_resumes_to_the_uninterrupted_result(cluster, real_glue, tm
 def test_a_job_that_can_never_start_ends_the_sweep_in_one_line(cluster, real_glue, tmp_path):
     """Partition ``tiny`` allows 1 minute; asking for 10 leaves the job pending for
     PartitionTimeLimit forever: the sweep cancels it and names the reason and what to change."""
+    assert wait_for_an_empty_queue(cluster) == ""
     started = time.time()
-    proc = run_train("-m", *SMALL, "hydra/launcher=slurm_cpu", "hydra.launcher.partition=tiny",
-                     "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, env=cluster,
-                     check=False, timeout=300)
+    try:
+        proc = run_train("-m", *SMALL, "hydra/launcher=slurm_cpu", "hydra.launcher.partition=tiny",
+                         "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path,
+                         env=cluster, check=False, timeout=300)
+    except subprocess.TimeoutExpired as err:  # say what the queue held: the reason the watcher saw
+        raise AssertionError(f"the sweep did not end; queue: {squeue(cluster, '-o', '%i %P %T %r')!r}; "
+                             f"stderr: {(err.stderr or b'')[-2000:]!r}") from None
     print(f"never-starting job: sweep ended after {time.time() - started:.0f} s")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -282,14 +282,15 @@ def additions(args: list[str], configs: Path = CONFIGS) -> list[str]:
     """The command line with each plain override of a key the project's own sections do not have
     (``data.batchsize=8``, ``pooling.module.num_head=2``) turned into an addition (``+data.batchsize=8``),
     so that :func:`check` refuses it in one line with the closest name rather than Hydra in six.
-    A pooling option counts as known when the pooling named on the command line (else any pooling)
-    lists it. Everything else is left as it is: what Hydra accepts is unchanged."""
+    A pooling option counts as known when a pooling named by the command line's last ``pooling=``
+    (else any pooling) lists it. Everything else is left as it is: what Hydra accepts is unchanged."""
     sections = {name: [f.alias or k for k, f in _unwrap(field.annotation).model_fields.items()]
                 for name, field in Config.model_fields.items()
                 if isinstance(_unwrap(field.annotation), type) and issubclass(_unwrap(field.annotation), Closed)}
     sections["task"] = [f.alias or k for k, f in Task.model_fields.items()]
-    named = next((a.partition("=")[2] for a in args if a.startswith("pooling=") and "," not in a), None)
-    files = [configs / "pooling" / f"{named}.yaml"] if named else sorted((configs / "pooling").glob("*.yaml"))
+    named = [a.partition("=")[2] for a in args if a.startswith("pooling=")][-1:]  # the last one wins
+    files = ([configs / "pooling" / f"{name}.yaml" for name in named[0].split(",")] if named
+             else sorted((configs / "pooling").glob("*.yaml")))
     options: set[str] = set()
     for file in files:
         if file.is_file():

@@ -414,11 +414,19 @@ def error_lines(proc) -> list[str]:
     return [line for line in out(proc).splitlines() if line.startswith("error:")]
 
 
+def _default_signals() -> None:
+    """In the child: SIGINT and SIGTERM at their defaults, as in a user's shell (a test process of
+    pytest-xdist ignores SIGINT, and a child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def start(overrides: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     """``train.py`` in the background, its output into ``log``."""
     with log.open("w") as f:
         return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, stdout=f,
-                                stderr=subprocess.STDOUT, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+                                stderr=subprocess.STDOUT, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+                                preexec_fn=_default_signals)
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str) -> None:

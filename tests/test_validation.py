@@ -478,6 +478,9 @@ def test_only_keys_the_sections_do_not_have_become_additions():
     assert additions(["data.batchsize=8,16", "pooling=cls", "pooling.module.k=3", "task.nmae=x"]) == \
         ["+data.batchsize=8,16", "pooling=cls", "+pooling.module.k=3", "+task.nmae=x"]
     assert additions(["pooling.module.num_head=2"]) == ["+pooling.module.num_head=2"]  # no pooling: no pooling has it
+    # the last pooling= wins, as in Hydra; a sweep over poolings knows the options of each
+    assert additions(["pooling=cls", "pooling=mha", "pooling.module.num_heads=5"])[-1] == "pooling.module.num_heads=5"
+    assert additions(["pooling=cls,max_cls", "pooling.module.k=3"])[-1] == "pooling.module.k=3"
 
 
 def test_a_setting_lightning_refuses_while_it_runs_is_one_line(tmp_path, real_glue):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import _thread
 import logging
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -156,6 +157,11 @@ class WatchedSlurmLaunch:
         verdict: list[str] = []
         watcher = threading.Thread(target=self._watch, args=(submitted, stop, verdict), daemon=True)
         submitit.AutoExecutor.map_array = map_array
+        # The watcher ends the wait with _thread.interrupt_main(), which does nothing while SIGINT is
+        # ignored (a background job of a non-interactive shell, nohup, CI): Python's handler meanwhile.
+        sigint = signal.getsignal(signal.SIGINT)
+        if sigint in (signal.SIG_IGN, signal.SIG_DFL, None):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         watcher.start()
         try:
             return super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
@@ -166,6 +172,8 @@ class WatchedSlurmLaunch:
         finally:
             stop.set()
             submitit.AutoExecutor.map_array = real_map_array
+            if sigint in (signal.SIG_IGN, signal.SIG_DFL):
+                signal.signal(signal.SIGINT, sigint)
 
     @staticmethod
     def _watch(jobs: list, stop: threading.Event, verdict: list[str]) -> None:

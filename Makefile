@@ -31,7 +31,7 @@ ARGS ?=
 # makes `maxpoolbert` import from elsewhere, so the install is redone when it does.
 install: .install.stamp
 	@cd / && $(PYTHON) -c "import maxpoolbert, sys; sys.exit(not maxpoolbert.__file__.startswith('$(CURDIR)/'))" \
-		2>/dev/null || $(PIP) install -q --no-deps -e .
+		2>/dev/null || $(PIP) install -q --no-deps -e "$(CURDIR)"
 
 train: install
 	$(PYTHON) train.py $(ARGS)

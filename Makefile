@@ -57,7 +57,9 @@ lint: install
 report: install
 	$(PYTHON) -m maxpoolbert.report --runs $(RUNS) --out reports
 
-# The reference study (docs/results/): run or continue it (finished runs are skipped), then its page.
+# The reference study (docs/results/): run or continue it (finished runs are skipped), archive the
+# runs' dev predictions without the gold labels (no GLUE data in the repository: the report reads
+# them from GLUE_DIR), then its page.
 # On a GPU machine: make study STUDY=reference_study_full LAUNCHER=gpu_shared JOBS=4.
 # More seeds: make study ARGS="seed=6,7,8".
 STUDY ?= reference_study
@@ -65,7 +67,8 @@ LAUNCHER ?= joblib
 JOBS ?= 2
 study: install
 	$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=$(LAUNCHER) hydra.launcher.n_jobs=$(JOBS) $(ARGS); \
-	status=$$?; $(PYTHON) -m maxpoolbert.report --runs docs/results/runs --out docs/results && exit $$status
+	status=$$?; $(PYTHON) scripts/archive_predictions.py docs/results/runs && \
+	$(PYTHON) -m maxpoolbert.report --runs docs/results/runs --out docs/results && exit $$status
 
 # Where CUDA is present: the GPU benchmark (scripts/bench_gpu.py, bf16 + TF32 on both sides);
 # else the CPU one (scripts/bench.py).

@@ -64,7 +64,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from maxpoolbert import signatures
-from maxpoolbert.errors import write_failure
+from maxpoolbert.errors import UserError, write_failure
 from maxpoolbert.schema import plain
 from maxpoolbert.tasks import CONFIGS, TaskInfo
 from maxpoolbert.tasks import task_info as configured_task_info
@@ -76,6 +76,9 @@ RESULTS = "results.json"
 FAILED = "failed.json"
 ERROR_TXT = "error.txt"  # failures recorded by other tools (submitit logs copied in): read, never written
 PREDICTIONS = "dev_predictions.tsv"
+# The predictions as a study commits them (archive_predictions): split, index, prediction, without the
+# gold labels, which stay with the data (GLUE_DIR) and are read back from the task's dev files.
+PREDICTIONS_ARCHIVE = "dev_predictions.csv"
 MODEL = "model.safetensors"
 CONFIG_DIR = ".hydra"
 CONFIG = f"{CONFIG_DIR}/config.yaml"
@@ -649,11 +652,53 @@ class RunFolder:
         return None
 
     def predictions(self):
-        """``dev_predictions.tsv`` as a DataFrame (``split index label prediction``); OSError /
-        ValueError when it is missing or unreadable."""
+        """``dev_predictions.tsv`` as a DataFrame (``split index label prediction``); for a run whose
+        predictions are archived (:meth:`archive_predictions`), the archive with the labels read
+        back from the task's dev files. OSError / ValueError when they are missing or unreadable."""
         import pandas as pd
 
-        return pd.read_csv(self.predictions_file, sep="\t")
+        archive = self.path / PREDICTIONS_ARCHIVE
+        if self.predictions_file.is_file() or not archive.is_file():
+            return pd.read_csv(self.predictions_file, sep="\t")
+        frame = pd.read_csv(archive)
+        frame.insert(2, "label", self._gold_labels(frame))
+        return frame
+
+    def _gold_labels(self, frame) -> list:
+        """The gold label of each (split, index) row of ``frame``, from the task's files in the data
+        folder of the run's config (``data.glue_dir``: ``GLUE_DIR``)."""
+        from maxpoolbert import tasks
+
+        cfg = self.config()
+        if cfg is None:
+            raise OSError(f"{self.path}: no {CONFIG}: the labels of {PREDICTIONS_ARCHIVE} cannot be read")
+        try:
+            task = tasks.from_config(cfg.task, str(self.config_file))
+            dirs = {"glue": cfg.data.get("glue_dir"), "superglue": cfg.data.get("superglue_dir")}
+            labels = {}
+            for name in frame["split"].unique():
+                folder = task.folder(dirs, name)
+                if folder is None:
+                    raise UserError(f"the gold labels of {self.path / PREDICTIONS_ARCHIVE} come from the "
+                                    f"{task.name} {name} file", allowed=task.folder_hint())
+                split = task.split(name)
+                labels[name] = task.read_file(folder / split.file, split)[0]["label"]
+            return [labels[split][index] for split, index in zip(frame["split"], frame["index"], strict=True)]
+        except UserError as err:
+            raise OSError(str(err)) from None
+
+    def archive_predictions(self) -> bool:
+        """Replace ``dev_predictions.tsv`` by :data:`PREDICTIONS_ARCHIVE`, the same rows without the
+        gold labels (what a study commits: no data of the benchmark). False when there is nothing
+        to archive."""
+        import pandas as pd
+
+        if not self.predictions_file.is_file():
+            return False
+        frame = pd.read_csv(self.predictions_file, sep="\t", dtype=str)
+        write_atomic(self.path / PREDICTIONS_ARCHIVE, frame.drop(columns=["label"]).to_csv(index=False))
+        self.predictions_file.unlink()
+        return True
 
     def launches(self) -> list[dict]:
         out = []

@@ -33,6 +33,37 @@ def test_the_page_is_what_make_report_makes_from_the_committed_runs(tmp_path, mo
             assert (tmp_path / name).read_bytes() == committed.read_bytes(), f"docs/results/{name} drifted"
 
 
+def test_the_committed_runs_hold_no_benchmark_data(real_glue, tmp_path):
+    """Each run commits its predictions without the gold labels, which the report reads back from
+    the task's dev file: the labels read back are the ones the run wrote (its archived TSV rebuilt)."""
+    for folder in committed_runs():
+        assert not list(folder.glob("*.tsv")), f"{folder.relative_to(ROOT)} holds a TSV"
+        header = (folder / rundir.PREDICTIONS_ARCHIVE).read_text().splitlines()[0]
+        assert header == "split,index,prediction", folder
+    gold = {"cola": [int(line.split("\t")[1]) for line in (real_glue / "CoLA" / "dev.tsv").read_text().splitlines()],
+            "stsb": [float(line.split("\t")[-1]) for line in
+                     (real_glue / "STS-B" / "dev.tsv").read_text().splitlines()[1:]]}
+    for task, labels in gold.items():  # a class label and a score, parsed here from the GLUE files
+        original = next(f for f in committed_runs() if f"/{task}/" in str(f))
+        read_back = rundir.RunFolder(original).predictions()
+        assert read_back["index"].tolist() == list(range(len(labels)))
+        assert read_back["label"].tolist() == labels
+        run = tmp_path / task  # archiving a run's TSV gives the committed file back
+        shutil.copytree(original, run)
+        read_back.to_csv(run / rundir.PREDICTIONS, sep="\t", index=False)
+        (run / rundir.PREDICTIONS_ARCHIVE).unlink()
+        assert rundir.RunFolder(run).archive_predictions() and not (run / rundir.PREDICTIONS).exists()
+        assert (run / rundir.PREDICTIONS_ARCHIVE).read_bytes() == (original / rundir.PREDICTIONS_ARCHIVE).read_bytes()
+
+
+def test_without_the_data_folder_the_report_says_where_the_labels_come_from(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    assert report(["--runs", "docs/results/runs", "--out", str(tmp_path)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: the gold labels of docs/results/runs/") and "(GLUE_DIR or data.glue_dir=" in line
+
+
 def test_the_committed_runs_hold_no_path_of_the_machine():
     for folder in committed_runs():
         for path in folder.rglob("*"):

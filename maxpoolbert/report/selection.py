@@ -55,7 +55,10 @@ def describe(key: str, mode: str) -> str:
 
 def half_metrics(folder: RunFolder, record: RunRecord) -> tuple[dict[str, float], dict[str, float]]:
     """Metrics of the even-index and of the odd-index dev rows, from ``dev_predictions.tsv``."""
-    rows = folder.predictions()
+    try:
+        rows = folder.predictions()
+    except (OSError, ValueError) as err:  # missing, unreadable, or its gold labels' data folder not given
+        raise SelectionError(" ".join(str(err).split())) from None
     task_eval = record.eval_metrics()
     if not task_eval:
         raise SelectionError(f"{folder.path}: its record names no dev metrics (a record of an old version "

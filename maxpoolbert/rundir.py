@@ -67,6 +67,7 @@ from maxpoolbert import signatures
 from maxpoolbert.errors import UserError, write_failure
 from maxpoolbert.schema import plain
 from maxpoolbert.tasks import CONFIGS, TaskInfo
+from maxpoolbert.tasks import from_config as task_from_config
 from maxpoolbert.tasks import task_info as configured_task_info
 from maxpoolbert.tasks import upgrade as upgrade_task
 
@@ -666,26 +667,24 @@ class RunFolder:
 
     def _gold_labels(self, frame) -> list:
         """The gold label of each (split, index) row of ``frame``, from the task's files in the data
-        folder of the run's config (``data.glue_dir``: ``GLUE_DIR``)."""
-        from maxpoolbert import tasks
-
+        folder of the run's config (``data.glue_dir``: ``GLUE_DIR``); OSError when they cannot be read."""
         cfg = self.config()
         if cfg is None:
             raise OSError(f"{self.path}: no {CONFIG}: the labels of {PREDICTIONS_ARCHIVE} cannot be read")
         try:
-            task = tasks.from_config(cfg.task, str(self.config_file))
+            task = task_from_config(cfg.task, str(self.config_file))
             dirs = {"glue": cfg.data.get("glue_dir"), "superglue": cfg.data.get("superglue_dir")}
             labels = {}
             for name in frame["split"].unique():
                 folder = task.folder(dirs, name)
                 if folder is None:
-                    raise UserError(f"the gold labels of {self.path / PREDICTIONS_ARCHIVE} come from the "
-                                    f"{task.name} {name} file", allowed=task.folder_hint())
+                    raise OSError(f"the gold labels of {self.path / PREDICTIONS_ARCHIVE} come from the "
+                                  f"{task.name} {name} file; {task.folder_hint()}")
                 split = task.split(name)
                 labels[name] = task.read_file(folder / split.file, split)[0]["label"]
-            return [labels[split][index] for split, index in zip(frame["split"], frame["index"], strict=True)]
-        except UserError as err:
+        except UserError as err:  # the task's file is missing or unreadable
             raise OSError(str(err)) from None
+        return [labels[split][index] for split, index in zip(frame["split"], frame["index"], strict=True)]
 
     def archive_predictions(self) -> bool:
         """Replace ``dev_predictions.tsv`` by :data:`PREDICTIONS_ARCHIVE`, the same rows without the

@@ -275,10 +275,7 @@ def check(cfg: DictConfig, swept: Collection[str] = ()) -> None:
     _check_combinations(values)
 
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-
-def additions(args: list[str], configs: Path = CONFIGS) -> list[str]:
+def additions(args: list[str], configs: Path = tasks.CONFIGS) -> list[str]:
     """The command line with each plain override of a key the project's own sections do not have
     (``data.batchsize=8``, ``pooling.module.num_head=2``) turned into an addition (``+data.batchsize=8``),
     so that :func:`check` refuses it in one line with the closest name rather than Hydra in six.

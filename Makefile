@@ -55,7 +55,7 @@ lint: install
 	$(PYTHON) -m ruff check maxpoolbert tests scripts train.py
 
 report: install
-	$(PYTHON) -m maxpoolbert.report --runs $(RUNS) --out reports
+	$(PYTHON) -m maxpoolbert.report --runs $(RUNS) --out reports $(ARGS)
 
 # The reference study (docs/results/): run or continue it (finished runs are skipped), archive the
 # runs' dev predictions without the gold labels (no GLUE data in the repository: the report reads

@@ -22,7 +22,7 @@ import pandas as pd
 
 from maxpoolbert import rundir
 from maxpoolbert.report import statistics as S
-from maxpoolbert.report.collect import CELL
+from maxpoolbert.report.collect import CELL, factor_column, factor_keys, show_value
 from maxpoolbert.report.stats import (
     BASELINE,
     LOW,
@@ -43,6 +43,7 @@ POWER = 0.8             # the power the seed counts are for
 BOOT_SEED = 0           # the seed of every bootstrap, permutation and ASO draw
 DEFAULT_B = 1000        # bootstrap resamples (--bootstrap)
 DEFAULT_EFFECT = 1.0    # the difference, in points, the power analysis asks about (--effect)
+DEFAULT_ROPE = 1.0      # points: a difference inside ±ROPE is practically equivalent (--rope)
 PERMUTATIONS = 100_000  # random sign patterns of the permutation test beyond EXACT_MAX_N pairs
 EXACT_MAX_N = 10        # up to this many pairs the permutation test enumerates all 2**n signs
 MATCH_TOL = 1e-3        # points: recomputed scores must reproduce the recorded ones this closely
@@ -58,6 +59,9 @@ class Options:
     select: str | None = None
     select_on: str = "all"
     root: Path | None = None
+    # the compared factors, each with its baseline value (JSON text; pooling: the pooling's name)
+    factors: tuple[tuple[str, str], ...] = (("pooling", BASELINE),)
+    rope: float = DEFAULT_ROPE
 
     @property
     def half(self) -> bool:
@@ -68,7 +72,8 @@ class Options:
 # --------------------------------------------------------------------------- cells
 
 CELL_COLUMNS = ["model", "task", "pooling", "train_size", "table", "seeds", "n_runs", "n", "n_failed",
-                "n_status_unknown", "mean", "std", "ci_low", "ci_high", "median", "min", "max", "majority"]
+                "n_status_unknown", "mean", "std", "ci_low", "ci_high", "median", "min", "max", "majority",
+                "at_chance"]
 
 
 def _seed_list(seeds: Sequence[int]) -> str:
@@ -79,11 +84,12 @@ def cell_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo]) -> pd.DataFrame:
     """One row per cell (model, task, pooling, train size), every run of it (``cells.csv``).
 
     ``n_runs`` counts every run, ``n`` those with a finite score (every statistic uses them),
-    ``n_failed`` the failed ones (score at or below the majority-class score + 1e-9, a non-finite
-    score, or, without a majority score, constant dev predictions: the report's degenerate runs),
+    ``n_failed`` the failed ones (on the reported rows: score at or below the majority-class score +
+    1e-9, a non-finite score, or one prediction on every row: :mod:`~maxpoolbert.report.failures`),
     which stay in every statistic; ``n_status_unknown`` the runs whose status cannot be told. mean,
     std (ddof=1), the Student-t 95% interval of the mean, median, min, max and ``majority`` (the
-    majority-class score) are ×100.
+    majority-class score on the reported rows) are ×100; ``at_chance``: the majority-class score lies
+    within (or above) the cell's interval (n = 1: the mean is at or below it).
     """
     table = np.where(in_main(runs), MAIN, LOW)
     rows = []
@@ -96,9 +102,11 @@ def cell_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo]) -> pd.DataFrame:
                      "n_runs": len(group), "n": summary["n"], "n_failed": int((status == True).sum()),  # noqa: E712
                      "n_status_unknown": int(status.isna().sum()),
                      **{k: summary[k] for k in ("mean", "std", "ci_low", "ci_high", "median", "min", "max")},
-                     "majority": majority.mean() * 100 if len(majority) else math.nan})
+                     "majority": majority.mean() * 100 if len(majority) else math.nan,
+                     "at_chance": _at_chance(group["score"].to_numpy() * 100, group["majority_score"])})
     out = pd.DataFrame(rows, columns=CELL_COLUMNS)
     out["train_size"] = out["train_size"].astype("Int64")
+    out["at_chance"] = out["at_chance"].astype("boolean")
     return _sort(out, ["model", "table", "train_size", "task", "pooling"], tasks)
 
 
@@ -175,10 +183,14 @@ class Predictions:
 # --------------------------------------------------------------------------- comparisons
 
 COMPARISON_COLUMNS = [
-    "model", "table", "train_size", "task", "pooling", "baseline", "n_tasks", "n_pairs", "seeds",
+    "model", "table", "train_size", "factor", "value", "baseline_value", "task", "pooling", "baseline",
+    "n_tasks", "n_pairs", "seeds",
     "mean_pooling", "mean_baseline", "mean_diff", "std_diff", "boot_low", "boot_high",
     "two_level_low", "two_level_high", "two_level_dropped", "perm_p", "perm_exact", "wilcoxon_p",
-    "holm_p", "holm_m", "prob_better", "aso_eps_min", "aso_m", "effect", "seeds_needed", "min_detectable",
+    "holm_p", "holm_m", "prob_better", "aso_eps_min", "aso_eps_min_reverse", "aso_m", "effect", "seeds_needed",
+    "min_detectable", "n_rows", "row_sd", "detectable_rows", "detectable_floor", "seeds_needed_rows",
+    "verdict", "verdict_basis", "verdict_low", "verdict_high", "verdict_level", "rope",
+    "at_chance_pooling", "at_chance_baseline",
 ]
 
 
@@ -189,7 +201,7 @@ def _nan_stats() -> dict[str, Any]:
 
 
 def paired_stats(a: np.ndarray, b: np.ndarray, options: Options) -> dict[str, Any]:
-    """The seed-level statistics of one paired comparison: ``a`` the pooling's and ``b`` the
+    """The seed-level statistics of one paired comparison: ``a`` the compared arm's and ``b`` the
     baseline's scores (×100) of the same seeds, in the same order."""
     n = len(a)
     out = _nan_stats()
@@ -211,9 +223,19 @@ def paired_stats(a: np.ndarray, b: np.ndarray, options: Options) -> dict[str, An
     return out
 
 
+def seed_replicates(d: np.ndarray, B: int) -> np.ndarray:
+    """The seed bootstrap's replicates of the mean paired difference: the draws of
+    :func:`~maxpoolbert.report.statistics.paired_bootstrap_ci` (same seed, same stream)."""
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return np.array([])
+    idx = np.random.default_rng(BOOT_SEED).integers(0, d.size, size=(B, d.size))
+    return d[idx].mean(axis=1)
+
+
 @dataclass
 class _Pairs:
-    """The runs of one task comparison, paired on seeds: pooling (a) and baseline (b)."""
+    """The runs of one task comparison, paired on seeds: the compared arm (a) and the baseline (b)."""
 
     seeds: list[int]
     a: np.ndarray
@@ -237,81 +259,204 @@ class Comparisons:
     notes: list[str] = field(default_factory=list)
 
 
+def factor_values(runs: pd.DataFrame, factor: str) -> pd.Series:
+    """Each run's value along ``factor``: the pooling's name, or a compared key's JSON text (None
+    where the run's settings lack the key)."""
+    column = factor_column(factor)
+    if column not in runs:
+        return runs["pooling"] if factor == "pooling" else pd.Series([None] * len(runs), index=runs.index)
+    return runs[column]
+
+
+def _context(runs: pd.DataFrame, factor: str) -> list[tuple]:
+    """Each run's values of every other factor (the things held fixed along ``factor``)."""
+    others = [k for k in ["pooling", *factor_keys(runs)] if k != factor]
+    columns = [factor_values(runs, k).tolist() for k in others]
+    return [tuple(zip(others, values, strict=True)) for values in zip(*columns, strict=True)] if others else \
+        [()] * len(runs)
+
+
+def _matches(base: tuple, mine: tuple) -> bool:
+    """A baseline run's context fits a compared arm's when every factor is equal or the baseline run
+    has no such setting (``cls`` lacks ``pooling.module.k``: it is every k's baseline)."""
+    return all(bv is None or bv == mv for (_, bv), (_, mv) in zip(base, mine, strict=True))
+
+
 def comparison_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo], options: Options,
-                     baseline: str = BASELINE) -> Comparisons:
-    """Each pooling against ``baseline``, per table (the main one; each low-resource size), model
-    and task on the seeds both share, and per benchmark average (``comparisons.csv``): see
-    README.md's report section for every column. Runs with a non-finite score are left out (their
-    seed is not shared)."""
+                     baseline: str | None = None) -> Comparisons:
+    """Along each factor of ``options.factors`` (pooling by default; ``--compare KEY``), every value
+    against the factor's baseline value, the other factors held fixed, per table (the main one; each
+    low-resource size), model and task on the seeds both arms share, and per benchmark average
+    (``comparisons.csv``): see README.md's report section for every column. Runs with a non-finite
+    score are left out (their seed is not shared). ``baseline`` overrides the pooling's."""
+    factors = [(f, baseline if f == "pooling" and baseline is not None else b) for f, b in options.factors]
     scored = runs[runs["score"].notna()].copy()
     scored["_main"] = in_main(scored, main_sizes(runs)).to_numpy()
     predictions = Predictions(options.root, options.half) if options.root is not None else None
     unavailable: dict[str, list[str]] = {}
     rows = []
-    groups = [(model, MAIN, None, g[g["_main"]]) for model, g in scored.groupby("model", sort=True)]
+    groups = [(model, MAIN, g[g["_main"]]) for model, g in scored.groupby("model", sort=True)]
     low = scored[~scored["_main"]]
     for (model, size), g in low.groupby(["model", "train_size"], sort=True):
-        groups.append((model, LOW, int(size), g))
-    for model, table, _size, group in groups:
-        base_runs = group[group["pooling"] == baseline]
-        if base_runs.empty:
-            continue
-        for pooling in sorted(set(group["pooling"]) - {baseline}, key=pooling_key):
-            mine = group[group["pooling"] == pooling]
-            task_rows, pairs_of = [], {}
-            for task in tasks:
-                a, b = mine[mine["task"] == task], base_runs[base_runs["task"] == task]
-                if a.empty or b.empty:
+        groups.append((model, LOW, g))
+    for factor, base_value in factors:
+        for model, table, group in groups:
+            values = factor_values(group, factor)
+            contexts = pd.Series(_context(group, factor), index=group.index, dtype=object)
+            base_mask = values == base_value
+            base_runs = group[base_mask]
+            if base_runs.empty:
+                continue
+            arms = group[~base_mask & values.notna()]
+            keys = sorted({(contexts[i], values[i]) for i in arms.index},
+                          key=lambda cv: (str(cv[0]), _value_key(factor, cv[1])))
+            for context, value in keys:
+                mine = arms[(values[arms.index] == value) & contexts[arms.index].map(lambda c: c == context)]
+                fits = contexts[base_runs.index].map(lambda c, ctx=context: _matches(c, ctx))
+                base = base_runs[fits]
+                exact = base[contexts[base.index].map(lambda c, ctx=context: c == ctx)]
+                base = exact if not exact.empty else base
+                if base.empty or base["pooling"].nunique() != 1:
                     continue
-                pairs = _pairs(a, b)
-                pairs_of[task] = pairs
-                row = {"model": model, "table": table, "train_size": pairs.size, "task": task, "pooling": pooling,
-                       "baseline": baseline, "n_tasks": 1, "n_pairs": len(pairs.seeds),
-                       "seeds": _seed_list(pairs.seeds), **paired_stats(pairs.a, pairs.b, options),
-                       "two_level_low": math.nan, "two_level_high": math.nan, "two_level_dropped": pd.NA}
-                if predictions is None:
-                    unavailable.setdefault("runs read from W&B have no dev predictions", []).append(task)
-                elif len(pairs.seeds) >= 1:
-                    try:
-                        ci = S.two_level_bootstrap_ci(predictions.splits(pairs.paths_a, pairs.paths_b),
-                                                      B=options.bootstrap, seed=BOOT_SEED, alpha=ALPHA)
-                        if not abs(ci.estimate * 100 - row["mean_diff"]) <= MATCH_TOL:
-                            raise Unavailable("the dev predictions do not reproduce the recorded scores")
-                        row.update(two_level_low=ci.low * 100, two_level_high=ci.high * 100,
-                                   two_level_dropped=ci.n_dropped)
-                    except Unavailable as why:
-                        unavailable.setdefault(str(why), []).append(f"{pairs.paths_a[0]}")
-                task_rows.append((row, pairs))
-            m = len(task_rows)
-            adjusted = S.holm([r["perm_p"] for r, _ in task_rows])
-            for (row, pairs), holm_p in zip(task_rows, adjusted, strict=True):
-                row.update(holm_p=holm_p, holm_m=m, aso_m=m,
-                           aso_eps_min=_aso(pairs.a, pairs.b, m, options), effect=options.effect)
-                rows.append(row)
-            for bench, members in benchmarks(tasks).items():
-                names = [t for t in members if t in pairs_of]
-                if len(names) < 2:
-                    continue
-                shared = sorted(set.intersection(*(set(pairs_of[t].seeds) for t in names)))
-                a = np.array([np.mean([_at(pairs_of[t], s, "a") for t in names]) for s in shared])
-                b = np.array([np.mean([_at(pairs_of[t], s, "b") for t in names]) for s in shared])
-                sizes = {pairs_of[t].size for t in names}
-                common = sizes.pop() if len(sizes) == 1 else pd.NA
-                rows.append({"model": model, "table": table, "train_size": common, "task": avg_key(bench),
-                             "pooling": pooling, "baseline": baseline, "n_tasks": len(names),
-                             "n_pairs": len(shared), "seeds": _seed_list(shared), **paired_stats(a, b, options),
-                             "two_level_low": math.nan, "two_level_high": math.nan, "two_level_dropped": pd.NA,
-                             "holm_p": math.nan, "holm_m": pd.NA, "aso_eps_min": _aso(a, b, 1, options),
-                             "aso_m": 1, "effect": options.effect})
+                head = {"model": model, "table": table, "factor": factor, "value": _show(factor, value),
+                        "baseline_value": _show(factor, base_value), "pooling": mine["pooling"].iloc[0],
+                        "baseline": base["pooling"].iloc[0]}
+                rows += _family(head, mine, base, tasks, options, predictions, unavailable)
     out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    for col in ("train_size", "two_level_dropped", "holm_m", "seeds_needed"):
+    for col in ("train_size", "two_level_dropped", "holm_m", "seeds_needed", "seeds_needed_rows", "n_rows"):
         out[col] = out[col].astype("Int64")
     out["perm_exact"] = out["perm_exact"].astype("boolean")
+    for col in ("at_chance_pooling", "at_chance_baseline"):
+        out[col] = out[col].astype("boolean")
     notes = []
     for why, where in sorted(unavailable.items()):
         example = "" if why.startswith("runs read from W&B") else f", e.g. `{where[0]}`"
         notes.append(f"Two-level bootstrap left empty for {len(where)} comparison(s): {why}{example}.")
-    return Comparisons(_order_comparisons(out, tasks), notes)
+    return Comparisons(_order_comparisons(out, tasks, [f for f, _ in factors]), notes)
+
+
+def _show(factor: str, value: Any) -> str:
+    return str(value) if factor == "pooling" else show_value(value)
+
+
+def _value_key(factor: str, value: Any) -> tuple:
+    if factor == "pooling":
+        return pooling_key(value)
+    shown = show_value(value)
+    try:
+        return (0, float(shown), "")
+    except ValueError:
+        return (1, 0.0, shown)
+
+
+def _at_chance(scores: np.ndarray, majority: pd.Series) -> bool | None:
+    """A cell at chance: the majority-class score lies within (or above) its 95% interval of the
+    mean: ``majority >= ci_low`` (n = 1: ``mean <= majority``). None without a majority score."""
+    values = majority.dropna()
+    if values.empty:
+        return None
+    summary = S.cell_summary(scores, alpha=ALPHA)
+    level = float(values.mean()) * 100
+    if summary["n"] == 0:
+        return None
+    bound = summary["ci_low"] if summary["n"] >= 2 else summary["mean"]
+    return bool(level >= bound)
+
+
+def _family(head: dict, mine: pd.DataFrame, base: pd.DataFrame, tasks: dict[str, TaskInfo], options: Options,
+            predictions: Predictions | None, unavailable: dict[str, list[str]]) -> list[dict]:
+    """The rows of one comparison family: the compared arm ``mine`` against ``base`` on each task
+    (Holm and the verdicts' step-down over them), then each benchmark average."""
+    task_rows, pairs_of, replicates = [], {}, []
+    for task in tasks:
+        a, b = mine[mine["task"] == task], base[base["task"] == task]
+        if a.empty or b.empty:
+            continue
+        pairs = _pairs(a, b)
+        if not pairs.seeds:
+            continue
+        pairs_of[task] = pairs
+        row = {**head, "train_size": pairs.size, "task": task, "n_tasks": 1, "n_pairs": len(pairs.seeds),
+               "seeds": _seed_list(pairs.seeds), **paired_stats(pairs.a, pairs.b, options),
+               "two_level_low": math.nan, "two_level_high": math.nan, "two_level_dropped": pd.NA,
+               "n_rows": pd.NA, "row_sd": math.nan, "at_chance_pooling": _at_chance(a["score"].to_numpy() * 100, a["majority_score"]),
+               "at_chance_baseline": _at_chance(b["score"].to_numpy() * 100, b["majority_score"])}
+        reps, basis = seed_replicates(pairs.a - pairs.b, options.bootstrap), "seeds"
+        if predictions is None:
+            unavailable.setdefault("runs read from W&B have no dev predictions", []).append(task)
+        else:
+            try:
+                splits = predictions.splits(pairs.paths_a, pairs.paths_b)
+                row["n_rows"] = sum(int(sp.labels.size) for sp in splits)
+                crossed, estimate = S.bootstrap_replicates(splits, B=options.bootstrap, seed=BOOT_SEED, rows="shared")
+                if not abs(estimate * 100 - row["mean_diff"]) <= MATCH_TOL:
+                    raise Unavailable("the dev predictions do not reproduce the recorded scores")
+                finite = crossed[np.isfinite(crossed)] * 100
+                if finite.size:
+                    low, high = S.percentile_interval(finite, ALPHA)
+                    row.update(two_level_low=low, two_level_high=high, two_level_dropped=int(crossed.size - finite.size))
+                    reps, basis = finite, "seeds × rows"
+                rows_only, _ = S.bootstrap_replicates(splits, B=options.bootstrap, seed=BOOT_SEED, rows="shared",
+                                                      resample_seeds=False)
+                rows_only = rows_only[np.isfinite(rows_only)] * 100
+                if rows_only.size >= 2:
+                    row["row_sd"] = float(rows_only.std(ddof=1))
+            except Unavailable as why:
+                unavailable.setdefault(str(why), []).append(f"{pairs.paths_a[0]}")
+        row["verdict_basis"] = basis
+        task_rows.append((row, pairs))
+        replicates.append(reps)
+    m = len(task_rows)
+    adjusted = S.holm([r["perm_p"] for r, _ in task_rows])
+    _verdicts([r for r, _ in task_rows], replicates, options)
+    out = []
+    for (row, pairs), holm_p in zip(task_rows, adjusted, strict=True):
+        row.update(holm_p=holm_p, holm_m=m, aso_m=m, aso_eps_min=_aso(pairs.a, pairs.b, m, options),
+                   aso_eps_min_reverse=_aso(pairs.b, pairs.a, m, options), effect=options.effect)
+        _power_with_rows(row, options)
+        out.append(row)
+    for bench, members in benchmarks(tasks).items():
+        names = [t for t in members if t in pairs_of]
+        if len(names) < 2:
+            continue
+        shared = sorted(set.intersection(*(set(pairs_of[t].seeds) for t in names)))
+        a = np.array([np.mean([_at(pairs_of[t], s, "a") for t in names]) for s in shared])
+        b = np.array([np.mean([_at(pairs_of[t], s, "b") for t in names]) for s in shared])
+        sizes = {pairs_of[t].size for t in names}
+        common = sizes.pop() if len(sizes) == 1 else pd.NA
+        row = {**head, "train_size": common, "task": avg_key(bench), "n_tasks": len(names),
+               "n_pairs": len(shared), "seeds": _seed_list(shared), **paired_stats(a, b, options),
+               "two_level_low": math.nan, "two_level_high": math.nan, "two_level_dropped": pd.NA,
+               "holm_p": math.nan, "holm_m": pd.NA, "aso_eps_min": _aso(a, b, 1, options),
+               "aso_eps_min_reverse": _aso(b, a, 1, options), "aso_m": 1, "effect": options.effect,
+               "n_rows": pd.NA, "row_sd": math.nan, "verdict_basis": "seeds", "at_chance_pooling": pd.NA,
+               "at_chance_baseline": pd.NA}
+        _verdicts([row], [seed_replicates(a - b, options.bootstrap)], options)
+        _power_with_rows(row, options)
+        out.append(row)
+    return out
+
+
+def _verdicts(rows: list[dict], replicates: list[np.ndarray], options: Options) -> None:
+    """Each row's verdict (better / worse / equivalent / undecided) from its replicates' percentile
+    interval at Holm's step-down level over the family (:func:`~maxpoolbert.report.statistics.verdicts`)."""
+    pvalues = [S.bootstrap_p(r) for r in replicates]
+    divisors = S.holm_levels(pvalues)
+    intervals = [S.percentile_interval(r, ALPHA / k) for r, k in zip(replicates, divisors, strict=True)]
+    words = S.verdicts(intervals, list(divisors), options.rope)
+    for row, (low, high), k, word in zip(rows, intervals, divisors, words, strict=True):
+        row.update(verdict=word, verdict_low=low, verdict_high=high, verdict_level=1 - ALPHA / k, rope=options.rope)
+
+
+def _power_with_rows(row: dict, options: Options) -> None:
+    """The power columns that count the evaluation rows' noise too (``row_sd``: NaN without
+    predictions, then these stay NaN)."""
+    sd, rows_sd, n = row["std_diff"], row["row_sd"], int(row["n_pairs"])
+    ok = n >= 2 and math.isfinite(sd) and math.isfinite(rows_sd)
+    needed = S.seeds_needed_with_rows(sd, rows_sd, options.effect, alpha=ALPHA, power=POWER) if ok else None
+    row.update(detectable_rows=S.detectable_with_rows(sd, rows_sd, n, ALPHA, POWER) if ok else math.nan,
+               detectable_floor=S.detectable_with_rows(sd, rows_sd, math.inf, ALPHA, POWER) if ok else math.nan,
+               seeds_needed_rows=pd.NA if needed is None else needed)
 
 
 def _at(pairs: _Pairs, seed: int, side: str) -> float:
@@ -325,28 +470,20 @@ def _aso(a: np.ndarray, b: np.ndarray, m: int, options: Options) -> float:
                              num_comparisons=max(m, 1))
 
 
-def _order_comparisons(table: pd.DataFrame, tasks: dict[str, TaskInfo]) -> pd.DataFrame:
-    """Report order: model, table (main, then sizes), pooling, then tasks in column order with each
-    benchmark's average after its tasks."""
+def _order_comparisons(table: pd.DataFrame, tasks: dict[str, TaskInfo], factors: Sequence[str] = ("pooling",)
+                       ) -> pd.DataFrame:
+    """Report order: factor (as given), model, table (main, then sizes), compared arm, then tasks in
+    column order with each benchmark's average after its tasks."""
     column = {}
     for bench, members in benchmarks(tasks).items():
         for name in (*members, avg_key(bench)):
             column[name] = len(column)
-    keys = [(r.model, 0 if r.table == MAIN else 1, size_key(r.train_size) if r.table != MAIN else (0, 0),
-             pooling_key(r.pooling), column.get(r.task, len(column))) for r in table.itertuples()]
+    factor_rank = {f: i for i, f in enumerate(factors)}
+    keys = [(factor_rank.get(r.factor, len(factor_rank)), r.model, 0 if r.table == MAIN else 1,
+             size_key(r.train_size) if r.table != MAIN else (0, 0), pooling_key(r.baseline), pooling_key(r.pooling),
+             column.get(r.task, len(column))) for r in table.itertuples()]
     order = sorted(range(len(table)), key=keys.__getitem__)
     return table.iloc[order].reset_index(drop=True)
-
-
-def power_sentences(comparisons: pd.DataFrame, tasks: dict[str, TaskInfo], effect: float) -> list[str]:
-    """One sentence per comparison of the main table: what its seeds detect and what ``effect``
-    points would need (:func:`maxpoolbert.report.statistics.power_sentence`)."""
-    out = []
-    for r in comparisons[comparisons["table"] == MAIN].itertuples():
-        name = tasks[r.task].display_name if r.task in tasks else _avg_name(r.task, tasks)
-        text = S.power_sentence(int(r.n_pairs), r.std_diff, effect, alpha=ALPHA, power=POWER)
-        out.append(f"`{r.pooling}` − `{r.baseline}` on {name} ({r.model}): {text}.")
-    return out
 
 
 def _avg_name(key: str, tasks: dict[str, TaskInfo]) -> str:

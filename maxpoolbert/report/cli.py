@@ -14,15 +14,17 @@ import pandas as pd
 import yaml
 
 from maxpoolbert import report
-from maxpoolbert.errors import EXIT_CODE, UserError, check_writable_folder
-from maxpoolbert.report import analysis, selection
-from maxpoolbert.report.collect import ReportError, SelectionError, collect_runs, collect_wandb
+from maxpoolbert.errors import EXIT_CODE, UserError, WriteFailed, check_writable_folder
+from maxpoolbert.report import analysis, failures, selection
+from maxpoolbert.report.collect import ReportError, SelectionError, collect_runs, collect_wandb, resolve_baselines
 from maxpoolbert.report.render import write_report
 
 REPORT_YAML = "report.yaml"
 # report.yaml key -> the option it sets (its defaults; the command line wins)
 YAML_OPTIONS = {"select": "--select", "select_on": "--select-on", "effect": "--effect",
-                "bootstrap": "--bootstrap", "ignore": "--ignore", "split_settings": "--split-settings"}
+                "bootstrap": "--bootstrap", "ignore": "--ignore", "split_settings": "--split-settings",
+                "compare": "--compare", "baseline": "--baseline", "rope": "--rope"}
+REPEATABLE = ("--ignore", "--compare", "--baseline")
 
 # --------------------------------------------------------------------------- CLI
 
@@ -61,6 +63,17 @@ def build_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--select-on", choices=selection.MODES, default="all",
                         help="all: choose and report on every dev row (optimistic); half: choose on even-index "
                              "dev rows, report odd-index rows only (honest)")
+    parser.add_argument("--compare", metavar="KEY", action="append", default=[],
+                        help="compare along KEY too (any key of the runs' settings, e.g. optimizer.layer_decay, "
+                             "pooling.module.k, head.use_pooler, model.name): each value against the baseline "
+                             "value, seed by seed, the other factors held fixed; repeatable (pooling is always "
+                             "compared)")
+    parser.add_argument("--baseline", metavar="KEY=VALUE", action="append", default=[],
+                        help="the baseline value of a compared factor (default: pooling=cls; for another key the "
+                             "config's default value, shown as 'default' when null); repeatable")
+    parser.add_argument("--rope", type=_positive_float, default=analysis.DEFAULT_ROPE, metavar="POINTS",
+                        help="region of practical equivalence (×100 points): a difference whose interval lies "
+                             f"inside ±POINTS is 'equivalent' (default {analysis.DEFAULT_ROPE:g})")
     parser.add_argument("--effect", type=_positive_float, default=analysis.DEFAULT_EFFECT, metavar="POINTS",
                         help="the difference (×100 points) the power analysis asks about: seeds needed to detect "
                              f"it with 80%% power (default {analysis.DEFAULT_EFFECT:g})")
@@ -97,7 +110,10 @@ def yaml_defaults(runs: str | os.PathLike) -> list[str]:
             if not isinstance(value, bool):
                 raise UserError("not a boolean", key=f"{where}: {key}", value=str(value), allowed="true or false")
             tokens += [option] if value else []
-        elif option == "--ignore":
+        elif option == "--baseline" and isinstance(value, dict):
+            for k, v in value.items():
+                tokens += [option, f"{k}={'null' if v is None else v}"]
+        elif option in REPEATABLE:
             for item in value if isinstance(value, list) else [value]:
                 tokens += [option, str(item)]
         elif value is not None:
@@ -162,19 +178,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.from_wandb:
             source = f"wandb:{args.from_wandb}"
             runs, skipped = collect_wandb(args.from_wandb, by=args.select, ignore=args.ignore,
-                                          split=args.split_settings)
+                                          split=args.split_settings, compare=args.compare)
         else:
             source = args.runs
-            runs, skipped = collect_runs(args.runs, by=args.select, ignore=args.ignore, split=args.split_settings)
+            runs, skipped = collect_runs(args.runs, by=args.select, ignore=args.ignore, split=args.split_settings,
+                                         compare=args.compare)
         if runs.empty:
             example = (f" ({len(skipped)} skipped, e.g. {skipped[0]['path']}: "
                        f"{skipped[0]['reason']})") if skipped else ""
             raise ReportError(f"no usable runs found in {source}{example}")
+        factors = resolve_baselines(runs, args.compare, args.baseline)
         preface: list[str] = []
         chosen = None
+        root = None if args.from_wandb else Path(args.runs)
         if args.select:
-            chosen, preface = apply_selection(runs, args, None if args.from_wandb else Path(args.runs))
+            chosen, preface = apply_selection(runs, args, root)
             runs = chosen.runs
+        runs = failures.judge(runs, root, half=bool(args.select) and args.select_on == "half")
     except SelectionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -183,12 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     out = Path(args.out)
     options = analysis.Options(effect=args.effect, bootstrap=args.bootstrap, select=args.select,
-                               select_on=args.select_on, root=None if args.from_wandb else Path(args.runs))
-    write_report(runs, skipped, out, source, preface, options,
-                 selection_table=None if chosen is None else chosen.table,
-                 candidates=None if chosen is None else chosen.candidates)
-    if chosen is not None:
-        chosen.table.to_csv(out / "selection.csv", index=False)
+                               select_on=args.select_on, root=root, factors=factors, rope=args.rope)
+    try:
+        write_report(runs, skipped, out, source, preface, options,
+                     selection_table=None if chosen is None else chosen.table,
+                     candidates=None if chosen is None else chosen.candidates)
+    except WriteFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CODE
     print(f"report: {len(runs)} run(s) used, {len(skipped)} skipped -> {out / 'results.md'}")
     return 0
 

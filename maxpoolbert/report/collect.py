@@ -150,7 +150,7 @@ def records_to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def collect_runs(root: str | os.PathLike, by: str | None = None, ignore: Sequence[str] = (),
-                 split: bool = False) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+                 split: bool = False, compare: Sequence[str] = ()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """Read every run under ``root``.
 
     Returns the usable runs (one row per run, see :data:`RUN_COLUMNS`) and the skipped ones as
@@ -181,24 +181,32 @@ def collect_runs(root: str | os.PathLike, by: str | None = None, ignore: Sequenc
             row["degenerate"] = predictions_constant(folder)
         row.update(path=rel, mtime=folder.results.stat().st_mtime)
         rows.append(row)
-    return finish_collection(rows, skipped, by, ignore, split, root)
+    return finish_collection(rows, skipped, by, ignore, split, root, compare)
 
 
 def finish_collection(rows: list[dict[str, Any]], skipped: list[dict[str, str]], by: str | None = None,
-                      ignore: Sequence[str] = (), split: bool = False, root: Path | None = None):
-    """Runs as a frame: identities without ``by``/``ignore``, duplicates dropped (same cell,
-    identity, seed and, with ``by``, value), runs of different settings in one cell refused
-    (:class:`MixedSettingsError`) or, with ``split``, relabelled as their own rows."""
+                      ignore: Sequence[str] = (), split: bool = False, root: Path | None = None,
+                      compare: Sequence[str] = ()):
+    """Runs as a frame: identities without ``by``/``ignore``/``compare``, each compared key a factor
+    (:func:`with_factors`: a column and a label on the row), duplicates dropped (same cell, identity,
+    seed and, with ``by``, value; refused when ``ignore`` would make runs of different settings one
+    seed's duplicates), runs of different settings in one cell refused (:class:`MixedSettingsError`)
+    or, with ``split``, labelled as their own rows (their differing keys become factors too, so that
+    each settings group keeps its comparisons)."""
     runs = records_to_frame(rows)
     complete_settings(runs)
-    dropped = [*(() if by is None else (by,)), *ignore]
+    keys = [k for k in dict.fromkeys(compare) if k != "pooling"]
+    dropped = [*(() if by is None else (by,)), *ignore, *keys]
     runs["identity"] = [rundir.settings_id({k: v for k, v in s.items() if k not in dropped})
                         for s in runs["settings"]]
     if by is not None:
         runs = with_values(runs, by)
-    runs = label_variants(runs) if split else runs
+    runs["_pooling"] = runs["pooling"]
+    runs = with_factors(runs, keys)
+    if split:
+        runs = with_factors(runs, [k for k in split_keys(runs) if k not in keys], context_only=True)
     check_settings(runs)
-    runs, dups = drop_duplicate_seeds(runs)
+    runs, dups = drop_duplicate_seeds(runs, ignore)
     skipped = skipped + dups
     for path in runs.loc[runs["score"].isna(), "path"]:
         skipped.append({"path": path,
@@ -220,13 +228,22 @@ def complete_settings(runs: pd.DataFrame) -> None:
                 runs.at[i, "settings"] = rundir.completed(runs.at[i, "settings"], keys)
 
 
-def drop_duplicate_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+def drop_duplicate_seeds(runs: pd.DataFrame, ignore: Sequence[str] = ()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """Keep the newest run (by results.json mtime) per cell, identity, searched value and seed; list
-    the others: only runs that computed the same thing are duplicates."""
+    the others: only runs that computed the same thing are duplicates. Runs that ``ignore`` (``--ignore
+    KEY``) alone made one seed's duplicates, though their values of those keys differ, are refused in
+    one line naming them (:class:`MixedSettingsError`): dropping one would lose a run in silence."""
     keys = [*CELL, "identity", *(["_value"] if "_value" in runs else []), "seed"]
     kept, skipped = [], []
     for _, group in runs.groupby(keys, dropna=False, sort=False):
         group = group.sort_values(["mtime", "path"], kind="stable")
+        clash = _ignored_differences(group, ignore)
+        if clash:
+            key, (a, path_a), (b, path_b) = clash
+            raise MixedSettingsError(
+                f"--ignore {key} would make runs of different settings duplicates of seed {group['seed'].iloc[0]}: "
+                f"{path_a} ({key}={rundir.show(a)}) and {path_b} ({key}={rundir.show(b)}); compare them "
+                f"(--compare {key}) or show them as rows (--split-settings) instead")
         newest = group.iloc[-1]
         kept.append(newest)
         for path in group["path"].iloc[:-1]:
@@ -236,6 +253,188 @@ def drop_duplicate_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[st
         return runs, skipped
     result = pd.DataFrame(kept).sort_values("path").reset_index(drop=True)
     return result.astype(runs.dtypes.to_dict()), skipped
+
+
+def _ignored_differences(group: pd.DataFrame, ignore: Sequence[str]):
+    """``(key, (value, path), (other value, other path))`` for the first ignored key whose values
+    differ between ``group``'s runs (a key a run lacks counts at its value when missing), else None."""
+    if len(group) < 2:
+        return None
+    for key in ignore:
+        seen: dict[str, tuple[Any, str]] = {}
+        for settings, path in zip(group["settings"], group["path"], strict=True):
+            value = settings[key] if key in settings else rundir.completed({}, [key])[key]
+            seen.setdefault(json.dumps(value, sort_keys=True, default=str), (value, path))
+        if len(seen) > 1:
+            first, second = list(seen.values())[:2]
+            return key, first, second
+    return None
+
+
+# --------------------------------------------------------------------------- factors
+
+FACTOR = "_f:"          # the column prefix of a compared (or split) key's values: JSON text, None when unset
+DEFAULT_LABEL = "default"
+
+
+def factor_column(key: str) -> str:
+    return "_pooling" if key == "pooling" else FACTOR + key
+
+
+def show_value(text: Any) -> str:
+    """A factor value (JSON text) as the report writes it: ``null`` (the config's default, e.g.
+    ``optimizer.layer_decay`` off) as ``default``, a string without quotes."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return rundir.UNSET
+    value = json.loads(text) if isinstance(text, str) else text
+    if value is None:
+        return DEFAULT_LABEL
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def factor_keys(runs: pd.DataFrame) -> list[str]:
+    """The keys of the factor columns of ``runs`` (besides pooling), in the order they were added."""
+    return [c[len(FACTOR):] for c in runs.columns if c.startswith(FACTOR)]
+
+
+def with_factors(runs: pd.DataFrame, keys: Sequence[str], context_only: bool = False) -> pd.DataFrame:
+    """``runs`` with a column per key (:func:`factor_column`: the run's value as JSON text, None when
+    its settings lack the key, e.g. ``pooling.module.k`` of ``cls``) and the keys' values added to
+    the row label (``pooling``): ``maxpool_mha [pooling.module.k=1]``. A key no run has is refused in
+    one line (:class:`SelectionError`)."""
+    if not keys:
+        return runs
+    runs = runs.copy()
+    known = sorted(set().union(*runs["settings"])) if len(runs) else []
+    for key in keys:
+        if not any(key in s for s in runs["settings"]):
+            close = [k for k in known if k.endswith("." + key.rpartition(".")[2])][:3]
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            option = "--split-settings" if context_only else "--compare"
+            raise SelectionError(f"{option}={key}: no run has this key in its settings; {hint}"
+                                 "e.g. optimizer.layer_decay, pooling.module.k, head.use_pooler, model.name")
+        runs[factor_column(key)] = [_json_text(s[key]) if key in s else None for s in runs["settings"]]
+    labels = []
+    for i in runs.index:
+        parts = [f"{k}={show_value(runs.at[i, factor_column(k)])}" for k in keys
+                 if runs.at[i, factor_column(k)] is not None]
+        label = runs.at[i, "pooling"]
+        if parts:
+            base, _, inner = label.partition(" [")
+            inner = inner[:-1] if inner.endswith("]") else inner
+            label = f"{base} [{', '.join(([inner] if inner else []) + parts)}]"
+        labels.append(label)
+    runs["pooling"] = labels
+    return runs
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value.item() if isinstance(value, np.generic) else value, sort_keys=True)
+
+
+def config_default(key: str, settings: dict[str, Any]) -> Any:
+    """The value ``key`` has in the project's configs when nobody sets it: a setting of
+    ``configs/config.yaml``'s own sections at its value there; a key of a config group (``optimizer.
+    layer_decay``, ``pooling.module.k``) at its value in the group's file that ``settings`` chose
+    (``pooling.name``), else in the default list's choice. :data:`MISSING` when neither knows it."""
+    from omegaconf import OmegaConf
+
+    from maxpoolbert.tasks import CONFIGS
+
+    group = key.partition(".")[0]
+    own = rundir._project_defaults()
+    if key in own:
+        return own[key]
+    folder = CONFIGS / group
+    if not folder.is_dir():
+        return MISSING
+    choice = settings.get(f"{group}.name")
+    if choice is None:
+        top = OmegaConf.to_container(OmegaConf.load(CONFIGS / "config.yaml"), resolve=False)
+        for item in top.get("defaults", []):
+            if isinstance(item, dict) and group in item:
+                choice = item[group]
+    path = folder / f"{choice}.yaml"
+    if not isinstance(choice, str) or not path.is_file():
+        return MISSING
+    values = rundir._flat({group: OmegaConf.to_container(OmegaConf.load(path), resolve=False)})
+    return values.get(key, MISSING)
+
+
+def resolve_baselines(runs: pd.DataFrame, compare: Sequence[str], baselines: Sequence[str]
+                      ) -> tuple[tuple[str, str], ...]:
+    """The factors to compare along and each one's baseline value: ``pooling`` (baseline ``cls``
+    unless ``--baseline pooling=NAME``) first, then every ``--compare KEY`` with ``--baseline
+    KEY=VALUE`` (VALUE as on the command line; ``default``: the config's default) or, without one,
+    the config's default value (:func:`config_default`). Refused in one line
+    (:class:`SelectionError`): a baseline for a key not compared, a value no run has."""
+    from maxpoolbert.report.stats import BASELINE
+
+    given: dict[str, str] = {}
+    for item in baselines:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SelectionError(f"--baseline={item}: not KEY=VALUE; e.g. --baseline pooling=cls, "
+                                 "--baseline optimizer.layer_decay=default")
+        given[key.strip()] = value.strip()
+    keys = ["pooling", *(k for k in dict.fromkeys(compare) if k != "pooling")]
+    stray = sorted(set(given) - set(keys))
+    if stray:
+        raise SelectionError(f"--baseline={stray[0]}=...: {stray[0]} is not compared; add --compare {stray[0]} "
+                             f"(compared: {', '.join(keys)})")
+    out = []
+    for key in keys:
+        values = factor_values_of(runs, key)
+        if key == "pooling":
+            out.append((key, given.get(key, BASELINE)))
+            if given.get(key) is not None and given[key] not in values:
+                raise SelectionError(f"--baseline=pooling={given[key]}: no run has this pooling; the poolings: "
+                                     + ", ".join(sorted(values)))
+            continue
+        shown = {show_value(v): v for v in values}
+        if key in given:
+            text = given[key]
+            if text in shown:
+                out.append((key, shown[text]))
+                continue
+            import yaml
+
+            try:
+                parsed = _json_text(yaml.safe_load(text))
+            except yaml.YAMLError:
+                parsed = None
+            if parsed not in values:
+                raise SelectionError(f"--baseline={key}={text}: no run has this value; its values: "
+                                     + ", ".join(sorted(shown)))
+            out.append((key, parsed))
+            continue
+        default = None
+        for settings in runs["settings"]:
+            value = config_default(key, settings)
+            if value is not MISSING and _json_text(value) in values:
+                default = _json_text(value)
+                break
+        if default is None:
+            raise SelectionError(f"--compare={key}: no run has the config's default value; name the baseline "
+                                 f"(--baseline {key}=VALUE); its values: " + ", ".join(sorted(shown)))
+        out.append((key, default))
+    return tuple(out)
+
+
+def factor_values_of(runs: pd.DataFrame, key: str) -> set:
+    """The distinct values of a factor column (``_pooling`` for pooling), without the unset ones."""
+    column = factor_column(key)
+    source = runs[column] if column in runs else runs["pooling"]
+    return {v for v in source if v is not None}
+
+
+def split_keys(runs: pd.DataFrame) -> list[str]:
+    """``--split-settings``: every key whose value differs between the runs of some cell."""
+    keys: dict[str, None] = {}
+    for _, group in runs.groupby(CELL, dropna=False, sort=False):
+        if group["identity"].nunique() > 1:
+            keys.update(dict.fromkeys(_differing(group, [c for c in ("_value",) if c in group])))
+    return list(keys)
 
 
 def with_values(runs: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -293,31 +492,16 @@ def check_settings(runs: pd.DataFrame) -> None:
         more = f" (and {len(problems) - 3} more cells)" if len(problems) > 3 else ""
         raise MixedSettingsError("runs with different settings in one cell; differing keys in "
                                  + "; ".join(problems[:3]) + more
-                                 + ". Report them as separate rows (--split-settings), choose one value of a "
-                                   "searched key (--select KEY), or leave a key out of the identity (--ignore KEY).")
-
-
-def label_variants(runs: pd.DataFrame) -> pd.DataFrame:
-    """``--split-settings``: in a cell whose runs have different settings, each settings' runs get
-    their own row: the pooling is labelled with the keys that differ, ``maxpool_mha
-    [optimizer.layer_decay=0.5]``."""
-    runs = runs.copy()
-    for _, group in runs.groupby(CELL, dropna=False, sort=False):
-        if group["identity"].nunique() <= 1:
-            continue
-        keys = list(_differing(group))
-        for _, members in group.groupby("identity", sort=False):
-            settings = members["settings"].iloc[0]
-            label = ", ".join(f"{k}={rundir.show(settings.get(k, rundir.UNSET))}" for k in keys)
-            runs.loc[members.index, "pooling"] = f"{members['pooling'].iloc[0]} [{label}]"
-    return runs
+                                 + ". Compare along the key (--compare KEY), report them as separate rows (--split-settings), choose "
+                                   "one value of a searched key (--select KEY), or leave a key out of the identity "
+                                   "(--ignore KEY).")
 
 
 # --------------------------------------------------------------------------- W&B
 
 
 def collect_wandb(path: str, api: Any = None, by: str | None = None, ignore: Sequence[str] = (),
-                  split: bool = False) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+                  split: bool = False, compare: Sequence[str] = ()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """Like :func:`collect_runs` for the runs of a W&B project ``ENTITY/PROJECT``.
 
     ``api`` defaults to ``wandb.Api()`` (imported here, so wandb stays optional).
@@ -352,7 +536,7 @@ def collect_wandb(path: str, api: Any = None, by: str | None = None, ignore: Seq
             stamp = 0.0 if pd.isna(created) else created.timestamp()
         row.update(path=where, mtime=float(stamp))
         rows.append(row)
-    return finish_collection(rows, skipped, by, ignore, split)
+    return finish_collection(rows, skipped, by, ignore, split, compare=compare)
 
 
 def wandb_run_to_record(run: Any) -> dict[str, Any]:

@@ -250,14 +250,14 @@ def plot_forest(comparisons: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo
     styles = styles or _styles(zip(data["model"], data["pooling"], strict=True))
     poolings = sorted(set(data["pooling"]), key=pooling_key)
     key = data["table"].where(data["table"] == "main", data["table"] + data["train_size"].astype("string").fillna(""))
-    panels = list(data.groupby([data["model"], key], sort=False))
+    panels = list(data.groupby([data["model"], key, data["baseline"]], sort=False))
     heights = [max(2.4, 0.42 * len(g) + 1.4) for _, g in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7.6, sum(heights) + 1.3), squeeze=False,
                              layout="constrained", gridspec_kw={"height_ratios": heights})
     models = sorted(set(data["model"]))
     any_two_level = False
     step = 0.8 / max(len(poolings), 1)
-    for ax, ((model, _), group) in zip(axes[:, 0], panels, strict=True):
+    for ax, ((model, _, baseline), group) in zip(axes[:, 0], panels, strict=True):
         names = list(dict.fromkeys(group["task"]))
         for r in group.itertuples():
             row = names.index(r.task)
@@ -282,8 +282,9 @@ def plot_forest(comparisons: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo
         ax.axvline(0.0, color="black", linewidth=0.9)
         first = group.iloc[0]
         where = "main results" if first["table"] == "main" else f"train size {int(first['train_size']):,}"
+        where = f"{where}, against {baseline}"
         ax.set_title(f"{model}: {where}" if len(models) > 1 or len(panels) > 1 else where, fontsize=10)
-        ax.set_xlabel("Δ dev score vs cls (×100 points)")
+        ax.set_xlabel(f"Δ dev score vs {baseline} (×100 points)")
         ax.grid(axis="x", alpha=0.3)
     shown = sorted(set(zip(data["model"], data["pooling"], strict=True)), key=_series_key)
     legend = [Line2D([], [], marker=styles[s]["marker"], color=styles[s]["color"], markeredgecolor="black",
@@ -293,16 +294,19 @@ def plot_forest(comparisons: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo
         legend.append(Line2D([], [], color="grey", linewidth=1.1, marker="|", markersize=7,
                              label="95% CI, seeds × dev rows"))
     _legend_below(fig, {h.get_label(): h for h in legend})
-    fig.suptitle("Paired differences against cls (mean over shared seeds)")
+    fig.suptitle("Paired differences against the baseline (mean over shared seeds)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
-def plot_budget(budget: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo], styles: dict | None = None) -> bool:
+def plot_budget(budget: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo], styles: dict | None = None,
+                held_out: bool = False) -> bool:
     """Expected best dev score vs the number of runs a search tries (``budget``:
     :func:`~maxpoolbert.report.analysis.budget_table`), one subplot per model, training-set size
-    and task, one line per pooling (its own colour and marker). False when there is no curve."""
+    and task, one line per pooling (its own colour and marker); ``held_out``: the curves are the
+    odd-index rows' score of the run chosen on the even-index rows, and the axis says so. False when
+    there is no curve."""
     if budget.empty:
         return False
     plt = _pyplot()
@@ -323,13 +327,15 @@ def plot_budget(budget: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo], st
         ax.set_title(title if len(models) == 1 else f"{model}: {title}", fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("runs tried (n)")
-        ax.set_ylabel("expected best dev score ×100")
+        ax.set_ylabel("expected odd-row score of the chosen run ×100" if held_out
+                      else "expected best dev score ×100", fontsize=9 if held_out else None)
         ax.grid(alpha=0.3)
     key = budget["key"].iloc[0]
     _legend_below(fig, handles, "pooling" if len(models) == 1 else "model / pooling")
     how = ("odd-index dev rows' score of the run chosen on the even-index rows"
            if (budget["select_on"] == "half").all() else "maximum dev score")
-    fig.suptitle(f"Search budget over {key}: expected best of n runs tried at random\n"
+    what = "expected held-out score of the run chosen among" if held_out else "expected best of"
+    fig.suptitle(f"Search budget over {key}: {what} n runs tried at random\n"
                  f"(Tang et al. 2020, without replacement; {how})")
     fig.savefig(path, dpi=110)
     plt.close(fig)

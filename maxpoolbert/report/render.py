@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from maxpoolbert.errors import write_failure
 from maxpoolbert.metrics import SHORT_NAMES
 from maxpoolbert.report import analysis
 from maxpoolbert.report.analysis import Options
@@ -245,14 +249,14 @@ def main_table_markdown(summary: pd.DataFrame, tasks: dict[str, TaskInfo]) -> st
     return "\n\n".join(parts)
 
 
-def main_table_latex(summary: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str:
+def main_table_latex(summary: pd.DataFrame, tasks: dict[str, TaskInfo], scope: str = "") -> str:
     _, blocks, mixed = main_table_blocks(summary, tasks)
     header = ["Pooling", *main_table_columns(summary, tasks)[1]]
     shown = {n: t for n, t in tasks.items() if n in set(summary["task"])}
     note = multi_metric_note(shown)
     caption = (f"{latex_escape(benchmark_names(shown))} dev results ($\\times$100), mean $\\pm$ "
                f"sample std over seeds ($n$ seeds). {latex_escape(note) + '. ' if note else ''}"
-               "Bold: best mean per column.")
+               "Bold: best mean per column." + (f" {scope}" if scope else ""))
     if mixed:
         caption += " $^\\dagger$Average over the benchmark's tasks the row has."
     return latex_table(header, [(m, [[render_cell(c, latex=True) for c in r] for r in rows])
@@ -340,17 +344,26 @@ def main_size_note(runs: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str | None
     return f"Training-set sizes here: {text} rows{rest}."
 
 
+def _true(flag: Any) -> bool:
+    return not pd.isna(flag) and bool(flag)
+
+
 def _ci_cell(r, latex: bool = False) -> str:
     text = f"{fmt(r.mean)} {fmt_interval(r.ci_low, r.ci_high)}"
+    notes = []
     if r.n_failed:
-        text += f" ({r.n_failed} failed)"
+        notes.append(f"{r.n_failed} failed")
+    if _true(r.at_chance):
+        notes.append("at chance")
+    if notes:
+        text += f" ({', '.join(notes)})"
     return latex_escape(text) if latex else text
 
 
 def ci_table(cells: pd.DataFrame, tasks: dict[str, TaskInfo], latex: bool = False
              ) -> tuple[list[str], list[list[str]]]:
-    """The main table's cells as ``mean [95% CI] (k failed)`` (task score ×100): header and rows
-    (model, pooling, one column per task)."""
+    """The main table's cells as ``mean [95% CI] (k failed, at chance)`` (task score ×100): header
+    and rows (model, pooling, one column per task)."""
     main = cells[cells["table"] == MAIN]
     columns = [t for t in tasks if t in set(main["task"])]
     header = ["Model", "Pooling", *(tasks[t].display_name for t in columns)]
@@ -364,23 +377,24 @@ def ci_table(cells: pd.DataFrame, tasks: dict[str, TaskInfo], latex: bool = Fals
     return header, rows
 
 
-def _group_title(model: str, table: str, size: Any) -> str:
-    return f"{model}, main results" if table == MAIN else f"{model}, train size {size_label(size)}"
+def _group_title(model: str, table: str, size: Any, baseline: str) -> str:
+    where = f"{model}, main results" if table == MAIN else f"{model}, train size {size_label(size)}"
+    return f"{where}: against `{baseline}`"
 
 
 def _groups(comparisons: pd.DataFrame):
-    """(title, rows) per model and table (main; each low-resource size), in report order."""
+    """(title, rows) per model, table (main; each low-resource size) and baseline arm, in report order."""
     key = comparisons["table"].where(comparisons["table"] == MAIN,
                                      comparisons["table"] + comparisons["train_size"].astype("string").fillna(""))
-    for _, group in comparisons.groupby([comparisons["model"], key], sort=False):
+    for _, group in comparisons.groupby([comparisons["model"], key, comparisons["baseline"]], sort=False):
         first = group.iloc[0]
-        yield _group_title(first["model"], first["table"], first["train_size"]), group
+        yield _group_title(first["model"], first["table"], first["train_size"], first["baseline"]), group
 
 
-def _seeds_needed(r) -> str:
-    if not pd.isna(r.seeds_needed):
-        return f"{int(r.seeds_needed):,}"
-    return DASH if pd.isna(r.std_diff) else "> 10,000"
+def _seeds_needed(value, defined: bool) -> str:
+    if not pd.isna(value):
+        return f"{int(value):,}"
+    return "never" if defined else DASH
 
 
 def _comparison_task(r, tasks: dict[str, TaskInfo]) -> str:
@@ -388,12 +402,16 @@ def _comparison_task(r, tasks: dict[str, TaskInfo]) -> str:
     return f"{name} ({r.n_tasks} tasks)" if r.n_tasks > 1 else name
 
 
-def comparison_header(effect: float, latex: bool = False) -> list[str]:
+def comparison_header(latex: bool = False) -> list[str]:
     if latex:
-        return ["Pooling", "Task", "n", "Δ", "95% CI seeds", "95% CI seeds × rows", "Holm p", "ε_min",
-                f"Seeds for {effect:g} pt"]
-    return ["Pooling", "Task", "n", "Δ", "95% CI seeds", "95% CI seeds × rows", "p", "Holm p", "Wilcoxon p",
-            f"P(>{BASELINE})", "ε_min", "Detects", f"Seeds for {effect:g} pt"]
+        return ["Compared", "Task", "n", "Δ", "95% CI seeds", "95% CI seeds × rows", "Holm p", "ε_min", "Verdict"]
+    return ["Compared", "Task", "n", "Δ", "95% CI seeds", "95% CI seeds × rows", "p", "Holm p", "Wilcoxon p",
+            "P(>base)", "ε_min →", "ε_min ←", "Verdict"]
+
+
+def _verdict_cell(r) -> str:
+    basis = "" if r.verdict_basis == "seeds × rows" else " (seeds)"
+    return f"{r.verdict}{basis}"
 
 
 def comparison_rows(group: pd.DataFrame, tasks: dict[str, TaskInfo], latex: bool = False) -> list[list[str]]:
@@ -403,50 +421,136 @@ def comparison_rows(group: pd.DataFrame, tasks: dict[str, TaskInfo], latex: bool
                 fmt_interval(r.boot_low, r.boot_high, signed=True),
                 fmt_interval(r.two_level_low, r.two_level_high, signed=True)]
         if latex:
-            cells = [*base, fmt_p(r.holm_p), fmt_ratio(r.aso_eps_min), _seeds_needed(r)]
+            cells = [*base, fmt_p(r.holm_p), fmt_ratio(r.aso_eps_min), _verdict_cell(r)]
             rows.append([latex_escape(c) for c in cells])
         else:
             base[0] = f"`{base[0]}`"
             rows.append([*base, fmt_p(r.perm_p), fmt_p(r.holm_p), fmt_p(r.wilcoxon_p), fmt_ratio(r.prob_better),
-                         fmt_ratio(r.aso_eps_min), fmt(r.min_detectable), _seeds_needed(r)])
+                         fmt_ratio(r.aso_eps_min), fmt_ratio(r.aso_eps_min_reverse), _verdict_cell(r)])
     return rows
+
+
+def power_header(effect: float) -> list[str]:
+    return ["Compared", "Task", "n", "Rows", "Detects (seeds)", "Detects (seeds + rows)", "Floor (any n)",
+            f"Seeds for {effect:g} pt (seeds)", f"Seeds for {effect:g} pt (seeds + rows)"]
+
+
+def power_rows(group: pd.DataFrame, tasks: dict[str, TaskInfo]) -> list[list[str]]:
+    rows = []
+    for r in group.itertuples():
+        with_rows = not pd.isna(r.row_sd)
+        rows.append([f"`{r.pooling}`", _comparison_task(r, tasks), str(r.n_pairs),
+                     DASH if pd.isna(r.n_rows) else f"{int(r.n_rows):,}", fmt(r.min_detectable),
+                     fmt(r.detectable_rows), fmt(r.detectable_floor),
+                     _seeds_needed(r.seeds_needed, not pd.isna(r.std_diff)) if not pd.isna(r.seeds_needed)
+                     else (DASH if pd.isna(r.std_diff) else "> 10,000"),
+                     _seeds_needed(r.seeds_needed_rows, with_rows and not pd.isna(r.std_diff))])
+    return rows
+
+
+def factor_sections(comparisons: pd.DataFrame):
+    """(factor, baseline value, rows) per compared factor, in the order given."""
+    for factor, group in comparisons.groupby("factor", sort=False):
+        yield factor, group["baseline_value"].iloc[0], group
 
 
 def comparisons_markdown(comparisons: pd.DataFrame, tasks: dict[str, TaskInfo], effect: float) -> list[str]:
     parts = []
     for title, group in _groups(comparisons):
         parts.append(f"### {title}")
-        parts.append(markdown_table(comparison_header(effect), comparison_rows(group, tasks), left=2))
+        parts.append(markdown_table(comparison_header(), comparison_rows(group, tasks), left=2))
+        parts.append(f"Power of the comparisons above (scores ×100; rows: the evaluation rows each seed was "
+                     f"scored on):")
+        parts.append(markdown_table(power_header(effect), power_rows(group, tasks), left=2))
     return parts
 
 
 def comparisons_explained(options: Options, effect: float) -> str:
-    rows = "the odd-index dev rows (the reported ones) within each seed" if options.half else \
-        "the dev rows within each seed"
+    rows = "the odd-index dev rows (the reported ones)" if options.half else "the dev rows"
+    level = f"{1 - analysis.ALPHA:.0%}"
     lines = [
-        f"Each pooling against `{BASELINE}` on the seeds both have (n pairs; scores ×100). Columns:",
-        "- Δ: the mean paired difference (pooling − cls).",
+        "Every compared arm against the factor's baseline on the seeds both have (n pairs; scores ×100), every "
+        "other factor held fixed. Columns:",
+        "- Δ: the mean paired difference (compared − baseline).",
         f"- 95% CI seeds: percentile bootstrap over the paired seeds (B = {options.bootstrap:,}, seed "
         f"{analysis.BOOT_SEED}).",
-        f"- 95% CI seeds × rows: two-level bootstrap, resampling the seeds and then {rows}, the task metric "
-        "recomputed from `dev_predictions.tsv` (`–` where the predictions are missing, and for averages).",
+        f"- 95% CI seeds × rows: bootstrap of seeds and of {rows} at once, the task metric recomputed from the "
+        "runs' dev predictions; one row sample per replicate, shared by every seed, since every seed was scored "
+        "on the same rows (`–` where the predictions are missing, and for averages).",
         f"- p: paired permutation test, two-sided (exact for up to {analysis.EXACT_MAX_N} pairs). Holm p: Holm's "
-        "adjustment of p over the tasks of the table, per pooling (a benchmark average is one more test, left "
-        "unadjusted: `–`). Wilcoxon p: signed-rank test.",
-        f"- P(>{BASELINE}): the fraction of paired seeds where the pooling scores higher (ties count ½).",
-        f"- ε_min: Almost Stochastic Order's minimal violation ratio at α = {analysis.ALPHA:g}, Bonferroni over "
-        f"the tasks of the table: below 0.5 the pooling is almost stochastically better than `{BASELINE}` (0.2 "
-        "is a strict threshold), above 0.5 worse.",
-        f"- Detects: the smallest difference the n seeds detect with {analysis.POWER:.0%} power (two-sided "
-        f"paired t-test at α = {analysis.ALPHA:g}, the observed std of the differences). Seeds for {effect:g} "
-        f"pt: the paired seeds needed to detect {analysis._points(effect)} the same way.",
-        "- A benchmark average is compared on the seeds that all its tasks share for both poolings: per seed, "
+        "adjustment of p over the tasks of the table, per compared arm (a benchmark average is one more test, "
+        "left unadjusted: `–`). Wilcoxon p: signed-rank test.",
+        "- P(>base): the fraction of paired seeds where the compared arm scores higher (ties count ½).",
+        f"- ε_min →: Almost Stochastic Order's minimal violation ratio at α = {analysis.ALPHA:g}, Bonferroni over "
+        "the tasks of the table: below 0.5 the compared arm is almost stochastically better than the baseline "
+        "(0.2 is a strict threshold); 1.0 means it is not shown better, which is not the same as worse. ε_min ←: "
+        "the same question the other way round (is the baseline better?).",
+        f"- Verdict, from the {level} seeds × rows interval (the one that counts the dev rows' noise; `(seeds)` "
+        "marks a comparison without predictions, e.g. an average, judged on the seeds' interval), Holm-adjusted "
+        f"over the tasks of the table (step-down: the k-th most significant of m at level 1 − {analysis.ALPHA:g}/(m − "
+        "k + 1)): **better** / **worse** when the interval excludes 0, **equivalent** when it lies within "
+        f"±{options.rope:g} point{'s' if options.rope != 1 else ''} (`--rope`), **undecided** otherwise. "
+        "`comparisons.csv` holds the interval (`verdict_low`, `verdict_high`) and its level.",
+        f"- Power (the second table): Detects (seeds) is the smallest difference the n seeds detect with "
+        f"{analysis.POWER:.0%} power (two-sided paired t-test at α = {analysis.ALPHA:g}, the observed std of the "
+        "differences) as if the rows added no noise; Detects (seeds + rows) adds the evaluation rows' standard "
+        "error, which more seeds do not shrink (every seed is scored on the same rows; normal approximation); "
+        f"Floor is that with infinitely many seeds. Seeds for {effect:g} pt: the paired seeds needed to detect "
+        f"{analysis._points(effect)} each way (`never`: below the floor).",
+        "- A benchmark average is compared on the seeds that all its tasks share for both arms: per seed, "
         "the mean of the task scores; its bootstrap resamples those seeds (paired).",
         "",
         "`–`: undefined (fewer than 2 pairs, or all differences zero). Every number is in `comparisons.csv`; "
         "the paired t-test stays in `differences.csv`.",
     ]
     return "\n".join(lines)
+
+
+def verdict_sentences(comparisons: pd.DataFrame, tasks: dict[str, TaskInfo], rope: float) -> list[str]:
+    """The verdicts in words, one line per comparison of the main table."""
+    out = []
+    for r in comparisons[comparisons["table"] == MAIN].itertuples():
+        name = _task_name(r.task, tasks)
+        interval = fmt_interval(r.verdict_low, r.verdict_high, signed=True)
+        level = DASH if pd.isna(r.verdict_level) else f"{r.verdict_level:.2%}".replace(".00%", "%")
+        why = {"better": "the interval excludes 0", "worse": "the interval excludes 0",
+               "equivalent": f"the interval lies within ±{rope:g}",
+               "undecided": f"the interval neither excludes 0 nor lies within ±{rope:g}"}[r.verdict]
+        chance = []
+        if _true(r.at_chance_pooling):
+            chance.append(f"`{r.pooling}`")
+        if _true(r.at_chance_baseline):
+            chance.append(f"`{r.baseline}`")
+        flag = (f"; at chance: {_and(chance)} (its interval reaches the majority-class score)" if chance else "")
+        basis = r.verdict_basis
+        out.append(f"`{r.pooling}` vs `{r.baseline}` on {name} ({r.model}): **{r.verdict}** — Δ "
+                   f"{fmt(r.mean_diff, signed=True)}, {basis} interval {interval} at level {level}: {why}{flag}.")
+    return out
+
+
+def verdict_counts(comparisons: pd.DataFrame) -> str:
+    main = comparisons[comparisons["table"] == MAIN]
+    counts = main["verdict"].value_counts()
+    return ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("better", "worse", "equivalent", "undecided"))
+
+
+def power_lines(comparisons: pd.DataFrame, tasks: dict[str, TaskInfo], effect: float) -> list[str]:
+    """What each main-table comparison's seeds detect, with and without the rows' noise, and the floor
+    no number of seeds goes below with these evaluation rows."""
+    out = []
+    for r in comparisons[comparisons["table"] == MAIN].itertuples():
+        name = _task_name(r.task, tasks)
+        text = analysis.S.power_sentence(int(r.n_pairs), r.std_diff, effect, alpha=analysis.ALPHA,
+                                         power=analysis.POWER)
+        if not pd.isna(r.detectable_floor):
+            need = r.seeds_needed_rows
+            rows = f"{int(r.n_rows):,} rows" if not pd.isna(r.n_rows) else "these rows"
+            text += (f" (seeds alone). With the rows' noise: {r.n_pairs} seeds detect {fmt(r.detectable_rows)} points; "
+                     f"with these {rows}, no number of seeds detects less than {fmt(r.detectable_floor)} points"
+                     + (f"; {analysis._points(effect)} would need {int(need):,} seeds" if not pd.isna(need)
+                        else f", so {analysis._points(effect)} cannot be detected on them"))
+        out.append(f"`{r.pooling}` − `{r.baseline}` on {name} ({r.model}): {text}.")
+    return out
 
 
 BUDGET_SHOWN = (1, 2, 4, 8, 16, 32, 64)
@@ -484,6 +588,48 @@ def source_label(source: str) -> str:
         return f"…/{path.name}"
 
 
+# --------------------------------------------------------------------------- the files
+
+# Every file the report writes: it owns these names in its output folder, so a file a new report does
+# not make (selection.csv without --select, budget.csv, a plot with nothing to draw) is removed, never
+# left behind from an older report. Other files there (docs/results/README.md, runs/) are not touched.
+REPORT_FILES = ("results.md", "results.tex", "results.csv", "cells.csv", "comparisons.csv", "differences.csv",
+                "low_resource.csv", "degenerate.csv", "skipped.csv", "selection.csv", "budget.csv",
+                "low_resource.png", "stability.png", "forest.png", "budget.png")
+SIGNIFICANT = 7   # significant digits of every float in the CSVs (see write_csv)
+
+
+def _round(value: Any) -> Any:
+    if isinstance(value, float | np.floating) and np.isfinite(value):
+        return float(f"{float(value):.{SIGNIFICANT}g}")
+    return value
+
+
+def rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every float to :data:`SIGNIFICANT` significant digits: values that differ in
+    their last bits (another CPU's or BLAS's rounding: relative differences around 1e-15) become the
+    same number, so the CSVs and the words made from them are the same bytes. A value whose 7th digit
+    sits exactly on a rounding boundary could still flip; at a relative noise of 1e-13 that is about
+    one number in five million."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype.kind == "f":
+            out[column] = np.array([_round(v) for v in out[column]], dtype=out[column].dtype)
+        elif out[column].dtype == object:
+            out[column] = [_round(v) for v in out[column]]
+    return out
+
+
+def computed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every table the report writes (CSV and words alike) is :func:`rounded` once computed."""
+    return rounded(frame)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A table as CSV (its floats :func:`rounded`)."""
+    rounded(frame).to_csv(path, index=False)
+
+
 def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, source: str,
                  preface: Sequence[str] = (), options: Options | None = None,
                  selection_table: pd.DataFrame | None = None, candidates: pd.DataFrame | None = None) -> None:
@@ -491,33 +637,58 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
     markdown sections put before the main results (the model selection, when there is one);
     ``options``: the analysis options and the run folders' root (:class:`analysis.Options`);
     ``selection_table`` and ``candidates``: ``--select``'s table and every candidate run (the
-    search budget)."""
+    search budget).
+
+    The files are made in a staging folder inside ``out`` and moved into place only once all of
+    them are written: a report that fails (a full disk: :class:`~maxpoolbert.errors.WriteFailed`)
+    or is killed leaves the previous report whole. The report owns :data:`REPORT_FILES` in ``out``."""
     options = options or Options()
     out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        _write_files(runs, skipped, staging, source, preface, options, selection_table, candidates)
+        for name in REPORT_FILES:
+            if (staging / name).exists():
+                os.replace(staging / name, out / name)
+            else:
+                (out / name).unlink(missing_ok=True)
+    except OSError as err:
+        failed = write_failure(out, err)
+        if failed is None:
+            raise
+        raise failed from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, source: str,
+                 preface: Sequence[str], options: Options, selection_table: pd.DataFrame | None,
+                 candidates: pd.DataFrame | None) -> None:
     tasks = tasks_of(runs)
-    summary = summary_table(runs, tasks)
-    diff = difference_table(runs)
-    low = low_resource_table(runs)
-    degen = degenerate_table(runs)
-    cells = analysis.cell_table(runs, tasks)
+    summary = computed(summary_table(runs, tasks))
+    diff = computed(difference_table(runs))
+    low = computed(low_resource_table(runs))
+    degen = computed(degenerate_table(runs))
+    cells = computed(analysis.cell_table(runs, tasks))
     comparisons = analysis.comparison_table(runs, tasks, options)
-    comp = comparisons.table
+    comp = computed(comparisons.table)
+    runs = runs.assign(score=rounded(runs[["score"]])["score"])
     budget = None
     if options.select is not None and candidates is not None and not candidates.empty:
-        budget = analysis.budget_table(candidates, options.select, options.select_on, tasks)
+        budget = computed(analysis.budget_table(candidates, options.select, options.select_on, tasks))
     skipped_df = pd.DataFrame(skipped, columns=["path", "reason"])
 
-    summary.to_csv(out / "results.csv", index=False)
-    diff.to_csv(out / "differences.csv", index=False)
-    low.to_csv(out / "low_resource.csv", index=False)
-    degen.to_csv(out / "degenerate.csv", index=False)
-    skipped_df.to_csv(out / "skipped.csv", index=False)
-    cells.to_csv(out / "cells.csv", index=False)
-    comp.to_csv(out / "comparisons.csv", index=False)
+    write_csv(summary, out / "results.csv")
+    write_csv(diff, out / "differences.csv")
+    write_csv(low, out / "low_resource.csv")
+    write_csv(degen, out / "degenerate.csv")
+    write_csv(skipped_df, out / "skipped.csv")
+    write_csv(cells, out / "cells.csv")
+    write_csv(comp, out / "comparisons.csv")
     if budget is not None:
-        budget.to_csv(out / "budget.csv", index=False)
-    else:
-        (out / "budget.csv").unlink(missing_ok=True)
+        write_csv(budget, out / "budget.csv")
+    if selection_table is not None:
+        write_csv(computed(selection_table), out / "selection.csv")
 
     plots = {}
     styles = series_styles(runs)  # one colour and marker per (model, pooling), the same in every figure
@@ -525,14 +696,17 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
                         lambda path: plot_low_resource(low, path, tasks, full_train_sizes(runs), styles)),
                        ("stability.png", lambda path: plot_stability(runs, cells, path, styles)),
                        ("forest.png", lambda path: plot_forest(comp, path, tasks, styles)),
-                       ("budget.png", lambda path: budget is not None and plot_budget(budget, path, tasks, styles))):
+                       ("budget.png", lambda path: budget is not None and plot_budget(
+                           budget, path, tasks, styles, held_out=options.half))):
         plots[name] = plot(out / name)
         if not plots[name]:
-            (out / name).unlink(missing_ok=True)  # never leave a stale plot behind
+            (out / name).unlink(missing_ok=True)
 
     several, legend = multi_metric_note(tasks), metric_legend(tasks)
     averages = _and([f"{name} avg" for name in dict.fromkeys(t.benchmark_name for t in tasks.values())])
     size_note = main_size_note(runs, tasks)
+    rows_note = " Every score is on the odd-index dev rows (the even ones chose the selected value)." \
+        if options.half else ""
     md = [
         f"# {benchmark_names(tasks) or 'Benchmark'} results",
         f"Source: `{source_label(source)}` — {len(runs)} run(s) used, {len(skipped)} skipped (see the end).",
@@ -544,7 +718,7 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
         + (f" Metrics: {legend}." if legend else "")
         + " Bold: best mean task score (mean of the task's metrics) per column within a model. "
         f"Benchmark averages ({averages}): the mean over the benchmark's tasks of the per-task mean "
-        "score.",
+        "score." + rows_note,
         *preface,
         "## Main results",
         "Each task on its full training set (a task without runs on it: at its largest `train_size`); its "
@@ -554,37 +728,58 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
     ]
     header, rows = ci_table(cells, tasks)
     if rows:
-        md += ["### Confidence intervals and failed runs",
+        md += ["### Confidence intervals, failed runs and cells at chance",
                "Task score ×100 per cell: mean [95% confidence interval of the mean, Student t over seeds; `–` "
-               "when n=1], and the failed runs (dev score at or below the majority-class score + "
-               f"{DEGENERATE_TOL:g}, or non-finite), which stay in every number. Median, min, max and the "
-               "counts of every cell, the low-resource ones included, are in `cells.csv`.",
+               "when n=1]; the failed runs, which stay in every number: on the rows reported, a score at or below "
+               f"the majority-class score + {DEGENERATE_TOL:g} on those rows, a non-finite score, or one prediction "
+               "on every row; and **at chance** where the majority-class score lies within (or above) the cell's "
+               "interval: such a cell cannot show a difference between poolings. Median, min, max, the "
+               "majority-class score and the counts of every cell, the low-resource ones included, are in "
+               "`cells.csv`.",
                markdown_table(header, rows, left=2)]
-    md.append(f"## Comparisons with `{BASELINE}`")
+    factor_list = [f for f, _ in options.factors]
     if comp.empty:
-        md.append(f"_No cell has both `{BASELINE}` and another pooling._")
+        md.append("## Comparisons")
+        wanted = ", ".join(f"`{f}` (baseline `{_shown_baseline(f, b)}`)" for f, b in options.factors)
+        md.append(f"_No pair of cells differs only in one compared factor with one of them at its baseline value: "
+                  f"{wanted}._")
     else:
+        md.append("## Comparisons")
         md.append(comparisons_explained(options, options.effect))
-        md += comparisons_markdown(comp, tasks, options.effect)
+        for factor, base_value, group in factor_sections(comp):
+            md.append(f"## Comparisons along `{factor}` (baseline `{base_value}`)")
+            md.append(f"Verdicts (main table): {verdict_counts(group)}.")
+            md += comparisons_markdown(group, tasks, options.effect)
+            words = verdict_sentences(group, tasks, options.rope)
+            if words:
+                md += ["### In words", "\n".join(f"- {line}" for line in words)]
+            power = power_lines(group, tasks, options.effect)
+            if power:
+                md += ["### Power", f"With {analysis.POWER:.0%} power at α = {analysis.ALPHA:g}, from the observed "
+                       "spread of the paired differences over seeds and, where the dev predictions are at hand, "
+                       "of the evaluation rows:",
+                       "\n".join(f"- {line}" for line in power)]
+        missing = [f for f in factor_list if f not in set(comp["factor"])]
+        for factor in missing:
+            md.append(f"## Comparisons along `{factor}`")
+            md.append("_No pair of cells differs only in this factor with one of them at its baseline value._")
         md += [f"Note: {note}" for note in comparisons.notes]
-        power = analysis.power_sentences(comp, tasks, options.effect)
-        if power:
-            md += ["### Power", f"With {analysis.POWER:.0%} power, two-sided paired t-test at α = "
-                   f"{analysis.ALPHA:g}, from the observed std of the paired differences:",
-                   "\n".join(f"- {line}" for line in power)]
         if plots["forest.png"]:
-            md.append("![Paired differences against cls with their 95% intervals](forest.png)")
+            md.append("![Paired differences against the baseline with their 95% intervals](forest.png)")
     if budget is not None:
         md += ["## Search budget",
-               f"Expected best dev score ×100 of a search that tries n of a cell's runs (a run: one value of "
-               f"`{options.select}` with one seed), drawn at random without replacement, by Tang et al.'s (2020) "
-               "unbiased estimator"
-               + ("; here the expected odd-half score of the run the search chooses by its even-half score"
-                  if options.half else "; the expected maximum of the runs' dev scores")
-               + ". Compare poolings at equal n. Every curve is in `budget.csv`.",
+               (f"Expected held-out score ×100 of the run a search chooses when it tries n of a cell's runs (a run: "
+                f"one value of `{options.select}` with one seed) drawn at random without replacement: the run with "
+                "the best even-index dev score is chosen and its odd-index score counts (Tang et al.'s 2020 "
+                "estimator). It may fall as n grows: a larger search can choose on noise."
+                if options.half else
+                f"Expected best dev score ×100 of a search that tries n of a cell's runs (a run: one value of "
+                f"`{options.select}` with one seed), drawn at random without replacement, by Tang et al.'s (2020) "
+                "unbiased estimator of the expected maximum.")
+               + " Compare poolings at equal n. Every curve is in `budget.csv`.",
                budget_markdown(budget, tasks)]
         if plots["budget.png"]:
-            md.append("![Expected best dev score vs runs tried](budget.png)")
+            md.append("![Expected score of the chosen run vs runs tried](budget.png)")
     md.append("## Low-resource results")
     if low.empty:
         md.append("_No runs with a reduced train_size: table and plot skipped._" if runs["train_size"].isna().all()
@@ -600,9 +795,9 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
         md.append("![Spread of scores over seeds](stability.png)")
     else:
         md.append("_No main-table runs: stability plot skipped._")
-    md.append(f"Degenerate runs (dev score ≤ majority-class score + {DEGENERATE_TOL:g}; without "
-              "majority_score: all dev predictions identical; non-finite scores count as "
-              "degenerate), as degenerate/runs per cell:")
+    md.append(f"Failed runs (on the rows reported: score ≤ majority-class score + {DEGENERATE_TOL:g}, a "
+              "non-finite score, or one prediction on every row; without a majority score and without "
+              "predictions: unknown), as failed/runs per cell:")
     md.append(_degenerate_markdown(degen, tasks))
     md.append("## Skipped runs")
     md.append(markdown_table(["Path", "Reason"], [[f"`{s['path']}`", s["reason"]] for s in skipped],
@@ -610,26 +805,39 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
               if skipped else "None.")
     (out / "results.md").write_text("\n\n".join(md) + "\n", encoding="utf-8")
 
+    scope = latex_escape((size_note + " " if size_note else "")
+                         + ("Scores on the odd-index dev rows; the even ones chose the selected value."
+                            if options.half else "Scores on the full dev sets."))
     tex = ["% Generated by python -m maxpoolbert.report; needs \\usepackage{booktabs}.", ""]
     if not summary.empty:
-        tex.append(main_table_latex(summary, tasks))
+        tex.append(main_table_latex(summary, tasks, scope))
     header, rows = ci_table(cells, tasks, latex=True)
     if rows:
         tex.append(latex_table(header, [(None, rows)],
                                "Dev task score ($\\times$100) per cell: mean and 95\\% confidence interval of the "
-                               "mean (Student $t$ over seeds); failed runs (at or below the majority-class score) "
-                               "are counted and kept.", "tab:glue-ci", left=2))
-    if not comp.empty:
-        blocks = [(title, comparison_rows(group, tasks, latex=True)) for title, group in _groups(comp)]
-        tex.append(latex_table(comparison_header(options.effect, latex=True), blocks,
-                               f"Difference to {BASELINE} pooling ($\\times$100) on paired seeds: mean, 95\\% "
-                               f"bootstrap intervals over seeds and over seeds and dev rows (B={options.bootstrap}), "
-                               "Holm-adjusted permutation p-value, ASO $\\varepsilon_{\\min}$, and the seeds needed "
-                               f"to detect {analysis._points(options.effect)} with 80\\% power.",
-                               "tab:glue-diff", left=2))
+                               "mean (Student $t$ over seeds); failed runs (on the reported rows: at or below the "
+                               "majority-class score, non-finite, or one prediction everywhere) are counted and "
+                               "kept; \\emph{at chance}: the majority-class score lies within the interval. "
+                               + scope, "tab:glue-ci", left=2))
+    for i, (factor, base_value, group) in enumerate(factor_sections(comp)):
+        blocks = [(title, comparison_rows(g, tasks, latex=True)) for title, g in _groups(group)]
+        label = "tab:glue-diff" if i == 0 else f"tab:glue-diff-{i + 1}"
+        tex.append(latex_table(comparison_header(latex=True), blocks,
+                               f"Difference to the baseline {latex_escape(factor)}={latex_escape(str(base_value))} "
+                               f"($\\times$100) on paired seeds, the other factors fixed: mean, 95\\% bootstrap "
+                               f"intervals over seeds and over seeds and dev rows (B={options.bootstrap}), "
+                               "Holm-adjusted permutation p-value, ASO $\\varepsilon_{\\min}$ (below 0.5: better), "
+                               f"and the verdict (Holm-adjusted seeds $\\times$ rows interval: excludes 0, within "
+                               f"$\\pm${options.rope:g}, or undecided). " + scope, label, left=2))
     if not low.empty:
         header, rows = _low_resource_wide(low, tasks, markdown=False)
         tex.append(latex_table(header, [(None, [[latex_escape(c) for c in r] for r in rows])],
                                "Low-resource dev scores ($\\times$100), mean $\\pm$ std over seeds.",
                                "tab:glue-low", left=3))
     (out / "results.tex").write_text("\n".join(tex), encoding="utf-8")
+
+
+def _shown_baseline(factor: str, value: Any) -> str:
+    from maxpoolbert.report.collect import show_value
+
+    return str(value) if factor == "pooling" else show_value(value)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from maxpoolbert.metrics import compute
-from maxpoolbert.report.collect import CELL, SelectionError, metric_columns, with_values
+from maxpoolbert.report.collect import CELL, SelectionError, metric_columns, show_value, with_values
 from maxpoolbert.rundir import RunFolder, RunRecord
 
 MODES = ("all", "half")
@@ -127,7 +127,7 @@ def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = 
         keep.append(group[group["_value"] == chosen])
         for value, g in group.groupby("_value", sort=True):
             table.append({"model": cell[0], "task": cell[2], "pooling": cell[1], "train_size": cell[3], "key": key,
-                          "value": json.loads(value), "n_seeds": len(common) if common else len(g),
+                          "value": show_value(value), "n_seeds": len(common) if common else len(g),
                           "mean_score": means[value], "chosen": value == chosen})
     chosen_runs = pd.concat(keep).drop(columns=["_value", "_select_score"]).reset_index(drop=True)
     chosen_runs = chosen_runs.astype({c: t for c, t in runs.dtypes.items() if c in chosen_runs.columns})

@@ -34,19 +34,26 @@ __all__ = [
     "SplitRows",
     "aso_epsilon_min",
     "batch_metric",
+    "bootstrap_p",
+    "bootstrap_replicates",
     "cell_summary",
+    "detectable_with_rows",
     "expected_chosen",
     "expected_max",
     "expected_max_dodge",
     "holm",
+    "holm_levels",
     "min_detectable",
     "paired_bootstrap_ci",
+    "percentile_interval",
     "permutation_p",
     "power_sentence",
     "prob_better",
     "seeds_needed",
+    "seeds_needed_with_rows",
     "t_test_power",
     "two_level_bootstrap_ci",
+    "verdicts",
     "violation_ratio",
     "wilcoxon_p",
 ]
@@ -780,30 +787,24 @@ class BootstrapCI(NamedTuple):
     resample); the percentiles use the other ``B - n_dropped``."""
 
 
-def two_level_bootstrap_ci(splits: SplitRows | Sequence[SplitRows], B: int = 1000, seed: int = 0,
-                           alpha: float = 0.05, max_chunk_elements: int = 2_000_000) -> BootstrapCI:
-    """Percentile bootstrap interval of the paired difference of a task score, ``A - B``,
-    resampling at two levels: seeds, then dev rows (a hierarchical / two-stage bootstrap,
-    Davison & Hinkley 1997, sec. 3.8).
+ROWS = ("per_seed", "shared")   # how two_level_bootstrap_ci draws the dev rows of a replicate
 
-    Each of the ``B`` replicates draws S seeds with replacement from the S shared seeds; for each
-    drawn seed it draws the dev rows of every split with replacement, separately within each
-    split (MNLI matched and mismatched keep their sizes), using the SAME row indices for A and B
-    (the comparison is paired on rows too); computes the task score (mean of all metrics over
-    all splits) of A and of B on those rows, and their difference; the replicate is the mean of
-    the differences over the drawn seeds. Returned: a :class:`BootstrapCI` with the
-    ``alpha/2``, ``1 - alpha/2`` percentiles, the replicate mean, the un-resampled estimate and
-    the number of replicates dropped for being NaN (a metric undefined on a resample, e.g.
-    Pearson of constant predictions; all NaN -> NaN interval). With one seed only the rows are
-    resampled.
 
-    Random draws, for reproducibility: ``np.random.default_rng(seed).spawn(1 + len(splits))``
-    gives one generator for the seeds, ``integers(0, S, size=(B, S))``, and one per split for its
-    rows, ``integers(0, R, size=(B, S, R))`` (drawn in consecutive blocks of replicates; the
-    stream is the same as one draw). Metrics are the vectorised ones of :func:`batch_metric`,
-    computed for a block of ``max_chunk_elements // (S * R_max)`` replicates at a time.
-    Unit-agnostic (the metrics are fractions in [0, 1] or correlations).
-    """
+def bootstrap_replicates(splits: SplitRows | Sequence[SplitRows], B: int = 1000, seed: int = 0,
+                         rows: str = "per_seed", resample_seeds: bool = True,
+                         max_chunk_elements: int = 2_000_000) -> tuple[np.ndarray, float]:
+    """The ``B`` replicates of the paired difference of a task score, ``A - B``, and the observed
+    difference (mean over seeds of ``score(A) - score(B)`` on every row): the machinery of
+    :func:`two_level_bootstrap_ci`, which documents the draws.
+
+    ``rows``: ``"per_seed"`` draws each drawn seed's rows separately (the rows' noise shrinks with
+    the number of seeds, as if every seed had been scored on its own rows); ``"shared"`` draws one
+    row sample per replicate and split, used by every drawn seed (a crossed design: every seed was
+    scored on the same dev rows, so the rows' noise does not shrink with seeds). Shared draws are
+    ``integers(0, R, size=(B, R))`` per split. ``resample_seeds=False`` keeps the seeds as they are
+    (the rows' noise alone). Replicates may be NaN (a metric undefined on a resample)."""
+    if rows not in ROWS:
+        raise ValueError(f"rows={rows!r}: one of {', '.join(ROWS)}")
     splits = [splits] if isinstance(splits, SplitRows) else list(splits)
     if not splits:
         raise ValueError("two_level_bootstrap_ci needs at least one split")
@@ -823,17 +824,164 @@ def two_level_bootstrap_ci(splits: SplitRows | Sequence[SplitRows], B: int = 100
                                           for p in prepared])[0])
 
     seed_rng, *row_rngs = np.random.default_rng(seed).spawn(1 + len(splits))
-    sidx = seed_rng.integers(0, s, size=(B, s))
+    sidx = seed_rng.integers(0, s, size=(B, s)) if resample_seeds else np.broadcast_to(identity, (B, s))
     chunk = max(1, max_chunk_elements // (s * max(p.rows for p in prepared)))
     reps = np.empty(B)
     for start in range(0, B, chunk):
         stop = min(B, start + chunk)
-        ridxs = [rng.integers(0, p.rows, size=(stop - start, s, p.rows))
-                 for p, rng in zip(prepared, row_rngs, strict=True)]
+        if rows == "per_seed":
+            ridxs = [rng.integers(0, p.rows, size=(stop - start, s, p.rows))
+                     for p, rng in zip(prepared, row_rngs, strict=True)]
+        else:
+            ridxs = [np.broadcast_to(rng.integers(0, p.rows, size=(stop - start, 1, p.rows)),
+                                     (stop - start, s, p.rows))
+                     for p, rng in zip(prepared, row_rngs, strict=True)]
         reps[start:stop] = task_diff(sidx[start:stop], ridxs)
+    return reps, estimate
+
+
+def two_level_bootstrap_ci(splits: SplitRows | Sequence[SplitRows], B: int = 1000, seed: int = 0,
+                           alpha: float = 0.05, max_chunk_elements: int = 2_000_000,
+                           rows: str = "per_seed") -> BootstrapCI:
+    """Percentile bootstrap interval of the paired difference of a task score, ``A - B``,
+    resampling at two levels: seeds, then dev rows (a hierarchical / two-stage bootstrap,
+    Davison & Hinkley 1997, sec. 3.8).
+
+    Each of the ``B`` replicates draws S seeds with replacement from the S shared seeds; for each
+    drawn seed it draws the dev rows of every split with replacement, separately within each
+    split (MNLI matched and mismatched keep their sizes), using the SAME row indices for A and B
+    (the comparison is paired on rows too); computes the task score (mean of all metrics over
+    all splits) of A and of B on those rows, and their difference; the replicate is the mean of
+    the differences over the drawn seeds. Returned: a :class:`BootstrapCI` with the
+    ``alpha/2``, ``1 - alpha/2`` percentiles, the replicate mean, the un-resampled estimate and
+    the number of replicates dropped for being NaN (a metric undefined on a resample, e.g.
+    Pearson of constant predictions; all NaN -> NaN interval). With one seed only the rows are
+    resampled.
+
+    ``rows="shared"``: one row sample per replicate, the same for every drawn seed (the report's
+    choice: every seed was scored on the same dev rows; see :func:`bootstrap_replicates`).
+
+    Random draws, for reproducibility: ``np.random.default_rng(seed).spawn(1 + len(splits))``
+    gives one generator for the seeds, ``integers(0, S, size=(B, S))``, and one per split for its
+    rows, ``integers(0, R, size=(B, S, R))`` (drawn in consecutive blocks of replicates; the
+    stream is the same as one draw). Metrics are the vectorised ones of :func:`batch_metric`,
+    computed for a block of ``max_chunk_elements // (S * R_max)`` replicates at a time.
+    Unit-agnostic (the metrics are fractions in [0, 1] or correlations).
+    """
+    reps, estimate = bootstrap_replicates(splits, B, seed, rows=rows, max_chunk_elements=max_chunk_elements)
     finite = reps[np.isfinite(reps)]
     n_dropped = int(B - finite.size)
     if finite.size == 0:
         return BootstrapCI(NAN, NAN, NAN, estimate, n_dropped)
     low, high = _percentile_interval(finite, alpha)
     return BootstrapCI(low, high, float(finite.mean()), estimate, n_dropped)
+
+
+def bootstrap_p(replicates) -> float:
+    """Two-sided percentile-bootstrap p-value of "the difference is 0": the smallest ``alpha``
+    whose ``1 - alpha`` percentile interval of the finite ``replicates`` excludes 0,
+    ``min(1, 2 * min(P(rep <= 0), P(rep >= 0)))``. NaN without finite replicates."""
+    x = _finite(replicates)
+    if x.size == 0:
+        return NAN
+    return float(min(1.0, 2.0 * min(np.mean(x <= 0), np.mean(x >= 0))))
+
+
+def percentile_interval(replicates, alpha: float) -> tuple[float, float]:
+    """The ``alpha/2`` and ``1 - alpha/2`` percentiles of the finite ``replicates`` (NaN, NaN
+    when there are none)."""
+    x = _finite(replicates)
+    return (NAN, NAN) if x.size == 0 else _percentile_interval(x, alpha)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+VERDICTS = ("better", "worse", "equivalent", "undecided")
+
+
+def holm_levels(pvalues) -> np.ndarray:
+    """Holm's step-down levels as interval divisors: with the m non-NaN ``pvalues`` sorted
+    ascending, the k-th (k = 1..m) gets ``m - k + 1`` (its interval is the ``1 - alpha / (m - k +
+    1)`` one); NaN entries get m (Bonferroni). Ties keep their input order."""
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    idx = np.flatnonzero(~np.isnan(p))
+    m = max(idx.size, 1)
+    out = np.full(p.shape, float(m))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    out[order] = m - np.arange(idx.size)
+    return out
+
+
+def verdicts(intervals: Sequence[tuple[float, float]], divisors: Sequence[float], rope: float) -> list[str]:
+    """One verdict per comparison of a family, from its (Holm-adjusted) interval of the paired
+    difference: ``better`` / ``worse`` when the interval excludes 0 (step-down: only while every
+    comparison of a smaller divisor's step, i.e. a more significant one, was decided too),
+    ``equivalent`` when it lies inside ``[-rope, +rope]``, ``undecided`` otherwise (and for an
+    undefined interval). ``divisors`` are :func:`holm_levels` (the order of the step-down)."""
+    order = sorted(range(len(intervals)), key=lambda i: -divisors[i])
+    out = ["undecided"] * len(intervals)
+    stepping = True
+    for i in order:
+        low, high = intervals[i]
+        if not (math.isfinite(low) and math.isfinite(high)):
+            stepping = False
+            continue
+        if stepping and (low > 0 or high < 0):
+            out[i] = "better" if low > 0 else "worse"
+            continue
+        stepping = False
+        if -rope <= low and high <= rope:
+            out[i] = "equivalent"
+    return out
+
+
+# --------------------------------------------------------------------------- power with dev-row noise
+
+
+def _z_sum(alpha: float, power: float) -> float:
+    return float(stats.norm.ppf(1.0 - alpha / 2.0) + stats.norm.ppf(power))
+
+
+def detectable_with_rows(sd_seeds: float, sd_rows: float, n: float, alpha: float = 0.05,
+                         power: float = 0.8) -> float:
+    """The smallest mean difference ``n`` paired seeds detect with probability ``power`` (two-sided,
+    level ``alpha``) when every seed is scored on the same evaluation rows. ``sd_seeds``: the
+    standard deviation of the paired differences over seeds; ``sd_rows``: the standard error the
+    evaluation rows add to the mean difference, which more seeds do not shrink. The mean difference
+    then has variance ``sd_seeds**2 / n + sd_rows**2``: the paired t-test's :func:`min_detectable`
+    with the per-pair spread ``sqrt(sd_seeds**2 + n * sd_rows**2)`` that gives it (so ``sd_rows = 0``
+    is exactly :func:`min_detectable`). ``n = inf`` gives the floor, ``(z_{1-alpha/2} + z_power) *
+    sd_rows``. NaN when either spread is not finite or n < 2."""
+    if not (math.isfinite(sd_seeds) and math.isfinite(sd_rows)) or n < 2:
+        return NAN
+    if math.isinf(n):
+        return _z_sum(alpha, power) * abs(sd_rows)
+    return min_detectable(math.sqrt(sd_seeds**2 + n * sd_rows**2), int(n), alpha, power)
+
+
+def seeds_needed_with_rows(sd_seeds: float, sd_rows: float, delta: float = 1.0, alpha: float = 0.05,
+                           power: float = 0.8, max_n: int = 10_000) -> int | None:
+    """The paired seeds :func:`detectable_with_rows` needs to reach ``delta``: the smallest n >= 2
+    with ``detectable_with_rows(sd_seeds, sd_rows, n) <= |delta|`` (it falls with n towards the
+    floor); None when no number of seeds up to ``max_n`` does (always when ``|delta|`` is at or below
+    the floor) or an input is not finite."""
+    delta = abs(delta)
+    if not (math.isfinite(sd_seeds) and math.isfinite(sd_rows) and math.isfinite(delta)) or delta == 0:
+        return None
+    if delta <= detectable_with_rows(sd_seeds, sd_rows, math.inf, alpha, power):
+        return None
+
+    def reaches(n: int) -> bool:
+        return detectable_with_rows(sd_seeds, sd_rows, n, alpha, power) <= delta
+
+    if reaches(2):
+        return 2
+    low, high = 2, min(4, max_n)
+    while not reaches(high):
+        if high >= max_n:
+            return None
+        low, high = high, min(2 * high, max_n)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if reaches(mid) else (mid, high)
+    return high

@@ -33,9 +33,20 @@ GLUE_AVG = avg_key("glue")
 # --------------------------------------------------------------------------- ordering helpers
 
 
-def pooling_key(name: str) -> tuple[int, str]:
-    """Sort key: cls, max_cls, mha, maxpool_mha, then the rest alphabetically."""
-    return (POOLING_ORDER.index(name) if name in POOLING_ORDER else len(POOLING_ORDER), name)
+def pooling_key(name: str) -> tuple:
+    """Sort key: cls, max_cls, mha, maxpool_mha, then the rest alphabetically; a labelled row
+    (``maxpool_mha [pooling.module.k=1]``) after its pooling's plain one, its labels' numbers by
+    value (``k=2`` before ``k=10``)."""
+    base, _, label = name.partition(" [")
+    rank = POOLING_ORDER.index(base) if base in POOLING_ORDER else len(POOLING_ORDER)
+    parts = []
+    for item in label.rstrip("]").split(", ") if label else []:
+        key, _, value = item.partition("=")
+        try:
+            parts.append((key, 0, float(value), ""))
+        except ValueError:
+            parts.append((key, 0 if value == "default" else 1, 0.0, value))
+    return (rank, base, tuple(parts))
 
 
 def size_key(size: Any) -> tuple[int, int]:

@@ -308,7 +308,7 @@ def with_factors(runs: pd.DataFrame, keys: Sequence[str], context_only: bool = F
     known = sorted(set().union(*runs["settings"])) if len(runs) else []
     for key in keys:
         if not any(key in s for s in runs["settings"]):
-            close = [k for k in known if k.endswith("." + key.rpartition(".")[2])][:3]
+            close = _close_keys(key, known)
             hint = f"did you mean {', '.join(close)}? " if close else ""
             option = "--split-settings" if context_only else "--compare"
             raise SelectionError(f"{option}={key}: no run has this key in its settings; {hint}"
@@ -326,6 +326,14 @@ def with_factors(runs: pd.DataFrame, keys: Sequence[str], context_only: bool = F
         labels.append(label)
     runs["pooling"] = labels
     return runs
+
+
+def _close_keys(key: str, known: Sequence[str]) -> list[str]:
+    """Settings keys like ``key``: the same last part, or close in spelling."""
+    import difflib
+
+    same = [k for k in known if k.endswith("." + key.rpartition(".")[2])]
+    return list(dict.fromkeys([*difflib.get_close_matches(key, known, n=3, cutoff=0.8), *same]))[:3]
 
 
 def _json_text(value: Any) -> str:
@@ -444,7 +452,7 @@ def with_values(runs: pd.DataFrame, key: str) -> pd.DataFrame:
     values = [settings.get(key, MISSING) for settings in runs["settings"]]
     if all(v is MISSING for v in values):
         known = sorted(set().union(*runs["settings"])) if len(runs) else []
-        close = [k for k in known if k.endswith("." + key.rpartition(".")[2])][:3]
+        close = _close_keys(key, known)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise SelectionError(f"--select={key}: no run has this key in its settings; {hint}e.g. optimizer.lr, "
                              "data.batch_size, scheduler.warmup_ratio")

@@ -280,6 +280,9 @@ def plot_forest(comparisons: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo
         for row in range(1, len(names)):
             ax.axhline(row - 0.5, color="lightgrey", linewidth=0.6)
         ax.axvline(0.0, color="black", linewidth=0.9)
+        rope = group["rope"].dropna() if "rope" in group else pd.Series(dtype=float)
+        if len(rope):
+            ax.axvspan(-rope.iloc[0], rope.iloc[0], color="lightgrey", alpha=0.35, zorder=0, linewidth=0)
         first = group.iloc[0]
         where = "main results" if first["table"] == "main" else f"train size {int(first['train_size']):,}"
         where = f"{where}, against {baseline}"
@@ -293,6 +296,10 @@ def plot_forest(comparisons: pd.DataFrame, path: Path, tasks: dict[str, TaskInfo
     if any_two_level:
         legend.append(Line2D([], [], color="grey", linewidth=1.1, marker="|", markersize=7,
                              label="95% CI, seeds × dev rows"))
+    if "rope" in data and data["rope"].notna().any():
+        from matplotlib.patches import Patch
+
+        legend.append(Patch(color="lightgrey", alpha=0.6, label=f"±{data['rope'].dropna().iloc[0]:g}: equivalent"))
     _legend_below(fig, {h.get_label(): h for h in legend})
     fig.suptitle("Paired differences against the baseline (mean over shared seeds)")
     fig.savefig(path, dpi=110)

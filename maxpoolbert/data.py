@@ -109,10 +109,22 @@ def _load_hub(dataset: str, config: str | None, split: str) -> datasets.Dataset:
 
 
 def fixed_subset(n_rows: int, size: int | None, seed: int = 0) -> np.ndarray | None:
-    """Indices of a fixed, training-seed-independent subset (nested: 100 is inside 250), in file order."""
+    """Indices of a fixed, training-seed-independent subset (nested: 100 is inside 250), in file order:
+    the first ``size`` rows of one permutation of the file's rows (``subset_seed``)."""
     if size is None or size >= n_rows:
         return None
     return np.sort(np.random.default_rng(seed).permutation(n_rows)[:size])
+
+
+def heldout_subset(n_rows: int, size: int, seed: int = 0) -> np.ndarray:
+    """Indices of the held-out rows (``data.heldout_size``), in file order: the LAST ``size`` rows of
+    the permutation :func:`fixed_subset` takes its first rows from, so they are disjoint from every
+    training subset that leaves room for them (``train_size + heldout_size <= n_rows``), the same for
+    every seed, pooling and training size, and nested (100 held-out rows are inside 250)."""
+    return np.sort(np.random.default_rng(seed).permutation(n_rows)[n_rows - size:])
+
+
+HELDOUT = "heldout"   # the split name of the held-out training rows (data.heldout_size)
 
 
 class Encoded(Dataset):
@@ -292,7 +304,7 @@ class TaskDataModule(L.LightningDataModule):
         self, task: Task, tokenizer, glue_dir: str | None = None, superglue_dir: str | None = None,
         max_length: int = 128,
         batch_size: int = 32, eval_batch_size: int = 128, train_size: int | None = None,
-        subset_seed: int = 0, pad_to_max_length: bool = False, pad_to_multiple_of: int | None = None,
+        subset_seed: int = 0, heldout_size: int | None = None, pad_to_max_length: bool = False, pad_to_multiple_of: int | None = None,
         group_by_length: bool = True,
         num_workers: int = 0, pin_memory: bool = False, cache_dir: str | None = None, seed: int = 0,
     ) -> None:
@@ -303,7 +315,7 @@ class TaskDataModule(L.LightningDataModule):
         self.dirs = {"glue": glue_dir, "superglue": superglue_dir}
         self.max_length = max_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.train_size, self.subset_seed = train_size, subset_seed
+        self.train_size, self.subset_seed, self.heldout_size = train_size, subset_seed, heldout_size
         self.pad_to_max_length, self.group_by_length = pad_to_max_length, group_by_length
         self.pad_to_multiple_of = pad_to_multiple_of
         self.num_workers, self.pin_memory = num_workers, pin_memory
@@ -371,12 +383,24 @@ class TaskDataModule(L.LightningDataModule):
                             key="data.train_size", value=self.train_size,
                             allowed=f"an integer from 1 to {len(train)}, or null for all of them")
         self.n_train_full = len(train)
+        heldout = None
+        if self.heldout_size is not None:
+            room = len(train) - (self.train_size or len(train))
+            if self.train_size is None or self.heldout_size > room:
+                allowed = (f"an integer from 1 to {room} (the {len(train)} training rows less data.train_size="
+                           f"{self.train_size}), or null" if self.train_size is not None else
+                           "null, or set data.train_size: the held-out rows are rows a training subset leaves out")
+                raise UserError(f"the training set of task {self.task.name} has no room for them", key="data.heldout_size",
+                                value=self.heldout_size, allowed=allowed)
+            heldout = train.select(heldout_subset(len(train), self.heldout_size, self.subset_seed))
         keep = fixed_subset(len(train), self.train_size, self.subset_seed)
         if keep is not None:
             train = train.select(keep)
         self.splits["train"] = self._to_memory(train)
         for name in self.task.eval:
             self.splits[name] = self._to_memory(self._rows(name))
+        if heldout is not None:
+            self.splits[HELDOUT] = self._to_memory(heldout)
         log.info("task %s: %s", self.task.name, {k: len(v) for k, v in self.splits.items()})
 
     def _rows(self, split: str) -> datasets.Dataset:
@@ -421,5 +445,9 @@ class TaskDataModule(L.LightningDataModule):
         rank, world = self._placement() if sharded else (0, 1)
         return self._loader(data, _sort_batches(data.lengths, self.eval_batch_size, rank, world))
 
+    def eval_names(self) -> list[str]:
+        """The splits every evaluation predicts: the task's dev splits, then the held-out rows."""
+        return [*self.task.eval, *([HELDOUT] if self.heldout_size is not None else [])]
+
     def val_dataloader(self) -> list[DataLoader]:
-        return [self.eval_loader(self.splits[name], sharded=True) for name in self.task.eval]
+        return [self.eval_loader(self.splits[name], sharded=True) for name in self.eval_names()]

@@ -12,6 +12,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from maxpoolbert import metrics as M
+from maxpoolbert.data import HELDOUT
 from maxpoolbert.layers import layer_decay_groups
 from maxpoolbert.live_metrics import LIVE
 from maxpoolbert.memory import release as release_memory
@@ -35,15 +36,20 @@ def param_groups(model: nn.Module) -> list[dict]:
 class GlueModule(L.LightningModule):
     def __init__(
         self, model: PooledClassifier, task: Task, optimizer: Callable, warmup_ratio: float = 0.1,
-        seed: int = 0, compile: bool | dict = False,
+        seed: int = 0, compile: bool | dict = False, heldout: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.task = model, task
         self.optimizer_factory, self.warmup_ratio, self.seed = optimizer, warmup_ratio, seed
-        self.eval_names = list(task.eval)
+        # the splits every evaluation predicts: the dev splits, then (data.heldout_size) the held-out
+        # training rows, scored with the first dev split's metrics but never part of the dev score
+        self.eval_specs = {split: dict(spec.metrics) for split, spec in task.eval.items()}
+        if heldout:
+            self.eval_specs[HELDOUT] = dict(next(iter(task.eval.values())).metrics)
+        self.eval_names = list(self.eval_specs)
         self.live = nn.ModuleDict({
-            split: nn.ModuleDict({k: LIVE[name](max(task.num_labels, 2)) for k, name in spec.metrics.items()})
-            for split, spec in task.eval.items()
+            split: nn.ModuleDict({k: LIVE[name](max(task.num_labels, 2)) for k, name in metrics.items()})
+            for split, metrics in self.eval_specs.items()
         })
         self._gathered: dict[str, list] = {}
         self.last_eval: dict[str, dict[str, np.ndarray]] = {}
@@ -98,9 +104,10 @@ class GlueModule(L.LightningModule):
         self._gathered[split].append((batch["idx"].cpu(), preds.detach().cpu(), labels.cpu()))
 
     def on_validation_epoch_end(self) -> None:
-        for live in self.live.values():
+        for split, live in self.live.items():
             for key, metric in live.items():
-                self.log(f"val/{key}", metric.compute(), add_dataloader_idx=False)
+                name = f"val/{HELDOUT}_{key}" if split == HELDOUT else f"val/{key}"
+                self.log(name, metric.compute(), add_dataloader_idx=False)
                 metric.reset()
         gathered = self._gathered
         if self.trainer.world_size > 1:  # each process evaluated its share of the rows: gather them all
@@ -115,8 +122,11 @@ class GlueModule(L.LightningModule):
             metrics = self.dev_metrics()
             score = M.glue_score(metrics)
             self.log("val/score", score, add_dataloader_idx=False, prog_bar=True)
-            self.history.append({"epoch": int(self.current_epoch), "step": int(self.global_step),
-                                 "metrics": {k: float(v) for k, v in metrics.items()}, "score": float(score)})
+            entry = {"epoch": int(self.current_epoch), "step": int(self.global_step),
+                     "metrics": {k: float(v) for k, v in metrics.items()}, "score": float(score)}
+            if HELDOUT in self.eval_specs:
+                entry[HELDOUT] = self.heldout_metrics()
+            self.history.append(entry)
             best = self.history[self.best_index]["score"] if self.best_index >= 0 else None
             if best is None or (math.isfinite(score) and not (math.isfinite(best) and score <= best)):
                 self.best_eval, self.best_index = self.last_eval, len(self.history) - 1
@@ -129,6 +139,18 @@ class GlueModule(L.LightningModule):
             rows = evals[split]
             out.update(M.compute(spec.metrics, rows["prediction"], rows["label"]))
         return out
+
+    def heldout_metrics(self, evals: dict[str, dict[str, np.ndarray]] | None = None) -> dict | None:
+        """``{"n", "metrics", "score"}`` of the held-out rows in an evaluation (default: the last);
+        None without them. Live metrics log them as ``val/heldout_<metric>``; the dev score never
+        includes them."""
+        evals = self.last_eval if evals is None else evals
+        if HELDOUT not in self.eval_specs or HELDOUT not in evals:
+            return None
+        rows = evals[HELDOUT]
+        metrics = M.compute(self.eval_specs[HELDOUT], rows["prediction"], rows["label"])
+        return {"n": int(len(rows["index"])), "metrics": {k: float(v) for k, v in metrics.items()},
+                "score": float(M.glue_score(metrics))}
 
     def selected(self, select: str) -> tuple[dict[str, dict[str, np.ndarray]], int]:
         """The evaluation that reports the run (``last`` or ``best``) and its history index."""

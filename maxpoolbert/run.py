@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from maxpoolbert import encoders, loggers, optim, rundir, schema, tasks
 from maxpoolbert import metrics as M
 from maxpoolbert.checkpointing import ResumeCheckpoint
-from maxpoolbert.data import TaskDataModule
+from maxpoolbert.data import HELDOUT, TaskDataModule
 from maxpoolbert.errors import UserError, WriteFailed, fail, user_error
 from maxpoolbert.layers import reinit_top_layers
 from maxpoolbert.model import PooledClassifier
@@ -175,7 +175,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
     dm = TaskDataModule(task, tokenizer, seed=cfg.seed, **{**cfg.data, "pad_to_multiple_of": bucket})
     dm.setup()
     module = GlueModule(model, task, optim.from_config(cfg), cfg.scheduler.warmup_ratio,
-                        seed=cfg.seed, compile=compile_options(cfg))
+                        seed=cfg.seed, compile=compile_options(cfg), heldout=cfg.data.heldout_size is not None)
     checkpoint = ResumeCheckpoint(folder.checkpoints, cfg.checkpoint.every_n_epochs)
     throughput = Throughput()
     logger = loggers.from_config(cfg)
@@ -189,7 +189,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
         log.info("resuming from %s", last)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last is not None else None)
-        if module.last_eval_step != trainer.global_step or len(module.last_eval) != len(task.eval):
+        if module.last_eval_step != trainer.global_step or len(module.last_eval) != len(module.eval_names):
             trainer.validate(module, datamodule=dm, verbose=False)
 
         # 4. Collect: the selected evaluation's metrics and predictions, and how the run went.
@@ -205,7 +205,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
             metrics=metrics, score=score, task_info=task.info(),
             settings=identity, settings_id=rundir.settings_id(identity),
             train_size=cfg.data.train_size, n_train=len(dm.splits["train"]), n_train_full=dm.n_train_full,
-            n_dev={k: len(v["index"]) for k, v in evals.items()},
+            n_dev={k: len(evals[k]["index"]) for k in task.eval},
             majority_score=majority_score(task, dm.splits["train"].labels, evals),
             history=module.history,
             selected={"select": cfg.eval.select, "index": chosen,
@@ -219,12 +219,14 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
             versions={"python": platform.python_version(), "torch": torch.__version__,
                       "transformers": transformers.__version__, "lightning": L.__version__},
             device=str(module.device), hardware=hardware(), weights_sha256=encoders.weights_sha256(model.encoder),
-            compiled=compile_stats() if cfg.speed.compile else None,
+            compiled=compile_stats() if cfg.speed.compile else None, heldout=module.heldout_metrics(evals),
         )
 
         # 5. Write: predictions, then results.json (the run is finished: its metrics are kept
         # whatever comes next), then the weights; the record says whether they were written.
         folder.write_predictions({split: evals[split] for split in task.eval}, task.is_regression)
+        if HELDOUT in evals:
+            folder.write_predictions({HELDOUT: evals[HELDOUT]}, task.is_regression, folder.heldout_file)
         record.weights = "missing" if cfg.save_model else "off"
         folder.write_results(record)
         loggers.log_final(logger, metrics, score)

@@ -77,6 +77,7 @@ RESULTS = "results.json"
 FAILED = "failed.json"
 ERROR_TXT = "error.txt"  # failures recorded by other tools (submitit logs copied in): read, never written
 PREDICTIONS = "dev_predictions.tsv"
+HELDOUT_PREDICTIONS = "heldout_predictions.tsv"   # data.heldout_size: the held-out training rows, same columns
 # The predictions as a study commits them (archive_predictions): split, index, prediction, without the
 # gold labels, which stay with the data (GLUE_DIR) and are read back from the task's dev files.
 PREDICTIONS_ARCHIVE = "dev_predictions.csv"
@@ -361,6 +362,7 @@ class RunRecord:
     weights_sha256: str | None = None          # of the pretrained encoder's weights file (None: random init)
     compiled: dict[str, int] | None = None     # speed.compile: graphs captured, frames compiled (recompilations)
     weights: str | None = None                 # model.safetensors: one of WEIGHTS (None: recorded before it was)
+    heldout: dict | None = None                # data.heldout_size: n, metrics, score of the held-out training rows
     extra: dict[str, Any] = field(default_factory=dict)   # keys of other versions, kept as they are
 
     # ------------------------------------------------------------------ writing
@@ -592,6 +594,7 @@ class RunFolder:
     results = property(lambda self: self.path / RESULTS)
     failed_file = property(lambda self: self.path / FAILED)
     predictions_file = property(lambda self: self.path / PREDICTIONS)
+    heldout_file = property(lambda self: self.path / HELDOUT_PREDICTIONS)
     model_file = property(lambda self: self.path / MODEL)
     config_file = property(lambda self: self.path / CONFIG)
     hydra_file = property(lambda self: self.path / HYDRA)
@@ -812,14 +815,15 @@ class RunFolder:
         except OSError as write_err:
             (log.debug if quiet else log.error)("could not write %s: %s", self.failed_file, write_err)
 
-    def write_predictions(self, evals: dict[str, dict], regression: bool) -> None:
-        """``dev_predictions.tsv``: ``split index label prediction``, every dev row in file order."""
+    def write_predictions(self, evals: dict[str, dict], regression: bool, path: Path | None = None) -> None:
+        """``dev_predictions.tsv`` (or ``path``: ``heldout_predictions.tsv``, whose index is the row's
+        position in the training file): ``split index label prediction``, every row in file order."""
         fmt = (lambda x: repr(float(x))) if regression else (lambda x: str(int(x)))
         lines = ["split\tindex\tlabel\tprediction\n"]
         for split, rows in evals.items():
             for i, y, p in zip(rows["index"], rows["label"], rows["prediction"], strict=True):
                 lines.append(f"{split}\t{int(i)}\t{fmt(y)}\t{fmt(p)}\n")
-        write_atomic(self.predictions_file, "".join(lines))
+        write_atomic(path or self.predictions_file, "".join(lines))
 
     def save_weights(self, model: Any) -> None:
         """``model.safetensors`` (weights only), atomically; a full disk (or quota, or read-only

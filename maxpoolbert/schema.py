@@ -77,6 +77,7 @@ class Data(Closed):
     eval_batch_size: PositiveInt
     train_size: PositiveInt | None
     subset_seed: NonNegativeInt
+    heldout_size: PositiveInt | None = None
     pad_to_max_length: bool
     pad_to_multiple_of: PositiveInt | None = OMITTED
     group_by_length: bool

@@ -83,3 +83,55 @@ def test_runs_record_and_predict_the_heldout_rows_beside_an_unchanged_dev_set(re
     assert (tmp_path / "h" / "mha_2" / "dev_predictions.tsv").read_bytes() == \
         (tmp_path / "plain" / "dev_predictions.tsv").read_bytes()
     assert not (tmp_path / "plain" / "heldout_predictions.tsv").exists()
+
+
+# --------------------------------------------------------------------------- the report on held-out rows
+
+def _write_run(folder, pooling: str, seed: int, dev_correct: int, held_correct: int, held: bool = True):
+    from maxpoolbert.rundir import RunFolder, RunRecord
+
+    rng = np.random.default_rng(0)  # the same rows (and labels) for every run
+    dev_labels, held_labels = rng.integers(0, 2, 60), rng.integers(0, 2, 80)
+    dev_preds = np.where(np.arange(60) < dev_correct, dev_labels, 1 - dev_labels)
+    held_preds = np.where(np.arange(80) < held_correct, held_labels, 1 - held_labels)
+    folder.mkdir(parents=True)
+    run = RunFolder(folder)
+    run.write_predictions({"dev": {"index": np.arange(60), "label": dev_labels, "prediction": dev_preds}}, False)
+    if held:
+        run.write_predictions({HELDOUT: {"index": np.arange(1000, 1080), "label": held_labels,
+                                         "prediction": held_preds}}, False, run.heldout_file)
+    dev_acc = float(np.mean(dev_preds == dev_labels))
+    record = RunRecord(task="rte", pooling=pooling, model="minilm_l6", seed=seed, metrics={"accuracy": dev_acc},
+                       score=dev_acc, majority_score=0.3, train_size=500,
+                       settings={"task.eval.dev.metrics.accuracy": "accuracy", "pooling.name": pooling},
+                       heldout={"n": 80, "metrics": {}, "score": 0.0} if held else None)
+    run.write_results(record)
+    return dev_acc, float(np.mean(held_preds == held_labels)), held_preds == held_labels
+
+
+def test_the_report_scores_every_number_on_the_heldout_rows_with_dev_beside(tmp_path):
+    from maxpoolbert.report import main
+
+    root, truth = tmp_path / "runs", {}
+    for pooling, (dev_k, held_k) in {"cls": (40, 50), "maxpool_mha": (35, 60)}.items():
+        for seed in (1, 2, 3):
+            truth[(pooling, seed)] = _write_run(root / pooling / f"s{seed}", pooling, seed, dev_k + seed, held_k + seed)
+    _write_run(root / "mha" / "s1", "mha", 1, 40, 50, held=False)  # trained without held-out rows
+    assert main(["--runs", str(root), "--out", str(tmp_path / "out"), "--rows", "heldout"]) == 0
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+    for pooling in ("cls", "maxpool_mha"):
+        cell = cells[cells.pooling == pooling].iloc[0]
+        assert cell["mean"] == pytest.approx(np.mean([truth[(pooling, s)][1] for s in (1, 2, 3)]) * 100)
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert skipped.path.tolist() == ["mha/s1"] and "no held-out predictions" in skipped.reason.iloc[0]
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "Every score is on the held-out rows of each task's training file" in md
+    dev_cls = np.array([truth[("cls", s)][0] for s in (1, 2, 3)]) * 100
+    assert "### The official dev set, beside" in md
+    assert f"{dev_cls.mean():.1f} ± {dev_cls.std(ddof=1):.1f} (n=3)" in md
+    comp = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    row = comp[comp.task == "rte"].iloc[0]
+    diffs = [(truth[("maxpool_mha", s)][1] - truth[("cls", s)][1]) * 100 for s in (1, 2, 3)]
+    assert row.mean_diff == pytest.approx(np.mean(diffs)) and row.n_rows == 80
+    # on the odd-index held-out rows, chosen on the even ones (here: one value, chosen trivially)
+    assert row.two_level_low < row.mean_diff < row.two_level_high

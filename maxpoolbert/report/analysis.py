@@ -23,6 +23,7 @@ import pandas as pd
 from maxpoolbert import rundir
 from maxpoolbert.report import statistics as S
 from maxpoolbert.report.collect import CELL, factor_column, factor_keys, show_value
+from maxpoolbert.report.rows import evaluation
 from maxpoolbert.report.stats import (
     BASELINE,
     LOW,
@@ -62,6 +63,7 @@ class Options:
     # the compared factors, each with its baseline value (JSON text; pooling: the pooling's name)
     factors: tuple[tuple[str, str], ...] = (("pooling", BASELINE),)
     rope: float = DEFAULT_ROPE
+    rows: str = "dev"   # the rows every number is on: dev, or the held-out training rows (--rows)
 
     @property
     def half(self) -> bool:
@@ -121,8 +123,8 @@ class Predictions:
     """The dev predictions of run folders under ``root`` (read once each), as the
     :class:`~maxpoolbert.report.statistics.SplitRows` of a paired comparison."""
 
-    def __init__(self, root: Path, half: bool):
-        self.root, self.half = root, half
+    def __init__(self, root: Path, half: bool, rows: str = "dev"):
+        self.root, self.half, self.rows = root, half, rows
         self._cache: dict[str, tuple[dict, pd.DataFrame] | Unavailable] = {}
 
     def load(self, path: str) -> tuple[dict[str, dict[str, str]], pd.DataFrame]:
@@ -138,13 +140,12 @@ class Predictions:
         record = folder.record()
         if record is None:
             return Unavailable("a record cannot be read")
-        spec = record.eval_metrics()
+        try:
+            spec, frame = evaluation(folder, record, self.rows)
+        except (OSError, ValueError):
+            return Unavailable(f"no readable {folder.predictions_file.name if self.rows == 'dev' else 'heldout_predictions.tsv'}")
         if not spec:
             return Unavailable("a record names no dev metrics")
-        try:
-            frame = folder.predictions()
-        except (OSError, ValueError):
-            return Unavailable(f"no readable {folder.predictions_file.name}")
         if not {"split", "index", "label", "prediction"} <= set(frame.columns):
             return Unavailable(f"a {folder.predictions_file.name} lacks columns")
         return spec, frame
@@ -292,7 +293,7 @@ def comparison_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo], options: Op
     factors = [(f, baseline if f == "pooling" and baseline is not None else b) for f, b in options.factors]
     scored = runs[runs["score"].notna()].copy()
     scored["_main"] = in_main(scored, main_sizes(runs)).to_numpy()
-    predictions = Predictions(options.root, options.half) if options.root is not None else None
+    predictions = Predictions(options.root, options.half, options.rows) if options.root is not None else None
     unavailable: dict[str, list[str]] = {}
     rows = []
     groups = [(model, MAIN, g[g["_main"]]) for model, g in scored.groupby("model", sort=True)]
@@ -595,8 +596,9 @@ def protocol(runs: pd.DataFrame, skipped: Sequence[dict[str, str]], options: Opt
     if options.select is None:
         lines.append("- Selection: none; each cell is one configuration.")
     else:
-        where = ("on the even-index dev rows; every reported number is on the odd-index rows"
-                 if options.half else "on all dev rows, which are also reported (optimistic)")
+        noun = "held-out training rows" if options.rows == "heldout" else "dev rows"
+        where = (f"on the even-index {noun}; every reported number is on the odd-index rows"
+                 if options.half else f"on all {noun}, which are also reported (optimistic)")
         budget = []
         source = candidates if candidates is not None and not candidates.empty else None
         if source is not None:
@@ -621,8 +623,15 @@ def protocol(runs: pd.DataFrame, skipped: Sequence[dict[str, str]], options: Opt
     lines.append(f"- Statistics: 95% intervals; bootstraps with B = {options.bootstrap:,} resamples and seed "
                  f"{BOOT_SEED} (percentile intervals); paired permutation test two-sided, {exact}; Holm over the "
                  f"tasks of each table per pooling; ASO ε_min at α = {ALPHA:g}, Bonferroni over those tasks; power "
-                 f"of a two-sided paired t-test at α = {ALPHA:g}, {POWER:.0%} power, effect {_points(options.effect)}." + (" All scores are on the odd-index dev rows." if options.half else ""))
+                 f"of a two-sided paired t-test at α = {ALPHA:g}, {POWER:.0%} power, effect {_points(options.effect)}." + _scored_rows(options))
     return lines
+
+
+def _scored_rows(options: Options) -> str:
+    noun = "held-out training rows (data.heldout_size)" if options.rows == "heldout" else "dev rows"
+    if options.half:
+        return f" All scores are on the odd-index {noun}."
+    return f" All scores are on the {noun}." if options.rows == "heldout" else ""
 
 
 def _points(x: float) -> str:

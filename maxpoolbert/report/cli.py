@@ -15,15 +15,23 @@ import yaml
 
 from maxpoolbert import report
 from maxpoolbert.errors import EXIT_CODE, UserError, WriteFailed, check_writable_folder
-from maxpoolbert.report import analysis, failures, selection
-from maxpoolbert.report.collect import ReportError, SelectionError, collect_runs, collect_wandb, resolve_baselines
+from maxpoolbert.report import analysis, failures, rows, selection
+from maxpoolbert.report.collect import (
+    ReportError,
+    SelectionError,
+    collect_runs,
+    collect_wandb,
+    metric_columns,
+    resolve_baselines,
+)
+from maxpoolbert.report.rows import ROWS
 from maxpoolbert.report.render import write_report
 
 REPORT_YAML = "report.yaml"
 # report.yaml key -> the option it sets (its defaults; the command line wins)
 YAML_OPTIONS = {"select": "--select", "select_on": "--select-on", "effect": "--effect",
                 "bootstrap": "--bootstrap", "ignore": "--ignore", "split_settings": "--split-settings",
-                "compare": "--compare", "baseline": "--baseline", "rope": "--rope"}
+                "compare": "--compare", "baseline": "--baseline", "rope": "--rope", "rows": "--rows"}
 REPEATABLE = ("--ignore", "--compare", "--baseline")
 
 # --------------------------------------------------------------------------- CLI
@@ -63,6 +71,9 @@ def build_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--select-on", choices=selection.MODES, default="all",
                         help="all: choose and report on every dev row (optimistic); half: choose on even-index "
                              "dev rows, report odd-index rows only (honest)")
+    parser.add_argument("--rows", choices=ROWS, default="dev",
+                        help="the rows every number is on: dev (the official dev set) or heldout (the held-out "
+                             "training rows of runs trained with data.heldout_size; the dev scores are shown beside)")
     parser.add_argument("--compare", metavar="KEY", action="append", default=[],
                         help="compare along KEY too (any key of the runs' settings, e.g. optimizer.layer_decay, "
                              "pooling.module.k, head.use_pooler, model.name): each value against the baseline "
@@ -149,8 +160,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def apply_selection(runs: pd.DataFrame, args: argparse.Namespace, root: Path | None):
     """``--select``: the chosen runs, the selection table and the report's selection section."""
-    chosen = selection.select(runs, args.select, args.select_on, root)
-    section = ["## Model selection", selection.describe(args.select, args.select_on),
+    chosen = selection.select(runs, args.select, args.select_on, root, args.rows)
+    section = ["## Model selection", selection.describe(args.select, args.select_on, args.rows),
                selection.chosen_markdown(chosen.table, args.select),
                "Each cell: chosen value (its mean selection score ×100 over n seeds); every candidate is in "
                "`selection.csv`."]
@@ -191,10 +202,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         preface: list[str] = []
         chosen = None
         root = None if args.from_wandb else Path(args.runs)
+        if args.rows == "heldout":
+            if root is None:
+                raise SelectionError("--rows heldout needs run folders with their held-out predictions (not --from-wandb)")
+            runs, left_out = rows.rescore(runs, root, metric_columns(runs))
+            skipped = skipped + left_out
+            if runs.empty:
+                raise ReportError(f"no run in {args.runs} has held-out predictions (train with data.heldout_size=N)")
         if args.select:
             chosen, preface = apply_selection(runs, args, root)
             runs = chosen.runs
-        runs = failures.judge(runs, root, half=bool(args.select) and args.select_on == "half")
+        runs = failures.judge(runs, root, half=bool(args.select) and args.select_on == "half", rows=args.rows)
     except SelectionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -203,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     out = Path(args.out)
     options = analysis.Options(effect=args.effect, bootstrap=args.bootstrap, select=args.select,
-                               select_on=args.select_on, root=root, factors=factors, rope=args.rope)
+                               select_on=args.select_on, root=root, factors=factors, rope=args.rope, rows=args.rows)
     try:
         write_report(runs, skipped, out, source, preface, options,
                      selection_table=None if chosen is None else chosen.table,

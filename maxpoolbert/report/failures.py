@@ -6,7 +6,8 @@ predictions are one class (one value, for regression) on every one of them. The 
 score on the reported rows is that of predicting, for every row, the most frequent label of the
 run's training set: the label whose full-dev score is the recorded ``majority_score`` (a tie, which
 two labels of a balanced dev set can give: the higher of their scores on the reported rows); a
-record without one (or whose value no label reproduces): the best constant label on the rows.
+record without one, or whose value no label reproduces (the held-out rows of ``--rows heldout`` are
+not the dev set the record scored): the best constant label on the rows.
 
 Runs whose predictions cannot be read keep the judgement of their record (its full-dev score
 against its recorded majority score).
@@ -22,6 +23,7 @@ import pandas as pd
 
 from maxpoolbert.metrics import compute, glue_score
 from maxpoolbert.report.collect import DEGENERATE_TOL
+from maxpoolbert.report.rows import evaluation
 from maxpoolbert.rundir import RunFolder
 
 MATCH = 1e-9   # a constant label "reproduces" the recorded majority score this closely
@@ -54,13 +56,13 @@ def majority_on(spec: dict[str, dict[str, str]], full: pd.DataFrame, rows: pd.Da
     return max(scores) if scores else math.nan
 
 
-def judge(runs: pd.DataFrame, root: Path | None, half: bool) -> pd.DataFrame:
+def judge(runs: pd.DataFrame, root: Path | None, half: bool, rows: str = "dev") -> pd.DataFrame:
     """``runs`` with ``majority_score`` on the reported rows, ``constant`` (one prediction on every
     reported row; NA when unread) and ``degenerate`` (failed) by the rule of this module."""
     runs = runs.copy()
     constant: list = []
     for i in runs.index:
-        judged = _judge_one(runs.loc[i], root, half) if root is not None else None
+        judged = _judge_one(runs.loc[i], root, half, rows) if root is not None else None
         if judged is None:
             constant.append(pd.NA)
             continue
@@ -74,14 +76,13 @@ def judge(runs: pd.DataFrame, root: Path | None, half: bool) -> pd.DataFrame:
     return runs
 
 
-def _judge_one(run: pd.Series, root: Path, half: bool) -> tuple[float, bool] | None:
+def _judge_one(run: pd.Series, root: Path, half: bool, rows_of: str) -> tuple[float, bool] | None:
     folder = RunFolder(root / run["path"])
     record = folder.record()
     if record is None:
         return None
-    spec = record.eval_metrics()
     try:
-        frame = folder.predictions()
+        spec, frame = evaluation(folder, record, rows_of)
     except (OSError, ValueError):
         return None
     if not spec or not {"split", "index", "label", "prediction"} <= set(frame.columns):

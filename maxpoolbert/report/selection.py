@@ -23,6 +23,7 @@ import pandas as pd
 
 from maxpoolbert.metrics import compute
 from maxpoolbert.report.collect import CELL, SelectionError, metric_columns, show_value, with_values
+from maxpoolbert.report.rows import evaluation
 from maxpoolbert.rundir import RunFolder, RunRecord
 
 MODES = ("all", "half")
@@ -39,27 +40,29 @@ class Selection:
     candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def describe(key: str, mode: str) -> str:
-    """The selection, in words a reader of a paper understands."""
+def describe(key: str, mode: str, rows: str = "dev") -> str:
+    """The selection, in words a reader of a paper understands (``rows``: the dev set, or the
+    held-out training rows, ``--rows heldout``)."""
+    where = "dev examples" if rows == "dev" else "held-out training rows (rows no run trained on)"
     if mode == "half":
         return (f"**Honest model selection.** For every cell (model, task, pooling, training-set size) the value "
-                f"of `{key}` with the best mean dev score over seeds was chosen, using only the dev examples with "
+                f"of `{key}` with the best mean score over seeds was chosen, using only the {where} with "
                 f"an even index. Every number in this report (means, standard deviations, differences, p-values) "
-                f"is computed on the dev examples with an odd index only, which took no part in the choice: the "
-                f"numbers are unbiased by the selection, and noisier than full-dev numbers (half the examples).")
-    return (f"**Model selection on the dev set.** For every cell (model, task, pooling, training-set size) the value "
-            f"of `{key}` with the best mean dev score over seeds was chosen, and that value's runs are reported. "
-            f"The same dev examples chose the value and are reported, so the numbers are optimistically biased "
+                f"is computed on the {where} with an odd index only, which took no part in the choice: the "
+                f"numbers are unbiased by the selection, and noisier than on all of them (half the rows).")
+    return (f"**Model selection on the evaluation rows.** For every cell (model, task, pooling, training-set size) the "
+            f"value of `{key}` with the best mean score over seeds on the {where} was chosen, and that value's runs "
+            f"are reported. The same rows chose the value and are reported, so the numbers are optimistically biased "
             f"(use `--select-on half` for an unbiased report).")
 
 
-def half_metrics(folder: RunFolder, record: RunRecord) -> tuple[dict[str, float], dict[str, float]]:
-    """Metrics of the even-index and of the odd-index dev rows, from ``dev_predictions.tsv``."""
+def half_metrics(folder: RunFolder, record: RunRecord, rows_of: str = "dev") -> tuple[dict[str, float], dict[str, float]]:
+    """Metrics of the even-index and of the odd-index rows scored (``--rows``: dev, from
+    ``dev_predictions.tsv``, or the held-out rows)."""
     try:
-        rows = folder.predictions()
+        task_eval, rows = evaluation(folder, record, rows_of)
     except (OSError, ValueError) as err:  # missing, unreadable, or its gold labels' data folder not given
         raise SelectionError(" ".join(str(err).split())) from None
-    task_eval = record.eval_metrics()
     if not task_eval:
         raise SelectionError(f"{folder.path}: its record names no dev metrics (a record of an old version "
                              "without a stored config)")
@@ -81,7 +84,7 @@ def _score(metrics: dict[str, float]) -> float:
     return float(np.mean(values)) if values and all(math.isfinite(v) for v in values) else math.nan
 
 
-def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = None) -> Selection:
+def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = None, rows: str = "dev") -> Selection:
     """Choose ``key``'s value per cell (see the module docstring). ``runs`` are the report's
     run records; ``root`` is the folder their ``path`` is relative to (configs, predictions)."""
     if mode not in MODES:
@@ -106,7 +109,7 @@ def select(runs: pd.DataFrame, key: str, mode: str = "all", root: Path | None = 
             record = folder.record()
             if record is None:
                 raise SelectionError(f"{path}: the run's record cannot be read")
-            even, odd = half_metrics(folder, record)
+            even, odd = half_metrics(folder, record, rows)
             runs.loc[i, "_select_score"] = _score(even)
             for col in metric_cols:
                 runs.loc[i, col] = odd.get(col, np.nan)

@@ -273,3 +273,18 @@ def test_float_noise_of_1e13_does_not_change_a_byte(grid, tmp_path, monkeypatch)
     assert main(["--runs", str(root), "--out", str(tmp_path), "--compare", "optimizer.layer_decay"]) == 0
     for name in ("results.md", "results.tex", "results.csv", "cells.csv", "comparisons.csv", "differences.csv"):
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_the_bayesian_signed_rank_probabilities_point_the_way_of_the_verdicts(grid):
+    _, _, out = grid
+    comp = pd.read_csv(out / "comparisons.csv")
+    probs = {}
+    for (factor, (pa, da), (pb, db)), verdict in PAIRS.items():
+        row = arms(comp, factor, label(pa, da), label(pb, db), "rte")
+        total = row.bayes_worse + row.bayes_equivalent + row.bayes_better
+        assert total == pytest.approx(1.0, abs=1e-6)
+        probs[verdict] = row
+    assert probs["better"].bayes_better > 0.9 and probs["worse"].bayes_worse > 0.9
+    assert probs["equivalent"].bayes_equivalent == pytest.approx(1.0)   # identical arms: every difference 0
+    md = (out / "results.md").read_text()
+    assert "Bayesian signed-rank P(worse, equivalent, better) = (" in md

@@ -349,7 +349,8 @@ def test_comparisons_csv_every_number(study):
         "two_level_high", "two_level_dropped", "perm_p", "perm_exact", "wilcoxon_p", "holm_p", "holm_m",
         "prob_better", "aso_eps_min", "aso_eps_min_reverse", "aso_m", "effect", "seeds_needed", "min_detectable",
         "n_rows", "row_sd", "detectable_rows", "detectable_floor", "seeds_needed_rows", "verdict", "verdict_basis",
-        "verdict_low", "verdict_high", "verdict_level", "rope", "at_chance_pooling", "at_chance_baseline"]
+        "verdict_low", "verdict_high", "verdict_level", "rope", "at_chance_pooling", "at_chance_baseline",
+        "bayes_worse", "bayes_equivalent", "bayes_better"]
     assert set(comp.factor) == {"pooling"} and set(comp.baseline_value) == {"cls"}
     assert list(comp.value) == list(comp.pooling)
     # report order: per pooling, the tasks in column order, then the GLUE average

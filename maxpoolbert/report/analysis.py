@@ -191,8 +191,9 @@ COMPARISON_COLUMNS = [
     "holm_p", "holm_m", "prob_better", "aso_eps_min", "aso_eps_min_reverse", "aso_m", "effect", "seeds_needed",
     "min_detectable", "n_rows", "row_sd", "detectable_rows", "detectable_floor", "seeds_needed_rows",
     "verdict", "verdict_basis", "verdict_low", "verdict_high", "verdict_level", "rope",
-    "at_chance_pooling", "at_chance_baseline",
+    "at_chance_pooling", "at_chance_baseline", "bayes_worse", "bayes_equivalent", "bayes_better",
 ]
+BAYES_SAMPLES = 10_000   # posterior draws of the Bayesian signed-rank test (seed BOOT_SEED)
 
 
 def _nan_stats() -> dict[str, Any]:
@@ -412,6 +413,7 @@ def _family(head: dict, mine: pd.DataFrame, base: pd.DataFrame, tasks: dict[str,
     _verdicts([r for r, _ in task_rows], replicates, options)
     out = []
     for (row, pairs), holm_p in zip(task_rows, adjusted, strict=True):
+        row.update(_bayes(pairs.a, pairs.b, options))
         row.update(holm_p=holm_p, holm_m=m, aso_m=m, aso_eps_min=_aso(pairs.a, pairs.b, m, options),
                    aso_eps_min_reverse=_aso(pairs.b, pairs.a, m, options), effect=options.effect)
         _power_with_rows(row, options)
@@ -432,6 +434,7 @@ def _family(head: dict, mine: pd.DataFrame, base: pd.DataFrame, tasks: dict[str,
                "aso_eps_min_reverse": _aso(b, a, 1, options), "aso_m": 1, "effect": options.effect,
                "n_rows": pd.NA, "row_sd": math.nan, "verdict_basis": "seeds", "at_chance_pooling": pd.NA,
                "at_chance_baseline": pd.NA}
+        row.update(_bayes(a, b, options))
         _verdicts([row], [seed_replicates(a - b, options.bootstrap)], options)
         _power_with_rows(row, options)
         out.append(row)
@@ -458,6 +461,25 @@ def _power_with_rows(row: dict, options: Options) -> None:
     row.update(detectable_rows=S.detectable_with_rows(sd, rows_sd, n, ALPHA, POWER) if ok else math.nan,
                detectable_floor=S.detectable_with_rows(sd, rows_sd, math.inf, ALPHA, POWER) if ok else math.nan,
                seeds_needed_rows=pd.NA if needed is None else needed)
+
+
+def _bayes(a: np.ndarray, b: np.ndarray, options: Options) -> dict[str, float]:
+    """The Bayesian signed-rank test (Benavoli et al. 2014/2017, ``baycomp``) over the paired seeds with
+    the ROPE: P(the arm is worse), P(practically equivalent), P(better), from BAYES_SAMPLES posterior
+    draws (seed BOOT_SEED); NaN for fewer than 2 pairs."""
+    out = {"bayes_worse": math.nan, "bayes_equivalent": math.nan, "bayes_better": math.nan}
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 2:
+        return out
+    import warnings
+
+    import baycomp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        worse, same, better = baycomp.SignedRankTest.probs(b[ok], a[ok], rope=options.rope, nsamples=BAYES_SAMPLES,
+                                                           random_state=BOOT_SEED)
+    return {"bayes_worse": float(worse), "bayes_equivalent": float(same), "bayes_better": float(better)}
 
 
 def _at(pairs: _Pairs, seed: int, side: str) -> float:

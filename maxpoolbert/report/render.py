@@ -499,6 +499,9 @@ def comparisons_explained(options: Options, effect: float) -> str:
         "error, which more seeds do not shrink (every seed is scored on the same rows; normal approximation); "
         f"Floor is that with infinitely many seeds. Seeds for {effect:g} pt: the paired seeds needed to detect "
         f"{analysis._points(effect)} each way (`never`: below the floor).",
+        f"- In words, beside each verdict: the Bayesian signed-rank test over the paired seeds (Benavoli et al., "
+        f"`baycomp`; {analysis.BAYES_SAMPLES:,} posterior draws, seed {analysis.BOOT_SEED}) with the same ±"
+        f"{options.rope:g}: the probabilities that the arm is worse, practically equivalent, better (seeds only).",
         "- A benchmark average is compared on the seeds that all its tasks share for both arms: per seed, "
         "the mean of the task scores; its bootstrap resamples those seeds (paired).",
         "",
@@ -525,8 +528,11 @@ def verdict_sentences(comparisons: pd.DataFrame, tasks: dict[str, TaskInfo], rop
             chance.append(f"`{r.baseline}`")
         flag = (f"; at chance: {_and(chance)} (its interval reaches the majority-class score)" if chance else "")
         basis = r.verdict_basis
+        bayes = ("" if pd.isna(r.bayes_better) else
+                 f"; Bayesian signed-rank P(worse, equivalent, better) = ({r.bayes_worse:.2f}, "
+                 f"{r.bayes_equivalent:.2f}, {r.bayes_better:.2f})")
         out.append(f"`{r.pooling}` vs `{r.baseline}` on {name} ({r.model}): **{r.verdict}** — Δ "
-                   f"{fmt(r.mean_diff, signed=True)}, {basis} interval {interval} at level {level}: {why}{flag}.")
+                   f"{fmt(r.mean_diff, signed=True)}, {basis} interval {interval} at level {level}: {why}{flag}{bayes}.")
     return out
 
 

@@ -288,3 +288,17 @@ def test_the_bayesian_signed_rank_probabilities_point_the_way_of_the_verdicts(gr
     assert probs["equivalent"].bayes_equivalent == pytest.approx(1.0)   # identical arms: every difference 0
     md = (out / "results.md").read_text()
     assert "Bayesian signed-rank P(worse, equivalent, better) = (" in md
+
+
+def test_the_note_names_the_run_whose_predictions_are_damaged(grid, tmp_path):
+    import shutil
+
+    root, _, _ = grid
+    runs = tmp_path / "runs"
+    shutil.copytree(root, runs)
+    damaged = runs / "rte" / "cls" / "ldNone" / "seed3" / "dev_predictions.tsv"   # a baseline run's
+    damaged.write_text("not a predictions file\n")
+    assert main(["--runs", str(runs), "--out", str(tmp_path / "out"), "--compare", "optimizer.layer_decay"]) == 0
+    md = (tmp_path / "out" / "results.md").read_text()
+    note = next(line for line in md.splitlines() if line.startswith("Note: Two-level bootstrap left empty"))
+    assert "rte/cls/ldNone/seed3" in note, note

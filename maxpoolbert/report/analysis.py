@@ -116,7 +116,12 @@ def cell_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo]) -> pd.DataFrame:
 
 
 class Unavailable(Exception):
-    """Why a two-level bootstrap cannot be computed (the message, without a machine path)."""
+    """Why a two-level bootstrap cannot be computed (the message, without a machine path); ``path``:
+    the run whose predictions are at fault, when one is."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class Predictions:
@@ -132,7 +137,7 @@ class Predictions:
             self._cache[path] = self._read(path)
         got = self._cache[path]
         if isinstance(got, Unavailable):
-            raise got
+            raise Unavailable(str(got), path)
         return got
 
     def _read(self, path: str):
@@ -404,7 +409,7 @@ def _family(head: dict, mine: pd.DataFrame, base: pd.DataFrame, tasks: dict[str,
                 if rows_only.size >= 2:
                     row["row_sd"] = float(rows_only.std(ddof=1))
             except Unavailable as why:
-                unavailable.setdefault(str(why), []).append(f"{pairs.paths_a[0]}")
+                unavailable.setdefault(str(why), []).append(why.path or pairs.paths_a[0])
         row["verdict_basis"] = basis
         task_rows.append((row, pairs))
         replicates.append(reps)

@@ -302,3 +302,37 @@ def test_the_note_names_the_run_whose_predictions_are_damaged(grid, tmp_path):
     md = (tmp_path / "out" / "results.md").read_text()
     note = next(line for line in md.splitlines() if line.startswith("Note: Two-level bootstrap left empty"))
     assert "rte/cls/ldNone/seed3" in note, note
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB filesystem (tmpfs) for the report's output folder."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
+                              text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command here")
+    if done.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs is not allowed here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_leaves_the_previous_report_whole(grid, small_disk, capsys):
+    root, _, _ = grid
+    out = small_disk / "reports"
+    assert main(["--runs", str(root), "--out", str(out), "--split-settings"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    free = __import__("shutil").disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(b"\0" * (free - 20_000))   # 20 kB left: not enough for a report
+    capsys.readouterr()
+    assert main(["--runs", str(root), "--out", str(out), "--compare", "optimizer.layer_decay"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: cannot write ") and "No space left on device" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # no staging folder, nothing half-written

@@ -328,6 +328,9 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job failed (recorded in %s): %s", folder.failed_file, err)
             return None
         if user:
+            if launch.steps == 0:  # refused before training: a folder this launch made goes
+                folder.unlock()
+                folder.remove_if_refused_here()
             fail(user)
         raise
     finally:

@@ -53,6 +53,7 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import socket
 import time
 import zipfile
@@ -578,6 +579,23 @@ class RunFolderBusy(Exception):
     """Another live process runs in this folder (it holds the folder's lock)."""
 
 
+# Run folders that did not exist when this process's config check ran (CheckConfig, before Hydra
+# makes the folder): this launch created them, so nothing of earlier work can be in them.
+# Each with the outermost of its folders that did not exist either (outputs/runs/<day>).
+_CREATED_HERE: dict[Path, Path] = {}
+
+
+def note_new_folder(path: str | os.PathLike) -> None:
+    """Remember ``path`` as created by this launch when it does not exist yet."""
+    path = Path(path).absolute()
+    if os.path.lexists(path):
+        return
+    top = path
+    while not os.path.lexists(top.parent) and top.parent != top:
+        top = top.parent
+    _CREATED_HERE[path] = top
+
+
 class RunFolder:
     """One run's folder: its files, whether it is finished, and how it is written."""
 
@@ -931,6 +949,25 @@ class RunFolder:
             moved = set_aside(path)
             log.warning("checkpoint %s cannot be loaded (%s): moved to %s", path, problem, moved.name)
         return None
+
+    def remove_if_refused_here(self) -> bool:
+        """Remove this folder when this launch created it (:func:`note_new_folder`) and it keeps
+        nothing a run computed (:meth:`never_trained`) and no launch but this process's: a run
+        refused before its first step leaves nothing behind. Returns whether it was removed."""
+        if self.path.absolute() not in _CREATED_HERE or not self.never_trained():
+            return False
+        if any(e.get("pid") != os.getpid() for e in self.launches()):
+            return False
+        top = _CREATED_HERE.pop(self.path.absolute())
+        shutil.rmtree(self.path, ignore_errors=True)
+        parent = self.path.absolute().parent
+        while top != self.path.absolute() and parent.is_relative_to(top):  # the empty folders above it made here
+            try:
+                parent.rmdir()  # only when empty: another run's folder beside it keeps it
+            except OSError:
+                break
+            parent = parent.parent
+        return not self.path.exists()
 
     def remove_checkpoints(self) -> None:
         """After success: the resume checkpoints go; damaged ones set aside (``*.corrupt``) stay for

@@ -516,9 +516,10 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
     """``trainer.accelerator=gpu`` on a machine without one fails before the first step; the same
     command with the right setting takes the folder over (its old .hydra/ kept aside)."""
     args = [*SHORT, "trainer.max_steps=2", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # there before the launch: kept (a folder the refused launch made itself is removed)
     failed = run_train(*args, "trainer.accelerator=gpu", cwd=tmp_path, check=False)
     assert failed.returncode == 2 and len(error_lines(failed)) == 1, out(failed)
-    run_dir = tmp_path / "run"
     assert json.loads((run_dir / rundir.FAILED).read_text())["steps"] == 0
     assert [(e["outcome"], e["steps"]) for e in rundir.RunFolder(run_dir).launches()] == [("failed", 0)]
     again = run_train(*args, cwd=tmp_path)
@@ -529,6 +530,26 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
     assert OmegaConf.load(run_dir / rundir.CONFIG).trainer.accelerator == "auto"
     assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["failed", "finished"]
     assert rundir.RunFolder(run_dir).is_finished() and not (run_dir / rundir.FAILED).exists()
+
+
+@pytest.mark.parametrize(("overrides", "env", "error"), [
+    ([], {"GLUE_DIR": ""}, "error: data.glue_dir=null: no data for task rte"),
+    (["data.train_size=100000"], {}, "error: data.train_size=100000: more than the 2490 training rows of task rte"),
+    (["pooling.module.k=5"], {}, "error: pooling.module.k=5: more than the encoder's 2 layers"),
+], ids=["no_glue_dir", "train_size", "k"])
+def test_a_run_refused_before_training_leaves_no_folder_but_keeps_one_with_earlier_work(real_glue, tmp_path,
+                                                                                         cache_dir, overrides, env, error):
+    args = ["model=tiny", "logger=none", "speed.threads=1", f"data.cache_dir={cache_dir}", *overrides]
+    fresh = run_train(*args, cwd=tmp_path, check=False, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env})
+    assert fresh.returncode == 2 and error_lines(fresh)[0].startswith(error), out(fresh)[-2000:]
+    assert not (tmp_path / "outputs").exists()  # nor outputs/runs/<day>/, made by this launch too
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "notes.txt").write_text("mine\n")
+    kept = run_train(*args, f"hydra.run.dir={earlier}", cwd=tmp_path, check=False,
+                     env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env})
+    assert kept.returncode == 2 and error_lines(kept)[0].startswith(error), out(kept)[-2000:]
+    assert (earlier / "notes.txt").read_text() == "mine\n" and (earlier / rundir.FAILED).is_file()
 
 
 def compose_job(*overrides: str):

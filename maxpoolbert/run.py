@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shlex
+import shutil
 import signal
 import sys
 import time
@@ -151,6 +153,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
     schema.check(cfg)  # this job's values (a sweep's start checked the values every job shares)
 
     # 1. The folder: ours (or refused), skipped when finished, a broken results.json set aside.
+    log.info("run folder: %s", folder.path)
     broken = None
     if not ddp_worker():  # the folder is the first process's: the others only train
         folder.lock()  # another live process runs it: RunFolderBusy, nothing touched
@@ -236,6 +239,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
             folder.remove_checkpoints()
         log.info("%s %s %s seed %s: %s (score %.4f) in %.0f s", task.name, cfg.pooling.name, cfg.model.name,
                  cfg.seed, {k: round(v, 4) for k, v in metrics.items()}, score, record.wall_s)
+        log.info("run folder: %s (results.json, %s)", folder.path, folder.predictions_file.name)
         return record
     finally:
         loggers.finish(logger)
@@ -319,7 +323,7 @@ def main(cfg: DictConfig) -> float | None:
             raise SystemExit(128 + int(sig)) from None  # as a shell reports a process ended by it
         user = user_error(err)
         if isinstance(user, WriteFailed):  # say what relaunching does, now that the run has stopped
-            user = user.relaunch(folder.relaunch_hint())
+            user = user.relaunch(folder.relaunch_hint(), None if multirun else relaunch_command(folder))
         err = user or err
         quiet = isinstance(user, WriteFailed)  # bookkeeping on a failing filesystem: the error says it
         folder.write_failed(err, user is not None, None if user else traceback.format_exc(), launch.steps, quiet)
@@ -339,8 +343,23 @@ def main(cfg: DictConfig) -> float | None:
 
 def interrupted(launch: Launch, sig: signal.Signals) -> None:
     """Record an interrupted launch (``launches.jsonl``: outcome, signal, step reached) and say in
-    one line what relaunching the same command does."""
+    one line what relaunching does: a single run names the command that relaunches it in its
+    folder (:func:`relaunch_command`); a sweep's job, what the sweep's same command does."""
     folder = launch.folder
     folder.record_launch("interrupted", signal=sig.name, steps=launch.steps)
-    log.warning("interrupted (%s) at step %d: relaunching the same command %s", sig.name, launch.steps,
-                folder.relaunch_hint())
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        log.warning("interrupted (%s) at step %d: relaunching the same command %s", sig.name, launch.steps,
+                    folder.relaunch_hint())
+    else:
+        log.warning("interrupted (%s) at step %d: relaunching %s: %s", sig.name, launch.steps,
+                    folder.relaunch_hint(), relaunch_command(folder))
+
+
+def relaunch_command(folder: RunFolder) -> str:
+    """The command that relaunches this single run in its folder: this process's command line
+    with ``hydra.run.dir=<the folder>`` added (the default folder is new at each launch: a
+    timestamp), unless it names the folder already. ``python`` when that is this interpreter."""
+    args = [a for a in sys.argv[1:] if not a.lstrip("+~").startswith("hydra.run.dir=")]
+    python = shutil.which("python")
+    same = python is not None and os.path.realpath(python) == os.path.realpath(sys.executable)
+    return shlex.join(["python" if same else sys.executable, sys.argv[0], *args, f"hydra.run.dir={folder.path}"])

@@ -4,6 +4,7 @@ relaunch recovers from, broken files that are set aside and counted, one run per
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -633,7 +634,7 @@ def run_failing(kind: str, overrides: list[str], cwd: Path):
 
 
 WRITE_ERROR = re.compile(r"error: cannot write (\S+): No space left on device \(ENOSPC\); [0-9.]+ [kMGT]?B free on "
-                         r"its filesystem; free some space, then relaunch the same command: it (.+)$")
+                         r"its filesystem; free some space, then relaunch: it (.+?): (\S+ \S+train\.py .+)$")
 
 
 @pytest.mark.parametrize(("kind", "file", "then"), [
@@ -649,7 +650,7 @@ def test_a_write_that_fails_for_want_of_space_is_one_line_and_a_relaunch_goes_on
     [line] = error_lines(proc)
     match = WRITE_ERROR.match(line)
     assert match, line
-    assert match.groups() == (str(run_dir / file), then)
+    assert match.groups() == (str(run_dir / file), then, shlex.join([python_named(), str(ROOT / "train.py"), *args]))
     assert not (run_dir / file).exists() and not leftovers(run_dir)  # no part under the final name, no temporary
     failure = json.loads((run_dir / rundir.FAILED).read_text())
     assert failure["steps"] == (2 if kind == "checkpoint" else 4) and failure["user_error"]
@@ -706,8 +707,9 @@ def test_a_full_disk_stops_the_run_in_one_line_through_lightning_and_a_relaunch_
     assert proc.returncode == 2 and "Traceback" not in out(proc), out(proc)[-3000:]
     [line] = error_lines(proc)
     match = WRITE_ERROR.match(line)
-    assert match and match.groups() == (f"{run_dir}/{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}",
-                                        "starts the run again (no checkpoint)"), line
+    assert match and match.groups()[:2] == (f"{run_dir}/{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}",
+                                            "starts the run again (no checkpoint)"), line
+    assert match.group(3).endswith(f"hydra.run.dir={run_dir}"), line
     assert not leftovers(run_dir) and not (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
     run_train(*args, cwd=tmp_path)
@@ -778,13 +780,47 @@ def test_an_interrupted_launch_is_recorded_and_says_what_a_relaunch_does(real_gl
     assert "Traceback" not in text, text[-3000:]
     [line] = [line for line in text.splitlines() if "interrupted (" in line]
     steps = rundir.RunFolder(run_dir).launches()[-1]["steps"]
-    assert line.endswith(f"interrupted ({sig.name}) at step {steps}: relaunching the same command {then}"), line
+    command = shlex.join([python_named(), str(ROOT / "train.py"), *args])
+    assert line.endswith(f"interrupted ({sig.name}) at step {steps}: relaunching {then}: {command}"), line
     assert (steps >= 2) == (when == "checkpoint")
     assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["interrupted"]
     assert not (run_dir / rundir.FAILED).exists() and not leftovers(run_dir)
     relaunched = run_train(*args, cwd=tmp_path)
     assert ("resuming from" in out(relaunched)) == (when == "checkpoint")
     assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["interrupted", "finished"]
+
+
+def python_named() -> str:
+    """How a relaunch command names this interpreter: ``python`` when that is it on the PATH."""
+    found = shutil.which("python")
+    return "python" if found and os.path.realpath(found) == os.path.realpath(sys.executable) else sys.executable
+
+
+def test_ctrl_c_names_the_exact_command_that_resumes_to_the_uninterrupted_predictions(straight, tmp_path, cache_dir):
+    """No hydra.run.dir: the folder is new at each launch (a timestamp), so the same command would
+    start again; the message names the command with the folder, and that command resumes."""
+    args = [*RESUMABLE, f"data.cache_dir={cache_dir}"]
+    proc = start(args, tmp_path, tmp_path / "run.log")
+    try:
+        wait_for(lambda: any(tmp_path.glob(f"outputs/runs/*/*/{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}")), proc,
+                 "the first checkpoint")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=SUBPROCESS_TIMEOUT) == 128 + signal.SIGINT
+    finally:
+        proc.kill()
+    [run_dir] = tmp_path.glob("outputs/runs/*/*")
+    text = (tmp_path / "run.log").read_text()
+    assert f"run folder: {run_dir}" in text.splitlines()[0], text[:2000]
+    [line] = [line for line in text.splitlines() if "interrupted (" in line]
+    hint = f"resumes from {rundir.CHECKPOINTS}/{rundir.LAST_CKPT} (saved after epoch 1, step {STEPS_PER_EPOCH})"
+    command = shlex.join([python_named(), str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"])
+    assert line.endswith(f"interrupted (SIGINT) at step {STEPS_PER_EPOCH}: relaunching {hint}: {command}"), line
+    relaunched = subprocess.run(shlex.split(line.rpartition(f"{hint}: ")[2]), cwd=tmp_path, capture_output=True,
+                                text=True, timeout=SUBPROCESS_TIMEOUT, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    assert relaunched.returncode == 0 and "resuming from" in out(relaunched), out(relaunched)[-3000:]
+    assert f"run folder: {run_dir} (results.json, {rundir.PREDICTIONS})" in out(relaunched)
+    assert list(tmp_path.glob("outputs/runs/*/*")) == [run_dir]
+    same_run(run_dir, straight)  # dev predictions byte-identical to the uninterrupted run's
 
 
 def test_interruption_takes_over_only_signals_at_their_default():

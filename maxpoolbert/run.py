@@ -168,6 +168,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
             moved = folder.set_aside_results()
             log.warning("%s is %s: kept as %s; the run starts again", folder.results, broken, moved.name)
         folder.clear_failure()
+        folder.record_data_dirs(cfg)  # machine-local: predict finds the data without GLUE_DIR
 
     # 2. Build: task, model, data (bad data files are refused here, before the trainer and
     # logger start), training module, trainer, logger.

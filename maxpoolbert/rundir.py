@@ -20,6 +20,9 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
     skipped, rerun, failed, interrupted, refused; the optimizer steps reached) for the sweep
     summary and for telling a run that never trained (:meth:`RunFolder.never_trained`: other
     settings may take its folder over), ``wandb_id`` for a resumed W&B run.
+  - ``data_dirs.local.json``: the data folders the run read, as paths of the machine that trained
+    it (never committed: a study commits results, predictions and config only), which ``predict``
+    falls back on where the shell sets no ``GLUE_DIR`` (:meth:`RunFolder.data_dirs`).
   - ``.lock``: an OS file lock held by the process that runs the folder (:meth:`RunFolder.lock`),
     naming it; a sweep folder notes the jobs refused because their folder was in use
     (``refused_in_use.jsonl``).
@@ -90,6 +93,7 @@ CHECKPOINTS = "checkpoints"
 LAST_CKPT = "last.ckpt"
 LAUNCHES = "launches.jsonl"
 WANDB_ID = "wandb_id"
+LOCAL_DATA = "data_dirs.local.json"  # the data folders the run read on this machine: a fallback, never committed
 LOCK = ".lock"  # the run folder's OS file lock; holds the holder's PID and host
 IN_USE = "refused_in_use.jsonl"  # in a sweep folder: jobs refused because another process ran their folder
 CORRUPT = ".corrupt"
@@ -691,7 +695,7 @@ class RunFolder:
             raise OSError(f"{self.path}: no {CONFIG}: the labels of {PREDICTIONS_ARCHIVE} cannot be read")
         try:
             task = task_from_config(cfg.task, str(self.config_file))
-            dirs = {"glue": cfg.data.get("glue_dir"), "superglue": cfg.data.get("superglue_dir")}
+            dirs = self.data_dirs(cfg)
             labels = {}
             for name in frame["split"].unique():
                 folder = task.folder(dirs, name)
@@ -858,6 +862,35 @@ class RunFolder:
                 f.write(json.dumps(entry) + "\n")
         except OSError as err:  # never let bookkeeping hide the run's own outcome
             (log.debug if quiet else log.warning)("could not record the launch in %s: %s", self.launches_file, err)
+
+    def record_data_dirs(self, cfg: DictConfig) -> None:
+        """Note the data folders this launch reads (``data.glue_dir``, ``data.superglue_dir`` as
+        resolved here, made absolute) in :data:`LOCAL_DATA`, for :meth:`data_dirs`; none set: nothing
+        is noted. Bookkeeping: a failed write is one debug line."""
+        dirs = {name: os.path.abspath(os.path.expanduser(str(value)))
+                for name, value in (("glue", cfg.data.get("glue_dir")), ("superglue", cfg.data.get("superglue_dir")))
+                if value}
+        try:
+            if dirs:
+                write_json_atomic(self.path / LOCAL_DATA, {**dirs, "host": socket.gethostname()})
+        except (OSError, UserError) as err:
+            log.debug("could not note the data folders in %s: %s", self.path / LOCAL_DATA, err)
+
+    def data_dirs(self, cfg: DictConfig) -> dict[str, str | None]:
+        """Each benchmark's data folder for this run: its config's (``data.glue_dir``: the shell's
+        ``GLUE_DIR``); one the config leaves null falls back on the folder the run read on this
+        machine (:meth:`record_data_dirs`), when that folder exists here."""
+        try:
+            noted = json.loads((self.path / LOCAL_DATA).read_text())
+        except (OSError, ValueError):
+            noted = {}
+        noted = noted if isinstance(noted, dict) else {}
+        out: dict[str, str | None] = {}
+        for name in ("glue", "superglue"):
+            value = cfg.data.get(f"{name}_dir")
+            local = noted.get(name)
+            out[name] = value or (local if isinstance(local, str) and os.path.isdir(local) else None)
+        return out
 
     # ------------------------------------------------------------------ the lock
     def lock(self) -> None:

@@ -368,6 +368,32 @@ def test_run_folder_holds_no_path_of_the_machine_and_predict_reads_the_shells_gl
     assert len(rows) == 1 + 3000  # header + every RTE test row
 
 
+def test_predict_without_glue_dir_reads_the_folder_the_run_read_on_this_machine(real_glue, tmp_path, cache_dir):
+    """The committed files hold no machine path; a machine-local note (never committed) lets
+    `predict` of a run work where it was trained from a shell without GLUE_DIR, while the folder
+    exists."""
+    run_dir = tmp_path / "run"
+    run_train("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
+              f"hydra.run.dir={run_dir}", cwd=tmp_path, env={"GLUE_DIR": os.path.relpath(real_glue, tmp_path)})
+    for name in (rundir.CONFIG, rundir.RESULTS):
+        assert str(real_glue) not in (run_dir / name).read_text() and str(tmp_path) not in (run_dir / name).read_text()
+    noted = json.loads((run_dir / rundir.LOCAL_DATA).read_text())
+    assert noted["glue"] == os.path.abspath(real_glue)
+    env = {k: v for k, v in os.environ.items() if k != "GLUE_DIR"}
+
+    def predict():
+        return subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(run_dir)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+
+    proc = predict()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len((run_dir / "submission" / "RTE.tsv").read_text().splitlines()) == 1 + 3000
+    (run_dir / rundir.LOCAL_DATA).write_text(json.dumps({**noted, "glue": str(tmp_path / "moved")}))
+    shutil.rmtree(run_dir / "submission")
+    proc = predict()  # the noted folder is gone: no fallback, the hub (offline here) as before
+    assert proc.returncode == 2 and "error: data.glue_dir=null: no data for task rte" in proc.stderr, proc.stderr[-2000:]
+
+
 # ---------------------------------------------------------------------------- pieces
 def test_atomic_checkpoint_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     from maxpoolbert.checkpointing import AtomicCheckpointIO

@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,11 +60,33 @@ from maxpoolbert.trainer import (
 log = logging.getLogger("maxpoolbert")
 COMPILE_BUCKET = 16  # data.pad_to_multiple_of when speed.compile=true and it is null
 
+# Libraries whose deprecation warnings about each other are silenced (:func:`quiet_lightning`).
+LIBRARIES = r"(lightning|lightning_fabric|pytorch_lightning|torch|torchmetrics|transformers|datasets|wandb|hydra|omegaconf)(\.|$)"
+
+
+class NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines: advertisements of
+    its cloud service, printed on every run, telling nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
 def quiet_lightning() -> None:
-    """Lightning adds its own console handler; Hydra's root handlers already print (and file) its logs."""
+    """Lightning adds its own console handler; Hydra's root handlers already print (and file) its
+    logs. Known-harmless notices are silenced here, at their source; real warnings stay:
+    Lightning's advertisement lines (:class:`NoAdvertisement`), and deprecation warnings raised
+    inside the libraries themselves (e.g. torch's ``LeafSpec`` deprecation, which Lightning's
+    pytree helper triggers on every run): neither this project nor its user can act on them; a
+    deprecation attributed to this project's own code is still shown."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         for handler in list(logging.getLogger(name).handlers):
             logging.getLogger(name).removeHandler(handler)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        if not any(isinstance(f, NoAdvertisement) for f in logging.getLogger(name).filters):
+            logging.getLogger(name).addFilter(NoAdvertisement())
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
 
 
 def majority_score(task: Task, train_labels, evals) -> float | None:

@@ -176,7 +176,6 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
     schema.check(cfg)  # this job's values (a sweep's start checked the values every job shares)
 
     # 1. The folder: ours (or refused), skipped when finished, a broken results.json set aside.
-    log.info("run folder: %s", folder.path)
     broken = None
     if not ddp_worker():  # the folder is the first process's: the others only train
         folder.lock()  # another live process runs it: RunFolderBusy, nothing touched
@@ -211,6 +210,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     # 3. Fit, from the last intact checkpoint if there is one (damaged ones are moved aside).
+    log.info("run folder: %s", folder.path)  # here, once every check has passed: a refused run keeps to its one line
     last = folder.resume_checkpoint()
     if last is not None:
         log.info("resuming from %s", last)

@@ -1,6 +1,14 @@
 # Two commands on a fresh machine: `make train` and `make test`. Both install what is missing first.
-PYTHON ?= python3
+# The interpreter: an active virtual environment's (VIRTUAL_ENV set: its python), else this
+# project's own .venv, made with the first python3 on the PATH on first use (a system Python may
+# refuse installs, PEP 668, or should not get them). PYTHON=/path/to/python picks another one.
+ifdef VIRTUAL_ENV
+PYTHON ?= $(VIRTUAL_ENV)/bin/python
+else
+PYTHON ?= $(CURDIR)/.venv/bin/python
+endif
 PIP := $(PYTHON) -m pip
+export PYTHON  # scripts started by make (.ci/run's steps) use the same interpreter
 GLUE_DIR ?= $(if $(wildcard ../shared/data/glue),$(abspath ../shared/data/glue),)
 # Folders given relative (GLUE_DIR=../shared/data/glue make test) are made absolute against this
 # folder, so that every process started below (tests run train.py from other folders) finds them.
@@ -17,24 +25,45 @@ export MAXPOOLBERT_CACHE
 endif
 RUNS ?= outputs
 ARGS ?=
+# Settings given without ARGS's quotes (`make train ARGS=task=mrpc pooling=cls`: make takes
+# pooling=cls for a variable of its own and would drop it): passed on to train.py after ARGS.
+MAKE_VARIABLES := PYTHON VIRTUAL_ENV GLUE_DIR SUPERGLUE_DIR MAXPOOLBERT_CACHE RUNS ARGS TEST_JOBS STUDY LAUNCHER JOBS
+SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARIABLES),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 
-.PHONY: install train test test-slurm test-gpu lint report bench study clean
+.PHONY: install install-stats train test test-slurm test-gpu lint report bench study clean
+
+# The project's virtual environment (only when PYTHON is its python).
+$(CURDIR)/.venv/bin/python:
+	@command -v python3 >/dev/null || { echo "error: python3 not found: install Python 3.10 or later" >&2; exit 2; }
+	@echo "creating the virtual environment .venv with $$(command -v python3) ($$(python3 --version))"
+	python3 -m venv .venv || { rm -rf .venv; echo "error: python3 -m venv failed: install the venv module (Debian, Ubuntu: apt install python3-venv), or activate a virtual environment of yours" >&2; exit 2; }
+
+# The stamp holds the interpreter it was made with: another interpreter installs again.
+ifneq ($(shell cat .install.stamp 2>/dev/null),$(PYTHON))
+.PHONY: .install.stamp
+endif
 
 # torch first: the pinned CPU build lies on disk here; a bare `torch` requirement would pull
 # a multi-GB CUDA build. An already importable torch (e.g. a CUDA build on a GPU box) is kept.
-.install.stamp: pyproject.toml
+.install.stamp: pyproject.toml | $(filter $(CURDIR)/.venv/bin/python,$(PYTHON))
+	@echo "installing into $(PYTHON) ($$($(PYTHON) --version))"
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev,bench]"
-	@touch $@
+	@echo "$(PYTHON)" > $@
 
 # The stamp alone is not enough: another checkout's `pip install -e` (a moved or second clone)
 # makes `maxpoolbert` import from elsewhere, so the install is redone when it does.
 install: .install.stamp
 	@cd / && $(PYTHON) -c "import maxpoolbert, sys; sys.exit(not maxpoolbert.__file__.startswith('$(CURDIR)/'))" \
 		2>/dev/null || $(PIP) install -q --no-deps -e "$(CURDIR)"
+	@echo "python: $(PYTHON) ($$($(PYTHON) --version))"
+
+# The statistics' reference implementations, for their cross-checks (tests/test_statistics.py).
+install-stats: install
+	$(PIP) install -q -e ".[stats]"
 
 train: install
-	$(PYTHON) train.py $(ARGS)
+	$(PYTHON) train.py $(ARGS) $(SETTINGS)
 
 # Two test processes (pytest-xdist); the tests of a module that share its fixtures stay in one
 # (tests/conftest.py). TEST_JOBS=0: one process, as before.
@@ -66,7 +95,7 @@ STUDY ?= reference_study
 LAUNCHER ?= joblib
 JOBS ?= 2
 study: install
-	$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=$(LAUNCHER) hydra.launcher.n_jobs=$(JOBS) $(ARGS); \
+	$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=$(LAUNCHER) hydra.launcher.n_jobs=$(JOBS) $(ARGS) $(SETTINGS); \
 	status=$$?; $(PYTHON) scripts/archive_predictions.py docs/results/runs && \
 	$(PYTHON) -m maxpoolbert.report --runs docs/results/runs --out docs/results && exit $$status
 

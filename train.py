@@ -37,9 +37,14 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from maxpoolbert.schema import additions
+    from maxpoolbert.errors import UserError, fail
+    from maxpoolbert.schema import additions, check_command_line
 
     absolute_path_variables()
+    try:  # a misspelt config name or Lightning flag: one line, before Hydra composes anything
+        check_command_line(sys.argv[1:])
+    except UserError as err:
+        fail(err)
     sys.argv[1:] = additions(sys.argv[1:])  # a misspelt key of ours: refused in one line (schema.check)
     main()
     if _single_run:  # finished and written: skip the interpreter's ~1 s teardown of torch & co.

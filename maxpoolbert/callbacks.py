@@ -111,6 +111,7 @@ class CheckConfig(Callback):
     task's data files and, when its folder holds a run already, that run's settings checked here."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        rundir.note_new_folder(os.path.abspath(str(config.hydra.run.dir)))  # before Hydra makes it
         self._check(config, "hydra.run.dir")
         try:
             dirs = {"glue": OmegaConf.select(config, "data.glue_dir"),

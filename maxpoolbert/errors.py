@@ -124,9 +124,13 @@ class WriteFailed(UserError):
     def advice(self) -> str:
         return "make the filesystem writable" if self.code == errno.EROFS else "free some space"
 
-    def relaunch(self, what_it_does: str) -> WriteFailed:
-        """This error, saying what relaunching the same command does (``resumes from ...``)."""
-        return WriteFailed(self.path, self.code, f"{self.advice}, then relaunch the same command: it {what_it_does}",
+    def relaunch(self, what_it_does: str, command: str | None = None) -> WriteFailed:
+        """This error, saying what relaunching does (``resumes from ...``): with ``command``, the
+        command that relaunches it; else the same command."""
+        if command is None:
+            return WriteFailed(self.path, self.code,
+                               f"{self.advice}, then relaunch the same command: it {what_it_does}", self.free)
+        return WriteFailed(self.path, self.code, f"{self.advice}, then relaunch: it {what_it_does}: {command}",
                            self.free)
 
 

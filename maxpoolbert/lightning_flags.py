@@ -26,12 +26,12 @@ SKIP = {"logger", "callbacks"}  # given by the run code (maxpoolbert.trainer.bui
 
 
 @cache
-def trainer_defaults() -> dict[str, Any]:
-    """``{flag: default}`` for every keyword argument of ``lightning.Trainer.__init__`` whose
-    default is a literal (all of them in Lightning 2.x); empty when Lightning is not installed."""
+def _signature() -> list[tuple[ast.arg, ast.expr | None]]:
+    """``(argument, default)`` of every keyword argument of ``lightning.Trainer.__init__``, from
+    its source; empty when Lightning is not installed."""
     spec = importlib.util.find_spec("lightning")
     if spec is None or not spec.submodule_search_locations:
-        return {}
+        return []
     source = Path(next(iter(spec.submodule_search_locations))) / "pytorch" / "trainer" / "trainer.py"
     tree = ast.parse(source.read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
@@ -40,8 +40,21 @@ def trainer_defaults() -> dict[str, Any]:
     pairs = list(zip(args.kwonlyargs, args.kw_defaults, strict=True))
     positional = args.args[1:]  # after self; defaults align to the end
     pairs += list(zip(positional[len(positional) - len(args.defaults):], args.defaults, strict=True))
+    return pairs
+
+
+def trainer_flags() -> list[str]:
+    """The name of every keyword argument of the installed ``lightning.Trainer`` (empty when
+    Lightning is not installed): what ``trainer.<flag>=`` may name."""
+    return [arg.arg for arg, _ in _signature()]
+
+
+@cache
+def trainer_defaults() -> dict[str, Any]:
+    """``{flag: default}`` for every keyword argument of ``lightning.Trainer.__init__`` whose
+    default is a literal (all of them in Lightning 2.x); empty when Lightning is not installed."""
     out = {}
-    for arg, default in pairs:
+    for arg, default in _signature():
         if default is None or arg.arg in SKIP:
             continue
         try:

@@ -29,11 +29,17 @@ def wandb(project: str, name: str, save_dir: str, group: str | None = None, tags
     from lightning.pytorch.loggers import WandbLogger
 
     mode = mode or os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")
-    return WandbLogger(
+    logger = WandbLogger(
         project=project, name=name, save_dir=save_dir, group=group, tags=list(tags or []), entity=entity,
         job_type=job_type, mode=mode, offline=mode == "offline", id=run_id(Path(save_dir)), resume="allow",
         settings=wb.Settings(init_timeout=90, silent=True),
     )
+    # Lightning passes anonymous=None to wandb.init whatever is asked, and W&B (0.19 on) warns on
+    # every run that "the anonymous setting has no effect": not passed when unset, no warning.
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger
 
 
 def run_id(run_dir: Path) -> str:

@@ -18,7 +18,8 @@ skipped with a note where ``diagnostic/diagnostic.tsv`` is missing). The files g
 ``RUN_DIR/submission/`` for one run; several runs (e.g. one per task) need ``--out``, and all files
 go there. Test data come from ``--glue-dir`` / ``--superglue-dir``, else the run's own setting
 (``data.glue_dir``: ``GLUE_DIR`` of this shell when the run took it from the environment), else
-the folder an older run recorded, else the hub dataset. Every run and test file is checked before
+the folder the run read on this machine (``data_dirs.local.json`` in the run folder, when that
+folder exists), else the folder an older run recorded, else the hub dataset. Every run and test file is checked before
 anything is predicted.
 """
 
@@ -106,8 +107,9 @@ def plan_run(run_dir: Path, data_dirs: dict[str, str | None] | None = None) -> P
     task = from_config(cfg.task, str(folder.config_file))
     given = {k: v for k, v in (data_dirs or {}).items() if v}
     record = folder.record()
-    dirs = {"glue": given.get("glue") or cfg.data.get("glue_dir") or (record.recorded_glue_dir if record else None),
-            "superglue": given.get("superglue") or cfg.data.get("superglue_dir")}
+    own = folder.data_dirs(cfg)  # the config's (the shell's GLUE_DIR), else the folder it read on this machine
+    dirs = {"glue": given.get("glue") or own["glue"] or (record.recorded_glue_dir if record else None),
+            "superglue": given.get("superglue") or own["superglue"]}
     targets = [Target(task, split, task.submission_names[split]) for split in task.test
                if split in task.submission_names]
     if not targets:

@@ -16,10 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shlex
+import shutil
 import signal
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +60,33 @@ from maxpoolbert.trainer import (
 log = logging.getLogger("maxpoolbert")
 COMPILE_BUCKET = 16  # data.pad_to_multiple_of when speed.compile=true and it is null
 
+# Libraries whose deprecation warnings about each other are silenced (:func:`quiet_lightning`).
+LIBRARIES = r"(lightning|lightning_fabric|pytorch_lightning|torch|torchmetrics|transformers|datasets|wandb|hydra|omegaconf)(\.|$)"
+
+
+class NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines: advertisements of
+    its cloud service, printed on every run, telling nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
 def quiet_lightning() -> None:
-    """Lightning adds its own console handler; Hydra's root handlers already print (and file) its logs."""
+    """Lightning adds its own console handler; Hydra's root handlers already print (and file) its
+    logs. Known-harmless notices are silenced here, at their source; real warnings stay:
+    Lightning's advertisement lines (:class:`NoAdvertisement`), and deprecation warnings raised
+    inside the libraries themselves (e.g. torch's ``LeafSpec`` deprecation, which Lightning's
+    pytree helper triggers on every run): neither this project nor its user can act on them; a
+    deprecation attributed to this project's own code is still shown."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         for handler in list(logging.getLogger(name).handlers):
             logging.getLogger(name).removeHandler(handler)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        if not any(isinstance(f, NoAdvertisement) for f in logging.getLogger(name).filters):
+            logging.getLogger(name).addFilter(NoAdvertisement())
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
 
 
 def majority_score(task: Task, train_labels, evals) -> float | None:
@@ -165,6 +190,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
             moved = folder.set_aside_results()
             log.warning("%s is %s: kept as %s; the run starts again", folder.results, broken, moved.name)
         folder.clear_failure()
+        folder.record_data_dirs(cfg)  # machine-local: predict finds the data without GLUE_DIR
 
     # 2. Build: task, model, data (bad data files are refused here, before the trainer and
     # logger start), training module, trainer, logger.
@@ -184,6 +210,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     # 3. Fit, from the last intact checkpoint if there is one (damaged ones are moved aside).
+    log.info("run folder: %s", folder.path)  # here, once every check has passed: a refused run keeps to its one line
     last = folder.resume_checkpoint()
     if last is not None:
         log.info("resuming from %s", last)
@@ -238,6 +265,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
             folder.remove_checkpoints()
         log.info("%s %s %s seed %s: %s (score %.4f) in %.0f s", task.name, cfg.pooling.name, cfg.model.name,
                  cfg.seed, {k: round(v, 4) for k, v in metrics.items()}, score, record.wall_s)
+        log.info("run folder: %s (results.json, %s)", folder.path, folder.predictions_file.name)
         return record
     finally:
         loggers.finish(logger)
@@ -321,7 +349,7 @@ def main(cfg: DictConfig) -> float | None:
             raise SystemExit(128 + int(sig)) from None  # as a shell reports a process ended by it
         user = user_error(err)
         if isinstance(user, WriteFailed):  # say what relaunching does, now that the run has stopped
-            user = user.relaunch(folder.relaunch_hint())
+            user = user.relaunch(folder.relaunch_hint(), None if multirun else relaunch_command(folder))
         err = user or err
         quiet = isinstance(user, WriteFailed)  # bookkeeping on a failing filesystem: the error says it
         folder.write_failed(err, user is not None, None if user else traceback.format_exc(), launch.steps, quiet)
@@ -330,6 +358,9 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job failed (recorded in %s): %s", folder.failed_file, err)
             return None
         if user:
+            if launch.steps == 0:  # refused before training: a folder this launch made goes
+                folder.unlock()
+                folder.remove_if_refused_here()
             fail(user)
         raise
     finally:
@@ -338,8 +369,23 @@ def main(cfg: DictConfig) -> float | None:
 
 def interrupted(launch: Launch, sig: signal.Signals) -> None:
     """Record an interrupted launch (``launches.jsonl``: outcome, signal, step reached) and say in
-    one line what relaunching the same command does."""
+    one line what relaunching does: a single run names the command that relaunches it in its
+    folder (:func:`relaunch_command`); a sweep's job, what the sweep's same command does."""
     folder = launch.folder
     folder.record_launch("interrupted", signal=sig.name, steps=launch.steps)
-    log.warning("interrupted (%s) at step %d: relaunching the same command %s", sig.name, launch.steps,
-                folder.relaunch_hint())
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        log.warning("interrupted (%s) at step %d: relaunching the same command %s", sig.name, launch.steps,
+                    folder.relaunch_hint())
+    else:
+        log.warning("interrupted (%s) at step %d: relaunching %s: %s", sig.name, launch.steps,
+                    folder.relaunch_hint(), relaunch_command(folder))
+
+
+def relaunch_command(folder: RunFolder) -> str:
+    """The command that relaunches this single run in its folder: this process's command line
+    with ``hydra.run.dir=<the folder>`` added (the default folder is new at each launch: a
+    timestamp), unless it names the folder already. ``python`` when that is this interpreter."""
+    args = [a for a in sys.argv[1:] if not a.lstrip("+~").startswith("hydra.run.dir=")]
+    python = shutil.which("python")
+    same = python is not None and os.path.realpath(python) == os.path.realpath(sys.executable)
+    return shlex.join(["python" if same else sys.executable, sys.argv[0], *args, f"hydra.run.dir={folder.path}"])

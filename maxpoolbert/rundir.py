@@ -20,6 +20,9 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
     skipped, rerun, failed, interrupted, refused; the optimizer steps reached) for the sweep
     summary and for telling a run that never trained (:meth:`RunFolder.never_trained`: other
     settings may take its folder over), ``wandb_id`` for a resumed W&B run.
+  - ``data_dirs.local.json``: the data folders the run read, as paths of the machine that trained
+    it (never committed: a study commits results, predictions and config only), which ``predict``
+    falls back on where the shell sets no ``GLUE_DIR`` (:meth:`RunFolder.data_dirs`).
   - ``.lock``: an OS file lock held by the process that runs the folder (:meth:`RunFolder.lock`),
     naming it; a sweep folder notes the jobs refused because their folder was in use
     (``refused_in_use.jsonl``).
@@ -53,6 +56,7 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import socket
 import time
 import zipfile
@@ -90,6 +94,7 @@ CHECKPOINTS = "checkpoints"
 LAST_CKPT = "last.ckpt"
 LAUNCHES = "launches.jsonl"
 WANDB_ID = "wandb_id"
+LOCAL_DATA = "data_dirs.local.json"  # the data folders the run read on this machine: a fallback, never committed
 LOCK = ".lock"  # the run folder's OS file lock; holds the holder's PID and host
 IN_USE = "refused_in_use.jsonl"  # in a sweep folder: jobs refused because another process ran their folder
 CORRUPT = ".corrupt"
@@ -580,6 +585,23 @@ class RunFolderBusy(Exception):
     """Another live process runs in this folder (it holds the folder's lock)."""
 
 
+# Run folders that did not exist when this process's config check ran (CheckConfig, before Hydra
+# makes the folder): this launch created them, so nothing of earlier work can be in them.
+# Each with the outermost of its folders that did not exist either (outputs/runs/<day>).
+_CREATED_HERE: dict[Path, Path] = {}
+
+
+def note_new_folder(path: str | os.PathLike) -> None:
+    """Remember ``path`` as created by this launch when it does not exist yet."""
+    path = Path(path).absolute()
+    if os.path.lexists(path):
+        return
+    top = path
+    while not os.path.lexists(top.parent) and top.parent != top:
+        top = top.parent
+    _CREATED_HERE[path] = top
+
+
 class RunFolder:
     """One run's folder: its files, whether it is finished, and how it is written."""
 
@@ -676,7 +698,7 @@ class RunFolder:
             raise OSError(f"{self.path}: no {CONFIG}: the labels of {PREDICTIONS_ARCHIVE} cannot be read")
         try:
             task = task_from_config(cfg.task, str(self.config_file))
-            dirs = {"glue": cfg.data.get("glue_dir"), "superglue": cfg.data.get("superglue_dir")}
+            dirs = self.data_dirs(cfg)
             labels = {}
             for name in frame["split"].unique():
                 folder = task.folder(dirs, name)
@@ -845,6 +867,35 @@ class RunFolder:
         except OSError as err:  # never let bookkeeping hide the run's own outcome
             (log.debug if quiet else log.warning)("could not record the launch in %s: %s", self.launches_file, err)
 
+    def record_data_dirs(self, cfg: DictConfig) -> None:
+        """Note the data folders this launch reads (``data.glue_dir``, ``data.superglue_dir`` as
+        resolved here, made absolute) in :data:`LOCAL_DATA`, for :meth:`data_dirs`; none set: nothing
+        is noted. Bookkeeping: a failed write is one debug line."""
+        dirs = {name: os.path.abspath(os.path.expanduser(str(value)))
+                for name, value in (("glue", cfg.data.get("glue_dir")), ("superglue", cfg.data.get("superglue_dir")))
+                if value}
+        try:
+            if dirs:
+                write_json_atomic(self.path / LOCAL_DATA, {**dirs, "host": socket.gethostname()})
+        except (OSError, UserError) as err:
+            log.debug("could not note the data folders in %s: %s", self.path / LOCAL_DATA, err)
+
+    def data_dirs(self, cfg: DictConfig) -> dict[str, str | None]:
+        """Each benchmark's data folder for this run: its config's (``data.glue_dir``: the shell's
+        ``GLUE_DIR``); one the config leaves null falls back on the folder the run read on this
+        machine (:meth:`record_data_dirs`), when that folder exists here."""
+        try:
+            noted = json.loads((self.path / LOCAL_DATA).read_text())
+        except (OSError, ValueError):
+            noted = {}
+        noted = noted if isinstance(noted, dict) else {}
+        out: dict[str, str | None] = {}
+        for name in ("glue", "superglue"):
+            value = cfg.data.get(f"{name}_dir")
+            local = noted.get(name)
+            out[name] = value or (local if isinstance(local, str) and os.path.isdir(local) else None)
+        return out
+
     # ------------------------------------------------------------------ the lock
     def lock(self) -> None:
         """Hold this folder's lock until :meth:`unlock`: an OS file lock (``flock``) on ``.lock``,
@@ -935,6 +986,25 @@ class RunFolder:
             moved = set_aside(path)
             log.warning("checkpoint %s cannot be loaded (%s): moved to %s", path, problem, moved.name)
         return None
+
+    def remove_if_refused_here(self) -> bool:
+        """Remove this folder when this launch created it (:func:`note_new_folder`) and it keeps
+        nothing a run computed (:meth:`never_trained`) and no launch but this process's: a run
+        refused before its first step leaves nothing behind. Returns whether it was removed."""
+        if self.path.absolute() not in _CREATED_HERE or not self.never_trained():
+            return False
+        if any(e.get("pid") != os.getpid() for e in self.launches()):
+            return False
+        top = _CREATED_HERE.pop(self.path.absolute())
+        shutil.rmtree(self.path, ignore_errors=True)
+        parent = self.path.absolute().parent
+        while top != self.path.absolute() and parent.is_relative_to(top):  # the empty folders above it made here
+            try:
+                parent.rmdir()  # only when empty: another run's folder beside it keeps it
+            except OSError:
+                break
+            parent = parent.parent
+        return not self.path.exists()
 
     def remove_checkpoints(self) -> None:
         """After success: the resume checkpoints go; damaged ones set aside (``*.corrupt``) stay for

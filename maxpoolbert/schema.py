@@ -305,6 +305,86 @@ def additions(args: list[str], configs: Path = tasks.CONFIGS) -> list[str]:
     return out
 
 
+# Hydra's options that take the next argument as their value; those that change where configs
+# come from (a primary config elsewhere) leave the group names to Hydra.
+_VALUE_OPTIONS = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-p", "--package",
+                  "-c", "--cfg", "-i", "--info", "--experimental-rerun"}
+
+
+def check_command_line(args: list[str], configs: Path = tasks.CONFIGS) -> None:
+    """Refuse, before Hydra composes anything, a config-group option that no config folder on the
+    search path holds (``task=rtee``, ``hydra/launcher=jobib``) and a ``trainer.<flag>`` (with or
+    without ``+``) that the installed ``lightning.Trainer`` does not take: one line with the
+    closest name and the allowed ones. The search path is Hydra's own (this project's configs,
+    plugins, ``hydra.searchpath=`` and ``--config-dir`` of the command line). What cannot be told
+    here (a glob, a range, a command line Hydra cannot parse) is left to Hydra."""
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from maxpoolbert.lightning_flags import trainer_flags
+
+    overrides, extra_dirs, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-"):
+            option, eq, value = arg.partition("=")
+            if option in ("-cp", "--config-path"):
+                return  # another primary config: its groups are Hydra's to check
+            if option in _VALUE_OPTIONS and not eq:
+                value, i = (args[i + 1] if i + 1 < len(args) else ""), i + 1
+            if option in ("-cd", "--config-dir") and value:
+                extra_dirs.append(f"file://{Path(value).expanduser().absolute()}")
+        else:
+            overrides.append(arg)
+        i += 1
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return  # Hydra says what is wrong with it
+    search = create_config_search_path(str(configs))
+    for override in parsed:
+        if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
+            extra_dirs += [str(d) for d in override.value()]
+    for path in extra_dirs:
+        search.append("command line", path)
+    repo = ConfigRepository(search)
+    flags = trainer_flags()
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_delete() or override.package is not None:
+            continue
+        if repo.group_exists(key) and not repo.config_exists(key):
+            _check_group(key, override, repo.get_group_options(key))
+        parts = key.split(".")
+        if flags and parts[0] == "trainer" and len(parts) == 2 and parts[1] not in flags and parts[1] != "_target_":
+            close = difflib.get_close_matches(parts[1], flags, n=1)
+            raise UserError("not a flag of lightning.Trainer" + (f" (did you mean trainer.{close[0]}?)" if close else ""),
+                            key=key, value=override.get_value_element_as_str() if not override.is_sweep_override()
+                            else override.input_line.partition("=")[2], allowed="its flags are " + ", ".join(flags))
+
+
+def _check_group(group: str, override: Any, options: list[str]) -> None:
+    """One group's option(s) on the command line (a plain value or a list of them) against the
+    configs the group holds."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        values = value.list
+    elif override.is_sweep_override():
+        return  # glob, range, interval: Hydra expands them
+    else:
+        values = [value]
+    for name in values:
+        if name is None or not isinstance(name, str | int | float) or str(name) in options:
+            continue
+        close = difflib.get_close_matches(str(name), options, n=1)
+        raise UserError(f"no {group} of that name" + (f" (did you mean {close[0]}?)" if close else ""),
+                        key=group, value=name, allowed="one of " + ", ".join(options))
+
+
 def missing_keys(values: Any, prefix: str = "") -> list[str]:
     """The keys of ``values`` (:func:`plain`) whose value is Hydra's "must be set" ``???``."""
     if isinstance(values, dict):

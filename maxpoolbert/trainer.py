@@ -156,7 +156,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.
 
     try:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[ExactResume(), *callbacks, *eval_callbacks(cfg),
-                                                                 *progress_log(cfg)],
+                                                                 *progress_log(cfg), *progress_bar(cfg)],
                                          logger=logger, **eval_schedule(cfg), **placement(cfg))
     except Exception as err:
         cause = err.__cause__ if isinstance(err.__cause__, MisconfigurationException) else err
@@ -278,6 +278,36 @@ class Throughput(Callback):
         return self.samples * trainer.world_size / self.seconds if self.seconds else None
 
 
+# ---------------------------------------------------------------------------- progress bar
+def epoch_of(trainer: L.Trainer) -> str:
+    """The epoch under way as the log and the progress bar both show it: counted from 1, of the
+    epochs the run trains where no step limit ends it first (``2/3``), else alone (``2``)."""
+    epochs = trainer.max_epochs
+    limited = trainer.max_steps in (None, -1) and epochs not in (None, -1)
+    return f"{trainer.current_epoch + 1}" + (f"/{epochs}" if limited else "")
+
+
+def progress_bar(cfg: DictConfig) -> list[Callback]:
+    """Lightning's own progress bar (rich where installed, else tqdm, as Lightning picks), its
+    epoch counted as the log counts it (:func:`epoch_of`: ``Epoch 1/3``; Lightning's: ``Epoch
+    0/2``). None where the bar is off."""
+    if cfg.trainer.get("enable_progress_bar") is False:
+        return []
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    if _RICH_AVAILABLE:
+        class Bar(RichProgressBar):
+            def _get_train_description(self, current_epoch: int) -> str:
+                return f"{'Epoch ' + epoch_of(self.trainer):{len(self.validation_description)}}"
+    else:
+        class Bar(TQDMProgressBar):
+            def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+                super().on_train_epoch_start(trainer, *args)
+                self.train_progress_bar.set_description(f"Epoch {epoch_of(trainer)}")
+    return [Bar()]
+
+
 # ---------------------------------------------------------------------------- progress in the log
 def progress_log(cfg: DictConfig) -> list[Callback]:
     """:class:`ProgressLog` every ``progress_every_s`` seconds, where no terminal shows a progress
@@ -320,8 +350,7 @@ class ProgressLog(Callback):
 
     def training(self, trainer: L.Trainer, now: float) -> str:
         step, total, elapsed = trainer.global_step, trainer.estimated_stepping_batches, now - self._start
-        epochs = f"/{trainer.max_epochs}" if trainer.max_steps in (None, -1) and trainer.max_epochs not in (None, -1) else ""
-        parts = [f"epoch {trainer.current_epoch + 1}{epochs}"]
+        parts = [f"epoch {epoch_of(trainer)}"]
         if math.isfinite(total) and total > 0:
             parts.append(f"step {step}/{int(total)} ({100 * step / total:.0f}%)")
         else:

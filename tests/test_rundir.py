@@ -4,6 +4,7 @@ relaunch recovers from, broken files that are set aside and counted, one run per
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -367,6 +368,32 @@ def test_run_folder_holds_no_path_of_the_machine_and_predict_reads_the_shells_gl
     assert len(rows) == 1 + 3000  # header + every RTE test row
 
 
+def test_predict_without_glue_dir_reads_the_folder_the_run_read_on_this_machine(real_glue, tmp_path, cache_dir):
+    """The committed files hold no machine path; a machine-local note (never committed) lets
+    `predict` of a run work where it was trained from a shell without GLUE_DIR, while the folder
+    exists."""
+    run_dir = tmp_path / "run"
+    run_train("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
+              f"hydra.run.dir={run_dir}", cwd=tmp_path, env={"GLUE_DIR": os.path.relpath(real_glue, tmp_path)})
+    for name in (rundir.CONFIG, rundir.RESULTS):
+        assert str(real_glue) not in (run_dir / name).read_text() and str(tmp_path) not in (run_dir / name).read_text()
+    noted = json.loads((run_dir / rundir.LOCAL_DATA).read_text())
+    assert noted["glue"] == os.path.abspath(real_glue)
+    env = {k: v for k, v in os.environ.items() if k != "GLUE_DIR"}
+
+    def predict():
+        return subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(run_dir)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+
+    proc = predict()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len((run_dir / "submission" / "RTE.tsv").read_text().splitlines()) == 1 + 3000
+    (run_dir / rundir.LOCAL_DATA).write_text(json.dumps({**noted, "glue": str(tmp_path / "moved")}))
+    shutil.rmtree(run_dir / "submission")
+    proc = predict()  # the noted folder is gone: no fallback, the hub (offline here) as before
+    assert proc.returncode == 2 and "error: data.glue_dir=null: no data for task rte" in proc.stderr, proc.stderr[-2000:]
+
+
 # ---------------------------------------------------------------------------- pieces
 def test_atomic_checkpoint_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     from maxpoolbert.checkpointing import AtomicCheckpointIO
@@ -516,9 +543,10 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
     """``trainer.accelerator=gpu`` on a machine without one fails before the first step; the same
     command with the right setting takes the folder over (its old .hydra/ kept aside)."""
     args = [*SHORT, "trainer.max_steps=2", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # there before the launch: kept (a folder the refused launch made itself is removed)
     failed = run_train(*args, "trainer.accelerator=gpu", cwd=tmp_path, check=False)
     assert failed.returncode == 2 and len(error_lines(failed)) == 1, out(failed)
-    run_dir = tmp_path / "run"
     assert json.loads((run_dir / rundir.FAILED).read_text())["steps"] == 0
     assert [(e["outcome"], e["steps"]) for e in rundir.RunFolder(run_dir).launches()] == [("failed", 0)]
     again = run_train(*args, cwd=tmp_path)
@@ -529,6 +557,26 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
     assert OmegaConf.load(run_dir / rundir.CONFIG).trainer.accelerator == "auto"
     assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["failed", "finished"]
     assert rundir.RunFolder(run_dir).is_finished() and not (run_dir / rundir.FAILED).exists()
+
+
+@pytest.mark.parametrize(("overrides", "env", "error"), [
+    ([], {"GLUE_DIR": ""}, "error: data.glue_dir=null: no data for task rte"),
+    (["data.train_size=100000"], {}, "error: data.train_size=100000: more than the 2490 training rows of task rte"),
+    (["pooling.module.k=5"], {}, "error: pooling.module.k=5: more than the encoder's 2 layers"),
+], ids=["no_glue_dir", "train_size", "k"])
+def test_a_run_refused_before_training_leaves_no_folder_but_keeps_one_with_earlier_work(real_glue, tmp_path,
+                                                                                         cache_dir, overrides, env, error):
+    args = ["model=tiny", "logger=none", "speed.threads=1", f"data.cache_dir={cache_dir}", *overrides]
+    fresh = run_train(*args, cwd=tmp_path, check=False, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env})
+    assert fresh.returncode == 2 and error_lines(fresh)[0].startswith(error), out(fresh)[-2000:]
+    assert not (tmp_path / "outputs").exists()  # nor outputs/runs/<day>/, made by this launch too
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "notes.txt").write_text("mine\n")
+    kept = run_train(*args, f"hydra.run.dir={earlier}", cwd=tmp_path, check=False,
+                     env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env})
+    assert kept.returncode == 2 and error_lines(kept)[0].startswith(error), out(kept)[-2000:]
+    assert (earlier / "notes.txt").read_text() == "mine\n" and (earlier / rundir.FAILED).is_file()
 
 
 def compose_job(*overrides: str):
@@ -612,7 +660,7 @@ def run_failing(kind: str, overrides: list[str], cwd: Path):
 
 
 WRITE_ERROR = re.compile(r"error: cannot write (\S+): No space left on device \(ENOSPC\); [0-9.]+ [kMGT]?B free on "
-                         r"its filesystem; free some space, then relaunch the same command: it (.+)$")
+                         r"its filesystem; free some space, then relaunch: it (.+?): (\S+ \S+train\.py .+)$")
 
 
 @pytest.mark.parametrize(("kind", "file", "then"), [
@@ -628,7 +676,7 @@ def test_a_write_that_fails_for_want_of_space_is_one_line_and_a_relaunch_goes_on
     [line] = error_lines(proc)
     match = WRITE_ERROR.match(line)
     assert match, line
-    assert match.groups() == (str(run_dir / file), then)
+    assert match.groups() == (str(run_dir / file), then, shlex.join([python_named(), str(ROOT / "train.py"), *args]))
     assert not (run_dir / file).exists() and not leftovers(run_dir)  # no part under the final name, no temporary
     failure = json.loads((run_dir / rundir.FAILED).read_text())
     assert failure["steps"] == (2 if kind == "checkpoint" else 4) and failure["user_error"]
@@ -685,8 +733,9 @@ def test_a_full_disk_stops_the_run_in_one_line_through_lightning_and_a_relaunch_
     assert proc.returncode == 2 and "Traceback" not in out(proc), out(proc)[-3000:]
     [line] = error_lines(proc)
     match = WRITE_ERROR.match(line)
-    assert match and match.groups() == (f"{run_dir}/{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}",
-                                        "starts the run again (no checkpoint)"), line
+    assert match and match.groups()[:2] == (f"{run_dir}/{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}",
+                                            "starts the run again (no checkpoint)"), line
+    assert match.group(3).endswith(f"hydra.run.dir={run_dir}"), line
     assert not leftovers(run_dir) and not (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
     run_train(*args, cwd=tmp_path)
@@ -757,13 +806,47 @@ def test_an_interrupted_launch_is_recorded_and_says_what_a_relaunch_does(real_gl
     assert "Traceback" not in text, text[-3000:]
     [line] = [line for line in text.splitlines() if "interrupted (" in line]
     steps = rundir.RunFolder(run_dir).launches()[-1]["steps"]
-    assert line.endswith(f"interrupted ({sig.name}) at step {steps}: relaunching the same command {then}"), line
+    command = shlex.join([python_named(), str(ROOT / "train.py"), *args])
+    assert line.endswith(f"interrupted ({sig.name}) at step {steps}: relaunching {then}: {command}"), line
     assert (steps >= 2) == (when == "checkpoint")
     assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["interrupted"]
     assert not (run_dir / rundir.FAILED).exists() and not leftovers(run_dir)
     relaunched = run_train(*args, cwd=tmp_path)
     assert ("resuming from" in out(relaunched)) == (when == "checkpoint")
     assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["interrupted", "finished"]
+
+
+def python_named() -> str:
+    """How a relaunch command names this interpreter: ``python`` when that is it on the PATH."""
+    found = shutil.which("python")
+    return "python" if found and os.path.realpath(found) == os.path.realpath(sys.executable) else sys.executable
+
+
+def test_ctrl_c_names_the_exact_command_that_resumes_to_the_uninterrupted_predictions(straight, tmp_path, cache_dir):
+    """No hydra.run.dir: the folder is new at each launch (a timestamp), so the same command would
+    start again; the message names the command with the folder, and that command resumes."""
+    args = [*RESUMABLE, f"data.cache_dir={cache_dir}"]
+    proc = start(args, tmp_path, tmp_path / "run.log")
+    try:
+        wait_for(lambda: any(tmp_path.glob(f"outputs/runs/*/*/{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}")), proc,
+                 "the first checkpoint")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=SUBPROCESS_TIMEOUT) == 128 + signal.SIGINT
+    finally:
+        proc.kill()
+    [run_dir] = tmp_path.glob("outputs/runs/*/*")
+    text = (tmp_path / "run.log").read_text()
+    assert text.index(f"run folder: {run_dir}") < text.index("interrupted ("), text[-3000:]
+    [line] = [line for line in text.splitlines() if "interrupted (" in line]
+    hint = f"resumes from {rundir.CHECKPOINTS}/{rundir.LAST_CKPT} (saved after epoch 1, step {STEPS_PER_EPOCH})"
+    command = shlex.join([python_named(), str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"])
+    assert line.endswith(f"interrupted (SIGINT) at step {STEPS_PER_EPOCH}: relaunching {hint}: {command}"), line
+    relaunched = subprocess.run(shlex.split(line.rpartition(f"{hint}: ")[2]), cwd=tmp_path, capture_output=True,
+                                text=True, timeout=SUBPROCESS_TIMEOUT, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    assert relaunched.returncode == 0 and "resuming from" in out(relaunched), out(relaunched)[-3000:]
+    assert f"run folder: {run_dir} (results.json, {rundir.PREDICTIONS})" in out(relaunched)
+    assert list(tmp_path.glob("outputs/runs/*/*")) == [run_dir]
+    same_run(run_dir, straight)  # dev predictions byte-identical to the uninterrupted run's
 
 
 def test_interruption_takes_over_only_signals_at_their_default():

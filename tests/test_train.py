@@ -133,3 +133,18 @@ def test_a_relative_glue_dir_works_from_another_folder(real_glue, tmp_path, monk
               "data.train_size=16", "trainer.max_steps=1", "data.cache_dir=null", "save_model=false",
               f"hydra.run.dir={tmp_path}/run", cwd=elsewhere)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["n_train"] == 16
+
+
+def test_a_run_shows_our_lines_and_real_warnings_and_one_epoch_numbering(real_glue, tmp_path, cache_dir):
+    """No advertisement (Lightning's "💡 Tip"), no W&B "anonymous" notice, no deprecation raised
+    inside the libraries; a real warning (too few batches for the logging interval) stays; the
+    progress bar and the progress lines count epochs alike, from 1 (Lightning's bar: from 0)."""
+    proc = run_train("model=tiny", "data.train_size=64", "trainer.max_epochs=2", "logger=wandb", "save_model=false",
+                     "progress_every_s=0.001", "speed.threads=1", f"data.cache_dir={cache_dir}",
+                     f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, env={"WANDB_MODE": "offline"})
+    text = proc.stdout + proc.stderr
+    for notice in ("💡 Tip", "litlogger", "anonymous setting", "deprecated"):
+        assert notice not in text, text[-3000:]
+    assert "smaller than the logging interval" in text  # a real warning is kept
+    assert re.search(r"training: epoch 1/2, step 1/4", text) and re.search(r"training: epoch 2/2, step 4/4", text), text
+    assert "Epoch 2/2" in text and not re.search(r"Epoch [01]/1\b", text), text[-3000:]

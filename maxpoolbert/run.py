@@ -188,7 +188,8 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
     if last is not None:
         log.info("resuming from %s", last)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last is not None else None)
+        # weights_only: the checkpoint is read as tensors and plain values, never unpickled as code
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last is not None else None, weights_only=True)
         if module.last_eval_step != trainer.global_step or len(module.last_eval) != len(task.eval):
             trainer.validate(module, datamodule=dm, verbose=False)
 

@@ -63,7 +63,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from maxpoolbert import signatures
+from maxpoolbert import signatures, targets
 from maxpoolbert.errors import UserError, write_failure
 from maxpoolbert.schema import plain
 from maxpoolbert.tasks import CONFIGS, TaskInfo
@@ -672,6 +672,7 @@ class RunFolder:
         if cfg is None:
             raise OSError(f"{self.path}: no {CONFIG}: the labels of {PREDICTIONS_ARCHIVE} cannot be read")
         try:
+            targets.check(cfg, self.config_file)  # data: it builds only this project's own classes
             task = task_from_config(cfg.task, str(self.config_file))
             dirs = {"glue": cfg.data.get("glue_dir"), "superglue": cfg.data.get("superglue_dir")}
             labels = {}
@@ -961,7 +962,7 @@ def checkpoint_position(path: Path) -> tuple[int, int] | None:
         return None
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return int(state.get("epoch", -1)) + 1, int(state["global_step"])
 
 
@@ -976,8 +977,9 @@ def _differing(diff: list[tuple[str, Any, Any]], hydra_cfg: DictConfig) -> tuple
 def checkpoint_problem(path: Path) -> str | None:
     """Why ``path`` cannot be a resume checkpoint (empty, truncated, damaged), or None.
 
-    Checks the zip container that ``torch.save`` writes (every member's CRC) and unpickles it
-    memory-mapped (the tensors' bytes are not read twice)."""
+    Checks the zip container that ``torch.save`` writes (every member's CRC) and loads it
+    memory-mapped (the tensors' bytes are not read twice) with ``weights_only=True``: tensors and
+    plain values only, so a pickled object planted in a run folder is refused, never run."""
     try:
         if path.stat().st_size == 0:
             return "empty file"
@@ -987,7 +989,7 @@ def checkpoint_problem(path: Path) -> str | None:
             return f"damaged member {bad}"
         import torch
 
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if not isinstance(state, dict) or "state_dict" not in state or "global_step" not in state:
             return "not a Lightning checkpoint"
     except Exception as err:  # noqa: BLE001 - any failure to read means: not usable

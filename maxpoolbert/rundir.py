@@ -12,11 +12,16 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
   - ``checkpoints/last.ckpt`` while the run is under way (written atomically beside itself,
     :mod:`maxpoolbert.checkpointing`); one that cannot be loaded is moved aside
     (:meth:`RunFolder.resume_checkpoint`).
-  - ``dev_predictions.tsv``, then ``results.json`` atomically, then ``model.safetensors`` (the
-    record says whether the weights were written): the run is finished when ``results.json`` can
-    be read as a :class:`RunRecord`; one that cannot is moved aside. A write that fails for want
+  - ``dev_predictions.tsv``, then ``model.safetensors`` (``save_model``), then ``results.json``
+    atomically (the record says whether the weights were written): the run is finished when
+    ``results.json`` can be read as a :class:`RunRecord`, so a kill before it leaves a run that a
+    relaunch completes; one that cannot be read is moved aside. A re-run of a finished run
+    (``skip_finished=false``) keeps the earlier ``results.json`` and weights until it writes its
+    own (then as ``*.replaced``); when it fails, the earlier results stay the run's and the failure
+    goes to ``rerun_failed.json``, never ``failed.json``. A write that fails for want
     of space is one line (:class:`~maxpoolbert.errors.WriteFailed`), leaving no partial file.
-  - ``failed.json`` when the run failed, ``launches.jsonl`` with one line per launch (finished,
+  - ``failed.json`` when the run failed (beside a usable ``results.json``, as older versions left
+    it after a failed re-run: the run is finished, the failure was its re-run's), ``launches.jsonl`` with one line per launch (finished,
     skipped, rerun, failed, interrupted, refused; the optimizer steps reached) for the sweep
     summary and for telling a run that never trained (:meth:`RunFolder.never_trained`: other
     settings may take its folder over), ``wandb_id`` for a resumed W&B run.
@@ -75,6 +80,7 @@ log = logging.getLogger("maxpoolbert")
 
 RESULTS = "results.json"
 FAILED = "failed.json"
+RERUN_FAILED = "rerun_failed.json"  # a failed re-run (skip_finished=false) of a finished run: its results stay
 ERROR_TXT = "error.txt"  # failures recorded by other tools (submitit logs copied in): read, never written
 PREDICTIONS = "dev_predictions.tsv"
 # The predictions as a study commits them (archive_predictions): split, index, prediction, without the
@@ -632,7 +638,10 @@ class RunFolder:
 
     def failure(self) -> str | None:
         """The failure recorded in ``failed.json`` (or a tool's ``error.txt``), in one line; None if
-        the run did not fail."""
+        the run did not fail, or finished (a usable ``results.json``: a ``failed.json`` beside it is
+        a failed re-run's, which older versions wrote there)."""
+        if (self.failed_file.is_file() or (self.path / ERROR_TXT).is_file()) and self.is_finished():
+            return None
         if self.failed_file.is_file():
             try:
                 info = json.loads(self.failed_file.read_text(encoding="utf-8"))
@@ -797,21 +806,25 @@ class RunFolder:
 
     def clear_failure(self) -> None:
         self.failed_file.unlink(missing_ok=True)
+        (self.path / RERUN_FAILED).unlink(missing_ok=True)
 
     def write_results(self, record: RunRecord) -> None:
         """``results.json``, last and atomically: its presence makes the run finished."""
         write_json_atomic(self.results, record.to_json())
 
     def write_failed(self, err: BaseException, user_error: bool, traceback: str | None, steps: int,
-                     quiet: bool = False) -> None:
+                     quiet: bool = False) -> Path:
         """``failed.json``: why the run failed (a user error has no traceback) and how far it got
         (``steps``: optimizer steps). ``quiet``: a failure to write it is not reported (the run's
-        own error already says that this filesystem fails)."""
+        own error already says that this filesystem fails). A failed re-run of a finished run
+        writes ``rerun_failed.json`` instead: the earlier results stay the run's. Returns the file."""
+        path = self.path / RERUN_FAILED if self.is_finished() else self.failed_file
         try:
-            write_json_atomic(self.failed_file, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
+            write_json_atomic(path, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
                                                  "steps": steps, "traceback": traceback, "time": time.time()})
         except OSError as write_err:
-            (log.debug if quiet else log.error)("could not write %s: %s", self.failed_file, write_err)
+            (log.debug if quiet else log.error)("could not write %s: %s", path, write_err)
+        return path
 
     def write_predictions(self, evals: dict[str, dict], regression: bool) -> None:
         """``dev_predictions.tsv``: ``split index label prediction``, every dev row in file order."""

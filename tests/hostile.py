@@ -44,17 +44,13 @@ SECTIONS = {"model": ("model", "encoder"), "pooling": ("pooling", "module"), "ta
 
 def plant_config(config_file: Path, section: str, payload: dict) -> str:
     """Put ``payload`` in the stored config's ``section`` (model: ``model.encoder``; pooling:
-    ``pooling.module``; task: the task node's own ``_target_``, its fields kept); returns the key
-    the refusal must name."""
+    ``pooling.module``; task: the task node); returns the key the refusal must name."""
     cfg = yaml.safe_load(config_file.read_text())
     node = cfg
     *parents, last = SECTIONS[section]
     for key in parents:
         node = node[key]
-    if section == "task":
-        node[last] = {**{k: v for k, v in node[last].items() if k != "_target_"}, **payload}
-    else:
-        node[last] = payload
+    node[last] = payload
     config_file.write_text(yaml.safe_dump(cfg))
     return ".".join(SECTIONS[section]) + "._target_"
 

@@ -148,6 +148,19 @@ def write_through(path: Path, write: Callable[[Path], None], catch: type[BaseExc
         tmp.unlink(missing_ok=True)
 
 
+def umask() -> int:
+    """The process's umask (read by setting it, and set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_new_file(path: Path) -> None:
+    """The permissions the user's umask gives a new file (0644 with umask 022) on ``path``, which
+    a library wrote private (0600)."""
+    path.chmod(0o666 & ~umask())
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(_finite(obj), indent=2) + "\n")
 
@@ -839,8 +852,12 @@ class RunFolder:
         filesystem) raises :class:`~maxpoolbert.errors.WriteFailed`, leaving no partial file."""
         from safetensors.torch import save_model
 
+        def write(tmp: Path) -> None:
+            save_model(model, str(tmp))
+            as_new_file(tmp)  # safetensors writes its file 0600
+
         # safetensors' own error type carries the OS error in its text: every exception is looked at
-        write_through(self.model_file, lambda tmp: save_model(model, str(tmp)))
+        write_through(self.model_file, write)
 
     def record_launch(self, outcome: str, quiet: bool = False, **extra: Any) -> None:
         """Append what this launch did to the run (``launches.jsonl``; one short line, appended).

@@ -288,3 +288,22 @@ def test_a_stored_config_naming_foreign_code_is_refused_and_never_run(section, p
     assert message.startswith(f"error: {key}={payload}: in {run_dir / '.hydra' / 'config.yaml'}: not one "
                               "of this project's classes"), message
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_staging_folders_that_killed_exports_left_are_removed_by_the_next(tmp_path):
+    """An export killed while writing leaves its staging folder beside OUT_DIR; the next export
+    removes those whose process is gone (on this host), never a live one's."""
+    import socket
+
+    run_dir = fake_run(tmp_path, save_checkpoint("bert", tmp_path / "ckpt"), "pooling=cls", "task=rte")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = tmp_path / f".out.{host}.{dead.pid}.abc123"
+    live = tmp_path / f".out.{host}.{os.getppid()}.def456"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    assert main([str(run_dir), str(tmp_path / "out")]) == 0
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")) == [live.name]

@@ -876,3 +876,18 @@ def test_a_pickled_payload_in_a_checkpoint_is_refused_and_never_run(tmp_path):
     assert folder.resume_checkpoint() is None
     assert (folder.checkpoints / (rundir.LAST_CKPT + rundir.CORRUPT)).exists() and not ckpt.exists()
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_the_weights_have_the_permissions_of_new_files(umask, tmp_path):
+    """model.safetensors as every other file of the run: the permissions the umask gives new files
+    (safetensors writes 0600)."""
+    folder = rundir.RunFolder(tmp_path)
+    before = os.umask(umask)
+    try:
+        folder.save_weights(torch.nn.Linear(2, 2))
+        rundir.write_atomic(tmp_path / "other.txt", "x")
+    finally:
+        os.umask(before)
+    assert (folder.model_file.stat().st_mode & 0o777) == (tmp_path / "other.txt").stat().st_mode & 0o777 \
+        == 0o666 & ~umask

@@ -48,7 +48,9 @@ from maxpoolbert.trainer import (
     Throughput,
     build_trainer,
     ddp_worker,
+    end_with_parent,
     hardware,
+    parent_gone,
     peak_memory_mb,
     process_age,
     set_threads,
@@ -291,6 +293,7 @@ def main(cfg: DictConfig) -> float | None:
     interruption = Interruption()
     try:
         with interruption:
+            end_with_parent()  # a sweep's worker: its parent's death ends the job (as an interruption)
             result = run(cfg, launch)
         return result.score if isinstance(result, RunRecord) else result["score"]
     except RunFolderBusy:
@@ -317,6 +320,8 @@ def main(cfg: DictConfig) -> float | None:
             if interruption.signal is None:
                 raise  # as it came: its handler's owner (submitit) decides what follows
             if multirun:
+                if parent_gone():  # a worker whose sweep was killed: nothing waits for it (loky's would idle on)
+                    exit_now(128 + int(sig))
                 raise KeyboardInterrupt from None  # the sweep stops
             raise SystemExit(128 + int(sig)) from None  # as a shell reports a process ended by it
         user = user_error(err)

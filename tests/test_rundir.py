@@ -891,3 +891,18 @@ def test_the_weights_have_the_permissions_of_new_files(umask, tmp_path):
         os.umask(before)
     assert (folder.model_file.stat().st_mode & 0o777) == (tmp_path / "other.txt").stat().st_mode & 0o777 \
         == 0o666 & ~umask
+
+
+def test_a_stored_pooling_target_is_read_without_importing_its_package(tmp_path, monkeypatch):
+    """A run's settings complete its pooling's options from the class's source, read without
+    importing anything: a stored config naming a package never runs its ``__init__``."""
+    marker = tmp_path / "ran"
+    package = tmp_path / "lib" / "hostile_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    (package / "pooling.py").write_text("class P:\n    def __init__(self, encoder_config, k: int = 3):\n        pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    values = rundir.settings({"pooling": {"name": "p", "module": {"_target_": "hostile_pkg.pooling.P"}}}, neutral=())
+    assert values["pooling.module.k"] == 3 and not marker.exists()
+    assert rundir.settings({"pooling": {"module": {"_target_": "maxpoolbert.pooling.MHAPooling"}}},
+                           neutral=())["pooling.module.num_heads"] == 4

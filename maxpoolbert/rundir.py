@@ -57,6 +57,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shlex
 import socket
 import time
@@ -1021,6 +1022,8 @@ def checkpoint_problem(path: Path) -> str | None:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if not isinstance(state, dict) or "state_dict" not in state or "global_step" not in state:
             return "not a Lightning checkpoint"
+    except pickle.UnpicklingError:  # torch's weights-only loader refused an object
+        return "it holds objects other than tensors and plain values, which are never unpickled"
     except Exception as err:  # noqa: BLE001 - any failure to read means: not usable
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
     return None

@@ -132,7 +132,7 @@ def leftovers(run_dir: Path) -> list[Path]:
 
 def test_the_kept_checkpoint_is_from_the_end_of_the_second_of_three_epochs(straight):
     """A rolling checkpoint after every epoch but the last (nothing is left to resume after it)."""
-    kept = torch.load(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT, map_location="cpu", weights_only=False)
+    kept = torch.load(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT, map_location="cpu", weights_only=True)
     assert (kept["epoch"], kept["global_step"]) == (1, 2 * STEPS_PER_EPOCH)
     assert rundir.checkpoint_problem(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT) is None
 
@@ -870,7 +870,7 @@ def test_a_pickled_payload_in_a_checkpoint_is_refused_and_never_run(tmp_path):
     folder = rundir.RunFolder(tmp_path / "run")
     ckpt = plant_checkpoint(folder.checkpoints / rundir.LAST_CKPT, marker)
     problem = rundir.checkpoint_problem(ckpt)
-    assert problem is not None and problem.startswith("UnpicklingError") and "\n" not in problem
+    assert problem == "it holds objects other than tensors and plain values, which are never unpickled"
     assert rundir.checkpoint_position(ckpt) is None
     assert folder.relaunch_hint() == "starts the run again (no checkpoint)"
     assert folder.resume_checkpoint() is None

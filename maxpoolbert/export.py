@@ -12,16 +12,19 @@ task's class names as ``id2label`` / ``label2id`` (``problem_type`` ``regression
   project installed.
 
 Before the folder appears, the written model is loaded back and must give the run's outputs on a
-few sentence pairs. OUT_DIR is written whole or not at all (a temporary folder renamed at the
-end), with the permissions of new files (the user's umask); an OUT_DIR that exists and is not
-empty is refused.
+few sentence pairs. OUT_DIR is written whole or not at all (a staging folder beside it,
+``.OUT.<host>.<pid>.*``, renamed at the end; those that killed exports left are removed by the
+next export), with the permissions of new files (the user's umask); an OUT_DIR that exists and
+is not empty is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from maxpoolbert import signatures
 from maxpoolbert.errors import UserError, check_writable_folder, fail, user_error
 from maxpoolbert.predict import load_run, load_trained
+from maxpoolbert.rundir import umask
 from maxpoolbert.tasks import Task
 
 if TYPE_CHECKING:
@@ -126,14 +130,41 @@ def check_outputs(model: PooledClassifier, folder: Path, remote: bool) -> float:
 def as_new_files(folder: Path) -> None:
     """The permissions the user's umask gives new folders and files (0755 and 0644 with umask 022)
     on ``folder`` and everything in it: a temporary folder is made private (0700, files 0600)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
+    mask = umask()
     folder.chmod(0o777 & ~mask)
     for root, dirs, files in os.walk(folder):
         for name in dirs:
             Path(root, name).chmod(0o777 & ~mask)
         for name in files:
             Path(root, name).chmod(0o666 & ~mask)
+
+
+def staging_prefix(out_dir: Path) -> str:
+    """The name of OUT_DIR's staging folders, up to the writer's PID: ``.OUT.<host>.``."""
+    return f".{out_dir.name}.{socket.gethostname()}."
+
+
+def clean_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove the staging folders of OUT_DIR that exports killed on this host left beside it (their
+    process is gone); a live export's, or another host's, stay."""
+    prefix = staging_prefix(out_dir)
+    removed = []
+    for path in out_dir.parent.glob(glob.escape(prefix) + "*"):
+        pid = path.name.removeprefix(prefix).partition(".")[0]
+        if path.is_dir() and pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def export(run_dir: Path, out_dir: Path) -> Path:
@@ -146,7 +177,8 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     stock = is_stock(model)
     hf = stock_model(model, task) if stock else remote_code_model(model, task, cfg)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    clean_stale_staging(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(out_dir) + f"{os.getpid()}.", dir=out_dir.parent))
     try:
         hf.save_pretrained(tmp)
         if not model.use_token_type_ids:  # the tokenizer returns only what the model takes

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from maxpoolbert import targets
 from maxpoolbert.errors import UserError, check_writable_folder, fail, user_error
 from maxpoolbert.rundir import RunFolder, write_atomic
 from maxpoolbert.tasks import Task, from_config
@@ -96,6 +97,7 @@ def load_run(run_dir: Path) -> DictConfig:
     cfg = folder.config()
     if cfg is None:
         raise UserError(f"{run_dir} has no {folder.config_file.relative_to(run_dir)} (not a run folder written by train.py)")
+    targets.check(cfg, folder.config_file)  # data: it builds only this project's own classes
     return cfg
 
 

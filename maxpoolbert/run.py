@@ -51,7 +51,9 @@ from maxpoolbert.trainer import (
     Throughput,
     build_trainer,
     ddp_worker,
+    end_with_parent,
     hardware,
+    parent_gone,
     peak_memory_mb,
     process_age,
     set_threads,
@@ -176,7 +178,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
     schema.check(cfg)  # this job's values (a sweep's start checked the values every job shares)
 
     # 1. The folder: ours (or refused), skipped when finished, a broken results.json set aside.
-    broken = None
+    broken = finished = None
     if not ddp_worker():  # the folder is the first process's: the others only train
         folder.lock()  # another live process runs it: RunFolderBusy, nothing touched
         folder.claim(cfg, hydra_cfg)  # first start: writes .hydra/; relaunch: same settings, a takeover, or refused
@@ -185,6 +187,8 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
         if finished is not None and cfg.skip_finished:
             log.info("skipping %s: already finished", folder.path)
             folder.record_launch("skipped")
+            if not cfg.checkpoint.keep:  # a kill after the results, before they went
+                folder.remove_checkpoints()
             return finished
         if broken:
             moved = folder.set_aside_results()
@@ -215,7 +219,8 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
     if last is not None:
         log.info("resuming from %s", last)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last is not None else None)
+        # weights_only: the checkpoint is read as tensors and plain values, never unpickled as code
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last is not None else None, weights_only=True)
         if module.last_eval_step != trainer.global_step or len(module.last_eval) != len(module.eval_names):
             trainer.validate(module, datamodule=dm, verbose=False)
 
@@ -249,16 +254,23 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
             compiled=compile_stats() if cfg.speed.compile else None, heldout=module.heldout_metrics(evals),
         )
 
-        # 5. Write: predictions, then results.json (the run is finished: its metrics are kept
-        # whatever comes next), then the weights; the record says whether they were written.
+        # 5. Write: predictions, then the weights, then results.json: its presence makes the run
+        # finished, so a kill before it leaves a run that a relaunch completes. A re-run of a
+        # finished run (skip_finished=false) keeps the earlier record until it has its own to write.
+        if finished is not None:
+            kept = [rundir.set_aside(p, rundir.REPLACED).name for p in (folder.results, folder.model_file)
+                    if p.exists()]
+            log.info("the earlier run's files in %s are kept as %s", folder.path, " and ".join(kept))
         folder.write_predictions({split: evals[split] for split in task.eval}, task.is_regression)
         if HELDOUT in evals:
             folder.write_predictions({HELDOUT: evals[HELDOUT]}, task.is_regression, folder.heldout_file)
-        record.weights = "missing" if cfg.save_model else "off"
+        missing = write_weights(folder, model) if cfg.save_model else None
+        record.weights = "off" if not cfg.save_model else "missing" if missing else "saved"
         folder.write_results(record)
+        if missing is not None:
+            log.warning("%s; the run's results are written, its weights are not (results.json: weights missing); "
+                        "%s, then train again with skip_finished=false to get them", missing.problem, missing.advice)
         loggers.log_final(logger, metrics, score)
-        if cfg.save_model:
-            write_weights(folder, model, record)
         folder.record_launch("rerun" if broken else "finished", resumed=last is not None, steps=record.steps,
                              weights=record.weights)
         if not cfg.checkpoint.keep:
@@ -271,22 +283,14 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
         loggers.finish(logger)
 
 
-def write_weights(folder: RunFolder, model: PooledClassifier, record: RunRecord) -> None:
-    """``model.safetensors`` after the results: written, the record says so; a write that fails
-    (full disk, quota, read-only) leaves the finished run with its record saying the weights are
-    missing, and one warning."""
+def write_weights(folder: RunFolder, model: PooledClassifier) -> WriteFailed | None:
+    """``model.safetensors``, before the results; a write that fails (full disk, quota, read-only)
+    is returned (the run's record then says its weights are missing), not raised."""
     try:
         folder.save_weights(model)
     except WriteFailed as err:
-        log.warning("%s; the run's results are written, its weights are not (results.json: weights missing); "
-                    "%s, then train again with skip_finished=false to get them", err.problem, err.advice)
-        return
-    record.weights = "saved"
-    try:
-        folder.write_results(record)
-    except WriteFailed as err:
-        log.warning("%s; %s is written but results.json still says the weights are missing", err.problem,
-                    folder.model_file.name)
+        return err
+    return None
 
 
 def exit_now(code: int = 0) -> None:
@@ -319,6 +323,7 @@ def main(cfg: DictConfig) -> float | None:
     interruption = Interruption()
     try:
         with interruption:
+            end_with_parent()  # a sweep's worker: its parent's death ends the job (as an interruption)
             result = run(cfg, launch)
         return result.score if isinstance(result, RunRecord) else result["score"]
     except RunFolderBusy:
@@ -345,6 +350,8 @@ def main(cfg: DictConfig) -> float | None:
             if interruption.signal is None:
                 raise  # as it came: its handler's owner (submitit) decides what follows
             if multirun:
+                if parent_gone():  # a worker whose sweep was killed: nothing waits for it (loky's would idle on)
+                    exit_now(128 + int(sig))
                 raise KeyboardInterrupt from None  # the sweep stops
             raise SystemExit(128 + int(sig)) from None  # as a shell reports a process ended by it
         user = user_error(err)
@@ -352,10 +359,14 @@ def main(cfg: DictConfig) -> float | None:
             user = user.relaunch(folder.relaunch_hint(), None if multirun else relaunch_command(folder))
         err = user or err
         quiet = isinstance(user, WriteFailed)  # bookkeeping on a failing filesystem: the error says it
-        folder.write_failed(err, user is not None, None if user else traceback.format_exc(), launch.steps, quiet)
+        written = folder.write_failed(err, user is not None, None if user else traceback.format_exc(), launch.steps,
+                                      quiet)
         folder.record_launch("failed", quiet, error=f"{type(err).__name__}: {err}", steps=launch.steps)
+        if written.name == rundir.RERUN_FAILED:
+            log.warning("this re-run of a finished run failed (recorded in %s); the earlier results in %s stay the "
+                        "run's", written, folder.results.name)
         if multirun:
-            log.error("job failed (recorded in %s): %s", folder.failed_file, err)
+            log.error("job failed (recorded in %s): %s", written, err)
             return None
         if user:
             if launch.steps == 0:  # refused before training: a folder this launch made goes

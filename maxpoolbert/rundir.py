@@ -12,11 +12,16 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
   - ``checkpoints/last.ckpt`` while the run is under way (written atomically beside itself,
     :mod:`maxpoolbert.checkpointing`); one that cannot be loaded is moved aside
     (:meth:`RunFolder.resume_checkpoint`).
-  - ``dev_predictions.tsv``, then ``results.json`` atomically, then ``model.safetensors`` (the
-    record says whether the weights were written): the run is finished when ``results.json`` can
-    be read as a :class:`RunRecord`; one that cannot is moved aside. A write that fails for want
+  - ``dev_predictions.tsv``, then ``model.safetensors`` (``save_model``), then ``results.json``
+    atomically (the record says whether the weights were written): the run is finished when
+    ``results.json`` can be read as a :class:`RunRecord`, so a kill before it leaves a run that a
+    relaunch completes; one that cannot be read is moved aside. A re-run of a finished run
+    (``skip_finished=false``) keeps the earlier ``results.json`` and weights until it writes its
+    own (then as ``*.replaced``); when it fails, the earlier results stay the run's and the failure
+    goes to ``rerun_failed.json``, never ``failed.json``. A write that fails for want
     of space is one line (:class:`~maxpoolbert.errors.WriteFailed`), leaving no partial file.
-  - ``failed.json`` when the run failed, ``launches.jsonl`` with one line per launch (finished,
+  - ``failed.json`` when the run failed (beside a usable ``results.json``, as older versions left
+    it after a failed re-run: the run is finished, the failure was its re-run's), ``launches.jsonl`` with one line per launch (finished,
     skipped, rerun, failed, interrupted, refused; the optimizer steps reached) for the sweep
     summary and for telling a run that never trained (:meth:`RunFolder.never_trained`: other
     settings may take its folder over), ``wandb_id`` for a resumed W&B run.
@@ -55,6 +60,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shlex
 import shutil
 import socket
@@ -79,6 +85,7 @@ log = logging.getLogger("maxpoolbert")
 
 RESULTS = "results.json"
 FAILED = "failed.json"
+RERUN_FAILED = "rerun_failed.json"  # a failed re-run (skip_finished=false) of a finished run: its results stay
 ERROR_TXT = "error.txt"  # failures recorded by other tools (submitit logs copied in): read, never written
 PREDICTIONS = "dev_predictions.tsv"
 HELDOUT_PREDICTIONS = "heldout_predictions.tsv"   # data.heldout_size: the held-out training rows, same columns
@@ -146,6 +153,19 @@ def write_through(path: Path, write: Callable[[Path], None], catch: type[BaseExc
         raise failed from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def umask() -> int:
+    """The process's umask (read by setting it, and set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_new_file(path: Path) -> None:
+    """The permissions the user's umask gives a new file (0644 with umask 022) on ``path``, which
+    a library wrote private (0600)."""
+    path.chmod(0o666 & ~umask())
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -657,7 +677,10 @@ class RunFolder:
 
     def failure(self) -> str | None:
         """The failure recorded in ``failed.json`` (or a tool's ``error.txt``), in one line; None if
-        the run did not fail."""
+        the run did not fail, or finished (a usable ``results.json``: a ``failed.json`` beside it is
+        a failed re-run's, which older versions wrote there)."""
+        if (self.failed_file.is_file() or (self.path / ERROR_TXT).is_file()) and self.is_finished():
+            return None
         if self.failed_file.is_file():
             try:
                 info = json.loads(self.failed_file.read_text(encoding="utf-8"))
@@ -697,7 +720,7 @@ class RunFolder:
         if cfg is None:
             raise OSError(f"{self.path}: no {CONFIG}: the labels of {PREDICTIONS_ARCHIVE} cannot be read")
         try:
-            task = task_from_config(cfg.task, str(self.config_file))
+            task = task_from_config(cfg.task, str(self.config_file))  # data: a Task, nothing instantiated
             dirs = self.data_dirs(cfg)
             labels = {}
             for name in frame["split"].unique():
@@ -821,21 +844,25 @@ class RunFolder:
 
     def clear_failure(self) -> None:
         self.failed_file.unlink(missing_ok=True)
+        (self.path / RERUN_FAILED).unlink(missing_ok=True)
 
     def write_results(self, record: RunRecord) -> None:
         """``results.json``, last and atomically: its presence makes the run finished."""
         write_json_atomic(self.results, record.to_json())
 
     def write_failed(self, err: BaseException, user_error: bool, traceback: str | None, steps: int,
-                     quiet: bool = False) -> None:
+                     quiet: bool = False) -> Path:
         """``failed.json``: why the run failed (a user error has no traceback) and how far it got
         (``steps``: optimizer steps). ``quiet``: a failure to write it is not reported (the run's
-        own error already says that this filesystem fails)."""
+        own error already says that this filesystem fails). A failed re-run of a finished run
+        writes ``rerun_failed.json`` instead: the earlier results stay the run's. Returns the file."""
+        path = self.path / RERUN_FAILED if self.is_finished() else self.failed_file
         try:
-            write_json_atomic(self.failed_file, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
+            write_json_atomic(path, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
                                                  "steps": steps, "traceback": traceback, "time": time.time()})
         except OSError as write_err:
-            (log.debug if quiet else log.error)("could not write %s: %s", self.failed_file, write_err)
+            (log.debug if quiet else log.error)("could not write %s: %s", path, write_err)
+        return path
 
     def write_predictions(self, evals: dict[str, dict], regression: bool, path: Path | None = None) -> None:
         """``dev_predictions.tsv`` (or ``path``: ``heldout_predictions.tsv``, whose index is the row's
@@ -852,8 +879,12 @@ class RunFolder:
         filesystem) raises :class:`~maxpoolbert.errors.WriteFailed`, leaving no partial file."""
         from safetensors.torch import save_model
 
+        def write(tmp: Path) -> None:
+            save_model(model, str(tmp))
+            as_new_file(tmp)  # safetensors writes its file 0600
+
         # safetensors' own error type carries the OS error in its text: every exception is looked at
-        write_through(self.model_file, lambda tmp: save_model(model, str(tmp)))
+        write_through(self.model_file, write)
 
     def record_launch(self, outcome: str, quiet: bool = False, **extra: Any) -> None:
         """Append what this launch did to the run (``launches.jsonl``; one short line, appended).
@@ -1035,7 +1066,7 @@ def checkpoint_position(path: Path) -> tuple[int, int] | None:
         return None
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return int(state.get("epoch", -1)) + 1, int(state["global_step"])
 
 
@@ -1050,8 +1081,9 @@ def _differing(diff: list[tuple[str, Any, Any]], hydra_cfg: DictConfig) -> tuple
 def checkpoint_problem(path: Path) -> str | None:
     """Why ``path`` cannot be a resume checkpoint (empty, truncated, damaged), or None.
 
-    Checks the zip container that ``torch.save`` writes (every member's CRC) and unpickles it
-    memory-mapped (the tensors' bytes are not read twice)."""
+    Checks the zip container that ``torch.save`` writes (every member's CRC) and loads it
+    memory-mapped (the tensors' bytes are not read twice) with ``weights_only=True``: tensors and
+    plain values only, so a pickled object planted in a run folder is refused, never run."""
     try:
         if path.stat().st_size == 0:
             return "empty file"
@@ -1061,9 +1093,11 @@ def checkpoint_problem(path: Path) -> str | None:
             return f"damaged member {bad}"
         import torch
 
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if not isinstance(state, dict) or "state_dict" not in state or "global_step" not in state:
             return "not a Lightning checkpoint"
+    except pickle.UnpicklingError:  # torch's weights-only loader refused an object
+        return "it holds objects other than tensors and plain values, which are never unpickled"
     except Exception as err:  # noqa: BLE001 - any failure to read means: not usable
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
     return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import importlib.machinery
 import importlib.util
 from dataclasses import dataclass
 from functools import cache
@@ -29,10 +30,18 @@ class Option:
 
 
 def module_source(module: str) -> Path | None:
-    """The source file of ``module`` (a dotted name), found without importing it."""
+    """The source file of ``module`` (a dotted name), found without importing it or its parent
+    packages (``importlib.util.find_spec`` of ``a.b`` would import ``a``: a stored config naming a
+    package would run its ``__init__``)."""
+    parts = module.split(".")
     try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):  # a parent package that does not exist
+        spec = importlib.util.find_spec(parts[0])  # a top-level name: looked up, nothing imported
+        for i in range(1, len(parts)):
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:i + 1]),
+                                                            list(spec.submodule_search_locations))
+    except (ImportError, ValueError):  # a name that is no module's
         return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None

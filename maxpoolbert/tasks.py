@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # benchmark -> the name tables and averages use; its data folder is the setting data.<benchmark>_dir
 BENCHMARKS = {"glue": "GLUE", "superglue": "SuperGLUE", "custom": "Custom"}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# The task class as a config names it (``_target_``); GlueTask: its name in run folders of older versions
+TASK_CLASSES = ("maxpoolbert.tasks.Task", "maxpoolbert.tasks.GlueTask")
 
 
 @dataclass(frozen=True)
@@ -355,21 +357,24 @@ def upgrade(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_config(node: Any, source: str = "the task config") -> Task:
-    """The :class:`Task` a task config describes (``hydra.utils.instantiate``, older stored
-    configs upgraded first); a config that does not describe one is one line naming ``source``."""
-    from hydra.utils import instantiate
+    """The :class:`Task` a task config describes (older stored configs upgraded first), built
+    directly: its ``_target_`` must name the task class (:data:`TASK_CLASSES`), and nothing in it
+    is instantiated (a stored config is data: :mod:`maxpoolbert.targets`). A config that does not
+    describe a task is one line naming ``source``."""
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    fields = upgrade(plain)
+    target = fields.pop("_target_", TASK_CLASSES[0])
+    if target not in TASK_CLASSES:
+        raise UserError(f"in {source}: not the task class (a task config builds a task and nothing else)",
+                        key="task._target_", value=target, allowed=TASK_CLASSES[0])
     try:
-        return instantiate(upgrade(plain), _convert_="all")
-    except Exception as err:  # noqa: BLE001 - Hydra wraps the dataclass's TypeError
-        cause = err
-        while cause.__cause__ is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__
-        if isinstance(cause, UserError):
-            raise UserError(f"{cause} (in {source})") from None
-        raise UserError(f"{source}: not a task ({str(cause).splitlines()[0]})",
+        return Task(**fields)
+    except UserError as err:
+        raise UserError(f"{err} (in {source})") from None
+    except (TypeError, ValueError, AttributeError) as err:  # unknown or missing fields, wrong shapes
+        raise UserError(f"{source}: not a task ({str(err).splitlines()[0]})",
                         allowed="the fields of maxpoolbert.tasks.Task (README, \"Your own task\")") from None
 
 

@@ -76,6 +76,44 @@ class Interruption:
         self._previous = {}
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent() -> bool:
+    """In a worker process of a sweep (joblib's loky workers: a ``multiprocessing`` child), ask the
+    kernel to send this process SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``), so that
+    a sweep killed outright (``kill -9``, the OOM killer) does not leave its jobs training on; the
+    SIGTERM ends the job as an interruption (:class:`Interruption`). A parent already gone: SIGTERM
+    now. Linux only (elsewhere, and in a process that is no such child, nothing). Returns whether it
+    was set. The kernel sends the signal when the thread that started the worker ends: loky starts
+    them from the sweep's main thread (a worker it restarts later comes from its manager thread,
+    which lives as long as the pool)."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent.pid:  # it died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
+def parent_gone() -> bool:
+    """This process is a ``multiprocessing`` child (a sweep's worker) whose parent has died."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    return parent is not None and os.getppid() != parent.pid
+
+
 def parallel_jobs() -> int:
     """How many jobs of this sweep share this machine: the launcher's ``n_jobs`` (a launcher that
     runs jobs side by side on one machine says how many, as joblib's does; -1: one per core), else 1."""

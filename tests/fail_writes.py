@@ -5,7 +5,8 @@ with the ``OSError`` as its context; safetensors and plain files with the ``OSEr
     python tests/fail_writes.py KIND path/to/train.py override ...
 
 KIND: ``checkpoint`` (``checkpoints/*.ckpt``), ``weights`` (``model.safetensors``), ``results``
-(``results.json``, on its ``fsync``).
+(``results.json``, on its ``fsync``); ``kill-weights``: the process is killed (SIGKILL) half-way
+through writing ``model.safetensors`` (pre-emption, the OOM killer).
 """
 
 import errno
@@ -43,6 +44,17 @@ elif kind == "weights":
         with open(filename, "wb") as f:
             f.write(b"partial")
         raise full()
+
+    safetensors.torch.save_model = save_model
+elif kind == "kill-weights":
+    import signal
+
+    import safetensors.torch
+
+    def save_model(model, filename, *args, **kwargs):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        os.kill(os.getpid(), signal.SIGKILL)
 
     safetensors.torch.save_model = save_model
 elif kind == "results":

@@ -269,3 +269,41 @@ def test_exported_folder_has_the_permissions_of_new_files(umask, tmp_path):
     modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
     want = {name: (0o777 if (tmp_path / name).is_dir() else 0o666) & ~umask for name in modes}
     assert modes == want and "out/model.safetensors" in modes
+
+
+# ---------------------------------------------------------------------------- a hostile run folder
+@pytest.mark.parametrize("payload", ["torch.load", "os.system", "builtins.eval"])
+@pytest.mark.parametrize("section", ["model", "pooling", "task"])
+def test_a_stored_config_naming_foreign_code_is_refused_and_never_run(section, payload, tmp_path, capsys):
+    """A run folder's config is data: a ``_target_`` outside the project's own classes is refused
+    in one line naming the file and the key, before anything is built from it."""
+    from .hostile import finished_run, payloads, plant_config
+
+    marker = tmp_path / "ran"
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny", "task=rte"])
+    run_dir = finished_run(tmp_path / "run", cfg)
+    key = plant_config(run_dir / ".hydra" / "config.yaml", section, payloads(tmp_path, marker)[payload])
+    message = _error(capsys, run_dir, tmp_path / "out")
+    assert message.startswith(f"error: {key}={payload}: in {run_dir / '.hydra' / 'config.yaml'}: not one "
+                              "of this project's classes"), message
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_staging_folders_that_killed_exports_left_are_removed_by_the_next(tmp_path):
+    """An export killed while writing leaves its staging folder beside OUT_DIR; the next export
+    removes those whose process is gone (on this host), never a live one's."""
+    import socket
+
+    run_dir = fake_run(tmp_path, save_checkpoint("bert", tmp_path / "ckpt"), "pooling=cls", "task=rte")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = tmp_path / f".out.{host}.{dead.pid}.abc123"
+    live = tmp_path / f".out.{host}.{os.getppid()}.def456"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    assert main([str(run_dir), str(tmp_path / "out")]) == 0
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")) == [live.name]

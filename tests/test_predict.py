@@ -272,3 +272,26 @@ def test_progress_while_predicting(tmp_path, rte_run, capsys):
     done = [int(re.match(r"RTE\.tsv: (\d+)/3000 rows predicted \(\d+%\), about \d+ (s|min) left$", line).group(1))
             for line in lines]
     assert done == sorted(done) and 0 < done[0] < 3000
+
+
+@pytest.mark.parametrize("payload", ["torch.load", "os.system", "builtins.eval"])
+@pytest.mark.parametrize("section", ["model", "pooling", "task"])
+def test_a_stored_config_naming_foreign_code_is_refused_and_never_run(section, payload, tmp_path, capsys):
+    """predict builds the task and the model from the run's stored config: only this project's
+    own classes (one line naming the file and the key otherwise; nothing of the payload runs)."""
+    from hydra import compose, initialize_config_dir
+
+    from .hostile import finished_run, payloads, plant_config
+
+    marker = tmp_path / "ran"
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny", "task=rte"])
+    run_dir = finished_run(tmp_path / "run", cfg)
+    key = plant_config(run_dir / ".hydra" / "config.yaml", section, payloads(tmp_path, marker)[payload])
+    with pytest.raises(SystemExit) as info:
+        main([str(run_dir), "--glue-dir", str(tmp_path)])
+    assert info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith(f"error: {key}={payload}: in {run_dir / '.hydra' / 'config.yaml'}: not one "
+                              "of this project's classes") and "\n" not in message, message
+    assert not marker.exists() and not (run_dir / "submission").exists()

@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -730,3 +731,36 @@ def test_wandb_task_info_from_the_run_config():
     assert parsed["task_info"] == report.TaskInfo("cb", "CB", "superglue", "SuperGLUE",
                                                   ("accuracy", "macro_f1"), 2)
     assert parsed["task_info"].header == "CB (acc/mF1)"
+
+
+def test_a_hostile_stored_config_never_runs_in_the_report(real_glue, tmp_path):
+    """Archived predictions take their gold labels from the task the run's stored config
+    describes: the report builds that task directly (a _target_ other than the task class is
+    refused in one line naming the file and key), and builds nothing else from the config."""
+    import shutil
+    import subprocess
+
+    from .conftest import ROOT, SUBPROCESS_TIMEOUT
+    from .hostile import payloads, plant_config
+
+    marker = tmp_path / "ran"
+    source = ROOT / "docs" / "results" / "runs" / "minilm_l6" / "rte" / "n500" / "cls" / "lr5e-05"
+    runs = tmp_path / "runs"
+    planted = list(payloads(tmp_path, marker).items())
+    sections = [("task", p) for p in planted] + [("model", planted[0]), ("pooling", planted[1])]
+    shutil.copytree(source.with_name("lr0.0001"), runs / "lr0.0001")  # a value to choose from
+    for i, (section, (_, payload)) in enumerate(sections, start=1):
+        shutil.copytree(source / f"seed{i}", runs / source.name / f"seed{i}")
+        plant_config(runs / source.name / f"seed{i}" / ".hydra" / "config.yaml", section, payload)
+    env = {**os.environ, "GLUE_DIR": str(real_glue)}
+    for extra in ([], ["--select", "optimizer.lr", "--select-on", "half"]):
+        proc = subprocess.run([sys.executable, "-m", "maxpoolbert.report", "--runs", str(runs), "--out",
+                               str(tmp_path / "out"), *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=SUBPROCESS_TIMEOUT)
+        assert not marker.exists(), proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        if extra:
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+            assert re.search(r"task\._target_=(torch\.load|os\.system|builtins\.eval): in \S+/\.hydra/config\.yaml: "
+                             r"not the task class", lines[0]), lines[0]

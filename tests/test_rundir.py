@@ -133,7 +133,7 @@ def leftovers(run_dir: Path) -> list[Path]:
 
 def test_the_kept_checkpoint_is_from_the_end_of_the_second_of_three_epochs(straight):
     """A rolling checkpoint after every epoch but the last (nothing is left to resume after it)."""
-    kept = torch.load(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT, map_location="cpu", weights_only=False)
+    kept = torch.load(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT, map_location="cpu", weights_only=True)
     assert (kept["epoch"], kept["global_step"]) == (1, 2 * STEPS_PER_EPOCH)
     assert rundir.checkpoint_problem(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT) is None
 
@@ -876,3 +876,116 @@ def test_interruption_takes_over_only_signals_at_their_default():
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------- finished means complete
+def test_a_kill_while_the_weights_are_written_leaves_a_run_that_the_relaunch_completes(real_glue, tmp_path,
+                                                                                         cache_dir):
+    """results.json comes after the weights: a run killed while writing them is not finished, and
+    the relaunch completes it (weights saved, checkpoints gone), never a finished run without
+    weights for good."""
+    run_dir = tmp_path / "run"
+    args = [*SHORT, "save_model=true", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    proc = run_failing("kill-weights", args, tmp_path)
+    assert proc.returncode == -signal.SIGKILL, out(proc)[-3000:]
+    folder = rundir.RunFolder(run_dir)
+    assert not folder.is_finished() and not (run_dir / rundir.RESULTS).exists()
+    run_train(*args, cwd=tmp_path)
+    record = folder.record()
+    assert record is not None and record.weights == "saved" and (run_dir / rundir.MODEL).stat().st_size > 1000
+    assert not folder.checkpoints.exists() and not leftovers(run_dir)
+
+
+def test_a_skipped_relaunch_removes_the_checkpoints_a_finished_run_left(real_glue, tmp_path, cache_dir):
+    """A run killed after its results, before its checkpoints went (here: kept by the first
+    launch), loses them at the next launch that finds it finished, unless checkpoint.keep=true."""
+    run_dir = tmp_path / "run"
+    args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    run_train(*args, "checkpoint.keep=true", cwd=tmp_path)
+    assert (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
+    run_train(*args, "checkpoint.keep=true", cwd=tmp_path)
+    assert (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
+    run_train(*args, cwd=tmp_path)
+    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["finished", "skipped", "skipped"]
+    assert not (run_dir / rundir.CHECKPOINTS).exists()
+
+
+def test_a_failed_rerun_of_a_finished_run_keeps_its_results_and_the_run_finished(real_glue, tmp_path, cache_dir):
+    """skip_finished=false on a finished run that then fails: the earlier results stay the run's
+    (the report shows them, later launches skip it); the failure is recorded apart."""
+    from maxpoolbert.report.collect import collect_runs
+
+    run_dir = tmp_path / "run"
+    args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    run_train(*args, cwd=tmp_path)
+    before = (run_dir / rundir.RESULTS).read_bytes()
+    proc = run_failing("checkpoint", [*args, "skip_finished=false"], tmp_path)
+    assert proc.returncode == 2, out(proc)[-3000:]
+    assert "the earlier results in results.json stay the run's" in out(proc)
+    folder = rundir.RunFolder(run_dir)
+    assert (run_dir / rundir.RESULTS).read_bytes() == before and folder.failure() is None
+    assert not (run_dir / rundir.FAILED).exists() and (run_dir / rundir.RERUN_FAILED).exists()
+    runs, skipped = collect_runs(tmp_path)
+    assert len(runs) == 1 and not skipped
+    run_train(*args, cwd=tmp_path)
+    assert [e["outcome"] for e in folder.launches()] == ["finished", "failed", "skipped"]
+
+
+def test_a_failed_json_beside_usable_results_is_a_failed_rerun_of_a_finished_run(tmp_path):
+    """Folders older versions left after a failed re-run: the run is finished, not failed."""
+    folder = rundir.RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    (folder.path / rundir.RESULTS).write_text(json.dumps(
+        {"task": "rte", "pooling": "cls", "model": "tiny", "seed": 1, "metrics": {"accuracy": 0.6}, "score": 0.6,
+         "settings": {}, "settings_id": "x"}))
+    (folder.path / rundir.FAILED).write_text(json.dumps({"error": "RuntimeError: boom"}))
+    assert folder.is_finished() and folder.failure() is None
+    (folder.path / rundir.RESULTS).unlink()
+    assert folder.failure() == "RuntimeError: boom"
+
+
+def test_a_pickled_payload_in_a_checkpoint_is_refused_and_never_run(tmp_path):
+    """Checkpoints load with weights_only=True: an object pickled into last.ckpt is refused in one
+    line naming the file (set aside at a relaunch), never run, by the relaunch and its hint."""
+    from .hostile import plant_checkpoint
+
+    marker = tmp_path / "ran"
+    folder = rundir.RunFolder(tmp_path / "run")
+    ckpt = plant_checkpoint(folder.checkpoints / rundir.LAST_CKPT, marker)
+    problem = rundir.checkpoint_problem(ckpt)
+    assert problem == "it holds objects other than tensors and plain values, which are never unpickled"
+    assert rundir.checkpoint_position(ckpt) is None
+    assert folder.relaunch_hint() == "starts the run again (no checkpoint)"
+    assert folder.resume_checkpoint() is None
+    assert (folder.checkpoints / (rundir.LAST_CKPT + rundir.CORRUPT)).exists() and not ckpt.exists()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_the_weights_have_the_permissions_of_new_files(umask, tmp_path):
+    """model.safetensors as every other file of the run: the permissions the umask gives new files
+    (safetensors writes 0600)."""
+    folder = rundir.RunFolder(tmp_path)
+    before = os.umask(umask)
+    try:
+        folder.save_weights(torch.nn.Linear(2, 2))
+        rundir.write_atomic(tmp_path / "other.txt", "x")
+    finally:
+        os.umask(before)
+    assert (folder.model_file.stat().st_mode & 0o777) == (tmp_path / "other.txt").stat().st_mode & 0o777 \
+        == 0o666 & ~umask
+
+
+def test_a_stored_pooling_target_is_read_without_importing_its_package(tmp_path, monkeypatch):
+    """A run's settings complete its pooling's options from the class's source, read without
+    importing anything: a stored config naming a package never runs its ``__init__``."""
+    marker = tmp_path / "ran"
+    package = tmp_path / "lib" / "hostile_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    (package / "pooling.py").write_text("class P:\n    def __init__(self, encoder_config, k: int = 3):\n        pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    values = rundir.settings({"pooling": {"name": "p", "module": {"_target_": "hostile_pkg.pooling.P"}}}, neutral=())
+    assert values["pooling.module.k"] == 3 and not marker.exists()
+    assert rundir.settings({"pooling": {"module": {"_target_": "maxpoolbert.pooling.MHAPooling"}}},
+                           neutral=())["pooling.module.num_heads"] == 4

@@ -137,3 +137,61 @@ def test_slurm_launcher_without_sbatch_is_one_line(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "sbatch is not on the PATH" in lines[0]
+
+
+def _ended(pid: int) -> bool:
+    """The process is gone (or a zombie: it ran to its end, nobody has reaped it yet)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a parent-death signal is Linux's (prctl)")
+def test_a_joblib_sweeps_workers_end_when_its_process_is_killed(real_glue, tmp_path, cache_dir):
+    """kill -9 of a joblib sweep's process: its loky workers, each running a job, end with it (the
+    kernel's parent-death signal, SIGTERM) and record the job as interrupted, instead of training on."""
+    import signal
+    import subprocess
+    import time
+
+    from maxpoolbert import rundir
+
+    from .conftest import ROOT, SUBPROCESS_TIMEOUT
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", "task=rte", "model=tiny",
+            "data.train_size=64", "trainer.max_steps=100000", "trainer.max_epochs=-1", "save_model=false",
+            "trainer.enable_progress_bar=false", "logger=none", "speed.threads=1", f"data.cache_dir={cache_dir}",
+            f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path,
+                            env={**os.environ, "HYDRA_FULL_ERROR": "0"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    workers: dict[Path, int] = {}
+    deadline = time.time() + SUBPROCESS_TIMEOUT
+    try:
+        while len(workers) < 2 and time.time() < deadline and proc.poll() is None:
+            for folder in {p.parent for p in sweep.rglob(rundir.LOCK)} - set(workers):
+                try:
+                    pid = json.loads((folder / rundir.LOCK).read_text())["pid"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                if list(folder.glob("checkpoints")) or (folder / "train.log").exists():
+                    workers[folder] = pid
+            time.sleep(0.2)
+        assert len(workers) == 2 and proc.poll() is None, "the sweep's jobs did not start"
+        time.sleep(3)  # into training
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        stop = time.time() + 180  # only a limit for workers that would train on: they stop within seconds
+        while not all(_ended(pid) for pid in workers.values()) and time.time() < stop:
+            time.sleep(0.2)
+    finally:
+        for pid in workers.values():
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert all(_ended(pid) for pid in workers.values())
+    for folder in workers:
+        assert [e["outcome"] for e in rundir.RunFolder(folder).launches()] == ["interrupted"]
+        assert rundir.RunFolder(folder).launches()[0]["signal"] == "SIGTERM"

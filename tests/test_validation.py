@@ -492,3 +492,35 @@ def test_a_setting_lightning_refuses_while_it_runs_is_one_line(tmp_path, real_gl
     assert result["rc"] == 2 and "Traceback" not in result["out"], result["out"][-3000:]
     assert len(lines) == 1 and "limit_train_batches" in lines[0], result["out"][-3000:]
     assert json.loads((tmp_path / "run" / "failed.json").read_text())["user_error"] is True
+
+
+# ---------------------------------------------------------------------------- values that cannot work (issue 27)
+def _composed(*overrides: str):
+    from maxpoolbert.tasks import CONFIGS
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize(("override", "text"), [
+    ("optimizer.lr=inf", "optimizer.lr=inf: not a finite number; a finite number greater than 0"),
+    ("optimizer.lr=-inf", "optimizer.lr=-inf: not a finite number"),
+    ("optimizer.lr=nan", "optimizer.lr=nan: not a finite number"),
+    ("optimizer.weight_decay=inf", "optimizer.weight_decay=inf: not a finite number"),
+    ("optimizer.eps=inf", "optimizer.eps=inf: not a finite number"),
+    ("trainer.gradient_clip_val=nan", "trainer.gradient_clip_val=nan: not a finite number"),
+    ("progress_every_s=inf", "progress_every_s=inf: not a finite number"),
+    ("speed.threads=100000", "speed.threads=100000: more threads than 4 per CPU of this machine"),
+])
+def test_non_finite_and_absurd_values_are_refused_by_the_check(override, text):
+    """inf was accepted (and stored as null: the run trained to NaN); so were 100000 threads."""
+    with pytest.raises(UserError) as err:
+        schema.check(_composed(override))
+    assert str(err.value).startswith(text), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_huge_but_finite_lr_passes_the_check():
+    schema.check(_composed("optimizer.lr=1e30"))  # divergence is found while training (test_train.py)
+    schema.check(_composed(f"speed.threads={schema.thread_limit()}"))

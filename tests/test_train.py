@@ -133,3 +133,25 @@ def test_a_relative_glue_dir_works_from_another_folder(real_glue, tmp_path, monk
               "data.train_size=16", "trainer.max_steps=1", "data.cache_dir=null", "save_model=false",
               f"hydra.run.dir={tmp_path}/run", cwd=elsewhere)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["n_train"] == 16
+
+
+def test_a_run_that_diverges_is_a_failed_run(real_glue, tmp_path, cache_dir):
+    """optimizer.lr=1e30: the loss is NaN from step 2 and the weights are non-finite; the run used to
+    finish with constant predictions and a record scoring the majority class. Now it stops: one
+    line, exit non-zero, failed.json with the reason, no results.json (the report lists it failed)."""
+    from maxpoolbert.report.collect import collect_runs
+    from maxpoolbert.rundir import RunFolder
+
+    proc = run_train(*SMOKE, "trainer.max_steps=4", "data.train_size=32", "optimizer.lr=1e30", "speed.threads=1",
+                     f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/runs/run", cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: optimizer.lr=1e+30: training diverged: the training loss became non-finite "
+                           "at step "), line
+    folder = RunFolder(tmp_path / "runs" / "run")
+    assert not folder.results.exists()
+    assert "training diverged" in folder.failure()
+    assert json.loads(folder.failed_file.read_text())["user_error"] is True
+    runs, skipped = collect_runs(tmp_path / "runs")
+    assert runs.empty and skipped[0]["reason"].startswith("failed: UserError: optimizer.lr=1e+30: training diverged")

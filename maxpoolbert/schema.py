@@ -444,9 +444,27 @@ def check_encoder(cfg: DictConfig, encoder_config: Any, tokenizer: Any = None,
         raise UserError(f"more than the encoder's {layers} layers", key="pooling.module.k", value=k,
                         allowed=f"an integer from 1 to {layers}")
     limit = position_limit(encoder_config, tokenizer)
+    least = shortest_input(cfg, tokenizer)
+    if least is not None and cfg.data.max_length < least:
+        texts = len(cfg.task.text_fields)
+        raise UserError(f"too short for task {cfg.task.name}: {least - texts} special tokens "
+                        f"{'of a text pair' if texts == 2 else 'of a text'} and one token of each text need "
+                        f"{least} (the tokenizer does not truncate below that: its rows come out longer)",
+                        key="data.max_length", value=cfg.data.max_length,
+                        allowed=f"an integer from {least} to {limit or 'the encoder limit'}")
     if limit is not None and cfg.data.max_length > limit:
         raise UserError(f"longer than the {limit} positions of model {cfg.model.name}", key="data.max_length",
                         value=cfg.data.max_length, allowed=f"an integer from 1 to {limit}")
+
+
+def shortest_input(cfg: DictConfig, tokenizer: Any) -> int | None:
+    """The smallest ``data.max_length`` the tokenizer can apply to the task's input: its special
+    tokens (of a pair, for a task of two texts) and one token of each text. None: unknown."""
+    count = getattr(tokenizer, "num_special_tokens_to_add", None)
+    if count is None:
+        return None
+    texts = len(cfg.task.text_fields)
+    return int(count(pair=texts == 2)) + texts
 
 
 def position_limit(encoder_config: Any, tokenizer: Any = None) -> int | None:

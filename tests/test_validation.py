@@ -524,3 +524,28 @@ def test_non_finite_and_absurd_values_are_refused_by_the_check(override, text):
 def test_a_huge_but_finite_lr_passes_the_check():
     schema.check(_composed("optimizer.lr=1e30"))  # divergence is found while training (test_train.py)
     schema.check(_composed(f"speed.threads={schema.thread_limit()}"))
+
+
+@pytest.mark.parametrize(("overrides", "least"), [
+    (["task=rte", "data.max_length=1"], 5), (["task=rte", "data.max_length=4"], 5),  # a pair: [CLS] a [SEP] b [SEP]
+    (["task=sst2", "data.max_length=2"], 3),  # one text: [CLS] a [SEP]
+])
+def test_a_max_length_the_tokenizer_cannot_apply_is_refused(overrides, least):
+    """data.max_length=1 (or 2 for a pair) was accepted and not applied: the tokenizer cannot truncate
+    below its special tokens and returned rows of up to 289 tokens, without a word."""
+    from hydra.utils import instantiate
+
+    cfg = _composed("model=tiny", *overrides)
+    tokenizer = instantiate(cfg.model.tokenizer)
+    encoder_config = instantiate(cfg.model.encoder).config
+    with pytest.raises(UserError) as err:
+        schema.check_encoder(cfg, encoder_config, tokenizer)
+    text = str(err.value)
+    assert text.startswith(f"data.max_length={cfg.data.max_length}: too short for task {cfg.task.name}: "), text
+    assert text.endswith(f"; an integer from {least} to 512"), text
+    # the smallest value allowed is applied: no row is longer
+    fine = _composed("model=tiny", overrides[0], f"data.max_length={least}")
+    schema.check_encoder(fine, encoder_config, tokenizer)
+    texts = [["a long sentence with many words in it"] * 2 for _ in cfg.task.text_fields]
+    rows = tokenizer(*texts, truncation=True, max_length=least)["input_ids"]
+    assert {len(r) for r in rows} == {least}

@@ -287,6 +287,34 @@ def publish(ds: datasets.Dataset, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content (the cache key of a data file)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_cached(path: Path) -> datasets.Dataset | None:
+    """The cache entry at ``path``, read through (every column checked); None, after one line
+    saying so, when it cannot be read: the entry is moved out of the way (never deleted under a
+    reader: renamed first) and the caller rebuilds it."""
+    try:
+        ds = datasets.load_from_disk(str(path))
+        table = ds.with_format("arrow")[:]
+        table.validate(full=True)
+        return ds
+    except Exception as err:  # noqa: BLE001 - any damage: truncated Arrow file, missing shard, bad JSON
+        log.warning("tokenised cache entry %s cannot be read (%s: %s): rebuilding it", path, type(err).__name__,
+                    " ".join(str(err).split())[:120])
+        aside = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}.damaged")
+        with contextlib.suppress(OSError):
+            os.rename(path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        return None
+
+
 class TaskDataModule(L.LightningDataModule):
     def __init__(
         self, task: Task, tokenizer, glue_dir: str | None = None, superglue_dir: str | None = None,
@@ -317,7 +345,9 @@ class TaskDataModule(L.LightningDataModule):
         folder = self.task.folder(self.dirs, split)
         if folder:
             path = folder / spec.file
-            source = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] if path.exists() else str(path)
+            # the content, not the path, size and time: a corrected file copied with its times kept
+            # (cp -p, rsync -a) has the size and mtime of the old one
+            source = [path.stat().st_size, file_sha256(path)] if path.exists() else str(path)
         else:
             source = [self.task.hub_dataset, spec.hub_config or self.task.hub_config, spec.hub_split]
         tok = self.tokenizer
@@ -330,8 +360,10 @@ class TaskDataModule(L.LightningDataModule):
         """Tokenised split, from the on-disk cache when this (task, split, file, tokenizer,
         max_length) was seen before."""
         path = Path(self.cache_dir).expanduser() / f"{self.task.name}-{split}-{self._cache_key(split)}" if self.cache_dir else None
-        if path is not None and path.is_dir():  # published entries are complete (see publish)
-            return datasets.load_from_disk(str(path))
+        if path is not None and path.is_dir():  # published entries are complete (see publish) ...
+            cached = load_cached(path)
+            if cached is not None:  # ... unless damaged since (a full disk, a copy cut short): rebuilt
+                return cached
         raw = load_split(self.task, split, self.dirs)
         cols = raw.to_dict()
         texts = [cols["text_a"]] if not len(raw) or cols["text_b"][0] is None else [cols["text_a"], cols["text_b"]]
@@ -354,7 +386,7 @@ class TaskDataModule(L.LightningDataModule):
             "token_type_ids": datasets.List(datasets.Value("int8")),
             "n_tokens": datasets.Value("int32"),
         }))
-        if path is not None:
+        if path is not None and len(ds):  # a split without rows is refused (_rows), never cached
             publish(ds, path)
         return ds
 

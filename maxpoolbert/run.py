@@ -206,6 +206,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
             settings=identity, settings_id=rundir.settings_id(identity),
             train_size=cfg.data.train_size, n_train=len(dm.splits["train"]), n_train_full=dm.n_train_full,
             n_dev={k: len(v["index"]) for k, v in evals.items()},
+            dev_data={k: rundir.fingerprint(v["label"]) for k, v in evals.items()},
             majority_score=majority_score(task, dm.splits["train"].labels, evals),
             history=module.history,
             selected={"select": cfg.eval.select, "index": chosen,

@@ -155,3 +155,17 @@ def test_a_run_that_diverges_is_a_failed_run(real_glue, tmp_path, cache_dir):
     assert json.loads(folder.failed_file.read_text())["user_error"] is True
     runs, skipped = collect_runs(tmp_path / "runs")
     assert runs.empty and skipped[0]["reason"].startswith("failed: UserError: optimizer.lr=1e+30: training diverged")
+
+
+def test_the_record_keeps_a_fingerprint_of_the_data_it_was_scored_on(real_glue, tmp_path, cache_dir):
+    """results.json's dev_data: per split, the rows and a hash of the gold labels (STS-B's float32
+    labels hash as the file's); the archived predictions read back against it."""
+    from maxpoolbert.rundir import RunFolder, fingerprint
+
+    run_train(*SMOKE, "task=stsb", "data.train_size=16", "trainer.max_steps=1", "save_model=false", "speed.threads=1",
+              f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    folder = RunFolder(tmp_path / "run")
+    labels = [float(line.rsplit("\t", 1)[1]) for line in (real_glue / "STS-B" / "dev.tsv").read_text().splitlines()[1:]]
+    assert json.loads(folder.results.read_text())["dev_data"] == {"dev": fingerprint(labels)}
+    assert folder.record().dev_data["dev"]["rows"] == 1500
+    assert folder.archive_predictions() and len(folder.predictions()) == 1500  # labels read back: the same hash

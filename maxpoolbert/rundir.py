@@ -64,7 +64,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from maxpoolbert import signatures
-from maxpoolbert.errors import UserError, write_failure
+from maxpoolbert.errors import UserError, WriteFailed, write_failure
 from maxpoolbert.schema import plain
 from maxpoolbert.tasks import CONFIGS, TaskInfo
 from maxpoolbert.tasks import from_config as task_from_config
@@ -867,7 +867,7 @@ class RunFolder:
         try:
             write_json_atomic(self.failed_file, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
                                                  "steps": steps, "traceback": traceback, "time": time.time()})
-        except OSError as write_err:
+        except (OSError, WriteFailed) as write_err:  # a full disk: the run's own error says what to do
             (log.debug if quiet else log.error)("could not write %s: %s", self.failed_file, write_err)
 
     def write_predictions(self, evals: dict[str, dict], regression: bool) -> None:

@@ -873,3 +873,16 @@ def test_the_fingerprint_of_labels_does_not_depend_on_float_noise():
     assert rundir.fingerprint([1, 0]) == rundir.fingerprint([1.0, 0.0])
     assert rundir.fingerprint([1, 0]) != rundir.fingerprint([0, 1])
     assert rundir.fingerprint([1, 0])["rows"] == 2
+
+
+def test_a_full_disk_when_the_run_folder_is_claimed_is_one_line(real_glue, tmp_path):
+    """The disk is full from the start: claiming the folder fails, and so does writing failed.json;
+    that second WriteFailed escaped as a chained traceback."""
+    proc = run_failing("full", ["model=tiny", "logger=none", "data.cache_dir=null", "speed.threads=1",
+                                f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    found = WRITE_ERROR.fullmatch(line)
+    assert found and found.group(1) == f"{tmp_path}/run/.hydra/hydra.yaml", line
+    assert not (tmp_path / "run" / rundir.FAILED).exists() and not (tmp_path / "run" / rundir.CONFIG).exists()

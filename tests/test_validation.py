@@ -549,3 +549,15 @@ def test_a_max_length_the_tokenizer_cannot_apply_is_refused(overrides, least):
     texts = [["a long sentence with many words in it"] * 2 for _ in cfg.task.text_fields]
     rows = tokenizer(*texts, truncation=True, max_length=least)["input_ids"]
     assert {len(r) for r in rows} == {least}
+
+
+def test_a_folder_name_longer_than_the_filesystem_takes_is_one_line(tmp_path):
+    """hydra.run.dir with a 300-character component: the check's stat raised ENAMETOOLONG (a traceback)."""
+    from maxpoolbert.errors import check_writable_folder
+
+    path = tmp_path / ("x" * 300) / "run"
+    with pytest.raises(UserError) as err:
+        check_writable_folder(path, "hydra.run.dir")
+    assert str(err.value) == (f"hydra.run.dir={path}: the name {'x' * 24}... is 300 bytes long, more than the 255 its "
+                              "filesystem takes; a path whose every folder name is shorter")
+    check_writable_folder(tmp_path / ("x" * 255) / "run", "hydra.run.dir")  # the longest name allowed

@@ -87,10 +87,18 @@ class GlueModule(L.LightningModule):
         return loss
 
     def check_finite(self, value: torch.Tensor, what: str) -> None:
-        """Stop a run that diverged (``value``: a loss, or whether the weights are all finite): a
-        non-finite loss or weight trains on to constant predictions that would pass for a finished
-        run. With several processes they stop together (one process alone would hang the others)."""
-        bad = not bool(torch.isfinite(value).all())
+        """Stop a run that diverged (``value``: the loss): a non-finite loss or weight trains on to
+        constant predictions that would pass for a finished run (a :class:`UserError` naming
+        ``optimizer.lr``, recorded in ``failed.json``). With several processes they stop together
+        (one process alone would hang the others)."""
+        self._stop_if(not bool(torch.isfinite(value).all()), what)
+
+    def check_weights(self) -> None:
+        """Stop a run whose weights are no longer all finite (at each evaluation: one sync)."""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        self._stop_if(not bool(finite), "the weights")
+
+    def _stop_if(self, bad: bool, what: str) -> None:
         if self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
@@ -127,8 +135,7 @@ class GlueModule(L.LightningModule):
         self.last_eval = {split: _in_file_order(parts) for split, parts in gathered.items() if parts}
         self.last_eval_step = self.global_step
         if not self.trainer.sanity_checking and len(self.last_eval) == len(self.eval_names):
-            finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
-            self.check_finite(finite, "the weights")
+            self.check_weights()
             metrics = self.dev_metrics()
             score = M.glue_score(metrics)
             self.log("val/score", score, add_dataloader_idx=False, prog_bar=True)

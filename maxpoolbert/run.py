@@ -329,10 +329,19 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job failed (recorded in %s): %s", folder.failed_file, err)
             return None
         if user:
+            to_log_file(f"error: {user}")  # the console shows it once (fail); the run's log keeps it too
             fail(user)
         raise
     finally:
         folder.unlock()
+
+
+def to_log_file(message: str) -> None:
+    """``message`` into the run's log file (Hydra's file handlers) and not on the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def interrupted(launch: Launch, sig: signal.Signals) -> None:

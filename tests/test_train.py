@@ -152,6 +152,7 @@ def test_a_run_that_diverges_is_a_failed_run(real_glue, tmp_path, cache_dir):
     folder = RunFolder(tmp_path / "runs" / "run")
     assert not folder.results.exists()
     assert "training diverged" in folder.failure()
+    assert line in (folder.path / "train.log").read_text()  # the run's log says why too
     assert json.loads(folder.failed_file.read_text())["user_error"] is True
     runs, skipped = collect_runs(tmp_path / "runs")
     assert runs.empty and skipped[0]["reason"].startswith("failed: UserError: optimizer.lr=1e+30: training diverged")
@@ -169,3 +170,29 @@ def test_the_record_keeps_a_fingerprint_of_the_data_it_was_scored_on(real_glue, 
     assert json.loads(folder.results.read_text())["dev_data"] == {"dev": fingerprint(labels)}
     assert folder.record().dev_data["dev"]["rows"] == 1500
     assert folder.archive_predictions() and len(folder.predictions()) == 1500  # labels read back: the same hash
+
+
+def test_non_finite_weights_stop_the_run_at_an_evaluation():
+    """The check behind a diverged run, at an evaluation: any non-finite weight (or loss) is one line
+    naming optimizer.lr; finite ones pass."""
+    from types import SimpleNamespace
+
+    from maxpoolbert.errors import UserError
+    from maxpoolbert.module import GlueModule
+    from maxpoolbert.optim import from_config
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny", "pooling=cls", "optimizer.lr=0.5"])
+    task, _, model = build(cfg)
+    module = GlueModule(model, task, from_config(cfg))
+    module._trainer = SimpleNamespace(world_size=1, global_step=7)
+    module.check_weights()
+    module.check_finite(torch.tensor(0.7), "the training loss")
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("inf")
+    with pytest.raises(UserError) as err:
+        module.check_weights()
+    assert str(err.value) == ("optimizer.lr=0.5: training diverged: the weights became non-finite at step 7; "
+                              "a smaller learning rate, or gradient clipping (trainer.gradient_clip_val=1.0)")
+    with pytest.raises(UserError, match="the training loss became non-finite at step 7"):
+        module.check_finite(torch.tensor(float("nan")), "the training loss")

@@ -6,6 +6,7 @@ import torch
 
 from maxpoolbert import encoders
 from maxpoolbert.data import (
+    HASHES,
     Collator,
     Encoded,
     LengthGroupedBatchSampler,
@@ -86,7 +87,7 @@ def test_tokenised_data_is_cached_on_disk(real_glue, tmp_path, monkeypatch):
     make = lambda **kw: TaskDataModule(task("wnli"), tok, glue_dir=str(real_glue), cache_dir=str(tmp_path), **kw)  # noqa: E731
     first = make()
     first.setup()
-    assert len(list(tmp_path.iterdir())) == 2  # train and dev
+    assert len([p for p in tmp_path.iterdir() if p.name != HASHES]) == 2  # train and dev (and the files' hashes)
     import maxpoolbert.data as data_module
 
     def no_reading(*args, **kwargs):
@@ -156,7 +157,8 @@ def test_concurrent_processes_fill_one_cold_cache(real_glue, tmp_path, attempt):
     for p in procs:
         p.join(timeout=60)
     assert len(set(got)) == 1 and len(got[0]) == 40, got  # one digest, no error message
-    entries = sorted(p.name for p in tmp_path.iterdir())
+    entries = sorted(p.name for p in tmp_path.iterdir() if p.name != HASHES)
+    assert not list(tmp_path.glob(f"{HASHES}/.*"))  # the files' hashes kept whole, no temporary file
     assert len(entries) == 2 and all(e.startswith(("rte-train-", "rte-dev-")) for e in entries), entries
     # a reader in a fresh process view: whole entries, equal to what the writers returned
     dm = TaskDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(real_glue), cache_dir=str(tmp_path))
@@ -261,5 +263,30 @@ def test_a_damaged_cache_entry_is_rebuilt_with_one_line(real_glue, tmp_path, cap
             assert notes[0].endswith("): rebuilding it"), notes
         else:
             assert notes == []
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted({entry.name, *[
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name != HASHES) == sorted({entry.name, *[
         p.name for p in (tmp_path / "cache").glob("wnli-dev-*")]})
+
+
+def test_a_files_hash_is_kept_by_its_inode_size_and_times(tmp_path, monkeypatch):
+    """The content hash of a large data file is computed once: kept in the cache by the file's
+    device, inode, size, mtime and ctime; a copy with the times kept (cp -p) is a new ctime."""
+    import hashlib
+    import os
+    import shutil
+
+    import maxpoolbert.data as data_module
+
+    monkeypatch.setattr(data_module, "SETTLED_S", -1.0)  # the file was just written: trust its times anyway
+    source = tmp_path / "train.tsv"
+    source.write_text("a\tb\n")
+    cache = tmp_path / "cache"
+    want = hashlib.sha256(b"a\tb\n").hexdigest()
+    assert data_module.file_sha256(source, cache) == want
+    assert [p.read_text() for p in (cache / HASHES).iterdir()] == [want + "\n"]
+    (next((cache / HASHES).iterdir())).write_text("f" * 64)  # kept: the file is not read again
+    assert data_module.file_sha256(source, cache) == "f" * 64
+    copy = tmp_path / "copy.tsv"
+    copy.write_text("a\tc\n")
+    shutil.copystat(source, copy)
+    os.replace(copy, source)  # a corrected file moved into place with the old times: read again
+    assert data_module.file_sha256(source, cache) == hashlib.sha256(b"a\tc\n").hexdigest()

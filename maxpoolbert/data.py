@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,59 @@ def publish(ds: datasets.Dataset, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+HASHES = ".file-hashes"  # in the cache folder: a data file's content hash, by its inode, size and times
+SETTLED_S = 2.0  # a file's times are trusted once its last change is this old (filesystems of 1 s resolution)
+
+
+def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
+    """The SHA-256 of a file's content (the cache key of a data file: 0.8 s for MNLI's 430 MB). With
+    ``cache_dir`` it is kept there, by the file's device, inode, size, mtime and ctime: any write to
+    the file changes its ctime, which no one can set back (``cp -p`` and ``rsync -a`` keep the
+    mtime, not the ctime), so a kept hash is the content's."""
+    st = path.stat()
+    memo = None
+    if cache_dir is not None:
+        key = json.dumps([str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+        memo = cache_dir / HASHES / hashlib.sha1(key.encode()).hexdigest()
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            kept = memo.read_text().strip()
+            if len(kept) == 64:
+                return kept
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    if memo is not None and time.time() - st.st_ctime > SETTLED_S:
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+        with contextlib.suppress(OSError):  # a cache that cannot keep it: hashed again next time
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(value + "\n")
+            os.replace(tmp, memo)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return value
+
+
+def load_cached(path: Path) -> datasets.Dataset | None:
+    """The cache entry at ``path``, read through (every column checked); None, after one line
+    saying so, when it cannot be read: the entry is moved out of the way (never deleted under a
+    reader: renamed first) and the caller rebuilds it."""
+    try:
+        ds = datasets.load_from_disk(str(path))
+        table = ds.with_format("arrow")[:]
+        table.validate(full=True)
+        return ds
+    except Exception as err:  # noqa: BLE001 - any damage: truncated Arrow file, missing shard, bad JSON
+        log.warning("tokenised cache entry %s cannot be read (%s: %s): rebuilding it", path, type(err).__name__,
+                    " ".join(str(err).split())[:120])
+        aside = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}.damaged")
+        with contextlib.suppress(OSError):
+            os.rename(path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        return None
+
+
 class TaskDataModule(L.LightningDataModule):
     def __init__(
         self, task: Task, tokenizer, glue_dir: str | None = None, superglue_dir: str | None = None,
@@ -329,7 +383,10 @@ class TaskDataModule(L.LightningDataModule):
         folder = self.task.folder(self.dirs, split)
         if folder:
             path = folder / spec.file
-            source = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] if path.exists() else str(path)
+            # the content, not the path, size and time: a corrected file copied with its times kept
+            # (cp -p, rsync -a) has the size and mtime of the old one
+            memo = Path(self.cache_dir).expanduser() if self.cache_dir else None
+            source = [path.stat().st_size, file_sha256(path, memo)] if path.exists() else str(path)
         else:
             source = [self.task.hub_dataset, spec.hub_config or self.task.hub_config, spec.hub_split]
         tok = self.tokenizer
@@ -342,8 +399,10 @@ class TaskDataModule(L.LightningDataModule):
         """Tokenised split, from the on-disk cache when this (task, split, file, tokenizer,
         max_length) was seen before."""
         path = Path(self.cache_dir).expanduser() / f"{self.task.name}-{split}-{self._cache_key(split)}" if self.cache_dir else None
-        if path is not None and path.is_dir():  # published entries are complete (see publish)
-            return datasets.load_from_disk(str(path))
+        if path is not None and path.is_dir():  # published entries are complete (see publish) ...
+            cached = load_cached(path)
+            if cached is not None:  # ... unless damaged since (a full disk, a copy cut short): rebuilt
+                return cached
         raw = load_split(self.task, split, self.dirs)
         cols = raw.to_dict()
         texts = [cols["text_a"]] if not len(raw) or cols["text_b"][0] is None else [cols["text_a"], cols["text_b"]]
@@ -366,7 +425,7 @@ class TaskDataModule(L.LightningDataModule):
             "token_type_ids": datasets.List(datasets.Value("int8")),
             "n_tokens": datasets.Value("int32"),
         }))
-        if path is not None:
+        if path is not None and len(ds):  # a split without rows is refused (_rows), never cached
             publish(ds, path)
         return ds
 

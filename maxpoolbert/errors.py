@@ -86,10 +86,33 @@ def fail(err: UserError | str) -> NoReturn:
     raise Refused(message)
 
 
+NAME_MAX = 255  # the longest file or folder name most filesystems take (bytes), when they do not say
+
+
+def check_path_names(path: str | os.PathLike, key: str, value: Any = None, allowed: str | None = None) -> None:
+    """Refuse ``key=value`` when a folder or file name in ``path`` is longer than its filesystem
+    takes (``File name too long`` from the first ``mkdir`` or ``stat``, as a traceback)."""
+    target = Path(path).expanduser()
+    existing = target.anchor or "."
+    for part in target.parts:
+        try:
+            limit = os.pathconf(existing, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            limit = NAME_MAX
+        if len(os.fsencode(part)) > limit:
+            raise UserError(f"the name {part[:24]}... is {len(os.fsencode(part))} bytes long, more than the {limit} "
+                            "its filesystem takes", key=key, value=path if value is None else value,
+                            allowed=allowed or "a path whose every folder name is shorter")
+        candidate = os.path.join(existing, part)
+        if os.path.isdir(candidate):
+            existing = candidate
+
+
 def check_writable_folder(path: str | os.PathLike, key: str) -> None:
     """Refuse ``key=path`` unless ``path`` is, or can be created as, a folder this process can
     write into. Creates nothing: probes the deepest existing folder with a temporary entry
     (``os.access`` is not enough: root passes it on read-only file systems)."""
+    check_path_names(path, key)
     target = Path(path).expanduser()
     existing = target
     while not existing.exists() and existing != existing.parent:

@@ -13,6 +13,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from maxpoolbert import metrics as M
 from maxpoolbert.data import HELDOUT
+from maxpoolbert.errors import UserError
 from maxpoolbert.layers import layer_decay_groups
 from maxpoolbert.live_metrics import LIVE
 from maxpoolbert.memory import release as release_memory
@@ -86,9 +87,31 @@ class GlueModule(L.LightningModule):
             loss = (self.model.loss(self(batch), batch["labels"], reduction="none") * batch["weight"]).sum()
         else:
             loss = self.model.loss(self(batch), batch["labels"])
+        self.check_finite(loss.detach(), "the training loss")
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch["labels"].shape[0])
         return loss
+
+    def check_finite(self, value: torch.Tensor, what: str) -> None:
+        """Stop a run that diverged (``value``: the loss): a non-finite loss or weight trains on to
+        constant predictions that would pass for a finished run (a :class:`UserError` naming
+        ``optimizer.lr``, recorded in ``failed.json``). With several processes they stop together
+        (one process alone would hang the others)."""
+        self._stop_if(not bool(torch.isfinite(value).all()), what)
+
+    def check_weights(self) -> None:
+        """Stop a run whose weights are no longer all finite (at each evaluation: one sync)."""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        self._stop_if(not bool(finite), "the weights")
+
+    def _stop_if(self, bad: bool, what: str) -> None:
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+            raise UserError(f"training diverged: {what} became non-finite at step {self.global_step}",
+                            key="optimizer.lr", value=lr,
+                            allowed="a smaller learning rate, or gradient clipping (trainer.gradient_clip_val=1.0)")
 
     # ------------------------------------------------------------------ evaluation
     def on_validation_epoch_start(self) -> None:
@@ -119,6 +142,7 @@ class GlueModule(L.LightningModule):
         self.last_eval = {split: _in_file_order(parts) for split, parts in gathered.items() if parts}
         self.last_eval_step = self.global_step
         if not self.trainer.sanity_checking and len(self.last_eval) == len(self.eval_names):
+            self.check_weights()
             metrics = self.dev_metrics()
             score = M.glue_score(metrics)
             self.log("val/score", score, add_dataloader_idx=False, prog_bar=True)

@@ -238,6 +238,7 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
             settings=identity, settings_id=rundir.settings_id(identity),
             train_size=cfg.data.train_size, n_train=len(dm.splits["train"]), n_train_full=dm.n_train_full,
             n_dev={k: len(evals[k]["index"]) for k in task.eval},
+            dev_data={k: rundir.fingerprint(evals[k]["label"]) for k in task.eval},
             majority_score=majority_score(task, dm.splits["train"].labels, evals),
             history=module.history,
             selected={"select": cfg.eval.select, "index": chosen,
@@ -369,6 +370,7 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job failed (recorded in %s): %s", written, err)
             return None
         if user:
+            to_log_file(f"error: {user}")  # the console shows it once (fail); the run's log keeps it too
             if launch.steps == 0:  # refused before training: a folder this launch made goes
                 folder.unlock()
                 folder.remove_if_refused_here()
@@ -376,6 +378,14 @@ def main(cfg: DictConfig) -> float | None:
         raise
     finally:
         folder.unlock()
+
+
+def to_log_file(message: str) -> None:
+    """``message`` into the run's log file (Hydra's file handlers) and not on the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def interrupted(launch: Launch, sig: signal.Signals) -> None:

@@ -74,7 +74,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from maxpoolbert import signatures
-from maxpoolbert.errors import UserError, write_failure
+from maxpoolbert.errors import UserError, WriteFailed, write_failure
 from maxpoolbert.schema import plain
 from maxpoolbert.tasks import CONFIGS, TaskInfo
 from maxpoolbert.tasks import from_config as task_from_config
@@ -388,6 +388,9 @@ class RunRecord:
     compiled: dict[str, int] | None = None     # speed.compile: graphs captured, frames compiled (recompilations)
     weights: str | None = None                 # model.safetensors: one of WEIGHTS (None: recorded before it was)
     heldout: dict | None = None                # data.heldout_size: n, metrics, score of the held-out training rows
+    # per evaluated split, the data it was scored on (:func:`fingerprint`: rows, labels_sha256);
+    # empty: recorded before it was
+    dev_data: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)   # keys of other versions, kept as they are
 
     # ------------------------------------------------------------------ writing
@@ -479,6 +482,14 @@ class RunRecord:
         """The GLUE folder a run of an older version recorded (absolute; newer runs record none)."""
         value = self.extra.get("glue_dir")
         return str(value) if value else None
+
+
+def fingerprint(labels: Any) -> dict[str, Any]:
+    """What identifies the rows a split was scored on: their count and a SHA-256 of their gold
+    labels in file order, each written with 4 decimals (a class id 1 is ``1.0000``; an STS-B score
+    read as float32 or float64 is the same text), one a line."""
+    text = "".join(f"{float(v):.4f}\n" for v in labels)
+    return {"rows": len(labels), "labels_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def _number(value: Any) -> float:
@@ -700,18 +711,60 @@ class RunFolder:
             return _one_line(lines[-1]) if lines else f"{ERROR_TXT} present"
         return None
 
-    def predictions(self):
+    def predictions(self, check: bool = True):
         """``dev_predictions.tsv`` as a DataFrame (``split index label prediction``); for a run whose
         predictions are archived (:meth:`archive_predictions`), the archive with the labels read
-        back from the task's dev files. OSError / ValueError when they are missing or unreadable."""
+        back from the task's dev files. OSError / ValueError when they are missing or unreadable,
+        and (``check``) ValueError when they are not what the record was scored on
+        (:meth:`check_predictions`)."""
         import pandas as pd
 
         archive = self.path / PREDICTIONS_ARCHIVE
         if self.predictions_file.is_file() or not archive.is_file():
-            return pd.read_csv(self.predictions_file, sep="\t")
-        frame = pd.read_csv(archive)
-        frame.insert(2, "label", self._gold_labels(frame))
+            frame = pd.read_csv(self.predictions_file, sep="\t")
+            source = self.predictions_file.name
+        else:
+            frame = pd.read_csv(archive)
+            frame.insert(2, "label", self._gold_labels(frame))
+            source = f"{archive.name} with the gold labels of the data folder"
+        if check:
+            self.check_predictions(frame, source)
         return frame
+
+    def check_predictions(self, frame, source: str) -> None:
+        """Refuse predictions that are not those the record was scored on (``ValueError``, one line
+        naming the run): per split, the rows the record counts (``n_dev``), the gold labels'
+        :func:`fingerprint` (records that keep it) and the metrics recomputed from the rows."""
+        import numpy as np
+
+        from maxpoolbert.metrics import compute
+
+        record = self.record()
+        if record is None or not {"split", "label", "prediction"} <= set(frame.columns):
+            return
+        where = f"{self.path}: {source}"
+        for split, n in record.n_dev.items():
+            rows = frame[frame["split"] == split]
+            if len(rows) != n:
+                raise ValueError(f"{where} has {len(rows)} {split} rows, the run was scored on {n}: they are not "
+                                 "the rows of its record (another copy of the data, or a damaged file)")
+            kept = (record.dev_data.get(split) or {}).get("labels_sha256")
+            if kept and fingerprint(rows["label"].tolist())["labels_sha256"] != kept:
+                raise ValueError(f"{where}: the {split} gold labels differ from those the run was scored on "
+                                 "(another copy of the data, reordered or relabelled?); point the data folder "
+                                 "(GLUE_DIR) at the copy the run used")
+        for split, spec in record.eval_metrics().items():
+            rows = frame[frame["split"] == split]
+            if rows.empty:
+                continue
+            again = compute(spec, rows["prediction"].to_numpy(), rows["label"].to_numpy())
+            for key, value in again.items():
+                kept = record.metrics.get(key)
+                if kept is None or (math.isnan(kept) and math.isnan(value)):
+                    continue
+                if not np.isclose(value, kept, rtol=0, atol=1e-6):
+                    raise ValueError(f"{where}: {key} recomputed from its rows is {value:.6g}, the record says "
+                                     f"{kept:.6g}: they are not the predictions and labels the run was scored on")
 
     def _gold_labels(self, frame) -> list:
         """The gold label of each (split, index) row of ``frame``, from the task's files in the data
@@ -732,6 +785,11 @@ class RunFolder:
                 labels[name] = task.read_file(folder / split.file, split)[0]["label"]
         except UserError as err:  # the task's file is missing or unreadable
             raise OSError(str(err)) from None
+        for split, index in zip(frame["split"], frame["index"], strict=True):
+            if not 0 <= index < len(labels[split]):
+                raise ValueError(f"{self.path}: {PREDICTIONS_ARCHIVE} has a {split} row {index}, the {task.name} "
+                                 f"{split} file of the data folder only {len(labels[split])} rows: another copy "
+                                 "of the data; point the data folder (GLUE_DIR) at the copy the run used")
         return [labels[split][index] for split, index in zip(frame["split"], frame["index"], strict=True)]
 
     def archive_predictions(self) -> bool:
@@ -860,7 +918,7 @@ class RunFolder:
         try:
             write_json_atomic(path, {"error": f"{type(err).__name__}: {err}", "user_error": user_error,
                                                  "steps": steps, "traceback": traceback, "time": time.time()})
-        except OSError as write_err:
+        except (OSError, WriteFailed) as write_err:  # a full disk: the run's own error says what to do
             (log.debug if quiet else log.error)("could not write %s: %s", path, write_err)
         return path
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Collection
@@ -48,6 +49,9 @@ from maxpoolbert.values import (  # the value types, shared with the task datacl
 # still checked against the field's type.
 OMITTED: Any = None
 MISSING = "???"  # Hydra's value of a setting that must be given
+# speed.threads: at most this many per CPU of the machine (at least MIN_THREAD_LIMIT in all: a sweep is
+# checked where it starts, a login node may have fewer CPUs than the node that runs it)
+THREADS_PER_CPU, MIN_THREAD_LIMIT = 4, 256
 
 
 class Section(BaseModel):
@@ -482,6 +486,11 @@ def _check_combinations(v: dict[str, Any]) -> None:
                         key="trainer.limit_train_batches", value=trainer["limit_train_batches"],
                         allowed="a fraction in (0, 1], a number of batches at least 1, or null; "
                                 "for a short run: trainer.max_steps=N")
+    threads, limit = v["speed"].get("threads"), thread_limit()
+    if threads is not None and threads > limit:
+        raise UserError(f"more threads than {THREADS_PER_CPU} per CPU of this machine ({os.cpu_count()} CPUs)",
+                        key="speed.threads", value=threads, allowed=f"an integer from 1 to {limit}, or null "
+                                                                    "(this job's share of the machine)")
     if opts.get("max_positions") is not None and opts["max_positions"] < v["data"]["max_length"]:
         raise UserError(f"fewer positions than data.max_length={v['data']['max_length']}",
                         key="pooling.module.max_positions", value=opts["max_positions"],
@@ -491,6 +500,11 @@ def _check_combinations(v: dict[str, Any]) -> None:
     if heads and hidden and hidden % heads:
         raise UserError(f"does not divide model.encoder.hidden_size={hidden}",
                         key="model.encoder.num_attention_heads", value=heads, allowed=_divisors(hidden))
+
+
+def thread_limit() -> int:
+    """The most threads ``speed.threads`` may ask for on this machine."""
+    return max(MIN_THREAD_LIMIT, THREADS_PER_CPU * (os.cpu_count() or 1))
 
 
 def check_encoder(cfg: DictConfig, encoder_config: Any, tokenizer: Any = None,
@@ -511,9 +525,27 @@ def check_encoder(cfg: DictConfig, encoder_config: Any, tokenizer: Any = None,
         raise UserError(f"more than the encoder's {layers} layers", key="pooling.module.k", value=k,
                         allowed=f"an integer from 1 to {layers}")
     limit = position_limit(encoder_config, tokenizer)
+    least = shortest_input(cfg, tokenizer)
+    if least is not None and cfg.data.max_length < least:
+        texts = len(cfg.task.text_fields)
+        raise UserError(f"too short for task {cfg.task.name}: {least - texts} special tokens "
+                        f"{'of a text pair' if texts == 2 else 'of a text'} and one token of each text need "
+                        f"{least} (the tokenizer does not truncate below that: its rows come out longer)",
+                        key="data.max_length", value=cfg.data.max_length,
+                        allowed=f"an integer from {least} to {limit or 'the encoder limit'}")
     if limit is not None and cfg.data.max_length > limit:
         raise UserError(f"longer than the {limit} positions of model {cfg.model.name}", key="data.max_length",
                         value=cfg.data.max_length, allowed=f"an integer from 1 to {limit}")
+
+
+def shortest_input(cfg: DictConfig, tokenizer: Any) -> int | None:
+    """The smallest ``data.max_length`` the tokenizer can apply to the task's input: its special
+    tokens (of a pair, for a task of two texts) and one token of each text. None: unknown."""
+    count = getattr(tokenizer, "num_special_tokens_to_add", None)
+    if count is None:
+        return None
+    texts = len(cfg.task.text_fields)
+    return int(count(pair=texts == 2)) + texts
 
 
 def position_limit(encoder_config: Any, tokenizer: Any = None) -> int | None:
@@ -556,7 +588,7 @@ _WRONG = {"int": "not an integer", "float": "not a number", "bool": "not true or
           "string": "not a string", "list": "not a list", "tuple": "not a list", "dict": "not a mapping",
           "model": "not a mapping", "literal": "not one of the choices", "missing": "missing",
           "too_short": "too few entries", "too_long": "too many entries",
-          "greater_than": "too small", "greater_than_equal": "too small",
+          "finite_number": "not a finite number", "greater_than": "too small", "greater_than_equal": "too small",
           "less_than": "too large", "less_than_equal": "too large"}
 _RANGE = ("greater_than", "less_than")
 
@@ -641,11 +673,13 @@ def describe(tp: Any) -> str:
     """``Annotated[int, Field(ge=1)] | None`` -> ``an integer at least 1, or null``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Annotated:
-        bounds = {}
+        bounds, finite = {}, False
         for meta in args[1:]:
             for m in getattr(meta, "metadata", [meta]):
                 bounds.update({k: getattr(m, k) for k in _BOUNDS if getattr(m, k, None) is not None})
-        return _bounded(describe(args[0]), bounds)
+                finite = finite or getattr(m, "allow_inf_nan", None) is False
+        base = describe(args[0])
+        return _bounded(base.replace("a number", "a finite number") if finite else base, bounds)
     if origin in (typing.Union, types.UnionType):
         parts = [describe(a) for a in args if a is not type(None)]
         if type(None) in args:

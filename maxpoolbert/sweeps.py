@@ -28,6 +28,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict
 
 from maxpoolbert import rundir
+from maxpoolbert.errors import UserError, check_path_names, fail
 
 log = logging.getLogger("maxpoolbert")
 
@@ -56,6 +57,12 @@ class _SkipFinished:
         returns: list[JobReturn | None] = [None] * len(job_overrides)
         for i, overrides in enumerate(job_overrides):
             cfg, folder = self._job(overrides, initial_job_idx + i)
+            try:  # before any job runs: Hydra's mkdir of the job folder would fail with a traceback
+                check_path_names(folder.path, "hydra.sweep.subdir", folder.path.name,
+                                 "shorter job folder names: fewer or shorter swept values, or "
+                                 "hydra.sweep.subdir=${hydra.job.num}")
+            except UserError as err:
+                fail(err)
             record = folder.record() if cfg.get("skip_finished", True) else None
             if record is None or folder.stored_differences(_job_config(cfg), cfg.hydra):
                 continue  # to be run; or refused by the job itself, which names the differing keys

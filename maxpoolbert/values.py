@@ -14,8 +14,9 @@ from pydantic import Field
 Text = Annotated[str, Field(strict=False, coerce_numbers_to_str=True)]  # a folder may be called 2024
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+# finite: inf is not a learning rate (stored as null, it trains to NaN), nan compares with nothing
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0, lt=1)]   # dropout, Adam's betas
 Fraction = Annotated[float, Field(ge=0, le=1)]
 NoLimit = Literal[-1]

@@ -5,8 +5,9 @@ with the ``OSError`` as its context; safetensors and plain files with the ``OSEr
     python tests/fail_writes.py KIND path/to/train.py override ...
 
 KIND: ``checkpoint`` (``checkpoints/*.ckpt``), ``weights`` (``model.safetensors``), ``results``
-(``results.json``, on its ``fsync``); ``kill-weights``: the process is killed (SIGKILL) half-way
-through writing ``model.safetensors`` (pre-emption, the OOM killer).
+(``results.json``, on its ``fsync``), ``full`` (every file written through a temporary file: the run folder's
+``.hydra/`` when it is claimed, then ``failed.json``); ``kill-weights``: the process is killed (SIGKILL)
+half-way through writing ``model.safetensors`` (pre-emption, the OOM killer).
 """
 
 import errno
@@ -62,6 +63,15 @@ elif kind == "results":
 
     def fsync(fd):
         if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and ".results.json." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise full()
+        return _fsync(fd)
+
+    os.fsync = fsync
+elif kind == "full":  # the disk is full from the start: no file is written (the run folder's .hydra/ first)
+    _fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
             raise full()
         return _fsync(fd)
 

@@ -6,6 +6,7 @@ import torch
 
 from maxpoolbert import encoders
 from maxpoolbert.data import (
+    HASHES,
     Collator,
     Encoded,
     LengthGroupedBatchSampler,
@@ -86,7 +87,7 @@ def test_tokenised_data_is_cached_on_disk(real_glue, tmp_path, monkeypatch):
     make = lambda **kw: TaskDataModule(task("wnli"), tok, glue_dir=str(real_glue), cache_dir=str(tmp_path), **kw)  # noqa: E731
     first = make()
     first.setup()
-    assert len(list(tmp_path.iterdir())) == 2  # train and dev
+    assert len([p for p in tmp_path.iterdir() if p.name != HASHES]) == 2  # train and dev (and the files' hashes)
     import maxpoolbert.data as data_module
 
     def no_reading(*args, **kwargs):
@@ -156,7 +157,8 @@ def test_concurrent_processes_fill_one_cold_cache(real_glue, tmp_path, attempt):
     for p in procs:
         p.join(timeout=60)
     assert len(set(got)) == 1 and len(got[0]) == 40, got  # one digest, no error message
-    entries = sorted(p.name for p in tmp_path.iterdir())
+    entries = sorted(p.name for p in tmp_path.iterdir() if p.name != HASHES)
+    assert not list(tmp_path.glob(f"{HASHES}/.*"))  # the files' hashes kept whole, no temporary file
     assert len(entries) == 2 and all(e.startswith(("rte-train-", "rte-dev-")) for e in entries), entries
     # a reader in a fresh process view: whole entries, equal to what the writers returned
     dm = TaskDataModule(task("rte"), encoders.tokenizer(EMBEDDED), glue_dir=str(real_glue), cache_dir=str(tmp_path))
@@ -191,3 +193,100 @@ def test_pad_to_max_length_with_a_left_padding_tokenizer(real_glue, tmp_path):
         assert len(rows(dm, [dm.train_dataloader()])) == 2490
     want = rows(dynamic, dynamic.val_dataloader())
     assert rows(padded, padded.val_dataloader()) == want and len(want) == 277
+
+
+def _wnli_copy(real_glue, root, train: str | None = None):
+    glue = root / "glue"
+    (glue / "WNLI").mkdir(parents=True, exist_ok=True)
+    (glue / "WNLI" / "dev.tsv").write_text((real_glue / "WNLI" / "dev.tsv").read_text())
+    (glue / "WNLI" / "train.tsv").write_text(train if train is not None else (real_glue / "WNLI" / "train.tsv").read_text())
+    return glue
+
+
+def test_the_cache_keys_on_the_files_content(real_glue, tmp_path):
+    """A corrected file copied with its times kept (cp -p, rsync -a: same size, same mtime) was read
+    from the stale cache entry, old labels included."""
+    import os
+
+    text = (real_glue / "WNLI" / "train.tsv").read_text()
+    glue = _wnli_copy(real_glue, tmp_path, text)
+    train = glue / "WNLI" / "train.tsv"
+    stat = train.stat()
+    make = lambda: TaskDataModule(task("wnli"), encoders.tokenizer(EMBEDDED), glue_dir=str(glue),  # noqa: E731
+                                  cache_dir=str(tmp_path / "cache"))
+    first = make()
+    first.setup()
+    lines = text.splitlines(keepends=True)
+    last = lines[1].rstrip("\n")
+    flipped = last[:-1] + ("0" if last.endswith("1") else "1") + "\n"  # the first row's label corrected
+    train.write_text(lines[0] + flipped + "".join(lines[2:]))
+    os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (train.stat().st_size, train.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    second = make()
+    second.setup()
+    assert second.splits["train"].labels[0] == 1 - first.splits["train"].labels[0]
+    assert np.array_equal(second.splits["train"].labels[1:], first.splits["train"].labels[1:])
+
+
+def test_a_header_only_split_is_refused_on_every_launch(real_glue, tmp_path):
+    """The empty split was cached before the "no rows" check: the second launch read it back with an
+    IndexError traceback (a cache entry of no shards)."""
+    from maxpoolbert.errors import UserError
+
+    glue = _wnli_copy(real_glue, tmp_path, (real_glue / "WNLI" / "train.tsv").read_text().splitlines()[0] + "\n")
+    for _ in range(2):
+        dm = TaskDataModule(task("wnli"), encoders.tokenizer(EMBEDDED), glue_dir=str(glue), cache_dir=str(tmp_path / "c"))
+        with pytest.raises(UserError, match=r"no rows in .*WNLI/train.tsv \(a header only\?\)"):
+            dm.setup()
+
+
+def test_a_damaged_cache_entry_is_rebuilt_with_one_line(real_glue, tmp_path, caplog):
+    """A truncated Arrow file in a cache entry gave a traceback on every launch, naming no file."""
+    import os
+
+    glue = _wnli_copy(real_glue, tmp_path)
+    make = lambda: TaskDataModule(task("wnli"), encoders.tokenizer(EMBEDDED), glue_dir=str(glue),  # noqa: E731
+                                  cache_dir=str(tmp_path / "cache"))
+    first = make()
+    first.setup()
+    entry = next((tmp_path / "cache").glob("wnli-train-*"))
+    arrow = next(entry.glob("*.arrow"))
+    os.truncate(arrow, arrow.stat().st_size // 2)
+    for attempt in range(2):
+        caplog.clear()
+        again = make()
+        again.setup()
+        assert np.array_equal(again.splits["train"].ids, first.splits["train"].ids)
+        notes = [r.getMessage() for r in caplog.records if "cache entry" in r.getMessage()]
+        if attempt == 0:  # one line naming the entry; rebuilt, the next launch reads it
+            assert len(notes) == 1 and notes[0].startswith(f"tokenised cache entry {entry} cannot be read ("), notes
+            assert notes[0].endswith("): rebuilding it"), notes
+        else:
+            assert notes == []
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name != HASHES) == sorted({entry.name, *[
+        p.name for p in (tmp_path / "cache").glob("wnli-dev-*")]})
+
+
+def test_a_files_hash_is_kept_by_its_inode_size_and_times(tmp_path, monkeypatch):
+    """The content hash of a large data file is computed once: kept in the cache by the file's
+    device, inode, size, mtime and ctime; a copy with the times kept (cp -p) is a new ctime."""
+    import hashlib
+    import os
+    import shutil
+
+    import maxpoolbert.data as data_module
+
+    monkeypatch.setattr(data_module, "SETTLED_S", -1.0)  # the file was just written: trust its times anyway
+    source = tmp_path / "train.tsv"
+    source.write_text("a\tb\n")
+    cache = tmp_path / "cache"
+    want = hashlib.sha256(b"a\tb\n").hexdigest()
+    assert data_module.file_sha256(source, cache) == want
+    assert [p.read_text() for p in (cache / HASHES).iterdir()] == [want + "\n"]
+    (next((cache / HASHES).iterdir())).write_text("f" * 64)  # kept: the file is not read again
+    assert data_module.file_sha256(source, cache) == "f" * 64
+    copy = tmp_path / "copy.tsv"
+    copy.write_text("a\tc\n")
+    shutil.copystat(source, copy)
+    os.replace(copy, source)  # a corrected file moved into place with the old times: read again
+    assert data_module.file_sha256(source, cache) == hashlib.sha256(b"a\tc\n").hexdigest()

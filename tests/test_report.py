@@ -764,3 +764,50 @@ def test_a_hostile_stored_config_never_runs_in_the_report(real_glue, tmp_path):
             assert proc.returncode == 2 and len(lines) == 1, proc.stderr
             assert re.search(r"task\._target_=(torch\.load|os\.system|builtins\.eval): in \S+/\.hydra/config\.yaml: "
                              r"not the task class", lines[0]), lines[0]
+
+
+# ---------------------------------------------------------------------------- data and ranges (issue 27)
+def test_runs_scored_on_other_data_never_share_a_cell(tmp_path, capsys):
+    """Runs of one settings_id evaluated on another GLUE copy (n_dev 200 vs 277) were averaged into
+    one cell; with the labels' fingerprints recorded, so are equal counts of other labels. Refused
+    in one line, or (--split-settings) each data its own row; settings_id unchanged."""
+    from maxpoolbert.report.collect import MixedSettingsError, collect_runs
+
+    def tree(name, runs):
+        for seed, data in enumerate(runs, start=1):
+            _write_run(tmp_path / name / f"run{seed}", _results("rte", "cls", seed, {"accuracy": 0.6 + seed / 100}, **data))
+        return tmp_path / name
+
+    same = tree("same", [{"n_dev": {"dev": 277}}, {"n_dev": {"dev": 277}}, {}])  # {}: an old record, data unknown
+    runs, _ = collect_runs(same)
+    assert len(runs) == 3 and runs["settings_id"].nunique() == 1
+    fp = lambda h: {"dev": {"rows": 277, "labels_sha256": h}}  # noqa: E731
+    for name, runs_data, text in [
+        ("rows", [{"n_dev": {"dev": 277}}, {"n_dev": {"dev": 200}}], "dev rows dev: 200 vs dev: 277"),
+        ("labels", [{"n_dev": {"dev": 277}, "dev_data": fp("a" * 64)}, {"n_dev": {"dev": 277}, "dev_data": fp("b" * 64)}],
+         "dev labels dev: aaaaaaaaaaaa vs dev: bbbbbbbbbbbb"),
+    ]:
+        root = tree(name, runs_data)
+        with pytest.raises(MixedSettingsError, match="runs scored on different dev data in one cell") as err:
+            collect_runs(root)
+        assert text in str(err.value) and "\n" not in str(err.value)
+        assert main(["--runs", str(root), "--out", str(tmp_path / f"out-{name}")]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+        split, _ = collect_runs(root, split=True)
+        assert split["pooling"].nunique() == 2 and split["settings_id"].nunique() == 1
+
+
+@pytest.mark.parametrize(("metrics", "text"), [
+    ({"accuracy": 52.7}, "corrupt: accuracy 52.7 outside its range [0, 1] (a percentage instead of a fraction?)"),
+    ({"accuracy": -0.1}, "corrupt: accuracy -0.1 outside its range [0, 1]"),
+])
+def test_scores_outside_their_range_are_damaged_records(tmp_path, metrics, text):
+    """A results.json whose score is in percent (52.7) was used: a cell mean of 1788."""
+    from maxpoolbert.report.collect import collect_runs
+
+    _write_run(tmp_path / "runs" / "bad", _results("rte", "cls", 1, metrics))
+    _write_run(tmp_path / "runs" / "good", _results("rte", "cls", 2, {"accuracy": 0.6}))
+    _write_run(tmp_path / "runs" / "mcc", _results("cola", "cls", 1, {"mcc": -0.2}))  # a correlation may be negative
+    runs, skipped = collect_runs(tmp_path / "runs")
+    assert sorted(runs["path"]) == ["good", "mcc"]
+    assert skipped == [{"path": "bad", "reason": text}]

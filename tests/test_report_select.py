@@ -133,3 +133,29 @@ def test_bad_select_key_is_one_line(grid, capsys, key, message):
     assert main(["--runs", str(tmp / "runs"), "--out", str(tmp / "out"), "--select", key]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize(("change", "text"), [
+    ("drop", "has 190 dev rows, the run was scored on 200"),   # truncated: the lr choice can flip
+    ("extra", "has 210 dev rows, the run was scored on 200"),  # rows of another file appended
+    ("drop_no_count", "accuracy recomputed from its rows is "),  # a record without n_dev: its metric
+])
+def test_half_selection_refuses_predictions_that_are_not_the_records(grid, capsys, change, text):
+    """--select-on half used a dev_predictions.tsv with extra or missing rows (58.6 instead of 50.0;
+    truncated rows flipped the lr choice) without comparing it with the record."""
+    tmp, _ = grid
+    run = tmp / "runs" / "cls-2e-05-s1"
+    record = json.loads((run / "results.json").read_text())
+    if change != "drop_no_count":
+        (run / "results.json").write_text(json.dumps({**record, "n_dev": {"dev": N_DEV}}))
+    rows = pd.read_csv(run / "dev_predictions.tsv", sep="\t")
+    if change == "extra":
+        more = rows.iloc[:10].assign(index=np.arange(N_DEV, N_DEV + 10), prediction=rows["label"].iloc[:10])
+        rows = pd.concat([rows, more])
+    else:
+        rows = rows[(rows["index"] < N_DEV - 20) | (rows["prediction"] == rows["label"])].iloc[:190]
+    rows.to_csv(run / "dev_predictions.tsv", sep="\t", index=False)
+    assert main(["--runs", str(tmp / "runs"), "--out", str(tmp / "out"), "--select", "optimizer.lr",
+                 "--select-on", "half"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {run}: dev_predictions.tsv") and text in err[0], err

@@ -81,3 +81,13 @@ def test_relaunching_the_study_on_the_committed_runs_launches_nothing(real_glue,
     n = len(committed_runs())
     assert f"{n} of {n} job(s) already finished: not launched (nothing to do)" in out
     assert f"0 finished, {n} skipped (already finished), 0 failed" in out
+
+
+def test_the_committed_runs_predictions_pass_the_check_against_their_records(real_glue):
+    """Each run's archived predictions with the labels read back from GLUE_DIR: the rows its record
+    counts (n_dev) and the metrics it recorded, recomputed (records without a fingerprint of the
+    labels: the metric check alone)."""
+    for folder in committed_runs():
+        run = rundir.RunFolder(folder)
+        frame = run.predictions()  # checked: ValueError on a mismatch
+        assert len(frame) == sum(run.record().n_dev.values())

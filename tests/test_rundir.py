@@ -989,3 +989,96 @@ def test_a_stored_pooling_target_is_read_without_importing_its_package(tmp_path,
     assert values["pooling.module.k"] == 3 and not marker.exists()
     assert rundir.settings({"pooling": {"module": {"_target_": "maxpoolbert.pooling.MHAPooling"}}},
                            neutral=())["pooling.module.num_heads"] == 4
+
+
+# ---------------------------------------------------------------------------- predictions bound to their data (issue 27)
+COMMITTED_RTE = ROOT / "docs" / "results" / "runs" / "minilm_l6" / "rte" / "n500" / "maxpool_mha" / "lr5e-05" / "seed1"
+
+
+def _other_copy(real_glue: Path, root: Path, edit) -> Path:
+    """A GLUE folder whose RTE dev.tsv is ``edit(lines)`` of the real one (header kept)."""
+    glue = root / "glue"
+    (glue / "RTE").mkdir(parents=True)
+    (glue / "RTE" / "train.tsv").symlink_to(real_glue / "RTE" / "train.tsv")
+    lines = (real_glue / "RTE" / "dev.tsv").read_text().splitlines(keepends=True)
+    (glue / "RTE" / "dev.tsv").write_text(lines[0] + "".join(edit(lines[1:])))
+    return glue
+
+
+def _flip_labels(lines: list[str], every: int = 3) -> list[str]:
+    flip = {"entailment": "not_entailment", "not_entailment": "entailment"}
+    out = []
+    for i, line in enumerate(lines):
+        head, _, label = line.rstrip("\n").rpartition("\t")
+        out.append(f"{head}\t{flip[label] if i % every == 0 else label}\n")
+    return out
+
+
+@pytest.mark.skipif(not COMMITTED_RTE.is_dir(), reason="no committed study in docs/results/runs")
+@pytest.mark.parametrize(("edit", "fingerprinted", "text"), [
+    (lambda lines: lines[:200], False, "has a dev row 200, the rte dev file of the data folder only 200 rows"),
+    (_flip_labels, False, "accuracy recomputed from its rows is "),
+    (_flip_labels, True, "the dev gold labels differ from those the run was scored on"),
+    (lambda lines: lines[1:] + lines[:1], True, "the dev gold labels differ from those the run was scored on"),
+])
+def test_archived_predictions_are_checked_against_the_labels_read_back(real_glue, tmp_path, monkeypatch, edit,
+                                                                       fingerprinted, text):
+    """Another copy of the data under GLUE_DIR (shorter: an IndexError traceback; relabelled or
+    reordered: a silently different score) is refused in one line naming the run: by the record's
+    fingerprint of the labels when it keeps one, else by the metric recomputed from the rows."""
+    run = tmp_path / "run"
+    shutil.copytree(COMMITTED_RTE, run)
+    folder = rundir.RunFolder(run)
+    if fingerprinted:
+        data = json.loads(folder.results.read_text())
+        data["dev_data"] = {"dev": rundir.fingerprint(folder.predictions()["label"].tolist())}
+        folder.results.write_text(json.dumps(data))
+    assert len(folder.predictions()) == 277  # the real data: fine
+    monkeypatch.setenv("GLUE_DIR", str(_other_copy(real_glue, tmp_path, edit)))
+    with pytest.raises(ValueError) as err:
+        folder.predictions()
+    message = str(err.value)
+    assert message.startswith(f"{run}: ") and text in message and "\n" not in message, message
+
+
+def test_predictions_with_other_rows_than_the_record_are_refused(tmp_path):
+    """A dev_predictions.tsv with extra or missing rows is not what the record was scored on."""
+    folder = rundir.RunFolder(tmp_path)
+    rows = [("dev", i, i % 2, (i // 2) % 2) for i in range(8)]
+    write = lambda rs: folder.predictions_file.write_text(  # noqa: E731
+        "split\tindex\tlabel\tprediction\n" + "".join(f"{s}\t{i}\t{y}\t{p}\n" for s, i, y, p in rs))
+    accuracy = sum(y == p for _, _, y, p in rows) / len(rows)
+    folder.results.write_text(json.dumps({"task": "rte", "pooling": "cls", "model": "m", "seed": 1,
+                                          "metrics": {"accuracy": accuracy}, "score": accuracy, "settings": {},
+                                          "n_dev": {"dev": 8}, "dev_data": {"dev": rundir.fingerprint([r[2] for r in rows])}}))
+    write(rows)
+    assert len(folder.predictions()) == 8
+    for changed, text in [(rows + [("dev", 8, 1, 1)], "has 9 dev rows, the run was scored on 8"),
+                          (rows[:6], "has 6 dev rows, the run was scored on 8"),
+                          ([(s, i, 1 - y, p) for s, i, y, p in rows], "the dev gold labels differ")]:
+        write(changed)
+        with pytest.raises(ValueError, match=re.escape(text)):
+            folder.predictions()
+        assert folder.predictions(check=False) is not None
+
+
+def test_the_fingerprint_of_labels_does_not_depend_on_float_noise():
+    import numpy as np
+
+    assert rundir.fingerprint([3.8, 1.0]) == rundir.fingerprint(np.array([3.8, 1.0], dtype=np.float32))
+    assert rundir.fingerprint([1, 0]) == rundir.fingerprint([1.0, 0.0])
+    assert rundir.fingerprint([1, 0]) != rundir.fingerprint([0, 1])
+    assert rundir.fingerprint([1, 0])["rows"] == 2
+
+
+def test_a_full_disk_when_the_run_folder_is_claimed_is_one_line(real_glue, tmp_path):
+    """The disk is full from the start: claiming the folder fails, and so does writing failed.json;
+    that second WriteFailed escaped as a chained traceback."""
+    proc = run_failing("full", ["model=tiny", "logger=none", "data.cache_dir=null", "speed.threads=1",
+                                f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    found = WRITE_ERROR.fullmatch(line)
+    assert found and found.group(1) == f"{tmp_path}/run/.hydra/hydra.yaml", line
+    assert not (tmp_path / "run" / rundir.FAILED).exists() and not (tmp_path / "run" / rundir.CONFIG).exists()

@@ -195,3 +195,16 @@ def test_a_joblib_sweeps_workers_end_when_its_process_is_killed(real_glue, tmp_p
     for folder in workers:
         assert [e["outcome"] for e in rundir.RunFolder(folder).launches()] == ["interrupted"]
         assert rundir.RunFolder(folder).launches()[0]["signal"] == "SIGTERM"
+
+
+def test_a_job_folder_name_too_long_is_refused_before_any_job(real_glue, tmp_path):
+    """A swept value that makes a job's folder name longer than 255 bytes: Hydra's mkdir (or our
+    stat) of the job folder failed with a traceback."""
+    long = "y" * 250
+    proc = run_train("-m", *SMALL, f"+note={long}", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert line.startswith(f"error: hydra.sweep.subdir=+note={long}") and "more than the 255 its filesystem takes" \
+        in line and line.endswith("or hydra.sweep.subdir=${hydra.job.num}"), line
+    assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["multirun.yaml"]  # no job started

@@ -148,3 +148,66 @@ def test_a_run_shows_our_lines_and_real_warnings_and_one_epoch_numbering(real_gl
     assert "smaller than the logging interval" in text  # a real warning is kept
     assert re.search(r"training: epoch 1/2, step 1/4", text) and re.search(r"training: epoch 2/2, step 4/4", text), text
     assert "Epoch 2/2" in text and not re.search(r"Epoch [01]/1\b", text), text[-3000:]
+
+
+def test_a_run_that_diverges_is_a_failed_run(real_glue, tmp_path, cache_dir):
+    """optimizer.lr=1e30: the loss is NaN from step 2 and the weights are non-finite; the run used to
+    finish with constant predictions and a record scoring the majority class. Now it stops: one
+    line, exit non-zero, failed.json with the reason, no results.json (the report lists it failed)."""
+    from maxpoolbert.report.collect import collect_runs
+    from maxpoolbert.rundir import RunFolder
+
+    proc = run_train(*SMOKE, "trainer.max_steps=4", "data.train_size=32", "optimizer.lr=1e30", "speed.threads=1",
+                     f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/runs/run", cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: optimizer.lr=1e+30: training diverged: the training loss became non-finite "
+                           "at step "), line
+    folder = RunFolder(tmp_path / "runs" / "run")
+    assert not folder.results.exists()
+    assert "training diverged" in folder.failure()
+    assert line in (folder.path / "train.log").read_text()  # the run's log says why too
+    assert json.loads(folder.failed_file.read_text())["user_error"] is True
+    runs, skipped = collect_runs(tmp_path / "runs")
+    assert runs.empty and skipped[0]["reason"].startswith("failed: UserError: optimizer.lr=1e+30: training diverged")
+
+
+def test_the_record_keeps_a_fingerprint_of_the_data_it_was_scored_on(real_glue, tmp_path, cache_dir):
+    """results.json's dev_data: per split, the rows and a hash of the gold labels (STS-B's float32
+    labels hash as the file's); the archived predictions read back against it."""
+    from maxpoolbert.rundir import RunFolder, fingerprint
+
+    run_train(*SMOKE, "task=stsb", "data.train_size=16", "trainer.max_steps=1", "save_model=false", "speed.threads=1",
+              f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    folder = RunFolder(tmp_path / "run")
+    labels = [float(line.rsplit("\t", 1)[1]) for line in (real_glue / "STS-B" / "dev.tsv").read_text().splitlines()[1:]]
+    assert json.loads(folder.results.read_text())["dev_data"] == {"dev": fingerprint(labels)}
+    assert folder.record().dev_data["dev"]["rows"] == 1500
+    assert folder.archive_predictions() and len(folder.predictions()) == 1500  # labels read back: the same hash
+
+
+def test_non_finite_weights_stop_the_run_at_an_evaluation():
+    """The check behind a diverged run, at an evaluation: any non-finite weight (or loss) is one line
+    naming optimizer.lr; finite ones pass."""
+    from types import SimpleNamespace
+
+    from maxpoolbert.errors import UserError
+    from maxpoolbert.module import GlueModule
+    from maxpoolbert.optim import from_config
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny", "pooling=cls", "optimizer.lr=0.5"])
+    task, _, model = build(cfg)
+    module = GlueModule(model, task, from_config(cfg))
+    module._trainer = SimpleNamespace(world_size=1, global_step=7)
+    module.check_weights()
+    module.check_finite(torch.tensor(0.7), "the training loss")
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("inf")
+    with pytest.raises(UserError) as err:
+        module.check_weights()
+    assert str(err.value) == ("optimizer.lr=0.5: training diverged: the weights became non-finite at step 7; "
+                              "a smaller learning rate, or gradient clipping (trainer.gradient_clip_val=1.0)")
+    with pytest.raises(UserError, match="the training loss became non-finite at step 7"):
+        module.check_finite(torch.tensor(float("nan")), "the training loss")

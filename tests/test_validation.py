@@ -490,3 +490,72 @@ def test_a_setting_lightning_refuses_while_it_runs_is_one_line(tmp_path, real_gl
     assert result["rc"] == 2 and "Traceback" not in result["out"], result["out"][-3000:]
     assert len(lines) == 1 and "limit_train_batches" in lines[0], result["out"][-3000:]
     assert not (tmp_path / "run").exists()  # refused before training: the folder it made is gone
+
+
+# ---------------------------------------------------------------------------- values that cannot work (issue 27)
+def _composed(*overrides: str):
+    from maxpoolbert.tasks import CONFIGS
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize(("override", "text"), [
+    ("optimizer.lr=inf", "optimizer.lr=inf: not a finite number; a finite number greater than 0"),
+    ("optimizer.lr=-inf", "optimizer.lr=-inf: not a finite number"),
+    ("optimizer.lr=nan", "optimizer.lr=nan: not a finite number"),
+    ("optimizer.weight_decay=inf", "optimizer.weight_decay=inf: not a finite number"),
+    ("optimizer.eps=inf", "optimizer.eps=inf: not a finite number"),
+    ("trainer.gradient_clip_val=nan", "trainer.gradient_clip_val=nan: not a finite number"),
+    ("progress_every_s=inf", "progress_every_s=inf: not a finite number"),
+    ("speed.threads=100000", "speed.threads=100000: more threads than 4 per CPU of this machine"),
+])
+def test_non_finite_and_absurd_values_are_refused_by_the_check(override, text):
+    """inf was accepted (and stored as null: the run trained to NaN); so were 100000 threads."""
+    with pytest.raises(UserError) as err:
+        schema.check(_composed(override))
+    assert str(err.value).startswith(text), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_huge_but_finite_lr_passes_the_check():
+    schema.check(_composed("optimizer.lr=1e30"))  # divergence is found while training (test_train.py)
+    schema.check(_composed(f"speed.threads={schema.thread_limit()}"))
+
+
+@pytest.mark.parametrize(("overrides", "least"), [
+    (["task=rte", "data.max_length=1"], 5), (["task=rte", "data.max_length=4"], 5),  # a pair: [CLS] a [SEP] b [SEP]
+    (["task=sst2", "data.max_length=2"], 3),  # one text: [CLS] a [SEP]
+])
+def test_a_max_length_the_tokenizer_cannot_apply_is_refused(overrides, least):
+    """data.max_length=1 (or 2 for a pair) was accepted and not applied: the tokenizer cannot truncate
+    below its special tokens and returned rows of up to 289 tokens, without a word."""
+    from hydra.utils import instantiate
+
+    cfg = _composed("model=tiny", *overrides)
+    tokenizer = instantiate(cfg.model.tokenizer)
+    encoder_config = instantiate(cfg.model.encoder).config
+    with pytest.raises(UserError) as err:
+        schema.check_encoder(cfg, encoder_config, tokenizer)
+    text = str(err.value)
+    assert text.startswith(f"data.max_length={cfg.data.max_length}: too short for task {cfg.task.name}: "), text
+    assert text.endswith(f"; an integer from {least} to 512"), text
+    # the smallest value allowed is applied: no row is longer
+    fine = _composed("model=tiny", overrides[0], f"data.max_length={least}")
+    schema.check_encoder(fine, encoder_config, tokenizer)
+    texts = [["a long sentence with many words in it"] * 2 for _ in cfg.task.text_fields]
+    rows = tokenizer(*texts, truncation=True, max_length=least)["input_ids"]
+    assert {len(r) for r in rows} == {least}
+
+
+def test_a_folder_name_longer_than_the_filesystem_takes_is_one_line(tmp_path):
+    """hydra.run.dir with a 300-character component: the check's stat raised ENAMETOOLONG (a traceback)."""
+    from maxpoolbert.errors import check_writable_folder
+
+    path = tmp_path / ("x" * 300) / "run"
+    with pytest.raises(UserError) as err:
+        check_writable_folder(path, "hydra.run.dir")
+    assert str(err.value) == (f"hydra.run.dir={path}: the name {'x' * 24}... is 300 bytes long, more than the 255 its "
+                              "filesystem takes; a path whose every folder name is shorter")
+    check_writable_folder(tmp_path / ("x" * 255) / "run", "hydra.run.dir")  # the longest name allowed

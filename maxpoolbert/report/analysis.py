@@ -304,7 +304,7 @@ def comparison_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo], options: Op
     rows = []
     groups = [(model, MAIN, g[g["_main"]]) for model, g in scored.groupby("model", sort=True)]
     low = scored[~scored["_main"]]
-    for (model, size), g in low.groupby(["model", "train_size"], sort=True):
+    for (model, _size), g in low.groupby(["model", "train_size"], sort=True):
         groups.append((model, LOW, g))
     for factor, base_value in factors:
         for model, table, group in groups:
@@ -318,7 +318,7 @@ def comparison_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo], options: Op
             keys = sorted({(contexts[i], values[i]) for i in arms.index},
                           key=lambda cv: (str(cv[0]), _value_key(factor, cv[1])))
             for context, value in keys:
-                mine = arms[(values[arms.index] == value) & contexts[arms.index].map(lambda c: c == context)]
+                mine = arms[(values[arms.index] == value) & contexts[arms.index].map(lambda c, ctx=context: c == ctx)]
                 fits = contexts[base_runs.index].map(lambda c, ctx=context: _matches(c, ctx))
                 base = base_runs[fits]
                 exact = base[contexts[base.index].map(lambda c, ctx=context: c == ctx)]

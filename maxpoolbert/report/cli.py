@@ -24,8 +24,8 @@ from maxpoolbert.report.collect import (
     metric_columns,
     resolve_baselines,
 )
-from maxpoolbert.report.rows import ROWS
 from maxpoolbert.report.render import write_report
+from maxpoolbert.report.rows import ROWS
 
 REPORT_YAML = "report.yaml"
 # report.yaml key -> the option it sets (its defaults; the command line wins)

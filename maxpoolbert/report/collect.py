@@ -38,8 +38,13 @@ DEGENERATE_TOL = 1e-9
 RUN_COLUMNS = [
     "path", "mtime", "model", "pooling", "task", "seed", "train_size", "score",
     "majority_score", "degenerate", "settings", "settings_id", "identity", "n_train", "n_train_full",
-    "task_info", "versions", "device", "hardware", "weights_sha256",
+    "task_info", "versions", "device", "hardware", "weights_sha256", "eval_data",
 ]
+# ``eval_data``: what each dev split was scored on, ``{split: [rows, labels_sha256 or None]}`` (the
+# record's n_dev and dev_data; {} when it records neither): runs scored on other data never share a cell.
+# A metric's range: scores outside it are damaged records (52.7 for an accuracy: percent, not a fraction)
+METRIC_RANGES = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "macro_f1": (0.0, 1.0),
+                 "mcc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)}
 
 
 class ReportError(Exception):
@@ -91,6 +96,7 @@ def row_of(record: RunRecord) -> dict[str, Any]:
     if clash:
         raise RunError(f"corrupt: metric name {clash[0]!r} is reserved")
     values = {m: record.metrics[m] for m in info.metrics}
+    check_ranges(record, values)
     score = record.score
     majority = math.nan if record.majority_score is None else record.majority_score
     if not math.isfinite(score) or not all(math.isfinite(v) for v in values.values()):
@@ -107,7 +113,49 @@ def row_of(record: RunRecord) -> dict[str, Any]:
         "identity": record.settings_id, "n_train": record.n_train, "n_train_full": record.n_train_full,
         "task_info": info, "versions": _mapping(record.versions), "device": record.device,
         "hardware": _mapping(record.hardware), "weights_sha256": record.weights_sha256,
+        "eval_data": eval_data(record),
     }
+
+
+def check_ranges(record: RunRecord, values: dict[str, float]) -> None:
+    """:class:`RunError` for a metric or score outside its range (a damaged record)."""
+    names = {key: name for split in record.eval_metrics().values() for key, name in split.items()}
+    for key, value in [*values.items(), ("score", record.score)]:
+        low, high = METRIC_RANGES.get(names.get(key, key), (-1.0, 1.0))  # a score: a mean of metrics
+        if math.isfinite(value) and not low <= value <= high:
+            hint = " (a percentage instead of a fraction?)" if high < abs(value) <= 100 * high else ""
+            raise RunError(f"corrupt: {key} {value:g} outside its range [{low:g}, {high:g}]{hint}")
+
+
+def eval_data(record: RunRecord) -> dict[str, list]:
+    """``{split: [rows, labels_sha256 or None]}``: the data each dev split was scored on, as far as
+    the record says (:data:`RUN_COLUMNS`)."""
+    out = {}
+    for split, rows in sorted(record.n_dev.items()):
+        kept = record.dev_data.get(split) if isinstance(record.dev_data, dict) else None
+        out[str(split)] = [rows, kept.get("labels_sha256") if isinstance(kept, dict) else None]
+    return out
+
+
+def data_differences(group: pd.DataFrame) -> str | None:
+    """How the runs of ``group`` differ in the data they were scored on (row counts, or the labels'
+    fingerprints where both keep one), in words; None when they do not (or cannot be told apart)."""
+    known = [d for d in group["eval_data"] if d]
+    rows = sorted({json.dumps({s: v[0] for s, v in d.items()}, sort_keys=True) for d in known})
+    if len(rows) > 1:
+        return "dev rows " + " vs ".join(", ".join(f"{s}: {n}" for s, n in json.loads(r).items()) for r in rows)
+    hashes = sorted({json.dumps({s: v[1] for s, v in d.items()}, sort_keys=True) for d in known
+                     if all(v[1] for v in d.values())})
+    if len(hashes) > 1:
+        return "dev labels " + " vs ".join(", ".join(f"{s}: {h[:12]}" for s, h in json.loads(x).items()) for x in hashes)
+    return None
+
+
+def data_label(data: dict[str, list]) -> str:
+    """A run's evaluation data, as a row label: ``dev rows=200 labels=1a2b3c4d5e6f``."""
+    if not data:
+        return "dev data unknown"
+    return "; ".join(f"{s} rows={v[0]}" + (f" labels={v[1][:12]}" if v[1] else "") for s, v in data.items())
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -204,6 +252,7 @@ def finish_collection(rows: list[dict[str, Any]], skipped: list[dict[str, str]],
     runs["_pooling"] = runs["pooling"]
     runs = with_factors(runs, keys)
     if split:
+        runs = label_data(runs)
         runs = with_factors(runs, [k for k in split_keys(runs) if k not in keys], context_only=True)
     check_settings(runs)
     runs, dups = drop_duplicate_seeds(runs, ignore)
@@ -486,16 +535,27 @@ def _cell_name(cell: tuple) -> str:
 
 
 def check_settings(runs: pd.DataFrame) -> None:
-    """Refuse cells whose runs have different settings (one line: each differing key and its
-    values, the cells, and the ways out)."""
-    problems = []
+    """Refuse cells whose runs have different settings, or were scored on different dev data (one
+    line: each differing key and its values, or the data's rows and fingerprints; the cells, and the
+    ways out)."""
+    problems, other_data = [], []
     for cell, group in runs.groupby(CELL, dropna=False, sort=False):
+        data = data_differences(group)
+        if data is not None:
+            other_data.append(f"{_cell_name(cell)}: {data}")
+            continue
         if group["identity"].nunique() <= 1:
             continue
         dropped = [c for c in ("_value",) if c in group]
         keys = _differing(group, dropped)
         details = ", ".join(f"{k} ({' vs '.join(rundir.show(v) for v in vals)})" for k, vals in keys.items())
         problems.append(f"{_cell_name(cell)}: {details or 'settings ' + ' vs '.join(sorted(set(group['identity'])))}")
+    if other_data:
+        more = f" (and {len(other_data) - 3} more cells)" if len(other_data) > 3 else ""
+        raise MixedSettingsError("runs scored on different dev data in one cell (another copy of the data?): "
+                                 + "; ".join(other_data[:3]) + more
+                                 + ". Report them as separate rows (--split-settings), or keep the runs of one "
+                                   "copy of the data.")
     if problems:
         more = f" (and {len(problems) - 3} more cells)" if len(problems) > 3 else ""
         raise MixedSettingsError("runs with different settings in one cell; differing keys in "
@@ -503,6 +563,17 @@ def check_settings(runs: pd.DataFrame) -> None:
                                  + ". Compare along the key (--compare KEY), report them as separate rows (--split-settings), choose "
                                    "one value of a searched key (--select KEY), or leave a key out of the identity "
                                    "(--ignore KEY).")
+
+
+def label_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """``--split-settings``: in a cell whose runs were scored on different dev data, each run's row is
+    labelled by its data (``rte [dev rows=200 labels=1a2b3c4d5e6f]``)."""
+    runs = runs.copy()
+    for _, group in runs.groupby(CELL, dropna=False, sort=False):
+        if data_differences(group) is not None:
+            for i in group.index:
+                runs.at[i, "pooling"] = f"{runs.at[i, 'pooling']} [{data_label(runs.at[i, 'eval_data'])}]"
+    return runs
 
 
 # --------------------------------------------------------------------------- W&B

@@ -460,8 +460,8 @@ def comparisons_markdown(comparisons: pd.DataFrame, tasks: dict[str, TaskInfo], 
     for title, group in _groups(comparisons):
         parts.append(f"### {title}")
         parts.append(markdown_table(comparison_header(), comparison_rows(group, tasks), left=2))
-        parts.append(f"Power of the comparisons above (scores ×100; rows: the evaluation rows each seed was "
-                     f"scored on):")
+        parts.append("Power of the comparisons above (scores ×100; rows: the evaluation rows each seed was "
+                     "scored on):")
         parts.append(markdown_table(power_header(effect), power_rows(group, tasks), left=2))
     return parts
 

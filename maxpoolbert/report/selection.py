@@ -13,7 +13,6 @@ on the odd rows only, so no reported number took part in the choice.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -87,7 +87,8 @@ class GlueModule(L.LightningModule):
             loss = (self.model.loss(self(batch), batch["labels"], reduction="none") * batch["weight"]).sum()
         else:
             loss = self.model.loss(self(batch), batch["labels"])
-        self.check_finite(loss.detach(), "the training loss")
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:  # fp16's scaler skips an overflowed step
+            self.check_finite(loss.detach(), "the training loss")
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch["labels"].shape[0])
         return loss

@@ -788,7 +788,7 @@ class RunFolder:
         for split, index in zip(frame["split"], frame["index"], strict=True):
             if not 0 <= index < len(labels[split]):
                 raise ValueError(f"{self.path}: {PREDICTIONS_ARCHIVE} has a {split} row {index}, the {task.name} "
-                                 f"{split} file of the data folder only {len(labels[split])} rows: another copy "
+                                 f"{split} file of the data folder has only {len(labels[split])} rows: another copy "
                                  "of the data; point the data folder (GLUE_DIR) at the copy the run used")
         return [labels[split][index] for split, index in zip(frame["split"], frame["index"], strict=True)]
 

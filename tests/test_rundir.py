@@ -1016,7 +1016,7 @@ def _flip_labels(lines: list[str], every: int = 3) -> list[str]:
 
 @pytest.mark.skipif(not COMMITTED_RTE.is_dir(), reason="no committed study in docs/results/runs")
 @pytest.mark.parametrize(("edit", "fingerprinted", "text"), [
-    (lambda lines: lines[:200], False, "has a dev row 200, the rte dev file of the data folder only 200 rows"),
+    (lambda lines: lines[:200], False, "has a dev row 200, the rte dev file of the data folder has only 200 rows"),
     (_flip_labels, False, "accuracy recomputed from its rows is "),
     (_flip_labels, True, "the dev gold labels differ from those the run was scored on"),
     (lambda lines: lines[1:] + lines[:1], True, "the dev gold labels differ from those the run was scored on"),

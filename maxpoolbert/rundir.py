@@ -688,11 +688,9 @@ class RunFolder:
 
     def failure(self) -> str | None:
         """The failure recorded in ``failed.json`` (or a tool's ``error.txt``), in one line; None if
-        the run did not fail, or finished (a usable ``results.json``: a ``failed.json`` beside it is
-        a failed re-run's, which older versions wrote there)."""
-        if (self.failed_file.is_file() or (self.path / ERROR_TXT).is_file()) and self.is_finished():
-            return None
-        if self.failed_file.is_file():
+        the run did not fail. A ``failed.json`` beside a usable ``results.json`` is a failed re-run's
+        (older versions wrote it there): the run finished. A tool's ``error.txt`` always counts."""
+        if self.failed_file.is_file() and not self.is_finished():
             try:
                 info = json.loads(self.failed_file.read_text(encoding="utf-8"))
             except (OSError, ValueError):

@@ -17,7 +17,7 @@ LAYERS = [
     ["errors", "values", "signatures", "lightning_flags", "metrics", "live_metrics", "pooling", "readers",
      "model_folder", "memory"],
     # what a task and an encoder family are
-    ["tasks", "families", "layers"],
+    ["tasks", "families", "layers", "targets"],
     # the pieces a run is built from, and the config check
     ["schema", "encoders", "model", "optim", "data", "module", "modeling_maxpoolbert"],
     # the run record: a run folder, what a run records, a run's identity

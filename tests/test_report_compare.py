@@ -342,3 +342,16 @@ def test_a_full_disk_leaves_the_previous_report_whole(grid, small_disk, capsys):
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: cannot write ") and "No space left on device" in line
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # no staging folder, nothing half-written
+
+
+def test_a_key_a_pooling_lacks_makes_it_every_values_baseline(grid, tmp_path):
+    """cls has no pooling.module.k: its rows carry no k label and pair with maxpool_mha at any k."""
+    root, _, _ = grid
+    assert main(["--runs", str(root), "--out", str(tmp_path), "--compare", "optimizer.layer_decay",
+                 "--compare", "pooling.module.k"]) == 0
+    comp = pd.read_csv(tmp_path / "comparisons.csv")
+    pooling = comp[comp.factor == "pooling"]
+    assert set(pooling.baseline) == {label("cls", None), label("cls", 0.9)}
+    assert set(pooling.pooling) == {"maxpool_mha [optimizer.layer_decay=default, pooling.module.k=3]",
+                                    "maxpool_mha [optimizer.layer_decay=0.9, pooling.module.k=3]"}
+    assert "<unset>" not in (tmp_path / "results.md").read_text()

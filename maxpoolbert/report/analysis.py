@@ -22,7 +22,7 @@ import pandas as pd
 
 from maxpoolbert import rundir
 from maxpoolbert.report import statistics as S
-from maxpoolbert.report.collect import CELL, factor_column, factor_keys, show_value
+from maxpoolbert.report.collect import CELL, factor_column, factor_keys, show_value, unset
 from maxpoolbert.report.rows import evaluation
 from maxpoolbert.report.stats import (
     BASELINE,
@@ -272,7 +272,7 @@ def factor_values(runs: pd.DataFrame, factor: str) -> pd.Series:
     column = factor_column(factor)
     if column not in runs:
         return runs["pooling"] if factor == "pooling" else pd.Series([None] * len(runs), index=runs.index)
-    return runs[column]
+    return pd.Series([None if unset(v) else v for v in runs[column]], index=runs.index, dtype=object)
 
 
 def _context(runs: pd.DataFrame, factor: str) -> list[tuple]:

@@ -362,11 +362,12 @@ def with_factors(runs: pd.DataFrame, keys: Sequence[str], context_only: bool = F
             option = "--split-settings" if context_only else "--compare"
             raise SelectionError(f"{option}={key}: no run has this key in its settings; {hint}"
                                  "e.g. optimizer.layer_decay, pooling.module.k, head.use_pooler, model.name")
-        runs[factor_column(key)] = [_json_text(s[key]) if key in s else None for s in runs["settings"]]
+        runs[factor_column(key)] = [_json_text(s[key]) if s.get(key, rundir.UNSET) != rundir.UNSET else None
+                                    for s in runs["settings"]]
     labels = []
     for i in runs.index:
         parts = [f"{k}={show_value(runs.at[i, factor_column(k)])}" for k in keys
-                 if runs.at[i, factor_column(k)] is not None]
+                 if not unset(runs.at[i, factor_column(k)])]
         label = runs.at[i, "pooling"]
         if parts:
             base, _, inner = label.partition(" [")
@@ -482,7 +483,12 @@ def factor_values_of(runs: pd.DataFrame, key: str) -> set:
     """The distinct values of a factor column (``_pooling`` for pooling), without the unset ones."""
     column = factor_column(key)
     source = runs[column] if column in runs else runs["pooling"]
-    return {v for v in source if v is not None}
+    return {v for v in source if not unset(v)}
+
+
+def unset(value: Any) -> bool:
+    """A factor value a run does not have (None, or the NaN pandas may turn it into)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def split_keys(runs: pd.DataFrame) -> list[str]:

@@ -310,26 +310,6 @@ def test_the_note_names_the_run_whose_predictions_are_damaged(grid, tmp_path):
     assert "rte/cls/ldNone/seed3" in note, note
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MB filesystem (tmpfs) for the report's output folder."""
-    import subprocess
-
-    mount = tmp_path / "small"
-    mount.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
-                              text=True)
-    except FileNotFoundError:
-        pytest.skip("no mount command here")
-    if done.returncode != 0:
-        pytest.skip(f"mounting a small tmpfs is not allowed here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_leaves_the_previous_report_whole(grid, small_disk, capsys):
     root, _, _ = grid
     out = small_disk / "reports"

@@ -707,24 +707,6 @@ def test_failed_weights_leave_a_finished_run_whose_record_says_so(real_glue, tmp
                                     "(results.json: weights missing); train again with skip_finished=false to get them"]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MB filesystem (tmpfs), too small for a tiny model's checkpoint."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True,
-                              text=True)
-    except FileNotFoundError:
-        pytest.skip("no mount command here")
-    if done.returncode != 0:
-        pytest.skip(f"mounting a small tmpfs is not allowed here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_stops_the_run_in_one_line_through_lightning_and_a_relaunch_finishes(real_glue, small_disk,
                                                                                        tmp_path, cache_dir):
     run_dir = small_disk / "run"

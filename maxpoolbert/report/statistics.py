@@ -359,9 +359,12 @@ def seeds_needed(sd_diff: float, delta: float = 1.0, alpha: float = 0.05, power:
     if sd_diff == 0:
         return 2
 
-    def reaches(n: int) -> bool:
-        return t_test_power(n, delta, sd_diff, alpha) >= power
+    return smallest_n(lambda n: t_test_power(n, delta, sd_diff, alpha) >= power, max_n)
 
+
+def smallest_n(reaches, max_n: int) -> int | None:
+    """The smallest n in [2, ``max_n``] with ``reaches(n)`` (monotone in n: False, then True), by
+    doubling then bisection; None when ``reaches(max_n)`` is False."""
     if reaches(2):
         return 2
     low, high = 2, min(4, max_n)  # reaches(low) is False
@@ -971,17 +974,4 @@ def seeds_needed_with_rows(sd_seeds: float, sd_rows: float, delta: float = 1.0, 
     if delta <= detectable_with_rows(sd_seeds, sd_rows, math.inf, alpha, power):
         return None
 
-    def reaches(n: int) -> bool:
-        return detectable_with_rows(sd_seeds, sd_rows, n, alpha, power) <= delta
-
-    if reaches(2):
-        return 2
-    low, high = 2, min(4, max_n)
-    while not reaches(high):
-        if high >= max_n:
-            return None
-        low, high = high, min(2 * high, max_n)
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if reaches(mid) else (mid, high)
-    return high
+    return smallest_n(lambda n: detectable_with_rows(sd_seeds, sd_rows, n, alpha, power) <= delta, max_n)

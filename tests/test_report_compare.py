@@ -335,3 +335,21 @@ def test_a_key_a_pooling_lacks_makes_it_every_values_baseline(grid, tmp_path):
     assert set(pooling.pooling) == {"maxpool_mha [optimizer.layer_decay=default, pooling.module.k=3]",
                                     "maxpool_mha [optimizer.layer_decay=0.9, pooling.module.k=3]"}
     assert "<unset>" not in (tmp_path / "results.md").read_text()
+
+
+def test_the_verdicts_step_down_as_holm_does_and_power_with_rows_reduces_to_the_t_test():
+    from maxpoolbert.report import statistics as S
+
+    assert list(S.holm_levels([0.04, 0.001, float("nan"), 0.5])) == [2.0, 3.0, 3.0, 1.0]
+    assert S.verdicts([(0.5, 2.0), (-3.0, -0.2), (-0.5, 0.5)], [3, 2, 1], rope=1.0) == \
+        ["better", "worse", "equivalent"]
+    # the most significant comparison is not decided: Holm stops, a later interval excluding 0 decides nothing
+    assert S.verdicts([(-0.1, 2.0), (0.2, 3.0)], [2, 1], rope=1.0) == ["undecided", "undecided"]
+    assert S.verdicts([(float("nan"), 1.0)], [1], rope=1.0) == ["undecided"]
+    for sd, n in ((2.0, 5), (0.7, 20)):
+        assert S.detectable_with_rows(sd, 0.0, n) == pytest.approx(S.min_detectable(sd, n))
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    assert S.detectable_with_rows(3.0, 1.5, math.inf) == pytest.approx(z * 1.5)
+    assert S.seeds_needed_with_rows(3.0, 1.5, delta=z * 1.5 * 0.99) is None   # below the floor: never
+    n = S.seeds_needed_with_rows(3.0, 1.5, delta=6.0)
+    assert S.detectable_with_rows(3.0, 1.5, n) <= 6.0 < S.detectable_with_rows(3.0, 1.5, n - 1)

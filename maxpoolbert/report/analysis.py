@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from maxpoolbert import rundir
+from maxpoolbert.report import rows as scored_rows
 from maxpoolbert.report import statistics as S
 from maxpoolbert.report.collect import CELL, factor_column, factor_keys, show_value, unset
 from maxpoolbert.report.rows import evaluation
@@ -148,7 +149,7 @@ class Predictions:
         try:
             spec, frame = evaluation(folder, record, self.rows)
         except (OSError, ValueError):
-            return Unavailable(f"no readable {folder.predictions_file.name if self.rows == 'dev' else 'heldout_predictions.tsv'}")
+            return Unavailable(f"no readable {scored_rows.source(folder, self.rows).name}")
         if not spec:
             return Unavailable("a record names no dev metrics")
         if not {"split", "index", "label", "prediction"} <= set(frame.columns):
@@ -289,14 +290,13 @@ def _matches(base: tuple, mine: tuple) -> bool:
     return all(bv is None or bv == mv for (_, bv), (_, mv) in zip(base, mine, strict=True))
 
 
-def comparison_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo], options: Options,
-                     baseline: str | None = None) -> Comparisons:
+def comparison_table(runs: pd.DataFrame, tasks: dict[str, TaskInfo], options: Options) -> Comparisons:
     """Along each factor of ``options.factors`` (pooling by default; ``--compare KEY``), every value
     against the factor's baseline value, the other factors held fixed, per table (the main one; each
     low-resource size), model and task on the seeds both arms share, and per benchmark average
     (``comparisons.csv``): see README.md's report section for every column. Runs with a non-finite
-    score are left out (their seed is not shared). ``baseline`` overrides the pooling's."""
-    factors = [(f, baseline if f == "pooling" and baseline is not None else b) for f, b in options.factors]
+    score are left out (their seed is not shared)."""
+    factors = list(options.factors)
     scored = runs[runs["score"].notna()].copy()
     scored["_main"] = in_main(scored, main_sizes(runs)).to_numpy()
     predictions = Predictions(options.root, options.half, options.rows) if options.root is not None else None
@@ -623,7 +623,7 @@ def protocol(runs: pd.DataFrame, skipped: Sequence[dict[str, str]], options: Opt
     if options.select is None:
         lines.append("- Selection: none; each cell is one configuration.")
     else:
-        noun = "held-out training rows" if options.rows == "heldout" else "dev rows"
+        noun = scored_rows.noun(options.rows)
         where = (f"on the even-index {noun}; every reported number is on the odd-index rows"
                  if options.half else f"on all {noun}, which are also reported (optimistic)")
         budget = []
@@ -655,7 +655,7 @@ def protocol(runs: pd.DataFrame, skipped: Sequence[dict[str, str]], options: Opt
 
 
 def _scored_rows(options: Options) -> str:
-    noun = "held-out training rows (data.heldout_size)" if options.rows == "heldout" else "dev rows"
+    noun = scored_rows.noun(options.rows) + (" (data.heldout_size)" if options.rows == scored_rows.HELDOUT else "")
     if options.half:
         return f" All scores are on the odd-index {noun}."
     return f" All scores are on the {noun}." if options.rows == "heldout" else ""

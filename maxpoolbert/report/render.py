@@ -24,6 +24,7 @@ from maxpoolbert.report.plots import (
     plot_stability,
     series_styles,
 )
+from maxpoolbert.report.rows import noun as rows_noun
 from maxpoolbert.report.stats import (
     BASELINE,
     MAIN,
@@ -467,7 +468,7 @@ def comparisons_markdown(comparisons: pd.DataFrame, tasks: dict[str, TaskInfo], 
 
 
 def comparisons_explained(options: Options, effect: float) -> str:
-    noun = "held-out training rows" if options.rows == "heldout" else "dev rows"
+    noun = rows_noun(options.rows)
     rows = f"the odd-index {noun} (the reported ones)" if options.half else f"the {noun}"
     level = f"{1 - analysis.ALPHA:.0%}"
     lines = [
@@ -628,11 +629,6 @@ def rounded(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def computed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every table the report writes (CSV and words alike) is :func:`rounded` once computed."""
-    return rounded(frame)
-
-
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     """A table as CSV (its floats :func:`rounded`)."""
     rounded(frame).to_csv(path, index=False)
@@ -673,17 +669,17 @@ def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
                  preface: Sequence[str], options: Options, selection_table: pd.DataFrame | None,
                  candidates: pd.DataFrame | None) -> None:
     tasks = tasks_of(runs)
-    summary = computed(summary_table(runs, tasks))
-    diff = computed(difference_table(runs))
-    low = computed(low_resource_table(runs))
-    degen = computed(degenerate_table(runs))
-    cells = computed(analysis.cell_table(runs, tasks))
+    summary = rounded(summary_table(runs, tasks))
+    diff = rounded(difference_table(runs))
+    low = rounded(low_resource_table(runs))
+    degen = rounded(degenerate_table(runs))
+    cells = rounded(analysis.cell_table(runs, tasks))
     comparisons = analysis.comparison_table(runs, tasks, options)
-    comp = computed(comparisons.table)
+    comp = rounded(comparisons.table)
     runs = runs.assign(score=rounded(runs[["score"]])["score"])
     budget = None
     if options.select is not None and candidates is not None and not candidates.empty:
-        budget = computed(analysis.budget_table(candidates, options.select, options.select_on, tasks))
+        budget = rounded(analysis.budget_table(candidates, options.select, options.select_on, tasks))
     skipped_df = pd.DataFrame(skipped, columns=["path", "reason"])
 
     write_csv(summary, out / "results.csv")
@@ -696,7 +692,7 @@ def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
     if budget is not None:
         write_csv(budget, out / "budget.csv")
     if selection_table is not None:
-        write_csv(computed(selection_table), out / "selection.csv")
+        write_csv(rounded(selection_table), out / "selection.csv")
 
     plots = {}
     styles = series_styles(runs)  # one colour and marker per (model, pooling), the same in every figure

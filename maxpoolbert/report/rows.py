@@ -20,6 +20,16 @@ ROWS = ("dev", "heldout")
 HELDOUT = "heldout"
 
 
+def noun(rows: str) -> str:
+    """The rows scored, as the report's words name them."""
+    return "held-out training rows" if rows == HELDOUT else "dev rows"
+
+
+def source(folder: RunFolder, rows: str) -> Path:
+    """The file a run's predictions on ``rows`` come from."""
+    return folder.predictions_file if rows == "dev" else folder.heldout_file
+
+
 def evaluation(folder: RunFolder, record: RunRecord, rows: str = "dev") -> tuple[dict[str, dict[str, str]], pd.DataFrame]:
     """``(spec, frame)``: the metrics of each split (``{split: {key: metric}}``) and the run's
     predictions on the rows scored (``split index label prediction``). OSError / ValueError when the
@@ -29,7 +39,7 @@ def evaluation(folder: RunFolder, record: RunRecord, rows: str = "dev") -> tuple
         return spec, folder.predictions()
     if not spec:
         return spec, pd.DataFrame()
-    path = folder.path / "heldout_predictions.tsv"
+    path = source(folder, HELDOUT)
     if not path.is_file():
         raise OSError(f"{path}: no held-out predictions (a run trained without data.heldout_size)")
     return {HELDOUT: next(iter(spec.values()))}, pd.read_csv(path, sep="\t")

@@ -22,7 +22,7 @@ import pandas as pd
 
 from maxpoolbert.metrics import compute
 from maxpoolbert.report.collect import CELL, SelectionError, metric_columns, show_value, with_values
-from maxpoolbert.report.rows import evaluation
+from maxpoolbert.report.rows import evaluation, noun
 from maxpoolbert.rundir import RunFolder, RunRecord
 
 MODES = ("all", "half")
@@ -42,7 +42,7 @@ class Selection:
 def describe(key: str, mode: str, rows: str = "dev") -> str:
     """The selection, in words a reader of a paper understands (``rows``: the dev set, or the
     held-out training rows, ``--rows heldout``)."""
-    where = "dev examples" if rows == "dev" else "held-out training rows (rows no run trained on)"
+    where = "dev examples" if rows == "dev" else f"{noun(rows)} (rows no run trained on)"
     if mode == "half":
         return (f"**Honest model selection.** For every cell (model, task, pooling, training-set size) the value "
                 f"of `{key}` with the best mean score over seeds was chosen, using only the {where} with "

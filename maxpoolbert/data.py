@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import Task, check_data_dir
+from maxpoolbert.tasks import HELDOUT, Task, check_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,6 @@ def heldout_subset(n_rows: int, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_rows)[n_rows - size:])
 
 
-HELDOUT = "heldout"   # the split name of the held-out training rows (data.heldout_size)
 
 
 class Encoded(Dataset):

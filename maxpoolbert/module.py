@@ -12,13 +12,12 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from maxpoolbert import metrics as M
-from maxpoolbert.data import HELDOUT
 from maxpoolbert.errors import UserError
 from maxpoolbert.layers import layer_decay_groups
 from maxpoolbert.live_metrics import LIVE
 from maxpoolbert.memory import release as release_memory
 from maxpoolbert.model import PooledClassifier
-from maxpoolbert.tasks import Task
+from maxpoolbert.tasks import HELDOUT, Task
 
 STATIC_SHAPES = 64  # compiled graphs a statically compiled run may hold (speed.compile_dynamic=false)
 

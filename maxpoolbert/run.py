@@ -39,13 +39,13 @@ from omegaconf import DictConfig, OmegaConf
 from maxpoolbert import encoders, loggers, optim, rundir, schema, tasks
 from maxpoolbert import metrics as M
 from maxpoolbert.checkpointing import ResumeCheckpoint
-from maxpoolbert.data import HELDOUT, TaskDataModule
+from maxpoolbert.data import TaskDataModule
 from maxpoolbert.errors import UserError, WriteFailed, fail, user_error
 from maxpoolbert.layers import reinit_top_layers
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.module import GlueModule
 from maxpoolbert.rundir import RunFolder, RunFolderBusy, RunFolderConflict, RunRecord
-from maxpoolbert.tasks import Task
+from maxpoolbert.tasks import HELDOUT, Task
 from maxpoolbert.trainer import (
     Interruption,
     Throughput,

@@ -77,6 +77,7 @@ from maxpoolbert import signatures
 from maxpoolbert.errors import UserError, WriteFailed, write_failure
 from maxpoolbert.schema import plain
 from maxpoolbert.tasks import CONFIGS, TaskInfo
+from maxpoolbert.tasks import HELDOUT
 from maxpoolbert.tasks import from_config as task_from_config
 from maxpoolbert.tasks import task_info as configured_task_info
 from maxpoolbert.tasks import upgrade as upgrade_task
@@ -90,8 +91,11 @@ ERROR_TXT = "error.txt"  # failures recorded by other tools (submitit logs copie
 PREDICTIONS = "dev_predictions.tsv"
 HELDOUT_PREDICTIONS = "heldout_predictions.tsv"   # data.heldout_size: the held-out training rows, same columns
 # The predictions as a study commits them (archive_predictions): split, index, prediction, without the
-# gold labels, which stay with the data (GLUE_DIR) and are read back from the task's dev files.
+# gold labels, which stay with the data (GLUE_DIR) and are read back from the task's files (the dev files;
+# the training file for the held-out rows).
 PREDICTIONS_ARCHIVE = "dev_predictions.csv"
+HELDOUT_ARCHIVE = "heldout_predictions.csv"
+ARCHIVES = {PREDICTIONS: PREDICTIONS_ARCHIVE, HELDOUT_PREDICTIONS: HELDOUT_ARCHIVE}
 MODEL = "model.safetensors"
 CONFIG_DIR = ".hydra"
 CONFIG = f"{CONFIG_DIR}/config.yaml"
@@ -709,21 +713,24 @@ class RunFolder:
             return _one_line(lines[-1]) if lines else f"{ERROR_TXT} present"
         return None
 
-    def predictions(self, check: bool = True):
-        """``dev_predictions.tsv`` as a DataFrame (``split index label prediction``); for a run whose
-        predictions are archived (:meth:`archive_predictions`), the archive with the labels read
-        back from the task's dev files. OSError / ValueError when they are missing or unreadable,
-        and (``check``) ValueError when they are not what the record was scored on
-        (:meth:`check_predictions`)."""
+    def predictions(self, check: bool = True, heldout: bool = False):
+        """``dev_predictions.tsv`` (``heldout``: ``heldout_predictions.tsv``) as a DataFrame (``split
+        index label prediction``); for a run whose predictions are archived
+        (:meth:`archive_predictions`), the archive with the labels read back from the task's files.
+        OSError / ValueError when they are missing or unreadable, and (``check``) ValueError when they
+        are not what the record was scored on (:meth:`check_predictions`)."""
         import pandas as pd
 
-        archive = self.path / PREDICTIONS_ARCHIVE
-        if self.predictions_file.is_file() or not archive.is_file():
-            frame = pd.read_csv(self.predictions_file, sep="\t")
-            source = self.predictions_file.name
+        tsv = self.heldout_file if heldout else self.predictions_file
+        archive = self.path / ARCHIVES[tsv.name]
+        if tsv.is_file() or not archive.is_file():
+            if heldout and not tsv.is_file():
+                raise OSError(f"{tsv}: no held-out predictions (a run trained without data.heldout_size)")
+            frame = pd.read_csv(tsv, sep="\t")
+            source = tsv.name
         else:
             frame = pd.read_csv(archive)
-            frame.insert(2, "label", self._gold_labels(frame))
+            frame.insert(2, "label", self._gold_labels(frame, archive.name))
             source = f"{archive.name} with the gold labels of the data folder"
         if check:
             self.check_predictions(frame, source)
@@ -741,7 +748,13 @@ class RunFolder:
         if record is None or not {"split", "label", "prediction"} <= set(frame.columns):
             return
         where = f"{self.path}: {source}"
-        for split, n in record.n_dev.items():
+        counts, specs, kept_metrics = record.n_dev, record.eval_metrics(), record.metrics
+        if HELDOUT in set(frame["split"]):  # the held-out rows, scored with the first dev split's metrics
+            held = record.heldout or {}
+            counts = {HELDOUT: held.get("n")} if held.get("n") is not None else {}
+            specs = {HELDOUT: next(iter(specs.values()))} if specs else {}
+            kept_metrics = held.get("metrics") or {}
+        for split, n in counts.items():
             rows = frame[frame["split"] == split]
             if len(rows) != n:
                 raise ValueError(f"{where} has {len(rows)} {split} rows, the run was scored on {n}: they are not "
@@ -751,25 +764,26 @@ class RunFolder:
                 raise ValueError(f"{where}: the {split} gold labels differ from those the run was scored on "
                                  "(another copy of the data, reordered or relabelled?); point the data folder "
                                  "(GLUE_DIR) at the copy the run used")
-        for split, spec in record.eval_metrics().items():
+        for split, spec in specs.items():
             rows = frame[frame["split"] == split]
             if rows.empty:
                 continue
             again = compute(spec, rows["prediction"].to_numpy(), rows["label"].to_numpy())
             for key, value in again.items():
-                kept = record.metrics.get(key)
+                kept = kept_metrics.get(key)
                 if kept is None or (math.isnan(kept) and math.isnan(value)):
                     continue
                 if not np.isclose(value, kept, rtol=0, atol=1e-6):
                     raise ValueError(f"{where}: {key} recomputed from its rows is {value:.6g}, the record says "
                                      f"{kept:.6g}: they are not the predictions and labels the run was scored on")
 
-    def _gold_labels(self, frame) -> list:
+    def _gold_labels(self, frame, archive: str = PREDICTIONS_ARCHIVE) -> list:
         """The gold label of each (split, index) row of ``frame``, from the task's files in the data
-        folder of the run's config (``data.glue_dir``: ``GLUE_DIR``); OSError when they cannot be read."""
+        folder of the run's config (``data.glue_dir``: ``GLUE_DIR``): a dev split's file, or the
+        training file for the held-out rows; OSError when they cannot be read."""
         cfg = self.config()
         if cfg is None:
-            raise OSError(f"{self.path}: no {CONFIG}: the labels of {PREDICTIONS_ARCHIVE} cannot be read")
+            raise OSError(f"{self.path}: no {CONFIG}: the labels of {archive} cannot be read")
         try:
             task = task_from_config(cfg.task, str(self.config_file))  # data: a Task, nothing instantiated
             dirs = self.data_dirs(cfg)
@@ -777,31 +791,34 @@ class RunFolder:
             for name in frame["split"].unique():
                 folder = task.folder(dirs, name)
                 if folder is None:
-                    raise OSError(f"the gold labels of {self.path / PREDICTIONS_ARCHIVE} come from the "
-                                  f"{task.name} {name} file; {task.folder_hint()}")
+                    raise OSError(f"the gold labels of {self.path / archive} come from the "
+                                  f"{task.name} {'train' if name == HELDOUT else name} file; {task.folder_hint()}")
                 split = task.split(name)
                 labels[name] = task.read_file(folder / split.file, split)[0]["label"]
         except UserError as err:  # the task's file is missing or unreadable
             raise OSError(str(err)) from None
         for split, index in zip(frame["split"], frame["index"], strict=True):
             if not 0 <= index < len(labels[split]):
-                raise ValueError(f"{self.path}: {PREDICTIONS_ARCHIVE} has a {split} row {index}, the {task.name} "
-                                 f"{split} file of the data folder has only {len(labels[split])} rows: another copy "
+                raise ValueError(f"{self.path}: {archive} has a {split} row {index}, the {task.name} "
+                                 f"{'train' if split == HELDOUT else split} file of the data folder has only "
+                                 f"{len(labels[split])} rows: another copy "
                                  "of the data; point the data folder (GLUE_DIR) at the copy the run used")
         return [labels[split][index] for split, index in zip(frame["split"], frame["index"], strict=True)]
 
     def archive_predictions(self) -> bool:
-        """Replace ``dev_predictions.tsv`` by :data:`PREDICTIONS_ARCHIVE`, the same rows without the
-        gold labels (what a study commits: no data of the benchmark). False when there is nothing
-        to archive."""
+        """Replace ``dev_predictions.tsv`` and ``heldout_predictions.tsv`` by their archives
+        (:data:`ARCHIVES`), the same rows without the gold labels (what a study commits: no data of the
+        benchmark). False when there is nothing to archive."""
         import pandas as pd
 
-        if not self.predictions_file.is_file():
-            return False
-        frame = pd.read_csv(self.predictions_file, sep="\t", dtype=str)
-        write_atomic(self.path / PREDICTIONS_ARCHIVE, frame.drop(columns=["label"]).to_csv(index=False))
-        self.predictions_file.unlink()
-        return True
+        archived = False
+        for tsv, archive in ARCHIVES.items():
+            if (self.path / tsv).is_file():
+                frame = pd.read_csv(self.path / tsv, sep="\t", dtype=str)
+                write_atomic(self.path / archive, frame.drop(columns=["label"]).to_csv(index=False))
+                (self.path / tsv).unlink()
+                archived = True
+        return archived
 
     def launches(self) -> list[dict]:
         out = []

@@ -29,6 +29,10 @@ from maxpoolbert.metrics import METRICS, metrics_label
 from maxpoolbert.readers import READERS, BadRecord
 from maxpoolbert.values import Columns, PositiveInt, Text
 
+# The split name of the held-out rows of the training file (data.heldout_size): predicted and recorded
+# like a dev split, read (its labels included) from the task's training file.
+HELDOUT = "heldout"
+
 log = logging.getLogger(__name__)
 
 # benchmark -> the name tables and averages use; its data folder is the setting data.<benchmark>_dir
@@ -180,7 +184,7 @@ class Task:
                         tuple(self.metric_keys), self.order)
 
     def split(self, name: str) -> Split:
-        if name == "train":
+        if name in ("train", HELDOUT):  # the held-out rows are rows of the training file
             return self.train
         splits = {**self.eval, **self.test}
         if name not in splits:

@@ -83,6 +83,22 @@ def test_runs_record_and_predict_the_heldout_rows_beside_an_unchanged_dev_set(re
     assert (tmp_path / "h" / "mha_2" / "dev_predictions.tsv").read_bytes() == \
         (tmp_path / "plain" / "dev_predictions.tsv").read_bytes()
     assert not (tmp_path / "plain" / "heldout_predictions.tsv").exists()
+    # a study commits them without labels; the labels come back from the training file, and the rows
+    # are checked against the record (count and recomputed metrics)
+    from maxpoolbert.rundir import HELDOUT_ARCHIVE, RunFolder
+
+    run = RunFolder(tmp_path / "h" / "cls_1")
+    assert run.archive_predictions() and not list(run.path.glob("*.tsv"))
+    assert (run.path / HELDOUT_ARCHIVE).read_text().splitlines()[0] == "split,index,prediction"
+    assert run.predictions(heldout=True).equals(held)
+    archive = (run.path / HELDOUT_ARCHIVE).read_text().splitlines()
+    flipped = archive[1].rsplit(",", 1)[0] + "," + str(1 - int(archive[1].rsplit(",", 1)[1]))
+    (run.path / HELDOUT_ARCHIVE).write_text("\n".join([archive[0], flipped, *archive[2:]]) + "\n")
+    with pytest.raises(ValueError, match="heldout_predictions.csv .*accuracy recomputed from its rows"):
+        run.predictions(heldout=True)
+    (run.path / HELDOUT_ARCHIVE).write_text("\n".join(archive[:-1]) + "\n")
+    with pytest.raises(ValueError, match="has 49 heldout rows, the run was scored on 50"):
+        run.predictions(heldout=True)
 
 
 # --------------------------------------------------------------------------- the report on held-out rows

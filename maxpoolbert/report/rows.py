@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from maxpoolbert.metrics import compute, glue_score
-from maxpoolbert.rundir import RunFolder, RunRecord
+from maxpoolbert.report.collect import SelectionError
+from maxpoolbert.rundir import ARCHIVES, RunFolder, RunRecord
+from maxpoolbert.tasks import HELDOUT
 
-ROWS = ("dev", "heldout")
-HELDOUT = "heldout"
+ROWS = ("dev", HELDOUT)
 
 
 def noun(rows: str) -> str:
@@ -26,23 +27,23 @@ def noun(rows: str) -> str:
 
 
 def source(folder: RunFolder, rows: str) -> Path:
-    """The file a run's predictions on ``rows`` come from."""
-    return folder.predictions_file if rows == "dev" else folder.heldout_file
+    """The file a run's predictions on ``rows`` come from (its archive once a study committed it)."""
+    tsv = folder.predictions_file if rows == "dev" else folder.heldout_file
+    archive = folder.path / ARCHIVES[tsv.name]
+    return archive if archive.is_file() and not tsv.is_file() else tsv
 
 
 def evaluation(folder: RunFolder, record: RunRecord, rows: str = "dev") -> tuple[dict[str, dict[str, str]], pd.DataFrame]:
     """``(spec, frame)``: the metrics of each split (``{split: {key: metric}}``) and the run's
-    predictions on the rows scored (``split index label prediction``). OSError / ValueError when the
-    predictions are missing or unreadable (the message says which file)."""
+    predictions on the rows scored (``split index label prediction``), checked against its record.
+    OSError / ValueError when the predictions are missing, unreadable or not those the record was
+    scored on (the message says which file)."""
     spec = record.eval_metrics()
     if rows == "dev":
         return spec, folder.predictions()
     if not spec:
         return spec, pd.DataFrame()
-    path = source(folder, HELDOUT)
-    if not path.is_file():
-        raise OSError(f"{path}: no held-out predictions (a run trained without data.heldout_size)")
-    return {HELDOUT: next(iter(spec.values()))}, pd.read_csv(path, sep="\t")
+    return {HELDOUT: next(iter(spec.values()))}, folder.predictions(heldout=True)
 
 
 def rescore(runs: pd.DataFrame, root: Path, metric_columns: list[str]) -> tuple[pd.DataFrame, list[dict[str, str]]]:
@@ -55,9 +56,11 @@ def rescore(runs: pd.DataFrame, root: Path, metric_columns: list[str]) -> tuple[
     for i, path in zip(runs.index, runs["path"], strict=True):
         folder = RunFolder(root / path)
         record = folder.record()
+        if record is None or not source(folder, HELDOUT).is_file():
+            skipped.append({"path": path, "reason": "other configuration: no held-out predictions (a run trained "
+                                                    "without data.heldout_size)" if record else "unreadable record"})
+            continue
         try:
-            if record is None:
-                raise ValueError("its record cannot be read")
             spec, frame = evaluation(folder, record, HELDOUT)
             metrics: dict[str, float] = {}
             for split, keys in spec.items():
@@ -65,9 +68,8 @@ def rescore(runs: pd.DataFrame, root: Path, metric_columns: list[str]) -> tuple[
                 if part.empty:
                     raise ValueError(f"no {split} rows in its held-out predictions")
                 metrics.update(compute(keys, part["prediction"].to_numpy(), part["label"].to_numpy()))
-        except (OSError, ValueError) as err:
-            skipped.append({"path": path, "reason": f"other configuration: {' '.join(str(err).split())}"[:200]})
-            continue
+        except (OSError, ValueError) as err:  # unreadable, its labels' data folder not given, or not its record's
+            raise SelectionError(" ".join(str(err).split())) from None
         for column in metric_columns:
             runs.at[i, column] = metrics.get(column, np.nan)
         values = list(metrics.values())

@@ -27,7 +27,7 @@ RUNS ?= outputs
 ARGS ?=
 # Settings given without ARGS's quotes (`make train ARGS=task=mrpc pooling=cls`: make takes
 # pooling=cls for a variable of its own and would drop it): passed on to train.py after ARGS.
-MAKE_VARIABLES := PYTHON VIRTUAL_ENV GLUE_DIR SUPERGLUE_DIR MAXPOOLBERT_CACHE RUNS ARGS TEST_JOBS STUDY LAUNCHER JOBS
+MAKE_VARIABLES := PYTHON VIRTUAL_ENV GLUE_DIR SUPERGLUE_DIR MAXPOOLBERT_CACHE RUNS ARGS TEST_JOBS STUDY LAUNCHER JOBS PAGE LAUNCH
 SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARIABLES),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 
 .PHONY: install install-stats train test test-slurm test-gpu lint report bench study clean
@@ -86,18 +86,23 @@ lint: install
 report: install
 	$(PYTHON) -m maxpoolbert.report --runs $(RUNS) --out reports $(ARGS)
 
-# The reference study (docs/results/): run or continue it (finished runs are skipped), archive the
-# runs' dev predictions without the gold labels (no GLUE data in the repository: the report reads
-# them from GLUE_DIR), then its page.
-# On a GPU machine: make study STUDY=reference_study_full LAUNCHER=gpu_shared JOBS=4.
-# More seeds: make study ARGS="seed=6,7,8".
-STUDY ?= reference_study
+# A reference study: run or continue it (finished runs are skipped), archive the runs' predictions
+# without the gold labels (no GLUE data in the repository: the report reads them from GLUE_DIR), then
+# its page, with the report options committed beside it (PAGE/report.args).
+#   make study                          the current study (reference_study_v2, docs/results_v2/), seed by seed
+#   make study STUDY=reference_study    the first study (docs/results/); more seeds: ARGS="seed=6,7,8"
+#   make study STUDY=reference_study_full LAUNCHER=gpu_shared JOBS=4    on a GPU machine
+STUDY ?= reference_study_v2
 LAUNCHER ?= joblib
 JOBS ?= 2
+PAGE_reference_study_v2 = docs/results_v2
+LAUNCH_reference_study_v2 = PYTHON="$(PYTHON)" JOBS=$(JOBS) scripts/study_v2.sh
+PAGE ?= $(or $(PAGE_$(STUDY)),docs/results)
+LAUNCH ?= $(or $(LAUNCH_$(STUDY)),$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=$(LAUNCHER) hydra.launcher.n_jobs=$(JOBS) $(ARGS) $(SETTINGS))
 study: install
-	$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=$(LAUNCHER) hydra.launcher.n_jobs=$(JOBS) $(ARGS) $(SETTINGS); \
-	status=$$?; $(PYTHON) scripts/archive_predictions.py docs/results/runs && \
-	$(PYTHON) -m maxpoolbert.report --runs docs/results/runs --out docs/results && exit $$status
+	$(LAUNCH); \
+	status=$$?; $(PYTHON) scripts/archive_predictions.py $(PAGE)/runs && \
+	$(PYTHON) -m maxpoolbert.report --runs $(PAGE)/runs --out $(PAGE) $$(cat $(PAGE)/report.args 2>/dev/null) && exit $$status
 
 # Where CUDA is present: the GPU benchmark (scripts/bench_gpu.py, bf16 + TF32 on both sides);
 # else the CPU one (scripts/bench.py).

@@ -1,7 +1,9 @@
-"""The committed reference study (docs/results/): its page is what `make report` makes from its
-committed runs, byte for byte (so it can never drift from its data); the runs hold no path of
-the machine they ran on; and relaunching the study on them launches nothing."""
+"""The committed reference studies (docs/results/, docs/results_v2/): each page is what `make study`'s
+report makes from its committed runs with the options committed beside it (report.args), byte for
+byte (so it can never drift from its data); the runs hold no path of the machine they ran on and no
+benchmark data; and relaunching the (complete) first study on them launches nothing."""
 
+import shlex
 import shutil
 
 import pytest
@@ -13,24 +15,36 @@ from .conftest import ROOT, run_train
 
 RESULTS = ROOT / "docs" / "results"
 RUNS = RESULTS / "runs"
+PAGES = [RESULTS, ROOT / "docs" / "results_v2"]
 PAGE_FILES = ["results.md", "results.tex", "results.csv", "cells.csv", "comparisons.csv", "selection.csv",
               "budget.csv", "differences.csv", "low_resource.csv", "degenerate.csv", "skipped.csv"]
 
 
-def committed_runs() -> list:
-    return sorted(folder.path for folder in rundir.find_run_folders(RUNS)) if RUNS.is_dir() else []
+def committed_runs(page=RESULTS) -> list:
+    runs = page / "runs"
+    return sorted(folder.path for folder in rundir.find_run_folders(runs)) if runs.is_dir() else []
+
+
+def report_args(page) -> list[str]:
+    """The report options the page was made with (``make study``: PAGE/report.args)."""
+    args = page / "report.args"
+    return shlex.split(args.read_text()) if args.is_file() else []
 
 
 pytestmark = pytest.mark.skipif(not committed_runs(), reason="no committed study in docs/results/runs")
+each_page = pytest.mark.parametrize("page", [p for p in PAGES if committed_runs(p)], ids=lambda p: p.name)
 
 
-def test_the_page_is_what_make_report_makes_from_the_committed_runs(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # `make report RUNS=docs/results/runs` runs from the project root
-    assert report(["--runs", "docs/results/runs", "--out", str(tmp_path)]) == 0
-    for name in PAGE_FILES:
-        committed = RESULTS / name
+@each_page
+def test_the_page_is_what_make_report_makes_from_the_committed_runs(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # `make study` runs from the project root
+    where = page.relative_to(ROOT)
+    assert report(["--runs", f"{where}/runs", "--out", str(tmp_path), *report_args(page)]) == 0
+    written = {p.name for p in tmp_path.iterdir() if p.suffix in (".md", ".tex", ".csv")}
+    for name in sorted(set(PAGE_FILES) | written):
+        committed = page / name
         if committed.exists() or (tmp_path / name).exists():
-            assert (tmp_path / name).read_bytes() == committed.read_bytes(), f"docs/results/{name} drifted"
+            assert (tmp_path / name).read_bytes() == committed.read_bytes(), f"{where}/{name} drifted"
 
 
 def test_the_committed_runs_hold_no_benchmark_data(real_glue, tmp_path):
@@ -64,8 +78,9 @@ def test_without_the_data_folder_the_report_says_where_the_labels_come_from(tmp_
     assert line.startswith("error: the gold labels of docs/results/runs/") and "(GLUE_DIR or data.glue_dir=" in line
 
 
-def test_the_committed_runs_hold_no_path_of_the_machine():
-    for folder in committed_runs():
+@each_page
+def test_the_committed_runs_hold_no_path_of_the_machine(page):
+    for folder in committed_runs(page):
         for path in folder.rglob("*"):
             if path.is_file():
                 text = path.read_text()
@@ -83,11 +98,16 @@ def test_relaunching_the_study_on_the_committed_runs_launches_nothing(real_glue,
     assert f"0 finished, {n} skipped (already finished), 0 failed" in out
 
 
-def test_the_committed_runs_predictions_pass_the_check_against_their_records(real_glue):
-    """Each run's archived predictions with the labels read back from GLUE_DIR: the rows its record
-    counts (n_dev) and the metrics it recorded, recomputed (records without a fingerprint of the
-    labels: the metric check alone)."""
-    for folder in committed_runs():
+@each_page
+def test_the_committed_runs_predictions_pass_the_check_against_their_records(page, real_glue):
+    """Each run's archived predictions with the labels read back from GLUE_DIR (the dev files; the
+    training file for the held-out rows): the rows its record counts and the metrics it recorded,
+    recomputed (records without a fingerprint of the labels: the metric check alone)."""
+    for folder in committed_runs(page):
         run = rundir.RunFolder(folder)
         frame = run.predictions()  # checked: ValueError on a mismatch
         assert len(frame) == sum(run.record().n_dev.values())
+        if run.record().heldout:
+            assert not (folder / rundir.HELDOUT_PREDICTIONS).exists()
+            assert (folder / rundir.HELDOUT_ARCHIVE).read_text().splitlines()[0] == "split,index,prediction"
+            assert len(run.predictions(heldout=True)) == run.record().heldout["n"]

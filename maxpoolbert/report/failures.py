@@ -11,6 +11,13 @@ not the dev set the record scored): the best constant label on the rows.
 
 Runs whose predictions cannot be read keep the judgement of their record (its full-dev score
 against its recorded majority score).
+
+A run **collapses** (issue 28; a rule fixed before the second study's runs were read) when it failed,
+or when its score on the reported rows falls below half-way from chance to the median run of its task:
+``score < chance + (median - chance) / 2``, where chance is the majority-class score on those rows
+(0 for a task without one: a correlation or MCC of 0) and the median is over every run of the same
+model, task and training-set size, all poolings and settings together, so that the line favours no
+arm. The report gives each cell's collapse rate with its 95% Wilson interval.
 """
 
 from __future__ import annotations
@@ -73,7 +80,27 @@ def judge(runs: pd.DataFrame, root: Path | None, half: bool, rows: str = "dev") 
         runs.at[i, "degenerate"] = bool(not math.isfinite(score) or const
                                         or (math.isfinite(majority) and score <= majority + DEGENERATE_TOL))
     runs["constant"] = pd.array(constant, dtype="boolean")
+    runs["collapsed"] = collapsed(runs)
     return runs
+
+
+def collapsed(runs: pd.DataFrame) -> pd.Series:
+    """Which runs collapsed (the rule of the module docstring); NA where a run's failure is unknown
+    and its score is above the line."""
+    out = pd.Series(pd.NA, index=runs.index, dtype="boolean")
+    for _, group in runs.groupby(["model", "task", "train_size"], dropna=False):
+        scores = group["score"].astype(float)
+        finite = scores[np.isfinite(scores)]
+        if finite.empty:
+            out[group.index] = True
+            continue
+        median = float(finite.median())
+        chance = group["majority_score"].astype(float).where(lambda x: np.isfinite(x), 0.0)
+        line = chance + (median - chance) / 2
+        below = ~np.isfinite(scores) | (scores < line)
+        failed = group["degenerate"].astype("boolean")
+        out[group.index] = (below | failed.fillna(False)).where(below | failed.notna(), pd.NA)
+    return out
 
 
 def _judge_one(run: pd.Series, root: Path, half: bool, rows_of: str) -> tuple[float, bool] | None:

@@ -311,6 +311,9 @@ def _degenerate_markdown(degen: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str
             unknown = r["n_runs"] - r["n_known"]
             cells[r["task"]] = f"{r['n_degenerate']}/{r['n_runs']}" + (
                 f" ({unknown} unknown)" if unknown else "")
+            if "n_collapsed" in r and r["n_collapsed"] > 0:
+                cells[r["task"]] += (f"; collapsed {r['n_collapsed']}, {100 * r['collapse_rate']:.0f}% "
+                                     f"[{100 * r['collapse_low']:.0f}, {100 * r['collapse_high']:.0f}]")
         rows.append([model, size_label(size), f"`{pooling}`", *(cells.get(t, DASH) for t in columns)])
     return markdown_table(["Model", "Train size", "Pooling", *(tasks[t].display_name for t in columns)], rows,
                           left=3)
@@ -804,7 +807,9 @@ def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
         md.append("_No main-table runs: stability plot skipped._")
     md.append(f"Failed runs (on the rows reported: score ≤ majority-class score + {DEGENERATE_TOL:g}, a "
               "non-finite score, or one prediction on every row; without a majority score and without "
-              "predictions: unknown), as failed/runs per cell:")
+              "predictions: unknown), as failed/runs per cell; where runs collapsed (failed, or scored "
+              "below half-way from chance to the median run of the task, all arms together), their number "
+              "and the collapse rate with its 95% Wilson interval:")
     md.append(_degenerate_markdown(degen, tasks))
     md.append("## Skipped runs")
     md.append(markdown_table(["Path", "Reason"], [[f"`{s['path']}`", s["reason"]] for s in skipped],

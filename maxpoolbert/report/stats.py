@@ -266,13 +266,23 @@ def low_resource_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def degenerate_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per model, pooling, task, train_size: runs, runs with known status, degenerate runs."""
+    """Per model, pooling, task, train_size: runs, runs with known status, failed (degenerate) runs,
+    and collapsed runs (:func:`maxpoolbert.report.failures.collapsed`, where judged) with the collapse
+    rate among the runs whose collapse is known and its 95% Wilson interval."""
     rows = []
     for (model, pooling, task, size), group in runs.groupby(CELL, dropna=False):
         known = group["degenerate"].dropna()
-        rows.append({"model": model, "pooling": pooling, "task": task, "train_size": size,
-                     "n_runs": len(group), "n_known": len(known), "n_degenerate": int(known.sum())})
-    table = pd.DataFrame(rows, columns=["model", "pooling", "task", "train_size", "n_runs",
-                                        "n_known", "n_degenerate"])
+        row = {"model": model, "pooling": pooling, "task": task, "train_size": size,
+               "n_runs": len(group), "n_known": len(known), "n_degenerate": int(known.sum())}
+        if "collapsed" in group:
+            judged = group["collapsed"].dropna()
+            k, n = int(judged.sum()), len(judged)
+            low, high = stats.binomtest(k, n).proportion_ci(method="wilson") if n else (math.nan, math.nan)
+            row.update(n_collapsed=k, collapse_rate=k / n if n else math.nan, collapse_low=low, collapse_high=high)
+        rows.append(row)
+    columns = ["model", "pooling", "task", "train_size", "n_runs", "n_known", "n_degenerate"]
+    if "collapsed" in runs:
+        columns += ["n_collapsed", "collapse_rate", "collapse_low", "collapse_high"]
+    table = pd.DataFrame(rows, columns=columns)
     table["train_size"] = table["train_size"].astype("Int64")
     return _sort(table, ["model", "train_size", "pooling", "task"], tasks_of(runs))

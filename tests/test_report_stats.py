@@ -310,8 +310,32 @@ def test_failed_run_is_counted_shown_and_kept(study):
     low, high = stats.t.interval(0.95, 5, loc=np.mean(scores), scale=np.std(scores, ddof=1) / math.sqrt(6))
     assert f"| {np.mean(scores):.1f} [{low:.1f}, {high:.1f}] (1 failed) |" in md
     assert "1 failed (dev score at or below the majority-class score" in md
-    assert "| minilm_l6 | full | `cls` | 0/6 | – | 1/6 |" in md  # degenerate/runs: MRPC, STS-B, RTE
-    assert "| minilm_l6 | 1000 | `cls` | – | 0/6 | – |" in md  # STS-B is only at 1000
+    assert re.search(r"\| minilm_l6 \| full \| `cls` \| 0/6[^|]* \| – \| 1/6; collapsed 1, 17% \[3, 56\] \|", md)
+    assert re.search(r"\| minilm_l6 \| 1000 \| `cls` \| – \| 0/6[^|]* \| – \|", md)  # STS-B only at 1000
+
+
+def test_collapse_rates_follow_the_rule_with_wilson_intervals(study):
+    """Collapsed: failed, or below half-way from chance (the majority score; 0 without one) to the
+    median run of the task (all poolings); the rate's interval is Wilson's, computed here by hand."""
+    truth, _, out = study
+    degen = pd.read_csv(out / "degenerate.csv").set_index(["task", "pooling"])
+    z = stats.norm.ppf(0.975)
+    for task in METRICS:
+        scores = [r["score"] for p in POOLINGS for r in truth[(task, p)].values()]
+        median = float(np.median(scores))
+        for pooling in POOLINGS:
+            runs = truth[(task, pooling)].values()
+            chance = [r["majority"] or 0.0 for r in runs]
+            k = sum(r["score"] < c + (median - c) / 2 or (r["majority"] is not None and r["score"] <= r["majority"])
+                    for r, c in zip(runs, chance))
+            n, p = len(runs), k / len(runs)
+            centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * math.sqrt(
+                p * (1 - p) / n + z * z / (4 * n * n))
+            row = degen.loc[(task, pooling)]
+            assert row["n_collapsed"] == k and row["collapse_rate"] == pytest.approx(p, abs=1e-6)
+            assert row["collapse_low"] == pytest.approx(centre - half, abs=1e-6)
+            assert row["collapse_high"] == pytest.approx(centre + half, abs=1e-6)
+    assert degen["n_collapsed"].sum() > 0  # the rule is exercised, not vacuous
 
 
 # --------------------------------------------------------------------------- comparisons.csv

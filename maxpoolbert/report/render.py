@@ -481,7 +481,7 @@ def comparisons_explained(options: Options, effect: float) -> str:
         f"- 95% CI seeds: percentile bootstrap over the paired seeds (B = {options.bootstrap:,}, seed "
         f"{analysis.BOOT_SEED}).",
         f"- 95% CI seeds × rows: bootstrap of seeds and of {rows} at once, the task metric recomputed from the "
-        "runs' dev predictions; one row sample per replicate, shared by every seed, since every seed was scored "
+        "runs' predictions on them; one row sample per replicate, shared by every seed, since every seed was scored "
         "on the same rows (`–` where the predictions are missing, and for averages).",
         f"- p: paired permutation test, two-sided (exact for up to {analysis.EXACT_MAX_N} pairs). Holm p: Holm's "
         "adjustment of p over the tasks of the table, per compared arm (a benchmark average is one more test, "
@@ -718,7 +718,8 @@ def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
         f"Source: `{source_label(source)}` — {len(runs)} run(s) used, {len(skipped)} skipped (see the end).",
         "## Protocol",
         protocol_markdown(analysis.protocol(runs, skipped, options, selection_table, candidates)),
-        "All numbers are dev-set scores ×100. Cells: mean ± sample std over seeds (ddof=1; `–` when "
+        f"All numbers are {'held-out' if options.rows == 'heldout' else 'dev-set'} scores ×100. Cells: mean ± "
+        "sample std over seeds (ddof=1; `–` when "
         "n=1) with the number of seeds n."
         + (f" Tasks with several metrics show each with its own std ({several})." if several else "")
         + (f" Metrics: {legend}." if legend else "")
@@ -766,7 +767,7 @@ def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
             power = power_lines(group, tasks, options.effect)
             if power:
                 md += ["### Power", f"With {analysis.POWER:.0%} power at α = {analysis.ALPHA:g}, from the observed "
-                       "spread of the paired differences over seeds and, where the dev predictions are at hand, "
+                       "spread of the paired differences over seeds and, where the predictions are at hand, "
                        "of the evaluation rows:",
                        "\n".join(f"- {line}" for line in power)]
         missing = [f for f in factor_list if f not in set(comp["factor"])]

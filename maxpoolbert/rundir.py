@@ -76,8 +76,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from maxpoolbert import signatures
 from maxpoolbert.errors import UserError, WriteFailed, write_failure
 from maxpoolbert.schema import plain
-from maxpoolbert.tasks import CONFIGS, TaskInfo
-from maxpoolbert.tasks import HELDOUT
+from maxpoolbert.tasks import CONFIGS, HELDOUT, TaskInfo
 from maxpoolbert.tasks import from_config as task_from_config
 from maxpoolbert.tasks import task_info as configured_task_info
 from maxpoolbert.tasks import upgrade as upgrade_task

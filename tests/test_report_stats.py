@@ -327,7 +327,7 @@ def test_collapse_rates_follow_the_rule_with_wilson_intervals(study):
             runs = truth[(task, pooling)].values()
             chance = [r["majority"] or 0.0 for r in runs]
             k = sum(r["score"] < c + (median - c) / 2 or (r["majority"] is not None and r["score"] <= r["majority"])
-                    for r, c in zip(runs, chance))
+                    for r, c in zip(runs, chance, strict=True))
             n, p = len(runs), k / len(runs)
             centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * math.sqrt(
                 p * (1 - p) / n + z * z / (4 * n * n))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -605,7 +606,8 @@ def source_label(source: str) -> str:
 # Every file the report writes: it owns these names in its output folder, so a file a new report does
 # not make (selection.csv without --select, budget.csv, a plot with nothing to draw) is removed, never
 # left behind from an older report. Other files there (docs/results/README.md, runs/) are not touched.
-REPORT_FILES = ("results.md", "results.tex", "results.csv", "cells.csv", "comparisons.csv", "differences.csv",
+REPORT_FILES = ("results.md", "results.tex", "results.csv", "cells.csv", "comparisons.csv", "comparisons_dev.csv",
+                "differences.csv",
                 "low_resource.csv", "degenerate.csv", "skipped.csv", "selection.csv", "budget.csv",
                 "low_resource.png", "stability.png", "forest.png", "budget.png")
 SIGNIFICANT = 7   # significant digits of every float in the CSVs (see write_csv)
@@ -679,6 +681,10 @@ def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
     cells = rounded(analysis.cell_table(runs, tasks))
     comparisons = analysis.comparison_table(runs, tasks, options)
     comp = rounded(comparisons.table)
+    comp_dev = None
+    if options.rows == "heldout" and "dev_score" in runs:  # the same comparisons on the official dev set
+        on_dev = runs.assign(score=runs["dev_score"])
+        comp_dev = rounded(analysis.comparison_table(on_dev, tasks, dataclasses.replace(options, rows="dev")).table)
     runs = runs.assign(score=rounded(runs[["score"]])["score"])
     budget = None
     if options.select is not None and candidates is not None and not candidates.empty:
@@ -692,6 +698,8 @@ def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
     write_csv(skipped_df, out / "skipped.csv")
     write_csv(cells, out / "cells.csv")
     write_csv(comp, out / "comparisons.csv")
+    if comp_dev is not None:
+        write_csv(comp_dev, out / "comparisons_dev.csv")
     if budget is not None:
         write_csv(budget, out / "budget.csv")
     if selection_table is not None:
@@ -737,6 +745,11 @@ def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
         md += ["### The official dev set, beside",
                "Dev score ×100 of the same runs (mean ± std over seeds): the conventional number. No choice "
                "above used it.", dev_beside(rounded(runs[["model", "pooling", "task", "train_size", "dev_score"]]), tasks)]
+    if comp_dev is not None and not comp.empty:
+        md += ["### Every comparison on both sets of rows",
+               "Δ ×100 (compared − baseline) with its 95% seeds × rows interval and the verdict, on the held-out "
+               "rows (the report's numbers) and on the official dev set (`comparisons_dev.csv`: the same "
+               "comparisons with the dev rows' noise).", both_rows_table(comp, comp_dev, tasks)]
     header, rows = ci_table(cells, tasks)
     if rows:
         md += ["### Confidence intervals, failed runs and cells at chance",
@@ -882,6 +895,33 @@ def dev_beside(runs: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str:
                                                                  len(scores)))
         rows.append([model, f"`{pooling}`", *cells])
     return markdown_table(["Model", "Pooling", *(tasks[t].display_name for t in columns)], rows, left=2)
+
+
+def both_rows_table(held: pd.DataFrame, dev: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str:
+    """``--rows heldout``: each main-table comparison's Δ, seeds × rows interval and verdict on the
+    held-out rows and on the dev set, side by side."""
+    key = ["model", "table", "train_size", "factor", "value", "baseline_value", "task", "pooling", "baseline"]
+    main = held[held["table"] == MAIN]
+    beside = dev.set_index(key) if not dev.empty else None
+    rows = []
+    for _, r in main.iterrows():
+        name = _task_name(r["task"], tasks)
+        d = None
+        if beside is not None:
+            try:
+                d = beside.loc[tuple(r[k] for k in key)]
+            except KeyError:
+                d = None
+
+        def cell(x) -> list[str]:
+            if x is None:
+                return [DASH, DASH, DASH]
+            low, high = (x["two_level_low"], x["two_level_high"]) if pd.notna(x["two_level_low"]) else (
+                x["boot_low"], x["boot_high"])
+            return [f"{x['mean_diff']:+.1f}", fmt_interval(low, high, signed=True), str(x["verdict"])]
+        rows.append([f"`{r['pooling']}`", f"`{r['baseline']}`", name, str(int(r["n_pairs"])), *cell(r), *cell(d)])
+    return markdown_table(["Compared", "Baseline", "Task", "n", "Δ held-out", "95% CI", "Verdict", "Δ dev",
+                           "95% CI", "Verdict"], rows, left=3)
 
 
 def _shown_baseline(factor: str, value: Any) -> str:

@@ -149,5 +149,11 @@ def test_the_report_scores_every_number_on_the_heldout_rows_with_dev_beside(tmp_
     row = comp[comp.task == "rte"].iloc[0]
     diffs = [(truth[("maxpool_mha", s)][1] - truth[("cls", s)][1]) * 100 for s in (1, 2, 3)]
     assert row.mean_diff == pytest.approx(np.mean(diffs)) and row.n_rows == 80
+    # the same comparison on the official dev set, beside (its Δ from the dev scores, its rows the dev rows)
+    dev = pd.read_csv(tmp_path / "out" / "comparisons_dev.csv")
+    dev_row = dev[dev.task == "rte"].iloc[0]
+    dev_diffs = [(truth[("maxpool_mha", s)][0] - truth[("cls", s)][0]) * 100 for s in (1, 2, 3)]
+    assert dev_row.mean_diff == pytest.approx(np.mean(dev_diffs)) and dev_row.n_rows == 60
+    assert "### Every comparison on both sets of rows" in md
     # on the odd-index held-out rows, chosen on the even ones (here: one value, chosen trivially)
     assert row.two_level_low < row.mean_diff < row.two_level_high

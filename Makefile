@@ -27,7 +27,7 @@ RUNS ?= outputs
 ARGS ?=
 # Settings given without ARGS's quotes (`make train ARGS=task=mrpc pooling=cls`: make takes
 # pooling=cls for a variable of its own and would drop it): passed on to train.py after ARGS.
-MAKE_VARIABLES := PYTHON VIRTUAL_ENV GLUE_DIR SUPERGLUE_DIR MAXPOOLBERT_CACHE RUNS ARGS TEST_JOBS STUDY LAUNCHER JOBS PAGE LAUNCH
+MAKE_VARIABLES := PYTHON VIRTUAL_ENV GLUE_DIR SUPERGLUE_DIR MAXPOOLBERT_CACHE RUNS ARGS TEST_JOBS STUDY LAUNCHER JOBS PAGE LAUNCH SWEEP_ARGS
 SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARIABLES),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 
 .PHONY: install install-stats train test test-slurm test-gpu lint report bench study clean
@@ -105,10 +105,11 @@ study: install
 	$(PYTHON) -m maxpoolbert.report --runs $(PAGE)/runs --out $(PAGE) $$(cat $(PAGE)/report.args 2>/dev/null) && exit $$status
 
 # Where CUDA is present: the GPU benchmark (scripts/bench_gpu.py, bf16 + TF32 on both sides);
-# else the CPU one (scripts/bench.py).
+# else the CPU ones: a single run (scripts/bench.py) and a seed sweep (scripts/bench_sweep.py, SWEEP_ARGS).
 bench: install
 	@if $(PYTHON) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; \
-	then $(PYTHON) scripts/bench_gpu.py $(ARGS); else $(PYTHON) scripts/bench.py $(ARGS); fi
+	then $(PYTHON) scripts/bench_gpu.py $(ARGS); else $(PYTHON) scripts/bench.py $(ARGS) && \
+	$(PYTHON) scripts/bench_sweep.py $(SWEEP_ARGS); fi
 
 clean:
 	rm -rf outputs multirun reports .pytest_cache .install.stamp

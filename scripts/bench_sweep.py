@@ -1,0 +1,285 @@
+"""Sweep benchmark: a seed sweep as users run it, ours against the Hugging Face ``Trainer``.
+
+    python scripts/bench_sweep.py [--task rte] [--rows 256] [--seeds 5] [--reps 3] [--modes ...] [--quick] [--out reports]
+
+The sweep: one task (default RTE), the same fixed subset of training rows for every run
+(``data.train_size``), 2 poolings (``cls``, ``maxpool_mha``) x ``--seeds`` seeds, one epoch and the
+hyper-parameters of ``scripts/bench.py`` (batch 32, lr 2e-5, max_length 128, one evaluation of the
+full dev set at the end). Each mode runs the whole sweep, one mode after another (never two timed
+things at once), ``--reps`` times in rotation (so drift of the machine spreads over every mode):
+
+* ``ours_joblib_2x1``: ``python train.py -m ... hydra/launcher=joblib hydra.launcher.n_jobs=2
+  speed.threads=1``: two runs at once, one thread each (what ``make study`` does).
+* ``ours_basic_1x2``: the same sweep with Hydra's basic launcher: one run after another in one
+  process, two threads each.
+* ``hf_2x1``, ``hf_1x2``: the HF Trainer (``scripts/bench_hf.py``, dynamic padding and length
+  grouping: the strongest tuned peer of ``scripts/bench.py``), one process per run, two at once with
+  one thread each, or one after another with two threads. The Trainer has no pooling but ``cls``:
+  its sweep is the same number of runs, each pooling arm a ``cls`` run with that seed.
+
+Per sweep: wall seconds from the first process's start to the last one's end, runs per hour, the
+peak resident memory of the whole process tree (every process of the sweep, sampled every 0.1 s
+with psutil: what the machine must hold), CPU-seconds, and the mean dev score (a check that every
+mode trained). Per mode over the repetitions: min, median and max. Results: ``<out>/bench_sweep.md``
+and ``bench_sweep.json``, with the CPU model and its flags. Timings are never asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (scripts/bench.py: machine, data and Trainer helpers)
+
+REPO = bench.REPO
+MODES = {
+    "ours_joblib_2x1": "ours, joblib launcher, 2 runs at once x 1 thread",
+    "ours_basic_1x2": "ours, basic launcher, 1 run at a time x 2 threads",
+    "hf_2x1": "HF Trainer (dynamic + grouped), 2 processes at once x 1 thread",
+    "hf_1x2": "HF Trainer (dynamic + grouped), 1 process at a time x 2 threads",
+}
+POOLINGS = ("cls", "maxpool_mha")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="rte", choices=bench.config_names("task"), metavar="NAME")
+    p.add_argument("--rows", type=int, default=None, help="training rows per run (default 256; 32 with --quick)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per pooling (default 5; 1 with --quick)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions of every mode (default 3; 1 with --quick)")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), metavar="NAME",
+                   help="sweeps to time (default: all). Choices: " + "; ".join(f"{k} = {v}" for k, v in MODES.items()))
+    p.add_argument("--quick", action="store_true", help="smoke test: 32 rows, 1 seed, 1 repetition")
+    p.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"),
+                   help="GLUE folder, original TSV layout (default: $GLUE_DIR)")
+    p.add_argument("--out", type=Path, default=REPO / "reports", help="folder for bench_sweep.md and .json")
+    args = p.parse_args(argv)
+    args.rows = args.rows or (32 if args.quick else 256)
+    args.seeds = args.seeds or (1 if args.quick else 5)
+    args.reps = args.reps or (1 if args.quick else 3)
+    if not args.glue_dir or not Path(args.glue_dir).is_dir():
+        p.error("set GLUE_DIR or --glue-dir to the GLUE data folder (original TSV layout)")
+    return args
+
+
+def cpu_flags() -> dict[str, bool]:
+    """The SIMD and matrix flags that decide the CPU fast modes (bf16: avx512_bf16 or AMX)."""
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return {}
+    have = set(line.split(":", 1)[1].split())
+    return {flag: flag in have for flag in CPU_FLAGS}
+
+
+# ---------------------------------------------------------------------------- one timed sweep
+def watch(procs: list[subprocess.Popen], started: float) -> dict[str, float]:
+    """Wait for ``procs`` (started at ``started``), sampling the resident memory of each one's whole
+    process tree every 0.1 s: wall seconds, the peak of the summed RSS, the CPU-seconds of the tree."""
+    import psutil
+
+    peak, cpu = 0.0, {}
+    roots = [psutil.Process(p.pid) for p in procs]
+    while any(p.poll() is None for p in procs):
+        rss = 0
+        for root in roots:
+            try:
+                for proc in [root, *root.children(recursive=True)]:
+                    try:
+                        rss += proc.memory_info().rss
+                        times = proc.cpu_times()
+                        cpu[proc.pid] = times.user + times.system + times.children_user + times.children_system
+                    except psutil.Error:
+                        continue
+            except psutil.Error:
+                continue
+        peak = max(peak, rss / 2**20)
+        time.sleep(0.1)
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "peak_tree_rss_mb": peak, "cpu_s": sum(cpu.values())}
+
+
+def ours(mode: str, args: argparse.Namespace, work: Path) -> tuple[list[list[str]], Path]:
+    """The one command of our sweep, and its sweep folder."""
+    sweep = work / "sweep"
+    jobs = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "speed.threads=1"] if mode == "ours_joblib_2x1" \
+        else ["hydra/launcher=basic", "speed.threads=2"]
+    hp = bench.HPARAMS
+    cmd = [sys.executable, "train.py", "-m", f"task={args.task}", f"pooling={','.join(POOLINGS)}",
+           f"seed={','.join(str(s) for s in range(1, args.seeds + 1))}", "model=minilm_l6",
+           f"data.train_size={args.rows}", f"trainer.max_epochs={hp['epochs']}", f"data.batch_size={hp['batch_size']}",
+           f"data.max_length={hp['max_length']}", f"optimizer.lr={hp['lr']}",
+           f"optimizer.weight_decay={hp['weight_decay']}", f"scheduler.warmup_ratio={hp['warmup_ratio']}",
+           f"data.cache_dir={work / 'cache'}", "logger=none", "save_model=false", "trainer.enable_progress_bar=false",
+           f"hydra.sweep.dir={sweep}", *jobs]
+    return [cmd], sweep
+
+
+def hf_specs(args: argparse.Namespace, work: Path) -> list[Path]:
+    """One Trainer spec per run of the sweep (each pooling arm a cls run with its seed)."""
+    task = bench.load_task(args.task)
+    train = bench.read_rows(task, "train", args.glue_dir, args.rows)
+    dev = bench.read_rows(task, next(iter(task.eval)), args.glue_dir)
+    from maxpoolbert.encoders import resolve
+
+    metric = next(iter(next(iter(task.eval.values())).metrics.values()))
+    specs = []
+    for pooling in POOLINGS:
+        for seed in range(1, args.seeds + 1):
+            name = f"{pooling}_s{seed}"
+            spec = {"model": resolve(bench.MODEL), "num_labels": task.num_labels, "metric": metric,
+                    "padding": "grouped", "hparams": {**bench.HPARAMS, "seed": seed}, "train": train, "dev": dev,
+                    "result": str(work / f"{name}.result.json")}
+            path = work / f"{name}.spec.json"
+            path.write_text(json.dumps(spec))
+            specs.append(path)
+    return specs
+
+
+def env_threads(n: int, glue_dir: str) -> dict[str, str]:
+    return {**bench.child_env(glue_dir), "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+
+
+def run_sweep(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Time one whole sweep of ``mode`` in a fresh folder (and a fresh, cold tokenisation cache)."""
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "logs").mkdir(parents=True)
+    log = (work / "logs" / f"{mode}.log").open("w")
+    if mode.startswith("ours"):
+        [cmd], sweep = ours(mode, args, work)
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env_threads(1 if "2x1" in mode else 2, args.glue_dir),
+                                stdout=log, stderr=subprocess.STDOUT)
+        measured = watch([proc], started)
+        codes = [proc.returncode]
+        from maxpoolbert.rundir import find_run_folders
+
+        scores = [f.record().score for f in find_run_folders(sweep) if f.record() is not None]
+    else:
+        specs = hf_specs(args, work)
+        parallel = 2 if mode == "hf_2x1" else 1
+        env = env_threads(1 if parallel == 2 else 2, args.glue_dir)
+        started = time.perf_counter()
+        pending, running, codes, peak, cpu = list(specs), [], [], 0.0, 0.0
+        while pending or running:
+            while pending and len(running) < parallel:
+                spec = pending.pop(0)
+                running.append(subprocess.Popen([sys.executable, str(REPO / "scripts" / "bench_hf.py"), str(spec)],
+                                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+            # wait for the first of the running processes, sampling the memory of all of them
+            done = watch_first(running)
+            peak, cpu = max(peak, done["peak_tree_rss_mb"]), cpu + done["cpu_s"]
+            for p in [p for p in running if p.poll() is not None]:
+                codes.append(p.returncode)
+                running.remove(p)
+        measured = {"wall_s": time.perf_counter() - started, "peak_tree_rss_mb": peak, "cpu_s": cpu}
+        scores = [json.loads(Path(json.loads(s.read_text())["result"]).read_text())["dev_metric"]
+                  for s in specs if Path(json.loads(s.read_text())["result"]).is_file()]
+    log.close()
+    n_runs = len(POOLINGS) * args.seeds
+    if any(codes) or len(scores) != n_runs:
+        tail = "\n".join((work / "logs" / f"{mode}.log").read_text().splitlines()[-30:])
+        raise RuntimeError(f"{mode}: exit codes {codes}, {len(scores)} of {n_runs} runs scored\n{tail}")
+    return {**measured, "runs": n_runs, "runs_per_hour": n_runs / measured["wall_s"] * 3600,
+            "mean_dev_score": statistics.fmean(scores)}
+
+
+def watch_first(running: list[subprocess.Popen]) -> dict[str, float]:
+    """Like :func:`watch`, until the first of ``running`` ends; CPU-seconds of those that ended."""
+    import psutil
+
+    peak, cpu_of = 0.0, {}
+    roots = {p.pid: psutil.Process(p.pid) for p in running}
+    while all(p.poll() is None for p in running):
+        rss = 0
+        for pid, root in roots.items():
+            try:
+                rss += root.memory_info().rss
+                t = root.cpu_times()
+                cpu_of[pid] = t.user + t.system
+            except psutil.Error:
+                continue
+        peak = max(peak, rss / 2**20)
+        time.sleep(0.1)
+    ended = sum(cpu_of.get(p.pid, 0.0) for p in running if p.poll() is not None)
+    return {"peak_tree_rss_mb": peak, "cpu_s": ended}
+
+
+# ---------------------------------------------------------------------------- tables
+def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for key in ("wall_s", "runs_per_hour", "peak_tree_rss_mb", "cpu_s", "mean_dev_score"):
+        values = sorted(s[key] for s in samples)
+        out[key] = {"min": values[0], "median": statistics.median(values), "max": values[-1]}
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, a = result["machine"], result["args"]
+    lines = [f"# Sweep benchmark: {a['task']}, {2 * a['seeds']} runs ({' and '.join(POOLINGS)} x {a['seeds']} seeds), "
+             f"{a['rows']} training rows, 1 epoch", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores; flags: "
+             + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in result["cpu_flags"].items())
+             + f"; torch {m['torch']}, transformers {m['transformers']}, lightning {m['lightning']}.",
+             f"Command: `{result['command']}`; {a['reps']} repetition(s) per mode, modes in rotation; "
+             f"load average {result['load_before']:.2f} before, {result['load_after']:.2f} after.", "",
+             "| Mode | Runs/hour (min / median / max) | Sweep wall s (median) | Peak memory MB, whole tree (median) "
+             "| CPU s (median) | Mean dev score |",
+             "|:---|---:|---:|---:|---:|---:|"]
+    best_hf = max((s["runs_per_hour"]["median"] for k, s in result["summary"].items() if k.startswith("hf")),
+                  default=None)
+    for mode, s in result["summary"].items():
+        r = s["runs_per_hour"]
+        lines.append(f"| {MODES[mode]} | {r['min']:.0f} / {r['median']:.0f} / {r['max']:.0f} | "
+                     f"{s['wall_s']['median']:.0f} | {s['peak_tree_rss_mb']['median']:,.0f} | {s['cpu_s']['median']:.0f} "
+                     f"| {100 * s['mean_dev_score']['median']:.1f} |")
+    if best_hf:
+        lines += ["", "Runs per hour over the best HF Trainer mode (medians): " + ", ".join(
+            f"{k} {s['runs_per_hour']['median'] / best_hf:.2f}x" for k, s in result["summary"].items()
+            if k.startswith("ours")) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
+    load_before = os.getloadavg()[0]
+    samples: dict[str, list] = {mode: [] for mode in args.modes}
+    try:
+        for rep in range(args.reps):
+            order = args.modes[rep % len(args.modes):] + args.modes[:rep % len(args.modes)]
+            for mode in order:
+                sample = run_sweep(mode, args, root / mode)
+                samples[mode].append(sample)
+                print(f"rep {rep + 1}/{args.reps} {mode}: {sample['wall_s']:.0f} s, "
+                      f"{sample['runs_per_hour']:.0f} runs/h, peak {sample['peak_tree_rss_mb']:,.0f} MB", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    result = {"machine": bench.machine_info(), "cpu_flags": cpu_flags(), "args": {
+        "task": args.task, "rows": args.rows, "seeds": args.seeds, "reps": args.reps},
+        "command": shlex.join(["python", "scripts/bench_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
+        "load_before": load_before, "load_after": os.getloadavg()[0], "samples": samples,
+        "summary": {mode: summarise(s) for mode, s in samples.items()}}
+    (args.out / "bench_sweep.json").write_text(json.dumps(result, indent=2))
+    text = markdown(result)
+    (args.out / "bench_sweep.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

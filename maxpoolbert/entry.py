@@ -46,6 +46,7 @@ def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = 
     command line's). Raises :class:`~maxpoolbert.errors.UserError` for a bad setting, missing data
     or a folder that holds another run's settings or is in use; anything else as it comes."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import configure_log
     from omegaconf import open_dict, read_write
@@ -67,8 +68,14 @@ def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = 
     args = additions(args)
     if output_dir is not None:
         args.append(f"hydra.run.dir={os.fspath(output_dir)}")
-    with initialize_config_dir(config_dir=str(CONFIGS), job_name="train", version_base="1.3"):
-        config = compose("config", overrides=[*args, "hydra.mode=RUN"], return_hydra_config=True)
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()  # a caller's own initialize(): set aside, and back after composing
+    try:
+        with initialize_config_dir(config_dir=str(CONFIGS), job_name="train", version_base="1.3"):
+            config = compose("config", overrides=[*args, "hydra.mode=RUN"], return_hydra_config=True)
+    finally:
+        if outer is not None:
+            GlobalHydra.instance().initialize(outer)
     with open_dict(config.hydra):  # as Hydra's run_job: the folder resolved once, absolute
         config.hydra.runtime.output_dir = os.path.abspath(str(config.hydra.run.dir))
     hydra = HydraConfig.instance()

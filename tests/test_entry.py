@@ -41,6 +41,7 @@ def test_the_readme_example_runs_as_written(real_glue, cache_dir, tmp_path, monk
     assert lines[-1].startswith("seed=abc: not an integer; ")
 
 
+@pytest.mark.slow
 def test_the_entry_and_the_command_line_give_identical_predictions(real_glue, cache_dir, tmp_path, monkeypatch):
     import maxpoolbert
 

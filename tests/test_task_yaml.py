@@ -48,6 +48,7 @@ def train(tmp_path, configs: Path, name: str, cache_dir, check=True, *extra):
                      cwd=tmp_path, check=check)
 
 
+@pytest.mark.slow
 def test_users_csv_task_from_their_own_config_folder(tmp_path, cache_dir):
     configs, data = user_folder(tmp_path, REVIEWS, {"train.csv": csv_text(CSV_TRAIN), "dev.csv": csv_text(CSV_DEV)})
     train(tmp_path, configs, "reviews", cache_dir)
@@ -76,6 +77,7 @@ def yaml_path(configs: Path, name: str) -> str:
     return str(configs / "task" / f"{name}.yaml")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change,expected", [
     ({"lable_field": "stars", "label_field": None}, ["task.lable_field=stars: unknown field (did you mean label_field?)"]),
     ({"label_field": None}, ["task.label_field=null: missing"]),
@@ -90,6 +92,7 @@ def test_bad_task_yaml_is_one_line_naming_the_file(tmp_path, cache_dir, change, 
     assert yaml_path(configs, "reviews") in line
 
 
+@pytest.mark.slow
 def test_unknown_metric_names_the_file(tmp_path, cache_dir):
     task = {**REVIEWS, "eval": {"dev": {"file": "dev.csv", "metrics": {"acc": "acuracy"}}}}
     configs, _ = user_folder(tmp_path, task, {"train.csv": csv_text(CSV_TRAIN), "dev.csv": csv_text(CSV_DEV)})
@@ -110,6 +113,7 @@ def jsonl(rows) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("third_line,expected", [
     ('{"premise": "A bird sings.", "hypothesis": "Noise."', "train.jsonl:3: not JSON"),
     ('["A bird sings.", "Noise.", "neutral"]', "train.jsonl:3: a JSON list, not an object"),

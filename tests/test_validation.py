@@ -266,6 +266,7 @@ def test_encoder_and_data_problems_refused_before_training(outcomes, overrides, 
     assert not (result["cwd"] / "run").exists()  # refused before training: the folder it made is gone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "key", "heavy"), [
     (["seed=abc"], "seed", False),  # the schema: before anything heavy loads
     ([*SMALL, "pooling=mha", "pooling.module.num_heads=5"], "pooling.module.num_heads", True),  # needs the encoder
@@ -310,6 +311,7 @@ def test_message_names_key_value_problem_and_allowed():
     assert str(info.value) == "trainer.max_epochs=0: too small; an integer at least 1, or -1, or null"
 
 
+@pytest.mark.slow
 def test_multirun_shared_bad_value_stops_before_any_job(tmp_path):
     result = run(["-m", "seed=1,2", "data.batch_size=0", *SMALL, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     TIMINGS.append((result["s"], "train.py -m seed=1,2 data.batch_size=0"))
@@ -317,6 +319,7 @@ def test_multirun_shared_bad_value_stops_before_any_job(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_multirun_sweep_dir_unwritable(tmp_path):
     (tmp_path / "a_file").write_text("")
     result = run(["-m", "seed=1,2", *SMALL, f"hydra.sweep.dir={tmp_path}/a_file/sweep"], tmp_path)
@@ -324,6 +327,7 @@ def test_multirun_sweep_dir_unwritable(tmp_path):
     assert_one_line(result, "hydra.sweep.dir")
 
 
+@pytest.mark.slow
 def test_multirun_bad_value_in_one_job_fails_that_job_only(real_glue, tmp_path):
     result = run(["-m", "seed=1,-1", *SMALL, "data.train_size=16", "save_model=false",
                   f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
@@ -335,6 +339,7 @@ def test_multirun_bad_value_in_one_job_fails_that_job_only(real_glue, tmp_path):
     assert len(done) == 1 and "seed=1" in done[0].parent.name
 
 
+@pytest.mark.slow
 def test_report_out_unwritable(tmp_path):
     (tmp_path / "a_file").write_text("")
     result = run(["--runs", str(tmp_path), "--out", f"{tmp_path}/a_file/reports"], ROOT, module="maxpoolbert.report")
@@ -342,6 +347,7 @@ def test_report_out_unwritable(tmp_path):
     assert_one_line(result, "--out")
 
 
+@pytest.mark.slow
 def test_predict_out_unwritable(tmp_path, real_glue):
     """A finished-looking run (its config, results and a weights file): the --out check comes
     before any weights are read."""
@@ -403,6 +409,7 @@ def damaged(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(DAMAGED))
 def test_damaged_model_folder_is_refused_before_torch(damaged, kind, tmp_path):
     """A model folder that cannot give the model it names is one line naming the file and the
@@ -483,6 +490,7 @@ PATH_ERRORS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("module", "args", "folder", "text"), PATH_ERRORS,
                          ids=[f"{m} {f or 'no folder'} {a[-1].rpartition('/')[2]}" for m, a, f, _ in PATH_ERRORS])
 def test_predict_and_export_refuse_paths_before_torch(tmp_path, module, args, folder, text):

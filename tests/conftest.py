@@ -99,6 +99,7 @@ def cache_dir(tmp_path_factory) -> Path:
 SPREAD = {"test_rundir"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the groups (it ran first: modules were split)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.path.stem

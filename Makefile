@@ -30,7 +30,7 @@ ARGS ?=
 MAKE_VARIABLES := PYTHON VIRTUAL_ENV GLUE_DIR SUPERGLUE_DIR MAXPOOLBERT_CACHE RUNS ARGS TEST_JOBS STUDY LAUNCHER JOBS PAGE LAUNCH SWEEP_ARGS
 SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARIABLES),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 
-.PHONY: install install-stats train test test-slurm test-gpu lint report bench study clean
+.PHONY: install install-stats train test test-fast test-slurm test-gpu lint report bench study clean
 
 # The project's virtual environment (only when PYTHON is its python).
 $(CURDIR)/.venv/bin/python:
@@ -70,6 +70,11 @@ train: install
 TEST_JOBS ?= 2
 test: install
 	$(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadgroup tests
+
+# Before a commit: the suite without its end-to-end cases (marked slow: real train.py processes,
+# training beyond a few steps, sweeps, DDP, SLURM); `make test` (and CI) runs everything.
+test-fast: install
+	$(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadgroup -m "not slow and not slurm" tests
 
 # Against a real single-node SLURM cluster that the tests start and stop (scripts/slurm_cluster.sh;
 # root on a Debian-like machine: installs slurm-wlm and munge when missing).

@@ -1,39 +1,29 @@
 """Fine-tune one model on one GLUE task: ``python train.py pooling=maxpool_mha task=rte``.
 
 Sweeps: ``python train.py -m seed=1,2,3 pooling=cls,maxpool_mha``. The logic lives in
-``maxpoolbert.run``; this file only hands Hydra's config to it.
+``maxpoolbert.run``; this file only hands Hydra's config and the job's context
+(:class:`maxpoolbert.context.RunContext`) to it. From Python: ``maxpoolbert.train([...])``.
 """
 
-import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from maxpoolbert.entry import PATH_VARIABLES, absolute_path_variables  # noqa: F401 - the tests' helper too
+
 _single_run = False
-# Folders taken from the environment, made absolute against the folder the user started in, once,
-# here: a relative GLUE_DIR then means the same folder in every job of a sweep, a SLURM job and a
-# later `predict` (run configs store ${oc.env:GLUE_DIR,null}, never a path of this machine).
-PATH_VARIABLES = ("GLUE_DIR", "SUPERGLUE_DIR", "MAXPOOLBERT_CACHE")
-
-
-def absolute_path_variables() -> None:
-    for name in PATH_VARIABLES:
-        value = os.environ.get(name)
-        if value and not os.path.isabs(os.path.expanduser(value)):
-            os.environ[name] = os.path.abspath(os.path.expanduser(value))
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
+    from maxpoolbert.context import RunContext
     from maxpoolbert.run import main as run_main  # heavy imports after Hydra has parsed the CLI
 
     global _single_run
-    _single_run = HydraConfig.get().mode == RunMode.RUN
-    return run_main(cfg)
+    ctx = RunContext.from_hydra(argv=tuple(sys.argv))
+    _single_run = not ctx.multirun
+    return run_main(cfg, ctx)
 
 
 if __name__ == "__main__":

@@ -111,47 +111,57 @@ class CheckConfig(Callback):
     task's data files and, when its folder holds a run already, that run's settings checked here."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        rundir.note_new_folder(os.path.abspath(str(config.hydra.run.dir)))  # before Hydra makes it
-        self._check(config, "hydra.run.dir")
         try:
-            dirs = {"glue": OmegaConf.select(config, "data.glue_dir"),
-                    "superglue": OmegaConf.select(config, "data.superglue_dir")}
-            tasks.from_config(config.task, task_file(OmegaConf.to_container(config.hydra, resolve=False)))\
-                .check_files(dirs)
-        except UserError as err:
-            fail(err)
-        folder = rundir.RunFolder(os.path.abspath(str(config.hydra.run.dir)))
-        if not folder.config_file.is_file():
-            return
-        try:  # as the run would refuse it, under the folder's lock, without loading anything first
-            folder.lock()
-        except rundir.RunFolderBusy:
-            return  # another process runs it: the run says so, and leaves the folder untouched
-        try:
-            conflict = folder.conflict(config, config.hydra)
-            if conflict is not None:
-                folder.record_launch("refused", error=str(conflict))
-                fail(str(conflict))
-        finally:
-            folder.unlock()
+            check_single_run(config)
+        except (UserError, rundir.RunFolderConflict) as err:
+            fail(err if isinstance(err, UserError) else str(err))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.sweep.dir")
-
-    @staticmethod
-    def _check(config: DictConfig, folder_key: str) -> None:
-        # on the command line but missing here: swept, each job has its value
-        given = {o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task}
         try:
-            check(config, swept=given)
-            for key in ("data.glue_dir", "data.superglue_dir", "task.data_dir"):
-                check_data_dir(key, OmegaConf.select(config, key))
-            check_model_folders(config)
-            check_writable_folder(OmegaConf.select(config, folder_key), folder_key)
-            if config.data.get("cache_dir"):
-                check_writable_folder(config.data.cache_dir, "data.cache_dir")
+            check_settings(config, "hydra.sweep.dir")
         except UserError as err:
             fail(err)
+
+
+def check_single_run(config: DictConfig) -> None:
+    """What :class:`CheckConfig` checks before a single run (``config`` with its ``hydra`` node, as
+    composed): its settings, its task's data files, and when its folder holds a run already, that
+    run's settings (a refusal is recorded in the folder's ``launches.jsonl``). Raises the
+    UserError (or :class:`~maxpoolbert.rundir.RunFolderConflict`); :func:`maxpoolbert.train` too."""
+    rundir.note_new_folder(os.path.abspath(str(config.hydra.run.dir)))  # before Hydra makes it
+    check_settings(config, "hydra.run.dir")
+    dirs = {"glue": OmegaConf.select(config, "data.glue_dir"),
+            "superglue": OmegaConf.select(config, "data.superglue_dir")}
+    tasks.from_config(config.task, task_file(OmegaConf.to_container(config.hydra, resolve=False)))\
+        .check_files(dirs)
+    folder = rundir.RunFolder(os.path.abspath(str(config.hydra.run.dir)))
+    if not folder.config_file.is_file():
+        return
+    try:  # as the run would refuse it, under the folder's lock, without loading anything first
+        folder.lock()
+    except rundir.RunFolderBusy:
+        return  # another process runs it: the run says so, and leaves the folder untouched
+    try:
+        conflict = folder.conflict(config, config.hydra)
+        if conflict is not None:
+            folder.record_launch("refused", error=str(conflict))
+            raise conflict
+    finally:
+        folder.unlock()
+
+
+def check_settings(config: DictConfig, folder_key: str) -> None:
+    """The settings, data folders, model folders, the run (or sweep) folder and the cache folder
+    of a composed config: the first bad one as a UserError."""
+    # on the command line but missing here: swept, each job has its value
+    given = {o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task}
+    check(config, swept=given)
+    for key in ("data.glue_dir", "data.superglue_dir", "task.data_dir"):
+        check_data_dir(key, OmegaConf.select(config, key))
+    check_model_folders(config)
+    check_writable_folder(OmegaConf.select(config, folder_key), folder_key)
+    if config.data.get("cache_dir"):
+        check_writable_folder(config.data.cache_dir, "data.cache_dir")
 
 
 # model.<part> instantiated with this target -> loads from its name_or_path: the weights (encoder)

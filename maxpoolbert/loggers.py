@@ -58,16 +58,15 @@ def none():
 
 
 # ---------------------------------------------------------------------------- a run's logger
-def from_config(cfg):
+def from_config(cfg, ctx=None):
     """The run's logger (``False`` for ``logger=none``). A logger's ``group`` left null (W&B's)
-    becomes the sweep folder's name in multirun."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    becomes the sweep folder's name in multirun (``ctx``: a :class:`~maxpoolbert.context.RunContext`;
+    None: a single run)."""
     from hydra.utils import instantiate
 
     extra = {}
-    if "group" in cfg.logger and cfg.logger.group is None and HydraConfig.get().mode == RunMode.MULTIRUN:
-        extra["group"] = Path(HydraConfig.get().sweep.dir).name
+    if "group" in cfg.logger and cfg.logger.group is None and ctx is not None and ctx.multirun:
+        extra["group"] = Path(ctx.sweep_dir).name
     return instantiate(cfg.logger, **extra)
 
 

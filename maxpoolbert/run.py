@@ -24,21 +24,20 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import datasets
 import lightning as L
 import numpy as np
 import torch
 import transformers
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from maxpoolbert import encoders, loggers, optim, rundir, schema, tasks
 from maxpoolbert import metrics as M
 from maxpoolbert.checkpointing import ResumeCheckpoint
+from maxpoolbert.context import RunContext
 from maxpoolbert.data import TaskDataModule
 from maxpoolbert.errors import UserError, WriteFailed, fail, user_error
 from maxpoolbert.layers import reinit_top_layers
@@ -125,16 +124,17 @@ def compile_stats() -> dict[str, int] | None:
 
 
 # ---------------------------------------------------------------------------- the run
-def build(cfg: DictConfig) -> tuple[Task, Any, PooledClassifier]:
-    """Task, tokenizer and classifier from the config (seeded: same seed, same initial weights)."""
+def build(cfg: DictConfig, ctx: RunContext | None = None) -> tuple[Task, Any, PooledClassifier]:
+    """Task, tokenizer and classifier from the config (seeded: same seed, same initial weights).
+    ``ctx``: the run's launch (its task file named in messages, the keys its command line set)."""
     if OmegaConf.is_missing(cfg.model, "name_or_path"):
         raise UserError(f"model.name_or_path=???: model={cfg.model.name} needs a checkpoint; "
                         "model.name_or_path=<hub id or local folder>")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    task = tasks.from_config(cfg.task, schema.task_file())
+    task = tasks.from_config(cfg.task, schema.task_file(ctx.hydra_plain() if ctx else None))
     tokenizer = instantiate(cfg.model.tokenizer)
     encoder = instantiate(cfg.model.encoder)
-    schema.check_encoder(cfg, encoder.config, tokenizer, explicit=schema.command_line_keys())
+    schema.check_encoder(cfg, encoder.config, tokenizer, explicit=ctx.command_line_keys() if ctx else set())
     # New pooling parameters draw from their own stream, so for one seed the classifier's
     # initial weights are the same whichever pooling is used (paired comparisons).
     with torch.random.fork_rng(devices=[]):
@@ -162,20 +162,26 @@ class Launch:
     folder: RunFolder
     trainer: L.Trainer | None = None
 
+    @classmethod
+    def of(cls, ctx: RunContext) -> Launch:
+        return cls(RunFolder(ctx.output_dir))
+
     @property
     def steps(self) -> int:
         """Optimizer steps reached (a resumed run counts its checkpoint's once restored)."""
         return int(self.trainer.global_step) if self.trainer is not None else 0
 
 
-def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
+def run(cfg: DictConfig, ctx: RunContext, this: Launch | None = None) -> RunRecord | dict[str, Any]:
     """The run's story: lock and claim the folder, skip it if finished, build, fit (or resume),
     collect the results, write them. What happened is appended to the folder's ``launches.jsonl``.
+    ``cfg``: the job's config; ``ctx``: how it was launched (its folder, sweep, command line).
     The folder stays locked until the caller lets it go (:func:`main`, after recording)."""
     started = time.time()
-    hydra_cfg = HydraConfig.get()
-    folder = launch.folder
-    schema.check(cfg)  # this job's values (a sweep's start checked the values every job shares)
+    this = this or Launch.of(ctx)
+    hydra_cfg = ctx.hydra_node()
+    folder = this.folder
+    schema.check(cfg, hydra=ctx.hydra_plain())  # this job's values (a sweep's start checked the values every job shares)
 
     # 1. The folder: ours (or refused), skipped when finished, a broken results.json set aside.
     broken = finished = None
@@ -198,8 +204,8 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
 
     # 2. Build: task, model, data (bad data files are refused here, before the trainer and
     # logger start), training module, trainer, logger.
-    set_threads(cfg)
-    task, tokenizer, model = build(cfg)
+    set_threads(cfg, ctx)
+    task, tokenizer, model = build(cfg, ctx)
     # compiled: batch lengths in multiples of 16 unless set, so a bounded number of graphs is compiled
     bucket = cfg.data.pad_to_multiple_of or (COMPILE_BUCKET if cfg.speed.compile else None)
     dm = TaskDataModule(task, tokenizer, seed=cfg.seed, **{**cfg.data, "pad_to_multiple_of": bucket})
@@ -208,8 +214,8 @@ def run(cfg: DictConfig, launch: Launch) -> RunRecord | dict[str, Any]:
                         seed=cfg.seed, compile=compile_options(cfg), heldout=cfg.data.heldout_size is not None)
     checkpoint = ResumeCheckpoint(folder.checkpoints, cfg.checkpoint.every_n_epochs)
     throughput = Throughput()
-    logger = loggers.from_config(cfg)
-    trainer = launch.trainer = build_trainer(cfg, callbacks=[checkpoint, throughput], logger=logger)
+    logger = loggers.from_config(cfg, ctx)
+    trainer = this.trainer = build_trainer(cfg, callbacks=[checkpoint, throughput], logger=logger, ctx=ctx)
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -305,32 +311,44 @@ def exit_now(code: int = 0) -> None:
     os._exit(code)
 
 
-def main(cfg: DictConfig) -> float | None:
-    """Hydra task function: runs, and records a failure in the run folder instead of losing it.
+def main(cfg: DictConfig, ctx: RunContext) -> float | None:
+    """Hydra task function (``train.py``): :func:`launch`, its score for the sweeper."""
+    result = launch(cfg, ctx)
+    if result is None:
+        return None
+    return result.score if isinstance(result, RunRecord) else result["score"]
 
-    User errors print one line. In a multirun a failing job is recorded in ``failed.json`` and the
-    sweep goes on; a single run exits non-zero. A folder that holds another run is left untouched;
-    one that another process runs is not touched at all (in a sweep, the refusal is noted in the
-    sweep folder). SIGINT or SIGTERM: the launch is recorded as interrupted, with one line saying
-    what relaunching does; a sweep stops there.
+
+def launch(cfg: DictConfig, ctx: RunContext, raises: bool = False) -> RunRecord | dict[str, Any] | None:
+    """Runs, and records a failure in the run folder instead of losing it.
+
+    User errors print one line (``raises``: are raised instead, the Python entry). In a multirun a
+    failing job is recorded in ``failed.json`` and the sweep goes on (None); a single run exits
+    non-zero. A folder that holds another run is left untouched; one that another process runs is
+    not touched at all (in a sweep, the refusal is noted in the sweep folder). SIGINT or SIGTERM:
+    the launch is recorded as interrupted, with one line saying what relaunching does; a sweep
+    stops there.
     """
-    hydra_cfg = HydraConfig.get()
-    launch = Launch(RunFolder(hydra_cfg.runtime.output_dir))
-    folder = launch.folder
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    this = Launch.of(ctx)
+    folder = this.folder
+    multirun = ctx.multirun
+    key = ctx.folder_key
+
+    def refuse(err: UserError | str | Exception) -> NoReturn:
+        if raises:  # a folder in use or holding other settings: one UserError as well
+            raise err if isinstance(err, UserError) else UserError(str(err))
+        fail(err if isinstance(err, UserError | str) else str(err))
     quiet_lightning()
     datasets.disable_progress_bars()  # tokenising/caching bars would fill every run's log
     interruption = Interruption()
     try:
         with interruption:
             end_with_parent()  # a sweep's worker: its parent's death ends the job (as an interruption)
-            result = run(cfg, launch)
-        return result.score if isinstance(result, RunRecord) else result["score"]
+            return run(cfg, ctx, this)
     except RunFolderBusy:
         if not multirun:
-            fail(folder.in_use(key))
-        rundir.record_in_use(hydra_cfg.sweep.dir, folder, folder.in_use(key))
+            refuse(folder.in_use(key))
+        rundir.record_in_use(ctx.sweep_dir, folder, folder.in_use(key))
         # printed, not logged: the job's log file is in the folder, the other process's
         print(f"job refused: {folder.in_use(key)}", file=sys.stderr, flush=True)
         return None
@@ -339,15 +357,15 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:
             log.error("job refused: %s", err)
             return None
-        fail(str(err))
+        refuse(err)
     except (Exception, KeyboardInterrupt, SystemExit) as err:
         # Lightning's own SIGTERM handling (where another handler keeps SIGTERM): SIGTERMException
-        sigterm = launch.trainer is not None and launch.trainer.received_sigterm
+        sigterm = this.trainer is not None and this.trainer.received_sigterm
         if ddp_worker() or (isinstance(err, SystemExit) and interruption.signal is None and not sigterm):
             raise
         if interruption.signal is not None or isinstance(err, KeyboardInterrupt) or sigterm:
             sig = interruption.signal or (signal.SIGTERM if sigterm else signal.SIGINT)
-            interrupted(launch, sig)
+            interrupted(this, sig, ctx)
             if interruption.signal is None:
                 raise  # as it came: its handler's owner (submitit) decides what follows
             if multirun:
@@ -357,12 +375,12 @@ def main(cfg: DictConfig) -> float | None:
             raise SystemExit(128 + int(sig)) from None  # as a shell reports a process ended by it
         user = user_error(err)
         if isinstance(user, WriteFailed):  # say what relaunching does, now that the run has stopped
-            user = user.relaunch(folder.relaunch_hint(), None if multirun else relaunch_command(folder))
+            user = user.relaunch(folder.relaunch_hint(), None if multirun else relaunch_command(folder, ctx))
         err = user or err
         quiet = isinstance(user, WriteFailed)  # bookkeeping on a failing filesystem: the error says it
-        written = folder.write_failed(err, user is not None, None if user else traceback.format_exc(), launch.steps,
+        written = folder.write_failed(err, user is not None, None if user else traceback.format_exc(), this.steps,
                                       quiet)
-        folder.record_launch("failed", quiet, error=f"{type(err).__name__}: {err}", steps=launch.steps)
+        folder.record_launch("failed", quiet, error=f"{type(err).__name__}: {err}", steps=this.steps)
         if written.name == rundir.RERUN_FAILED:
             log.warning("this re-run of a finished run failed (recorded in %s); the earlier results in %s stay the "
                         "run's", written, folder.results.name)
@@ -371,10 +389,10 @@ def main(cfg: DictConfig) -> float | None:
             return None
         if user:
             to_log_file(f"error: {user}")  # the console shows it once (fail); the run's log keeps it too
-            if launch.steps == 0:  # refused before training: a folder this launch made goes
+            if this.steps == 0:  # refused before training: a folder this launch made goes
                 folder.unlock()
                 folder.remove_if_refused_here()
-            fail(user)
+            refuse(user)
         raise
     finally:
         folder.unlock()
@@ -388,25 +406,30 @@ def to_log_file(message: str) -> None:
             handler.handle(record)
 
 
-def interrupted(launch: Launch, sig: signal.Signals) -> None:
+def interrupted(this: Launch, sig: signal.Signals, ctx: RunContext) -> None:
     """Record an interrupted launch (``launches.jsonl``: outcome, signal, step reached) and say in
     one line what relaunching does: a single run names the command that relaunches it in its
     folder (:func:`relaunch_command`); a sweep's job, what the sweep's same command does."""
-    folder = launch.folder
-    folder.record_launch("interrupted", signal=sig.name, steps=launch.steps)
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        log.warning("interrupted (%s) at step %d: relaunching the same command %s", sig.name, launch.steps,
+    folder = this.folder
+    folder.record_launch("interrupted", signal=sig.name, steps=this.steps)
+    if ctx.multirun:
+        log.warning("interrupted (%s) at step %d: relaunching the same command %s", sig.name, this.steps,
                     folder.relaunch_hint())
     else:
-        log.warning("interrupted (%s) at step %d: relaunching %s: %s", sig.name, launch.steps,
-                    folder.relaunch_hint(), relaunch_command(folder))
+        log.warning("interrupted (%s) at step %d: relaunching %s: %s", sig.name, this.steps,
+                    folder.relaunch_hint(), relaunch_command(folder, ctx))
 
 
-def relaunch_command(folder: RunFolder) -> str:
+def relaunch_command(folder: RunFolder, ctx: RunContext | None = None) -> str:
     """The command that relaunches this single run in its folder: this process's command line
     with ``hydra.run.dir=<the folder>`` added (the default folder is new at each launch: a
-    timestamp), unless it names the folder already. ``python`` when that is this interpreter."""
-    args = [a for a in sys.argv[1:] if not a.lstrip("+~").startswith("hydra.run.dir=")]
+    timestamp), unless it names the folder already. ``python`` when that is this interpreter.
+    Launched from Python (``ctx.argv`` None): the call of :func:`maxpoolbert.train` that does."""
+    if ctx is not None and ctx.argv is None:
+        overrides = [o for o in ctx.overrides if not o.lstrip("+~").startswith("hydra.run.dir=")]
+        return f"maxpoolbert.train({overrides!r}, output_dir={str(folder.path)!r})"
+    argv = ctx.argv if ctx is not None else tuple(sys.argv)
+    args = [a for a in argv[1:] if not a.lstrip("+~").startswith("hydra.run.dir=")]
     python = shutil.which("python")
     same = python is not None and os.path.realpath(python) == os.path.realpath(sys.executable)
-    return shlex.join(["python" if same else sys.executable, sys.argv[0], *args, f"hydra.run.dir={folder.path}"])
+    return shlex.join(["python" if same else sys.executable, argv[0], *args, f"hydra.run.dir={folder.path}"])

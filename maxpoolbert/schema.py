@@ -260,11 +260,13 @@ class Config(Section):
 
 
 # ------------------------------------------------------------------------------- checking
-def check(cfg: DictConfig, swept: Collection[str] = ()) -> None:
+def check(cfg: DictConfig, swept: Collection[str] = (), hydra: dict[str, Any] | None = None) -> None:
     """Raise a UserError naming the first bad setting of ``cfg`` (Hydra's ``hydra`` node aside).
-    ``swept``: keys a sweep sets in each job (a value missing here is not missing there)."""
+    ``swept``: keys a sweep sets in each job (a value missing here is not missing there).
+    ``hydra``: Hydra's node of the job, plain (:meth:`RunContext.hydra_plain`) when ``cfg`` has none:
+    a bad value of a task YAML names its file."""
     values = plain(cfg)
-    hydra = values.pop("hydra", None)
+    hydra = values.pop("hydra", None) or hydra
     missing = [k for k in missing_keys(values) if k not in swept]
     if missing:
         raise missing_error(missing[0], values)
@@ -450,13 +452,10 @@ def _annotation(text: str | None) -> Any:
 
 
 def task_file(hydra: dict | None = None) -> str:
-    """The YAML file the task config came from: ``<config source>/task/<choice>.yaml``."""
+    """The YAML file the task config came from: ``<config source>/task/<choice>.yaml``, from
+    Hydra's node of the job (plain, :meth:`RunContext.hydra_plain`); without it, "the task config"."""
     if hydra is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        if not HydraConfig.initialized():
-            return "the task config"
-        hydra = OmegaConf.to_container(HydraConfig.get(), resolve=False)
+        return "the task config"
     runtime = hydra.get("runtime") or {}
     choice = (runtime.get("choices") or {}).get("task")
     for source in runtime.get("config_sources") or []:
@@ -555,15 +554,6 @@ def position_limit(encoder_config: Any, tokenizer: Any = None) -> int | None:
               getattr(tokenizer, "model_max_length", None)]
     limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]  # unknown: a huge sentinel
     return min(limits) if limits else None
-
-
-def command_line_keys() -> set[str]:
-    """The keys set on this job's command line (sweep values included), e.g. ``pooling.module.k``."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return set()
-    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
 
 
 def plain(node: Any) -> Any:

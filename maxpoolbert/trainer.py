@@ -24,12 +24,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from maxpoolbert.checkpointing import AtomicCheckpointIO
+from maxpoolbert.context import RunContext
 from maxpoolbert.errors import UserError
 
 log = logging.getLogger("maxpoolbert")
@@ -114,29 +113,26 @@ def parent_gone() -> bool:
     return parent is not None and os.getppid() != parent.pid
 
 
-def parallel_jobs() -> int:
+def parallel_jobs(ctx: RunContext | None) -> int:
     """How many jobs of this sweep share this machine: the launcher's ``n_jobs`` (a launcher that
-    runs jobs side by side on one machine says how many, as joblib's does; -1: one per core), else 1."""
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN or hc.launcher.get("n_jobs") is None:
-        return 1
-    n = int(hc.launcher.get("n_jobs") or 1)
-    return (os.cpu_count() or 1) if n < 0 else n
+    runs jobs side by side on one machine says how many, as joblib's does; -1: one per core), else 1
+    (``ctx`` None: a run outside any sweep)."""
+    return ctx.parallel_jobs() if ctx is not None else 1
 
 
-def threads_per_parallel_job() -> int | None:
+def threads_per_parallel_job(ctx: RunContext | None) -> int | None:
     """The CPUs a SLURM job was given (``SLURM_CPUS_PER_TASK``); parallel jobs on one machine
     split its cores instead of oversubscribing them."""
     slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
     if slurm.isdigit() and int(slurm) > 0:
         return int(slurm)
-    jobs = parallel_jobs()
+    jobs = parallel_jobs(ctx)
     return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
 
-def set_threads(cfg: DictConfig) -> None:
+def set_threads(cfg: DictConfig, ctx: RunContext | None = None) -> None:
     """``speed.threads``, else this job's share of the machine; TF32 matmuls on a GPU if asked."""
-    threads = cfg.speed.threads or threads_per_parallel_job()
+    threads = cfg.speed.threads or threads_per_parallel_job(ctx)
     if threads:
         torch.set_num_threads(int(threads))
     if cfg.speed.tf32 and torch.cuda.is_available():
@@ -144,7 +140,7 @@ def set_threads(cfg: DictConfig) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def placement(cfg: DictConfig) -> dict[str, Any]:
+def placement(cfg: DictConfig, ctx: RunContext | None = None) -> dict[str, Any]:
     """Trainer arguments that depend on where the job runs.
 
     - Parallel jobs on one multi-GPU machine (joblib never assigns GPUs) each take their own
@@ -159,8 +155,8 @@ def placement(cfg: DictConfig) -> dict[str, Any]:
         out["plugins"] = [AtomicCheckpointIO()]
     n_gpus = torch.cuda.device_count()
     if n_gpus > 1 and cfg.trainer.devices == 1 \
-            and cfg.trainer.accelerator in ("auto", "gpu", "cuda") and parallel_jobs() > 1:
-        out["devices"] = [HydraConfig.get().job.num % n_gpus]
+            and cfg.trainer.accelerator in ("auto", "gpu", "cuda") and parallel_jobs(ctx) > 1:
+        out["devices"] = [ctx.job_num % n_gpus]
     if os.environ.get("SLURM_JOB_ID") and plugins is None:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
         out["plugins"].append(SLURMEnvironment(auto_requeue=False))
@@ -186,16 +182,17 @@ def eval_schedule(cfg: DictConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the trainer
-def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.Trainer:
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any, ctx: RunContext | None = None) -> L.Trainer:
     """The Lightning Trainer of the config with our placement, evaluation schedule and early
-    stopping. A data-parallel run uses its share of the CPU cores per process."""
+    stopping. A data-parallel run uses its share of the CPU cores per process. ``ctx``: how the
+    run was launched (None: a single run)."""
     from hydra.utils import instantiate
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[ExactResume(), *callbacks, *eval_callbacks(cfg),
                                                                  *progress_log(cfg), *progress_bar(cfg)],
-                                         logger=logger, **eval_schedule(cfg), **placement(cfg))
+                                         logger=logger, **eval_schedule(cfg), **placement(cfg, ctx))
     except Exception as err:
         cause = err.__cause__ if isinstance(err.__cause__, MisconfigurationException) else err
         if isinstance(cause, MisconfigurationException):
@@ -205,7 +202,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any) -> L.
         raise
     world = trainer.world_size
     if world > 1:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if ctx is not None and ctx.multirun:
             raise UserError(f"trainer.devices={cfg.trainer.devices}: a data-parallel run is a single run "
                             "(python train.py trainer=ddp ...); sweeps run many single-device runs at once "
                             "(hydra/launcher=joblib or slurm)")

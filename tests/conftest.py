@@ -13,12 +13,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "glue"
 TIMINGS: list[tuple[float, str]] = []  # (seconds, command): printed at the end, never asserted
 REAL_TASK_DIRS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE", "WNLI"]
 
-# One thread per core per test process: with N pytest-xdist workers on C cores each worker (and every
-# train.py it starts, which inherits this) gets C // N threads, instead of torch's one per core in each
-# (two workers on two cores oversubscribed them). A value already set is kept.
-_THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+# One thread per test process: every pytest-xdist worker, and every process a test starts (train.py,
+# predict, a sweep's jobs: they inherit this environment), computes on one thread, so N workers
+# never oversubscribe the cores (two workers on two cores with torch's one thread per core did).
+# torch in this process too (the in-process runs of maxpoolbert.train). A value already set is kept.
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, _THREADS)
+    os.environ.setdefault(_name, "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -99,6 +99,7 @@ def cache_dir(tmp_path_factory) -> Path:
 SPREAD = {"test_rundir"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the groups (it ran first: modules were split)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.path.stem

@@ -46,6 +46,7 @@ def _record(folder):
     return json.loads((folder / rundir.RESULTS).read_text())
 
 
+@pytest.mark.slow
 def test_buckets_bound_the_compiled_graphs(runs):
     buckets, lengths = _record(runs / "buckets"), _record(runs / "lengths")
     assert buckets["compiled"]["graphs"] < lengths["compiled"]["graphs"]
@@ -55,6 +56,7 @@ def test_buckets_bound_the_compiled_graphs(runs):
     assert _record(runs / "stsb_eager")["compiled"] is None
 
 
+@pytest.mark.slow
 def test_compiled_predictions_are_the_uncompiled_ones_within_float_noise(runs):
     eager = pd.read_csv(runs / "stsb_eager" / rundir.PREDICTIONS, sep="\t")
     compiled = pd.read_csv(runs / "stsb_compiled" / rundir.PREDICTIONS, sep="\t")

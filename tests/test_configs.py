@@ -262,6 +262,7 @@ def test_trainer_configs_name_only_trainer_arguments():
         assert not unknown, f"configs/trainer/{name}.yaml: {', '.join(unknown)}: not lightning.Trainer arguments"
 
 
+@pytest.mark.slow
 def test_any_trainer_flag_without_a_plus(tmp_path):
     """trainer.<flag>= sets any lightning.Trainer argument, also one configs/trainer does not list
     (lightning/trainer_flags holds them all, read from the installed Trainer's signature); a
@@ -287,6 +288,7 @@ def test_any_trainer_flag_without_a_plus(tmp_path):
                                           "(did you mean trainer.limit_val_batches?); its flags are accelerator,")
 
 
+@pytest.mark.slow
 def test_model_auto_needs_a_checkpoint(tmp_path):
     cfg = composed("model=auto", f"model.name_or_path={tmp_path}")
     assert cfg.model.encoder.name_or_path == str(tmp_path)
@@ -387,6 +389,7 @@ def test_a_task_of_ones_own_on_the_search_path_is_known(tmp_path):
         schema.check_command_line([f"hydra.searchpath=[file://{tmp_path}]", "task=review"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ["task=rtee", "+trainer.max_epoch=1"])
 def test_a_misspelt_name_is_one_line_exit_2_and_no_folder(tmp_path, override):
     proc = run_train(override, "model=tiny", "logger=none", cwd=tmp_path, check=False)
@@ -395,6 +398,7 @@ def test_a_misspelt_name_is_one_line_exit_2_and_no_folder(tmp_path, override):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_missing_data_source_is_one_line(tmp_path, cache_dir):
     proc = run_train("model=tiny", "logger=none", f"hydra.run.dir={tmp_path}/run",
                      cwd=tmp_path, check=False, env={"GLUE_DIR": "", "HF_HUB_OFFLINE": "1"})
@@ -404,6 +408,7 @@ def test_missing_data_source_is_one_line(tmp_path, cache_dir):
     assert not Path(tmp_path, "run").exists()  # refused before training: the folder it made is gone
 
 
+@pytest.mark.slow
 def test_glue_dir_without_the_task_names_the_file(tmp_path):
     (tmp_path / "glue" / "RTE").mkdir(parents=True)
     proc = run_train("model=tiny", "logger=none", f"data.glue_dir={tmp_path}/glue", f"hydra.run.dir={tmp_path}/run",

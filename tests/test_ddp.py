@@ -42,6 +42,7 @@ def test_evaluation_rows_are_split_without_duplicates():
     assert sorted(rows) == list(range(277))
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(real_glue, tmp_path, cache_dir):
     """STS-B with dropout off: 2 processes (gloo) and 1 process end with the same predictions up
     to float noise; the same rows are trained on; only the first process writes the folder."""
@@ -64,6 +65,7 @@ def test_two_processes_train_like_one(real_glue, tmp_path, cache_dir):
         == ["finished"]
 
 
+@pytest.mark.slow
 def test_more_processes_than_cores_is_one_line(real_glue, tmp_path):
     proc = run_train("model=tiny", "logger=none", f"trainer.devices={(os.cpu_count() or 1) + 1}", "trainer.strategy=ddp",
                      f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, check=False)
@@ -71,6 +73,7 @@ def test_more_processes_than_cores_is_one_line(real_glue, tmp_path):
     assert f"error: trainer.devices={(os.cpu_count() or 1) + 1}: this machine has" in proc.stderr
 
 
+@pytest.mark.slow
 def test_data_parallel_in_a_multirun_is_refused(real_glue, tmp_path):
     proc = run_train("-m", "seed=1", "model=tiny", "logger=none", "trainer=ddp", f"hydra.sweep.dir={tmp_path}/sweep",
                      cwd=tmp_path, check=False)

@@ -118,6 +118,7 @@ def stsb_task():
         return instantiate(compose("config", overrides=["task=stsb"]).task, _convert_="all")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["cls", "maxpool_mha"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_export_reproduces_dev_predictions(family, pooling, exported):
@@ -153,6 +154,7 @@ def _error(capsys, *argv) -> str:
     return message
 
 
+@pytest.mark.slow
 def test_bad_run_folders_and_out_dirs(stsb_runs, tmp_path, capsys):
     run_dir = stsb_runs[("bert", "cls")]
     unfinished = tmp_path / "unfinished"
@@ -183,6 +185,7 @@ def test_bad_run_folders_and_out_dirs(stsb_runs, tmp_path, capsys):
     assert (empty / "config.json").is_file() and not list(tmp_path.glob(".empty.*"))
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "maxpoolbert.export", str(tmp_path / "nope"), str(tmp_path / "out")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -290,6 +293,7 @@ def test_a_stored_config_naming_foreign_code_is_refused_and_never_run(section, p
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_staging_folders_that_killed_exports_left_are_removed_by_the_next(tmp_path):
     """An export killed while writing leaves its staging folder beside OUT_DIR; the next export
     removes those whose process is gone (on this host), never a live one's."""

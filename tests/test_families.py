@@ -278,6 +278,7 @@ def family_sweep(checkpoints, real_glue, cache_dir, tmp_path_factory):
     return tmp / "sweep"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_train_py_runs_model_auto_on_every_family(family, family_sweep, checkpoints):
     from omegaconf import OmegaConf
@@ -293,6 +294,7 @@ def test_train_py_runs_model_auto_on_every_family(family, family_sweep, checkpoi
     assert seen["maxpool_mha"]["params"]["pooling"] == 4 * 32 * 32 + 4 * 32
 
 
+@pytest.mark.slow
 def test_train_py_user_errors_are_one_line(tmp_path, real_glue):
     (tmp_path / "empty").mkdir()
     fnet = tmp_path / "fnet"

@@ -34,6 +34,7 @@ def poolings(real_glue, tmp_path_factory, cache_dir):
     return tmp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", config_names("pooling"))
 def test_every_pooling_trains_compiled_in_bf16_on_the_gpu(poolings, pooling):
     record = _record(poolings / pooling)
@@ -48,6 +49,7 @@ RESUMABLE = [*GPU, "task=rte", "data.train_size=256", "trainer.max_epochs=3", "o
              "eval.select=best", "save_model=false"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_on_the_gpu_and_matches_the_uninterrupted_one(real_glue, tmp_path, cache_dir):
     from .test_rundir import kill_after_first_checkpoint
 
@@ -61,6 +63,7 @@ def test_killed_run_resumes_on_the_gpu_and_matches_the_uninterrupted_one(real_gl
     assert (killed / rundir.PREDICTIONS).read_bytes() == (tmp_path / "straight" / rundir.PREDICTIONS).read_bytes()
 
 
+@pytest.mark.slow
 def test_export_of_a_gpu_trained_run_reproduces_its_predictions(real_glue, tmp_path, cache_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

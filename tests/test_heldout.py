@@ -56,6 +56,7 @@ def test_heldout_rows_that_do_not_fit_are_refused(real_glue, tmp_path):
         make(train_size=500, heldout_size=2000).setup()
 
 
+@pytest.mark.slow
 def test_runs_record_and_predict_the_heldout_rows_beside_an_unchanged_dev_set(real_glue, tmp_path):
     common = ["model=tiny", "task=rte", "data.train_size=64", "trainer.max_steps=3", "logger=none",
               "speed.threads=1", f"data.glue_dir={real_glue}"]

@@ -56,6 +56,7 @@ def _rte_scores(out):
     return pd.read_csv(out / "results.csv").query("task == 'rte' and metric == 'score'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", VARIANTS)
 def test_a_setting_outside_the_old_allowlist_changes_the_identity(runs, key):
     base = [_read(p.parent) for p in sorted((runs / "base").rglob(rundir.RESULTS))]
@@ -67,6 +68,7 @@ def test_a_setting_outside_the_old_allowlist_changes_the_identity(runs, key):
     assert differing == [key]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", VARIANTS)
 def test_the_report_refuses_the_mix_naming_the_key_or_splits_it(runs, key, tmp_path, capsys):
     folder = _only(runs, "base", key)
@@ -82,6 +84,7 @@ def test_the_report_refuses_the_mix_naming_the_key_or_splits_it(runs, key, tmp_p
     assert not skipped["reason"].str.contains("duplicate").any()
 
 
+@pytest.mark.slow
 def test_settings_that_change_nothing_are_the_same_experiment(runs, tmp_path):
     base = _read(next((runs / "base").rglob(rundir.RESULTS)).parent)
     again = _read(next((runs / "again").rglob(rundir.RESULTS)).parent)

@@ -22,6 +22,7 @@ def dry_run(*args: str, folder=ROOT, **env: str) -> list[str]:
     return proc.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_the_project_venv_unless_one_is_active(tmp_path):
     # a fresh checkout's Makefile (this one may already have its .venv)
     for name in ("Makefile", "pyproject.toml"):
@@ -34,6 +35,7 @@ def test_the_project_venv_unless_one_is_active(tmp_path):
     assert 'echo "python: /opt/theirs/bin/python' in "\n".join(active)
 
 
+@pytest.mark.slow
 def test_settings_without_the_quotes_reach_train_py():
     """``make train ARGS=task=mrpc pooling=cls``: make takes pooling=cls for a variable of its own."""
     [line] = [line for line in dry_run("train", "ARGS=task=mrpc", "pooling=cls", "data.train_size=32",

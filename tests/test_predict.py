@@ -150,12 +150,14 @@ def rte_submission(rte_varied) -> Path:
 
 
 # ---------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_rte_submission_format(rte_submission, real_glue):
     assert sorted(p.name for p in rte_submission.iterdir()) == ["RTE.tsv"]
     values = read_submission(rte_submission / "RTE.tsv", n_test_rows(real_glue / "RTE" / "test.tsv"))
     assert set(values) == RTE_LABELS
 
 
+@pytest.mark.slow
 def test_rte_predictions_match_independent_forward(rte_varied, rte_submission, real_glue):
     test_file = real_glue / "RTE" / "test.tsv"
     rows = some_rows(test_file) + list(range(100, 140))
@@ -176,6 +178,7 @@ def test_rte_predictions_match_independent_forward(rte_varied, rte_submission, r
         assert values[rows[k]] == task.label_values[int(expected[k].argmax())], rows[k]
 
 
+@pytest.mark.slow
 def test_stsb_and_mnli_into_one_folder(stsb_varied, mnli_run, real_glue, full_glue, tmp_path, capsys):
     out = tmp_path / "submission"
     assert main([str(stsb_varied), str(mnli_run), "--out", str(out), "--batch-size", "16"]) == 0
@@ -196,6 +199,7 @@ def test_stsb_and_mnli_into_one_folder(stsb_varied, mnli_run, real_glue, full_gl
         assert set(values) <= MNLI_LABELS
 
 
+@pytest.mark.slow
 def test_mnli_diagnostic_ax(mnli_run, full_glue, tmp_path):
     glue = tmp_path / "glue"
     (glue / "diagnostic").mkdir(parents=True)
@@ -225,6 +229,7 @@ def test_not_a_run(tmp_path):
         main([str(tmp_path / "nowhere")])
 
 
+@pytest.mark.slow
 def test_run_without_saved_model(tmp_path, rte_run):
     no_model = tmp_path / "no_model"
     shutil.copytree(rte_run / ".hydra", no_model / ".hydra")
@@ -234,6 +239,7 @@ def test_run_without_saved_model(tmp_path, rte_run):
     assert not (no_model / "submission").exists()
 
 
+@pytest.mark.slow
 def test_missing_test_file(tmp_path, rte_run, real_glue):
     glue = tmp_path / "glue"
     (glue / "RTE").mkdir(parents=True)
@@ -243,6 +249,7 @@ def test_missing_test_file(tmp_path, rte_run, real_glue):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_task_refused(tmp_path, rte_run, rte_varied):
     with pytest.raises(SystemExit, match=r"both predict RTE\.tsv"):
         main([str(rte_run), str(rte_varied), "--out", str(tmp_path / "out")])
@@ -255,6 +262,7 @@ def test_several_runs_need_out(tmp_path, capsys):
     assert info.value.code == 2 and "--out" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
@@ -264,6 +272,7 @@ def test_cli_error_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "results.json" in lines[0]
 
 
+@pytest.mark.slow
 def test_progress_while_predicting(tmp_path, rte_run, capsys):
     """A progress line every --progress-every seconds: rows done of the split, time left."""
     assert main([str(rte_run), "--out", str(tmp_path / "out"), "--progress-every", "0.001", "--batch-size", "256"]) == 0

@@ -733,6 +733,7 @@ def test_wandb_task_info_from_the_run_config():
     assert parsed["task_info"].header == "CB (acc/mF1)"
 
 
+@pytest.mark.slow
 def test_a_hostile_stored_config_never_runs_in_the_report(real_glue, tmp_path):
     """Archived predictions take their gold labels from the task the run's stored config
     describes: the report builds that task directly (a _target_ other than the task class is

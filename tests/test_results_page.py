@@ -88,6 +88,7 @@ def test_the_committed_runs_hold_no_path_of_the_machine(page):
                     assert marker not in text, f"{path.relative_to(ROOT)} holds {marker}"
 
 
+@pytest.mark.slow
 def test_relaunching_the_study_on_the_committed_runs_launches_nothing(real_glue, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(RUNS, runs)  # a relaunch appends to launches.jsonl: not in the checkout

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
@@ -46,6 +45,23 @@ def flat(obj, path=()):
     return {path: obj}
 
 
+def train_here(*overrides: str):
+    """``maxpoolbert.train(overrides)`` in this process (the run's log lines: its folder's train.log)."""
+    import maxpoolbert
+
+    return maxpoolbert.train(list(overrides))
+
+
+def composed(*overrides: str) -> dict:
+    """The job's config and its ``hydra`` node as ``python train.py --cfg all`` prints them (unresolved)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "configs"), job_name="train", version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+
+
 def lookup(cfg: dict, path: tuple):
     for part in path:
         assert isinstance(cfg, dict) and part in cfg, f"{'.'.join(path)} is missing from the composed config"
@@ -55,24 +71,25 @@ def lookup(cfg: dict, path: tuple):
 
 # ---------------------------------------------------------------------------- experiment presets
 @pytest.mark.parametrize(("group", "name"), PRESETS)
-def test_experiment_preset_wins_for_every_key_it_sets(group, name, tmp_path):
-    """Compose through the real command line (``--cfg job`` and ``--cfg hydra``) and find every
-    value the preset sets, unchanged, and every group it overrides chosen."""
+def test_experiment_preset_wins_for_every_key_it_sets(group, name):
+    """Compose as the command line does (Hydra's compose of the project's configs: what ``--cfg job``
+    and ``--cfg hydra`` print) and find every value the preset sets, unchanged, and every group it
+    overrides chosen."""
     preset = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / group / f"{name}.yaml"))
     defaults = preset.pop("defaults", [])
-    job = yaml.safe_load(run_train(f"{group}={name}", "--cfg", "job", cwd=tmp_path).stdout)
-    hydra = yaml.safe_load(run_train(f"{group}={name}", "--cfg", "hydra", cwd=tmp_path).stdout)
-    composed = {**job, **hydra}
+    composed_ = composed(f"{group}={name}")
+    hydra = {"hydra": composed_["hydra"]}
     keys = flat(preset)
     assert keys, f"experiment {name} sets nothing"
     for key, value in keys.items():
-        assert lookup(composed, key) == value, f"experiment={name}: {'.'.join(key)} is not the preset's value"
+        assert lookup(composed_, key) == value, f"experiment={name}: {'.'.join(key)} is not the preset's value"
     for entry in defaults:
         for group, choice in (entry.items() if isinstance(entry, dict) else []):
             group = group.removeprefix("override ").strip("/")
             assert hydra["hydra"]["runtime"]["choices"][group] == choice, f"experiment={name}: {group}"
 
 
+@pytest.mark.slow
 def test_glue_grid_writes_its_folders_and_a_relaunch_skips_every_finished_job(real_glue, tmp_path, cache_dir):
     args = ["experiment=glue_grid", "model=tiny", "task=rte,mrpc", "pooling=cls,max_cls", "seed=1",
             "data.train_size=32", "trainer.max_steps=2", "logger=none", "trainer.enable_progress_bar=false",
@@ -101,6 +118,7 @@ def test_glue_grid_writes_its_folders_and_a_relaunch_skips_every_finished_job(re
     assert {p: p.read_bytes() for p in tmp_path.rglob("config.yaml")} == configs
 
 
+@pytest.mark.slow
 def test_smoke_trains_on_64_rows_and_writes_no_weights(real_glue, tmp_path, cache_dir):
     run_train("experiment=smoke", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     results = json.loads((tmp_path / "run" / rundir.RESULTS).read_text())
@@ -131,6 +149,7 @@ def leftovers(run_dir: Path) -> list[Path]:
     return [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_the_kept_checkpoint_is_from_the_end_of_the_second_of_three_epochs(straight):
     """A rolling checkpoint after every epoch but the last (nothing is left to resume after it)."""
     kept = torch.load(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT, map_location="cpu", weights_only=True)
@@ -152,6 +171,7 @@ def kill_after_first_checkpoint(run_dir: Path, overrides: list[str], env: dict |
     assert not (run_dir / rundir.RESULTS).exists(), "the run finished before it could be killed"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(straight, tmp_path, cache_dir):
     run_dir = tmp_path / "killed"
     kill_after_first_checkpoint(run_dir, [*RESUMABLE, f"data.cache_dir={cache_dir}"])
@@ -162,6 +182,7 @@ def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(straight, 
     assert not (run_dir / rundir.CHECKPOINTS).exists()  # deleted after success (checkpoint.keep=false)
 
 
+@pytest.mark.slow
 def test_a_step_limited_run_resumes_exactly(real_glue, tmp_path, cache_dir):
     """``trainer.max_steps=20`` of the 24 steps of 3 epochs: killed after the first checkpoint, the
     relaunch ends where the uninterrupted run ends (Lightning alone resumes step-limited training
@@ -177,6 +198,7 @@ def test_a_step_limited_run_resumes_exactly(real_glue, tmp_path, cache_dir):
     assert (tmp_path / "killed" / rundir.PREDICTIONS).read_bytes() == (tmp_path / "straight" / rundir.PREDICTIONS).read_bytes()
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_its_own_wandb_run(real_glue, tmp_path, cache_dir):
     env = {"WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc")}  # no key: offline
     overrides = [*RESUMABLE, "logger=wandb", f"data.cache_dir={cache_dir}"]
@@ -189,6 +211,7 @@ def test_resumed_run_continues_its_own_wandb_run(real_glue, tmp_path, cache_dir)
     assert ids == {(run_dir / "wandb_id").read_text().strip()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nth", [1, 2])
 def test_killed_while_writing_a_checkpoint_with_tmpdir_elsewhere(straight, tmp_path, cache_dir, nth):
     """SIGKILL half-way through the n-th checkpoint write, ``$TMPDIR`` on another filesystem
@@ -232,32 +255,37 @@ def copy_unfinished(straight: Path, dest: Path) -> Path:
     return dest / rundir.CHECKPOINTS / rundir.LAST_CKPT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_damaged_checkpoint_is_set_aside_and_the_run_restarts(straight, tmp_path, cache_dir, damage):
     ckpt = copy_unfinished(straight, tmp_path / "run")
     data = ckpt.read_bytes()
     ckpt.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
-    proc = run_train(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    warnings = [line for line in out(proc).splitlines() if "cannot be loaded" in line]
+    train_here(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run")
+    log = (tmp_path / "run" / "train.log").read_text()
+    warnings = [line for line in log.splitlines() if "cannot be loaded" in line]
     assert len(warnings) == 1 and "moved to last.ckpt.corrupt" in warnings[0]
-    assert "resuming from" not in out(proc)
+    assert "resuming from" not in log
     corrupt = ckpt.with_name("last.ckpt.corrupt")
     assert corrupt.read_bytes() == (b"" if damage == "empty" else data[: len(data) // 2])
     assert not json.loads((tmp_path / "run" / rundir.RESULTS).read_text())["resumed"]
     same_run(tmp_path / "run", straight)
 
 
+@pytest.mark.slow
 def test_damaged_last_checkpoint_falls_back_to_an_older_intact_one(straight, tmp_path, cache_dir):
     ckpt = copy_unfinished(straight, tmp_path / "run")
     shutil.copy(ckpt, ckpt.with_name("epoch1.ckpt"))
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    proc = run_train(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    assert "resuming from" in out(proc) and "epoch1.ckpt" in out(proc)
+    train_here(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "resuming from" in log and "epoch1.ckpt" in log
     assert json.loads((tmp_path / "run" / rundir.RESULTS).read_text())["resumed"]
     same_run(tmp_path / "run", straight)
 
 
 # ---------------------------------------------------------------------------- finished, or not
+@pytest.mark.slow
 def test_sweep_with_a_corrupt_results_json_reruns_that_job_and_says_so(real_glue, tmp_path, cache_dir):
     args = ["-m", "pooling=cls,max_cls", "model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none",
             "trainer.enable_progress_bar=false", f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path}/sweep"]
@@ -288,22 +316,23 @@ def test_results_json_that_cannot_be_used_is_not_finished(tmp_path, content, pro
     assert not folder.is_finished()
 
 
-def test_relaunch_with_other_settings_is_refused_and_the_config_kept(real_glue, tmp_path, cache_dir):
+def test_relaunch_with_other_settings_is_refused_and_the_config_kept(real_glue, tmp_path, cache_dir, monkeypatch):
+    from maxpoolbert.errors import UserError
+
     common = ["model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
               f"hydra.run.dir={tmp_path}/run", "trainer.enable_progress_bar=false"]
-    run_train(*common, cwd=tmp_path)
+    train_here(*common)
     config = tmp_path / "run" / rundir.CONFIG
     before = config.read_bytes()
-    refused = run_train(*common, "optimizer.lr=1e-3", "seed=7", cwd=tmp_path, check=False)
-    assert refused.returncode != 0 and "Traceback" not in out(refused)
-    lines = [line for line in out(refused).splitlines() if line.startswith("error:")]
-    assert len(lines) == 1
-    assert "optimizer.lr=0.001 (stored: 2e-05)" in lines[0] and "seed=7 (stored: 1)" in lines[0]
+    with pytest.raises(UserError) as refused:
+        train_here(*common, "optimizer.lr=1e-3", "seed=7")
+    line = str(refused.value)
+    assert "\n" not in line and "optimizer.lr=0.001 (stored: 2e-05)" in line and "seed=7 (stored: 1)" in line
     assert config.read_bytes() == before
     # Keys that do not change the run are free: another logger, no progress bar, another GLUE path.
-    fine = run_train(*common, "logger=csv", "trainer.enable_progress_bar=true", cwd=tmp_path,
-                     env={"GLUE_DIR": str(real_glue) + "/"})
-    assert "skipping" in out(fine) and config.read_bytes() == before
+    monkeypatch.setenv("GLUE_DIR", str(real_glue) + "/")
+    train_here(*common, "logger=csv", "trainer.enable_progress_bar=true")
+    assert "skipping" in (tmp_path / "run" / "train.log").read_text() and config.read_bytes() == before
     assert [e["outcome"] for e in rundir.RunFolder(tmp_path / "run").launches()] == ["finished", "refused", "skipped"]
 
 
@@ -346,6 +375,7 @@ def test_trainer_flags_left_out_have_lightning_defaults_when_a_run_folder_is_com
     assert differences(current, added, both_only=False) == [("data.new_option", "<unset>", True)]
 
 
+@pytest.mark.slow
 def test_run_folder_holds_no_path_of_the_machine_and_predict_reads_the_shells_glue_dir(real_glue, tmp_path,
                                                                                        cache_dir):
     """A relative GLUE_DIR is taken against the folder the run started in; the stored config keeps
@@ -368,6 +398,7 @@ def test_run_folder_holds_no_path_of_the_machine_and_predict_reads_the_shells_gl
     assert len(rows) == 1 + 3000  # header + every RTE test row
 
 
+@pytest.mark.slow
 def test_predict_without_glue_dir_reads_the_folder_the_run_read_on_this_machine(real_glue, tmp_path, cache_dir):
     """The committed files hold no machine path; a machine-local note (never committed) lets
     `predict` of a run work where it was trained from a shell without GLUE_DIR, while the folder
@@ -477,6 +508,7 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != "train.log" and rundir.CHECKPOINTS not in p.parts}
 
 
+@pytest.mark.slow
 def test_a_folder_in_use_is_refused_in_one_line_naming_the_holder_and_nothing_is_touched(real_glue, tmp_path,
                                                                                             cache_dir):
     """The first run is made too long to end on its own (1000 epochs) and is stopped by the test
@@ -508,6 +540,7 @@ def test_a_folder_in_use_is_refused_in_one_line_naming_the_holder_and_nothing_is
     folder.unlock()
 
 
+@pytest.mark.slow
 def test_a_sweep_goes_on_past_refused_jobs_and_says_what_to_do_for_each_kind(real_glue, tmp_path, cache_dir):
     """Four jobs: one folder in use by another process (here: the test itself holds its lock), one
     holding a trained run with other settings, one failing, one that runs; the summary names each
@@ -539,6 +572,7 @@ def test_a_sweep_goes_on_past_refused_jobs_and_says_what_to_do_for_each_kind(rea
     assert json.loads((sweep / "s-1" / rundir.FAILED).read_text())["steps"] == 0
 
 
+@pytest.mark.slow
 def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_settings(real_glue, tmp_path, cache_dir):
     """``trainer.accelerator=gpu`` on a machine without one fails before the first step; the same
     command with the right setting takes the folder over (its old .hydra/ kept aside)."""
@@ -559,6 +593,7 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
     assert rundir.RunFolder(run_dir).is_finished() and not (run_dir / rundir.FAILED).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "env", "error"), [
     ([], {"GLUE_DIR": ""}, "error: data.glue_dir=null: no data for task rte"),
     (["data.train_size=100000"], {}, "error: data.train_size=100000: more than the 2490 training rows of task rte"),
@@ -663,6 +698,7 @@ WRITE_ERROR = re.compile(r"error: cannot write (\S+): No space left on device \(
                          r"its filesystem; free some space, then relaunch: it (.+?): (\S+ \S+train\.py .+)$")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "file", "then"), [
     ("checkpoint", f"{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}", "starts the run again (no checkpoint)"),
     ("results", rundir.RESULTS, f"resumes from {rundir.CHECKPOINTS}/{rundir.LAST_CKPT} (saved after epoch 1, step 2)"),
@@ -686,6 +722,7 @@ def test_a_write_that_fails_for_want_of_space_is_one_line_and_a_relaunch_goes_on
     assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["failed", "finished"]
 
 
+@pytest.mark.slow
 def test_failed_weights_leave_a_finished_run_whose_record_says_so(real_glue, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [*SHORT, "trainer.max_steps=2", "save_model=true", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
@@ -707,6 +744,7 @@ def test_failed_weights_leave_a_finished_run_whose_record_says_so(real_glue, tmp
                                     "(results.json: weights missing); train again with skip_finished=false to get them"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_in_one_line_through_lightning_and_a_relaunch_finishes(real_glue, small_disk,
                                                                                        tmp_path, cache_dir):
     run_dir = small_disk / "run"
@@ -766,6 +804,7 @@ def test_write_failures_name_the_file_and_remove_the_temporary(tmp_path, monkeyp
 
 
 # ---------------------------------------------------------------------------- interruptions
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "when", "then"), [
     (signal.SIGINT, "checkpoint", f"resumes from {rundir.CHECKPOINTS}/{rundir.LAST_CKPT} (saved after epoch 1, step 2)"),
     (signal.SIGTERM, "lock", "starts the run again (no checkpoint)"),
@@ -804,6 +843,7 @@ def python_named() -> str:
     return "python" if found and os.path.realpath(found) == os.path.realpath(sys.executable) else sys.executable
 
 
+@pytest.mark.slow
 def test_ctrl_c_names_the_exact_command_that_resumes_to_the_uninterrupted_predictions(straight, tmp_path, cache_dir):
     """No hydra.run.dir: the folder is new at each launch (a timestamp), so the same command would
     start again; the message names the command with the folder, and that command resumes."""
@@ -861,6 +901,7 @@ def test_interruption_takes_over_only_signals_at_their_default():
 
 
 # ---------------------------------------------------------------------------- finished means complete
+@pytest.mark.slow
 def test_a_kill_while_the_weights_are_written_leaves_a_run_that_the_relaunch_completes(real_glue, tmp_path,
                                                                                          cache_dir):
     """results.json comes after the weights: a run killed while writing them is not finished, and
@@ -883,15 +924,16 @@ def test_a_skipped_relaunch_removes_the_checkpoints_a_finished_run_left(real_glu
     launch), loses them at the next launch that finds it finished, unless checkpoint.keep=true."""
     run_dir = tmp_path / "run"
     args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
-    run_train(*args, "checkpoint.keep=true", cwd=tmp_path)
+    train_here(*args, "checkpoint.keep=true")
     assert (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
-    run_train(*args, "checkpoint.keep=true", cwd=tmp_path)
+    train_here(*args, "checkpoint.keep=true")
     assert (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
-    run_train(*args, cwd=tmp_path)
+    train_here(*args)
     assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["finished", "skipped", "skipped"]
     assert not (run_dir / rundir.CHECKPOINTS).exists()
 
 
+@pytest.mark.slow
 def test_a_failed_rerun_of_a_finished_run_keeps_its_results_and_the_run_finished(real_glue, tmp_path, cache_dir):
     """skip_finished=false on a finished run that then fails: the earlier results stay the run's
     (the report shows them, later launches skip it); the failure is recorded apart."""
@@ -1053,6 +1095,7 @@ def test_the_fingerprint_of_labels_does_not_depend_on_float_noise():
     assert rundir.fingerprint([1, 0])["rows"] == 2
 
 
+@pytest.mark.slow
 def test_a_full_disk_when_the_run_folder_is_claimed_is_one_line(real_glue, tmp_path):
     """The disk is full from the start: claiming the folder fails, and so does writing failed.json;
     that second WriteFailed escaped as a chained traceback."""

@@ -28,6 +28,7 @@ def runs(real_glue, tmp_path_factory, cache_dir):
             for name in ("last", "best", "default")}
 
 
+@pytest.mark.slow
 def test_history_has_one_entry_per_evaluation(runs):
     _, r = runs["last"]
     assert [(h["epoch"], h["step"]) for h in r["history"]] == [(0, 1), (0, 2), (1, 3), (1, 4), (2, 5), (2, 6)]
@@ -37,6 +38,7 @@ def test_history_has_one_entry_per_evaluation(runs):
     assert [(h["epoch"], h["step"]) for h in default["history"]] == [(0, 2), (1, 4), (2, 6)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("select", ["last", "best"])
 def test_the_selected_evaluation_reports_the_run(runs, select):
     run_dir, r = runs[select]
@@ -48,6 +50,7 @@ def test_the_selected_evaluation_reports_the_run(runs, select):
     assert recomputed_score(run_dir) == pytest.approx(r["score"], abs=1e-6)  # the predictions kept are that evaluation's
 
 
+@pytest.mark.slow
 def test_best_and_last_differ_here_and_last_is_the_default(runs):
     assert runs["best"][1]["selected"]["index"] != runs["last"][1]["selected"]["index"]  # the test can tell them apart
     _, default = runs["default"]
@@ -55,6 +58,7 @@ def test_best_and_last_differ_here_and_last_is_the_default(runs):
     assert default["metrics"] == default["history"][-1]["metrics"]
 
 
+@pytest.mark.slow
 def test_early_stopping_counts_patience_in_evaluations(real_glue, tmp_path, cache_dir):
     run_train(*COMMON, "trainer.max_epochs=6", "eval.early_stopping=1", "eval.select=best", f"data.cache_dir={cache_dir}",
               f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
@@ -65,6 +69,7 @@ def test_early_stopping_counts_patience_in_evaluations(real_glue, tmp_path, cach
     assert r["score"] == max(scores)
 
 
+@pytest.mark.slow
 def test_optuna_search_names_its_best_trial(real_glue, tmp_path, cache_dir):
     """hparams_search=optuna maximises the dev score; best_trial.yaml names the trial Optuna
     reports as best (same parameters, same score) and its folder."""

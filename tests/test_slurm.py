@@ -72,6 +72,7 @@ def slurm_sweep(cluster, real_glue, tmp_path_factory, cache_dir):
     return tmp, args
 
 
+@pytest.mark.slow
 def test_slurm_sweep_equals_the_basic_launcher_byte_for_byte(slurm_sweep):
     tmp, _ = slurm_sweep
     on_slurm, local = results(tmp / "slurm"), results(tmp / "basic")
@@ -82,6 +83,7 @@ def test_slurm_sweep_equals_the_basic_launcher_byte_for_byte(slurm_sweep):
     assert list((tmp / "slurm" / ".submitit").iterdir())  # really went through SLURM
 
 
+@pytest.mark.slow
 def test_relaunched_finished_sweep_submits_nothing(slurm_sweep, cluster):
     tmp, args = slurm_sweep
     jobs_before = sorted(p.name for p in (tmp / "slurm" / ".submitit").iterdir())
@@ -92,6 +94,7 @@ def test_relaunched_finished_sweep_submits_nothing(slurm_sweep, cluster):
     assert sorted(p.name for p in (tmp / "slurm" / ".submitit").iterdir()) == jobs_before  # no submission
 
 
+@pytest.mark.slow
 def test_requeued_job_resumes_to_the_uninterrupted_result(cluster, real_glue, tmp_path, cache_dir):
     args = ["-m", *RESUMABLE, f"data.cache_dir={cache_dir}"]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", **cluster}
@@ -118,6 +121,7 @@ def test_requeued_job_resumes_to_the_uninterrupted_result(cluster, real_glue, tm
     assert (run_dir / "dev_predictions.tsv").read_bytes() == (tmp_path / "straight" / "dev_predictions.tsv").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_job_that_can_never_start_ends_the_sweep_in_one_line(cluster, real_glue, tmp_path):
     """Partition ``tiny`` allows 1 minute; asking for 10 leaves the job pending for
     PartitionTimeLimit forever: the sweep cancels it and names the reason and what to change."""
@@ -139,6 +143,7 @@ def test_a_job_that_can_never_start_ends_the_sweep_in_one_line(cluster, real_glu
     assert squeue(cluster, "-o", "%i %T").strip() == ""  # cancelled, nothing left queued
 
 
+@pytest.mark.slow
 def test_a_partition_that_does_not_exist_is_one_line(cluster, real_glue, tmp_path):
     proc = run_train("-m", *SMALL, "hydra/launcher=slurm_cpu", "hydra.launcher.partition=nope",
                      f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, env=cluster, check=False, timeout=300)

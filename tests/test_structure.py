@@ -20,12 +20,14 @@ LAYERS = [
     ["tasks", "families", "layers", "targets"],
     # the pieces a run is built from, and the config check
     ["schema", "encoders", "model", "optim", "data", "module", "modeling_maxpoolbert"],
-    # the run record: a run folder, what a run records, a run's identity
-    ["rundir", "checkpointing"],
+    # the run record: a run folder, what a run records, a run's identity; how a run was launched
+    ["rundir", "checkpointing", "context"],
     # around a run: the Trainer, loggers, Hydra callbacks and sweeps
     ["trainer", "loggers", "callbacks", "sweeps"],
     # one run
     ["run"],
+    # one run from Python (maxpoolbert.train)
+    ["entry"],
     # tools over finished runs
     ["predict", "export", "report"],
 ]

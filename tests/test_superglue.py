@@ -95,6 +95,7 @@ def test_no_local_folder_offline_is_one_line(monkeypatch):
     assert "\n" not in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_run_from_the_fixtures(name, tmp_path, cache_dir):
     run_dir = tmp_path / name

@@ -33,6 +33,7 @@ def wandb_sweep(real_glue, tmp_path_factory, cache_dir):
     return tmp / "sweep", args, env, first
 
 
+@pytest.mark.slow
 def test_multirun_basic_launcher_writes_every_job(wandb_sweep):
     root, *_ = wandb_sweep
     found = results(root)
@@ -43,6 +44,7 @@ def test_multirun_basic_launcher_writes_every_job(wandb_sweep):
         assert f"pooling={pooling}" in r["_dir"].name and f"seed={seed}" in r["_dir"].name
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_per_job_with_config_and_metrics(wandb_sweep):
     root, *_ = wandb_sweep
     ids = set()
@@ -61,6 +63,7 @@ def test_wandb_offline_run_per_job_with_config_and_metrics(wandb_sweep):
     assert len(ids) == 4  # every job finished its own run: nothing logged into the first one
 
 
+@pytest.mark.slow
 def test_single_run_ends_fast_with_its_wandb_run_complete(real_glue, tmp_path, cache_dir):
     """A single run leaves through ``exit_now`` (no interpreter teardown): the W&B run must be
     complete anyway (per-step history and the summary written before the process ends)."""
@@ -75,6 +78,7 @@ def test_single_run_ends_fast_with_its_wandb_run_complete(real_glue, tmp_path, c
     assert "rte cls tiny seed 1" in (tmp_path / "run" / "train.log").read_text()  # log file flushed
 
 
+@pytest.mark.slow
 def test_relaunched_sweep_skips_finished_jobs(wandb_sweep):
     root, args, env, _ = wandb_sweep
     before = {k: r["_dir"].joinpath("results.json").stat().st_mtime_ns for k, r in results(root).items()}
@@ -86,6 +90,7 @@ def test_relaunched_sweep_skips_finished_jobs(wandb_sweep):
     assert "0 finished, 4 skipped (already finished), 0 failed" in out and "Launching" not in out
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher(real_glue, tmp_path, cache_dir):
     run_train("-m", "seed=1,2", "pooling=cls,max_cls", "hydra/launcher=submitit_local", "logger=none",
               "hydra.launcher.timeout_min=10", *SMALL, f"data.cache_dir={cache_dir}",
@@ -95,6 +100,7 @@ def test_submitit_local_launcher(real_glue, tmp_path, cache_dir):
     assert list((tmp_path / "sweep" / ".submitit").iterdir())  # really went through submitit
 
 
+@pytest.mark.slow
 def test_failed_job_is_recorded_and_the_sweep_goes_on(real_glue, tmp_path, cache_dir):
     proc = run_train("-m", "pooling=max_cls", "pooling.module.k=0,1", "logger=none", *SMALL,
                      f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, check=False)
@@ -107,6 +113,7 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(real_glue, tmp_path, cache
     assert len(done) == 1 and "k=1" in done[0].parent.name
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_different_seed_differs(real_glue, tmp_path, cache_dir):
     common = ["task=stsb", "model=tiny", "data.train_size=128", "trainer.max_steps=6", "optimizer.lr=1e-3",
               "logger=none", "save_model=false", f"data.cache_dir={cache_dir}"]
@@ -126,10 +133,10 @@ def test_a_slurm_job_uses_the_cpus_it_was_given(monkeypatch, env, threads):
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(trainer, "parallel_jobs", lambda: 1)
-    assert trainer.threads_per_parallel_job() == threads
+    assert trainer.threads_per_parallel_job(None) == threads  # no sweep: one job on the machine
 
 
+@pytest.mark.slow
 def test_slurm_launcher_without_sbatch_is_one_line(tmp_path):
     path = os.path.dirname(sys.executable)  # python, and no sbatch
     proc = run_train("-m", "hydra/launcher=slurm", "model=tiny", "logger=none", f"hydra.sweep.dir={tmp_path}/sweep",
@@ -148,6 +155,7 @@ def _ended(pid: int) -> bool:
     return fields[0] in ("Z", "X")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a parent-death signal is Linux's (prctl)")
 def test_a_joblib_sweeps_workers_end_when_its_process_is_killed(real_glue, tmp_path, cache_dir):
     """kill -9 of a joblib sweep's process: its loky workers, each running a job, end with it (the
@@ -197,6 +205,7 @@ def test_a_joblib_sweeps_workers_end_when_its_process_is_killed(real_glue, tmp_p
         assert rundir.RunFolder(folder).launches()[0]["signal"] == "SIGTERM"
 
 
+@pytest.mark.slow
 def test_a_job_folder_name_too_long_is_refused_before_any_job(real_glue, tmp_path):
     """A swept value that makes a job's folder name longer than 255 bytes: Hydra's mkdir (or our
     stat) of the job folder failed with a traceback."""

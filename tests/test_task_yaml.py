@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import run_train
-
 CSV_TRAIN = [("A warm, funny film; I loved it.", "good"), ("Dull, slow and far too long.", "bad"),
              ('The "twist" was obvious, sadly.', "bad"), ("Great cast, great songs.", "good")] * 6
 CSV_DEV = [("Wonderful from start to end.", "good"), ("I want my money back, honestly.", "bad"),
@@ -41,11 +39,13 @@ def user_folder(tmp_path: Path, task: dict, files: dict[str, str]) -> tuple[Path
     return configs, data
 
 
-def train(tmp_path, configs: Path, name: str, cache_dir, check=True, *extra):
-    return run_train(f"hydra.searchpath=[file://{configs}]", f"task={name}", "model=tiny", "pooling=maxpool_mha",
-                     "logger=none", "trainer.max_epochs=1", "save_model=false",
-                     f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}", *extra,
-                     cwd=tmp_path, check=check)
+def train(tmp_path, configs: Path, name: str, cache_dir, *extra):
+    """The run, in this process (maxpoolbert.train: the command line's checks and run)."""
+    import maxpoolbert
+
+    return maxpoolbert.train([f"hydra.searchpath=[file://{configs}]", f"task={name}", "model=tiny",
+                              "pooling=maxpool_mha", "logger=none", "trainer.max_epochs=1", "save_model=false",
+                              f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}", *extra])
 
 
 def test_users_csv_task_from_their_own_config_folder(tmp_path, cache_dir):
@@ -60,16 +60,17 @@ def test_users_csv_task_from_their_own_config_folder(tmp_path, cache_dir):
     assert [int(r[2]) for r in rows] == [["bad", "good"].index(y) for _, y in CSV_DEV]
 
 
-def refused(proc, *expected: str) -> str:
-    """Exit status 2, one line on stderr naming what is expected, no traceback."""
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
+def refused(run, *expected: str) -> str:
+    """The run refused with one line (the command line's ``error: ...``, exit 2) naming what is expected."""
+    from maxpoolbert.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        run()
+    line = str(err.value)
+    assert "\n" not in line, line
     for part in expected:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]
+        assert part in line, (part, line)
+    return line
 
 
 def yaml_path(configs: Path, name: str) -> str:
@@ -86,14 +87,14 @@ def yaml_path(configs: Path, name: str) -> str:
 def test_bad_task_yaml_is_one_line_naming_the_file(tmp_path, cache_dir, change, expected):
     task = {k: v for k, v in {**REVIEWS, **change}.items() if v is not None}
     configs, _ = user_folder(tmp_path, task, {"train.csv": csv_text(CSV_TRAIN), "dev.csv": csv_text(CSV_DEV)})
-    line = refused(train(tmp_path, configs, "reviews", cache_dir, False), *expected)
+    line = refused(lambda: train(tmp_path, configs, "reviews", cache_dir), *expected)
     assert yaml_path(configs, "reviews") in line
 
 
 def test_unknown_metric_names_the_file(tmp_path, cache_dir):
     task = {**REVIEWS, "eval": {"dev": {"file": "dev.csv", "metrics": {"acc": "acuracy"}}}}
     configs, _ = user_folder(tmp_path, task, {"train.csv": csv_text(CSV_TRAIN), "dev.csv": csv_text(CSV_DEV)})
-    refused(train(tmp_path, configs, "reviews", cache_dir, False), "unknown metric 'acuracy'", "macro_f1",
+    refused(lambda: train(tmp_path, configs, "reviews", cache_dir), "unknown metric 'acuracy'", "macro_f1",
             yaml_path(configs, "reviews"))
 
 
@@ -121,5 +122,5 @@ def test_bad_jsonl_line_is_one_line_naming_file_and_line(tmp_path, cache_dir, th
     lines = jsonl(GOOD).splitlines()
     lines.insert(2, third_line)
     configs, data = user_folder(tmp_path, NLI, {"train.jsonl": "\n".join(lines) + "\n", "dev.jsonl": jsonl(GOOD)})
-    line = refused(train(tmp_path, configs, "nli", cache_dir, False), expected)
+    line = refused(lambda: train(tmp_path, configs, "nli", cache_dir), expected)
     assert str(data / "train.jsonl") in line

@@ -51,6 +51,7 @@ def all_tasks(full_glue, tmp_path_factory, cache_dir):
     return by_key(tmp / "sweep", "task"), {"glue": str(full_glue), "superglue": str(SUPERGLUE)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TASKS)
 def test_every_task_runs_and_reports_design_keys(all_tasks, name):
     runs, folders = all_tasks
@@ -89,6 +90,7 @@ def all_poolings(real_glue, tmp_path_factory, cache_dir):
     return by_key(tmp / "sweep", "pooling")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", POOLINGS)
 def test_every_pooling_trains_and_its_parameters_move(all_poolings, name):
     r, run_dir = all_poolings[name]
@@ -103,6 +105,7 @@ def test_every_pooling_trains_and_its_parameters_move(all_poolings, name):
     assert not torch.equal(trained["classifier.weight"], initial.classifier.weight.detach())
 
 
+@pytest.mark.slow
 def test_progress_lines_in_the_log_where_no_progress_bar_shows(real_glue, tmp_path, cache_dir):
     """Output to a pipe, not a terminal: a progress line every ``progress_every_s`` seconds (the
     first after the first step) with the step count, samples/s and time left, and the dev rows
@@ -119,6 +122,7 @@ def test_progress_lines_in_the_log_where_no_progress_bar_shows(real_glue, tmp_pa
     assert training[0] in (tmp_path / "run" / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_relative_glue_dir_works_from_another_folder(real_glue, tmp_path, monkeypatch):
     """GLUE_DIR=../shared/data/glue, given relative to the folder pytest starts in (as `make test`
     may pass it): conftest makes it absolute at import, so train.py started by the tests from any
@@ -135,6 +139,7 @@ def test_a_relative_glue_dir_works_from_another_folder(real_glue, tmp_path, monk
     assert json.loads((tmp_path / "run" / "results.json").read_text())["n_train"] == 16
 
 
+@pytest.mark.slow
 def test_a_run_shows_our_lines_and_real_warnings_and_one_epoch_numbering(real_glue, tmp_path, cache_dir):
     """No advertisement (Lightning's "💡 Tip"), no W&B "anonymous" notice, no deprecation raised
     inside the libraries; a real warning (too few batches for the logging interval) stays; the
@@ -150,6 +155,7 @@ def test_a_run_shows_our_lines_and_real_warnings_and_one_epoch_numbering(real_gl
     assert "Epoch 2/2" in text and not re.search(r"Epoch [01]/1\b", text), text[-3000:]
 
 
+@pytest.mark.slow
 def test_a_run_that_diverges_is_a_failed_run(real_glue, tmp_path, cache_dir):
     """optimizer.lr=1e30: the loss is NaN from step 2 and the weights are non-finite; the run used to
     finish with constant predictions and a record scoring the majority class. Now it stops: one
@@ -173,6 +179,7 @@ def test_a_run_that_diverges_is_a_failed_run(real_glue, tmp_path, cache_dir):
     assert runs.empty and skipped[0]["reason"].startswith("failed: UserError: optimizer.lr=1e+30: training diverged")
 
 
+@pytest.mark.slow
 def test_the_record_keeps_a_fingerprint_of_the_data_it_was_scored_on(real_glue, tmp_path, cache_dir):
     """results.json's dev_data: per split, the rows and a hash of the gold labels (STS-B's float32
     labels hash as the file's); the archived predictions read back against it."""

@@ -3,8 +3,9 @@ wrong>; <what is allowed>``, exit code 2, no traceback, nothing trained and, for
 schema checks, no run folder made and nothing heavy imported (a second or so). Each case's wall
 time is printed in the session summary, not asserted: the machine may be shared.
 
-All cases run as ``python train.py ...`` subprocesses, two at a time, in one module fixture; each
-parametrized test then checks its own case.
+All cases run in this process (``maxpoolbert.train``, the command line's checks and run), in one
+module fixture; each parametrized test then checks its own case. The command line's own contract
+(exit code, one line, nothing heavy imported) is checked in real processes, once per kind.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -182,17 +182,43 @@ def run(args: list[str], cwd: Path, module: str | None = None) -> dict:
     return {"rc": proc.returncode, "out": proc.stdout + stderr, "s": seconds, "heavy": heavy}
 
 
+def call(args: list[str]) -> dict:
+    """``maxpoolbert.train(args)`` in this process, as ``python train.py args`` would run: the exit
+    code the command line gives (2 for a refusal), its one line, and whether the refusal came
+    before the run's own code (``maxpoolbert.run.launch``: what loads torch & co.)."""
+    import maxpoolbert
+    from maxpoolbert import run as run_module
+
+    launched = []
+    real = run_module.launch
+
+    def launch(*a, **k):
+        launched.append(True)
+        return real(*a, **k)
+
+    start = time.perf_counter()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "launch", launch)
+        try:
+            maxpoolbert.train(args)
+            rc, out = 0, ""
+        except UserError as err:
+            rc, out = 2, f"error: {err}"
+    return {"rc": rc, "out": out, "s": time.perf_counter() - start, "launched": bool(launched)}
+
+
 @pytest.fixture(scope="module")
 def outcomes(places, request) -> dict[str, dict]:
-    """The cases of SCHEMA and LATE that this session runs, two at a time; keyed by case_id."""
+    """The cases of SCHEMA and LATE that this session runs, in this process (maxpoolbert.train);
+    keyed by case_id. The command line's own contract (exit code 2, one line on stderr, nothing
+    heavy imported) is checked once, in real processes (test_the_command_line_refuses_*)."""
     wanted = {case_id(item.callspec.params["overrides"]) for item in request.session.items
               if "outcomes" in getattr(item, "fixturenames", ()) and hasattr(item, "callspec")}
     cases = [(o, False) for o, _ in SCHEMA] + [(o, True) for o, _ in LATE]
     cases = [c for c in cases if case_id(c[0]) in wanted]
-
-    def one(case):
-        overrides, late = case
-        cwd = places["root"] / f"case{cases.index(case)}"
+    results = {}
+    for i, (overrides, late) in enumerate(cases):
+        cwd = places["root"] / f"case{i}"
         cwd.mkdir()
         args = [o.format(file=places["file"], glue=places["glue"]) for o in overrides]
         if late:
@@ -200,11 +226,8 @@ def outcomes(places, request) -> dict[str, dict]:
             args = [*SMALL, *([] if own_data else [f"data.glue_dir={places['glue']}/good"]), *args]
         if not any(a.startswith("hydra.run.dir=") for a in args):
             args.append(f"hydra.run.dir={cwd}/run")
-        result = run(args, cwd)
-        return case_id(overrides), result | {"cwd": cwd}
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(one, cases))
+        results[case_id(overrides)] = call(args) | {"cwd": cwd}
+    return results
 
 
 def assert_one_line(result: dict, key: str) -> str:
@@ -223,7 +246,7 @@ def test_schema_refuses_before_anything_runs(outcomes, places, overrides, key):
     TIMINGS.append((result["s"], f"train.py {case_id(overrides)}"))
     line = assert_one_line(result, key)
     assert not (result["cwd"] / "run").exists()  # refused before Hydra made the run folder
-    assert not result["heavy"], f"imported {result['heavy']} before refusing"
+    assert not result["launched"], "refused by the run, not by the checks before it"
     value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(key + "=")), None)
     if value is not None and "{" not in value:
         assert line.startswith(f"error: {key}={value}:"), line
@@ -237,9 +260,25 @@ def test_encoder_and_data_problems_refused_before_training(outcomes, overrides, 
     result = outcomes[case_id(overrides)]
     TIMINGS.append((result["s"], f"train.py {case_id(overrides)} (tiny model)"))
     line = assert_one_line(result, key)
+    assert result["launched"]  # after the heavy imports
     folder = next((o.split("/")[-1] for o in overrides if o.startswith("data.glue_dir=")), "")
     assert EXPECTED_TEXT.get(folder, "") in line
     assert not (result["cwd"] / "run").exists()  # refused before training: the folder it made is gone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "key", "heavy"), [
+    (["seed=abc"], "seed", False),  # the schema: before anything heavy loads
+    ([*SMALL, "pooling=mha", "pooling.module.num_heads=5"], "pooling.module.num_heads", True),  # needs the encoder
+])
+def test_the_command_line_refuses_in_one_line(tmp_path, real_glue, args, key, heavy):
+    """The command line's contract for every case above: exit code 2, one line, no traceback, no
+    folder left, and for the schema's refusals nothing heavy imported."""
+    result = run([*args, f"data.glue_dir={real_glue}", f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    TIMINGS.append((result["s"], f"train.py {' '.join(args)}"))
+    assert_one_line(result, key)
+    assert not (tmp_path / "run").exists()
+    assert bool(result["heavy"]) == heavy, result["heavy"]
 
 
 def test_the_schema_imports_nothing_heavy():
@@ -272,6 +311,7 @@ def test_message_names_key_value_problem_and_allowed():
     assert str(info.value) == "trainer.max_epochs=0: too small; an integer at least 1, or -1, or null"
 
 
+@pytest.mark.slow
 def test_multirun_shared_bad_value_stops_before_any_job(tmp_path):
     result = run(["-m", "seed=1,2", "data.batch_size=0", *SMALL, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     TIMINGS.append((result["s"], "train.py -m seed=1,2 data.batch_size=0"))
@@ -279,6 +319,7 @@ def test_multirun_shared_bad_value_stops_before_any_job(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_multirun_sweep_dir_unwritable(tmp_path):
     (tmp_path / "a_file").write_text("")
     result = run(["-m", "seed=1,2", *SMALL, f"hydra.sweep.dir={tmp_path}/a_file/sweep"], tmp_path)
@@ -286,6 +327,7 @@ def test_multirun_sweep_dir_unwritable(tmp_path):
     assert_one_line(result, "hydra.sweep.dir")
 
 
+@pytest.mark.slow
 def test_multirun_bad_value_in_one_job_fails_that_job_only(real_glue, tmp_path):
     result = run(["-m", "seed=1,-1", *SMALL, "data.train_size=16", "save_model=false",
                   f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
@@ -297,6 +339,7 @@ def test_multirun_bad_value_in_one_job_fails_that_job_only(real_glue, tmp_path):
     assert len(done) == 1 and "seed=1" in done[0].parent.name
 
 
+@pytest.mark.slow
 def test_report_out_unwritable(tmp_path):
     (tmp_path / "a_file").write_text("")
     result = run(["--runs", str(tmp_path), "--out", f"{tmp_path}/a_file/reports"], ROOT, module="maxpoolbert.report")
@@ -304,6 +347,7 @@ def test_report_out_unwritable(tmp_path):
     assert_one_line(result, "--out")
 
 
+@pytest.mark.slow
 def test_predict_out_unwritable(tmp_path, real_glue):
     """A finished-looking run (its config, results and a weights file): the --out check comes
     before any weights are read."""
@@ -365,6 +409,7 @@ def damaged(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(DAMAGED))
 def test_damaged_model_folder_is_refused_before_torch(damaged, kind, tmp_path):
     """A model folder that cannot give the model it names is one line naming the file and the
@@ -418,16 +463,15 @@ def test_relaunch_with_other_settings_is_refused_before_torch(tmp_path, real_glu
     common = [*SMALL, "data.train_size=8", f"data.glue_dir={real_glue}"]
     run_dir = stored_run(tmp_path / "run", common, results=False, weights=False)
     stored = (run_dir / ".hydra" / "config.yaml").read_bytes()
-    result = run([*common, "optimizer.lr=1e-3", "seed=7", f"hydra.run.dir={run_dir}"], tmp_path)
-    TIMINGS.append((result["s"], "train.py hydra.run.dir=<a run with other settings>"))
+    result = call([*common, "optimizer.lr=1e-3", "seed=7", f"hydra.run.dir={run_dir}"])
     line = assert_one_line(result, "hydra.run.dir")
     assert line.startswith(f"error: hydra.run.dir={run_dir}: the folder holds a run with other settings: ")
     assert "optimizer.lr=0.001 (stored: 2e-05)" in line and "seed=7 (stored: 1)" in line
-    assert not result["heavy"]
+    assert not result["launched"]  # by the checks before the run (which load nothing heavy)
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == stored
     assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", ".lock", "launches.jsonl"]
     assert [json.loads(x)["outcome"] for x in (run_dir / "launches.jsonl").read_text().splitlines()] == ["refused"]
-    again = run([*common, f"hydra.run.dir={run_dir}"], tmp_path)  # the folder's own settings
+    again = call([*common, f"hydra.run.dir={run_dir}"])  # the folder's own settings
     assert again["rc"] == 0, again["out"][-3000:]
     assert (run_dir / "results.json").is_file()
 
@@ -446,6 +490,7 @@ PATH_ERRORS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("module", "args", "folder", "text"), PATH_ERRORS,
                          ids=[f"{m} {f or 'no folder'} {a[-1].rpartition('/')[2]}" for m, a, f, _ in PATH_ERRORS])
 def test_predict_and_export_refuse_paths_before_torch(tmp_path, module, args, folder, text):
@@ -484,8 +529,8 @@ def test_only_keys_the_sections_do_not_have_become_additions():
 def test_a_setting_lightning_refuses_while_it_runs_is_one_line(tmp_path, real_glue):
     """``limit_train_batches=0.01`` of a 1-batch epoch passes the schema (a fraction) and is refused
     by Lightning once the data is loaded: one line, a user error, no traceback."""
-    result = run([*SMALL, "data.train_size=8", "trainer.limit_train_batches=0.01", f"data.glue_dir={real_glue}",
-                  f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    result = call([*SMALL, "data.train_size=8", "trainer.limit_train_batches=0.01", f"data.glue_dir={real_glue}",
+                   f"hydra.run.dir={tmp_path}/run"])
     lines = [line for line in result["out"].splitlines() if line.startswith("error: ")]
     assert result["rc"] == 2 and "Traceback" not in result["out"], result["out"][-3000:]
     assert len(lines) == 1 and "limit_train_batches" in lines[0], result["out"][-3000:]

@@ -93,7 +93,7 @@ report: install
 
 # A reference study: run or continue it (finished runs are skipped), archive the runs' predictions
 # without the gold labels (no GLUE data in the repository: the report reads them from GLUE_DIR), then
-# its page, with the report options committed beside it (PAGE/report.args).
+# its page, with the report options committed beside the runs (PAGE/runs/report.yaml).
 #   make study                          the current study (reference_study_v2, docs/results_v2/), seed by seed
 #   make study STUDY=reference_study    the first study (docs/results/); more seeds: ARGS="seed=6,7,8"
 #   make study STUDY=reference_study_full LAUNCHER=gpu_shared JOBS=4    on a GPU machine
@@ -107,7 +107,7 @@ LAUNCH ?= $(or $(LAUNCH_$(STUDY)),$(PYTHON) train.py -m experiment=$(STUDY) hydr
 study: install
 	$(LAUNCH); \
 	status=$$?; $(PYTHON) scripts/archive_predictions.py $(PAGE)/runs && \
-	$(PYTHON) -m maxpoolbert.report --runs $(PAGE)/runs --out $(PAGE) $$(cat $(PAGE)/report.args 2>/dev/null) && exit $$status
+	$(PYTHON) -m maxpoolbert.report --runs $(PAGE)/runs --out $(PAGE) && exit $$status
 
 # Where CUDA is present: the GPU benchmark (scripts/bench_gpu.py, bf16 + TF32 on both sides);
 # else the CPU ones: a single run (scripts/bench.py) and a seed sweep (scripts/bench_sweep.py, SWEEP_ARGS).

@@ -1,9 +1,8 @@
 """The committed reference studies (docs/results/, docs/results_v2/): each page is what `make study`'s
-report makes from its committed runs with the options committed beside it (report.args), byte for
-byte (so it can never drift from its data); the runs hold no path of the machine they ran on and no
+report makes from its committed runs with the options committed beside them (runs/report.yaml),
+byte for byte (so it can never drift from its data); the runs hold no path of the machine they ran on and no
 benchmark data; and relaunching the (complete) first study on them launches nothing."""
 
-import shlex
 import shutil
 
 import pytest
@@ -25,12 +24,6 @@ def committed_runs(page=RESULTS) -> list:
     return sorted(folder.path for folder in rundir.find_run_folders(runs)) if runs.is_dir() else []
 
 
-def report_args(page) -> list[str]:
-    """The report options the page was made with (``make study``: PAGE/report.args)."""
-    args = page / "report.args"
-    return shlex.split(args.read_text()) if args.is_file() else []
-
-
 pytestmark = pytest.mark.skipif(not committed_runs(), reason="no committed study in docs/results/runs")
 each_page = pytest.mark.parametrize("page", [p for p in PAGES if committed_runs(p)], ids=lambda p: p.name)
 
@@ -39,7 +32,7 @@ each_page = pytest.mark.parametrize("page", [p for p in PAGES if committed_runs(
 def test_the_page_is_what_make_report_makes_from_the_committed_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # `make study` runs from the project root
     where = page.relative_to(ROOT)
-    assert report(["--runs", f"{where}/runs", "--out", str(tmp_path), *report_args(page)]) == 0
+    assert report(["--runs", f"{where}/runs", "--out", str(tmp_path)]) == 0
     written = {p.name for p in tmp_path.iterdir() if p.suffix in (".md", ".tex", ".csv")}
     for name in sorted(set(PAGE_FILES) | written):
         committed = page / name

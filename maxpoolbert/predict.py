@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maxpoolbert import targets
 from maxpoolbert.errors import UserError, check_writable_folder, fail, user_error
-from maxpoolbert.rundir import RunFolder, write_atomic
+from maxpoolbert.rundir import NewerFormat, RunFolder, write_atomic
 from maxpoolbert.tasks import Task, from_config
 
 if TYPE_CHECKING:
@@ -83,6 +83,8 @@ def load_run(run_dir: Path) -> DictConfig:
         raise UserError(f"{run_dir} is not a folder")
     folder = RunFolder(run_dir)
     record, broken = folder.read()
+    if isinstance(broken, NewerFormat):
+        raise UserError(str(broken))
     if broken:
         raise UserError(f"{run_dir} is not a finished run: its {folder.results.name} is {broken}")
     if record is None:

@@ -1107,3 +1107,90 @@ def test_a_full_disk_when_the_run_folder_is_claimed_is_one_line(real_glue, tmp_p
     found = WRITE_ERROR.fullmatch(line)
     assert found and found.group(1) == f"{tmp_path}/run/.hydra/hydra.yaml", line
     assert not (tmp_path / "run" / rundir.FAILED).exists() and not (tmp_path / "run" / rundir.CONFIG).exists()
+
+
+# ---------------------------------------------------------------------------- the record's format
+COMMITTED_RUNS = ROOT / "docs" / "results" / "runs"
+
+
+def _record(**more) -> dict:
+    return {"task": "rte", "pooling": "cls", "model": "tiny", "seed": 1, "metrics": {"accuracy": 0.6},
+            "score": 0.6, **more}
+
+
+def test_every_record_written_carries_the_format_version():
+    record = rundir.RunRecord.from_json(_record(settings={"optimizer.lr": 2e-5}, settings_id="x"))
+    assert record.to_json()["format"] == rundir.FORMAT == 2
+    again = rundir.RunRecord.from_json(json.loads(json.dumps(record.to_json())))
+    assert again.to_json() == record.to_json()  # a record of this format reads back as it was written
+
+
+@pytest.mark.skipif(not COMMITTED_RUNS.is_dir(), reason="no committed study in docs/results/runs")
+def test_records_without_a_format_are_upgraded_by_one_path_keeping_their_identity(tmp_path):
+    """The committed runs (format 1: settings, no ``format``) read as format 2 with their stored
+    identity; a format-0 record (no settings) gets them from its stored config, else its hparams."""
+    paths = sorted(COMMITTED_RUNS.rglob(rundir.RESULTS))
+    assert len(paths) == 160
+    for path in paths:
+        stored = json.loads(path.read_text())
+        assert "format" not in stored
+        upgraded = rundir.upgrade(stored)
+        assert upgraded["format"] == 2 and upgraded["settings_id"] == stored["settings_id"]
+        assert upgraded["settings"] == stored["settings"] and "format" not in stored  # the payload is not changed
+    # format 0: the first committed run without its settings, its task_info and settings_id
+    source = paths[0].parent
+    old = {k: v for k, v in json.loads(paths[0].read_text()).items() if k not in ("settings", "settings_id",
+                                                                                  "task_info")}
+    shutil.copytree(source, tmp_path / "run")
+    (tmp_path / "run" / rundir.RESULTS).write_text(json.dumps(old))
+    record = rundir.RunFolder(tmp_path / "run").record()
+    assert record.format == 2 and record.settings_id == json.loads(paths[0].read_text())["settings_id"]
+    assert record.task_info == rundir.RunRecord.from_json(json.loads(paths[0].read_text())).task_info
+    bare = rundir.RunRecord.from_json(_record(hparams={"lr": 1e-4, "pooling.k": 2}))
+    assert bare.settings == {"optimizer.lr": 1e-4, "pooling.module.k": 2}
+    assert bare.settings_id == rundir.settings_id(bare.settings) and bare.task_info.metrics == ("accuracy",)
+
+
+@pytest.mark.parametrize("version", [True, "2", 1.5, -1])
+def test_a_format_that_is_no_version_number_is_a_corrupt_record(tmp_path, version):
+    folder = rundir.RunFolder(tmp_path)
+    folder.results.write_text(json.dumps(_record(format=version, settings={}, settings_id="x")))
+    record, why = folder.read()
+    assert record is None and why.kind == "corrupt" and "not a version number" in str(why)
+
+
+def test_a_newer_format_is_refused_in_one_line_naming_the_file_and_the_version(real_glue, tmp_path, cache_dir,
+                                                                               capsys):
+    """A record a newer version wrote is never guessed at: the report lists it (file, version), a
+    relaunch in its folder is refused in one line and changes nothing there, predict refuses it."""
+    from maxpoolbert.errors import UserError
+    from maxpoolbert.predict import main as predict
+    from maxpoolbert.report.collect import collect_runs
+
+    args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/runs/run"]
+    train_here(*args)
+    folder = rundir.RunFolder(tmp_path / "runs" / "run")
+    stored = json.loads(folder.results.read_text())
+    assert stored["format"] == rundir.FORMAT
+    folder.results.write_text(json.dumps({**stored, "format": 3, "new_key": [1]}))
+    before = {p.name: p.read_bytes() for p in folder.path.iterdir() if p.is_file() and p.name not in (rundir.LAUNCHES, rundir.LOCK)}
+
+    record, why = folder.read()
+    line = f"{folder.results}: format 3: written by a newer version of maxpoolbert (this one reads formats up to 2)"
+    assert record is None and str(why).startswith(line) and folder.is_finished() and folder.failure() is None
+    runs, skipped = collect_runs(tmp_path / "runs")
+    assert runs.empty and skipped == [{"path": "run", "reason": f"newer format: {why}"}]
+    with pytest.raises(UserError) as refused:
+        train_here(*args)
+    assert "\n" not in str(refused.value)
+    assert str(refused.value).startswith(f"hydra.run.dir={folder.path}: its results.json is format 3, written by a "
+                                         "newer version of maxpoolbert (this one reads formats up to 2)")
+    with pytest.raises(rundir.RunFolderConflict, match="format 3"):  # a sweep's job: its claim, the same refusal
+        folder.claim(folder.config(), folder.job())
+    assert before == {p.name: p.read_bytes() for p in folder.path.iterdir()
+                      if p.is_file() and p.name not in (rundir.LAUNCHES, rundir.LOCK)}
+    assert [e["outcome"] for e in folder.launches()] == ["finished", "refused"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        predict([str(folder.path), "--out", str(tmp_path / "sub")])
+    assert ended.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [f"error: {why}"]

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from maxpoolbert import rundir
 from maxpoolbert.report import main as report
 
-from .conftest import ROOT, run_train
+from .conftest import ROOT, train_each
 
 BASE = ["model=tiny", "task=rte", "pooling=maxpool_mha", "data.train_size=32", "trainer.max_steps=2",
         "logger=none", "save_model=false", "trainer.enable_progress_bar=false"]
@@ -29,13 +29,13 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def runs(real_glue, tmp_path_factory, cache_dir):
     """Seeds 1 and 2 of the base settings, of each variant, and of the base again with settings
-    that change nothing (another logger, weights saved): each in its own sweep folder."""
+    that change nothing (another logger, weights saved): each in its own folder, in this process."""
     root = tmp_path_factory.mktemp("identity")
-    sweep = ["seed=1,2", f"data.cache_dir={cache_dir}"]
-    run_train("-m", *BASE, *sweep, f"hydra.sweep.dir={root}/base", cwd=root)
-    run_train("-m", *BASE, *sweep, "logger=csv", "save_model=true", f"hydra.sweep.dir={root}/again", cwd=root)
+    common = [*BASE, f"data.cache_dir={cache_dir}"]
+    train_each(root / "base", "seed", (1, 2), *common)
+    train_each(root / "again", "seed", (1, 2), *common, "logger=csv", "save_model=true")
     for key, value in VARIANTS.items():
-        run_train("-m", *BASE, *sweep, f"{key}={value}", f"hydra.sweep.dir={root}/{key}", cwd=root)
+        train_each(root / key, "seed", (1, 2), *common, f"{key}={value}")
     return root
 
 

@@ -377,6 +377,15 @@ def record_format(data: Mapping[str, Any], source: str | os.PathLike = RESULTS) 
     return version
 
 
+def _configured_info(task: str) -> dict[str, Any] | None:
+    """The ``task_info`` of a task as ``configs/task/<task>.yaml`` describes it (None: no such task)."""
+    try:
+        info = configured_task_info(task)
+    except ValueError as err:
+        raise RecordError(str(err)) from None
+    return info.to_dict() if info else None
+
+
 def upgrade(data: dict[str, Any], config: DictConfig | Mapping | None = None,
             source: str | os.PathLike = RESULTS) -> dict[str, Any]:
     """A ``results.json`` payload of any format this version reads, as one of :data:`FORMAT` (a new
@@ -389,11 +398,7 @@ def upgrade(data: dict[str, Any], config: DictConfig | Mapping | None = None,
     data = dict(data)
     if version < 2:
         if not isinstance(data.get("task_info"), dict):
-            try:
-                info = configured_task_info(str(data["task"]))
-            except ValueError as err:
-                raise RecordError(str(err)) from None
-            data["task_info"] = info.to_dict() if info else None
+            data["task_info"] = _configured_info(str(data["task"]))
         if not isinstance(data.get("settings"), dict):
             data["settings"] = settings(config) if config is not None else _legacy_settings(data.get("hparams"))
             data["settings_id"] = settings_id(data["settings"])
@@ -456,7 +461,8 @@ class RunRecord:
     # ------------------------------------------------------------------ writing
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra",)}
-        data["task_info"] = self.task_info.to_dict() if self.task_info else None
+        data["task_info"] = self.task_info.to_dict() if self.task_info else _configured_info(self.task)
+        data["settings_id"] = self.settings_id or settings_id(self.settings)  # a record made without it: its own
         settings_last = data.pop("settings")
         return {"format": FORMAT, **self.extra, **data, "settings": settings_last}
 

@@ -186,9 +186,8 @@ def test_a_run_that_diverges_is_a_failed_run(real_glue, tmp_path, cache_dir):
 def test_the_record_keeps_a_fingerprint_of_the_data_it_was_scored_on(real_glue, tmp_path, cache_dir):
     """results.json's dev_data: per split, the rows and a hash of the gold labels (STS-B's float32
     labels hash as the file's); the archived predictions read back against it."""
-    from maxpoolbert.rundir import RunFolder, fingerprint
-
     import maxpoolbert
+    from maxpoolbert.rundir import RunFolder, fingerprint
 
     maxpoolbert.train([*SMOKE, "task=stsb", "data.train_size=16", "trainer.max_steps=1", "save_model=false",
                        "speed.threads=1", f"data.cache_dir={cache_dir}"], output_dir=tmp_path / "run")

@@ -76,7 +76,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from maxpoolbert import signatures, targets
 from maxpoolbert.errors import UserError, WriteFailed, write_failure
 from maxpoolbert.schema import plain
-from maxpoolbert.tasks import CONFIGS, HELDOUT, TaskInfo
+from maxpoolbert.tasks import CONFIGS, HELDOUT, TaskInfo, benchmark_dirs
 from maxpoolbert.tasks import from_config as task_from_config
 from maxpoolbert.tasks import task_info as configured_task_info
 from maxpoolbert.tasks import upgrade as upgrade_task
@@ -1055,8 +1055,7 @@ class RunFolder:
         resolved here, made absolute) in :data:`LOCAL_DATA`, for :meth:`data_dirs`; none set: nothing
         is noted. Bookkeeping: a failed write is one debug line."""
         dirs = {name: os.path.abspath(os.path.expanduser(str(value)))
-                for name, value in (("glue", cfg.data.get("glue_dir")), ("superglue", cfg.data.get("superglue_dir")))
-                if value}
+                for name, value in benchmark_dirs(cfg.data).items() if value}
         try:
             if dirs:
                 write_json_atomic(self.path / LOCAL_DATA, {**dirs, "host": socket.gethostname()})
@@ -1073,8 +1072,7 @@ class RunFolder:
             noted = {}
         noted = noted if isinstance(noted, dict) else {}
         out: dict[str, str | None] = {}
-        for name in ("glue", "superglue"):
-            value = cfg.data.get(f"{name}_dir")
+        for name, value in benchmark_dirs(cfg.data).items():
             local = noted.get(name)
             out[name] = value or (local if isinstance(local, str) and os.path.isdir(local) else None)
         return out

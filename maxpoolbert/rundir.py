@@ -33,9 +33,9 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
     (``refused_in_use.jsonl``).
 
 * :class:`RunRecord`: what a finished run records (``results.json``). :mod:`maxpoolbert.run`
-  writes it; the report, selection, predict, export, sweeps and callbacks read it. Records written
-  by older versions are upgraded here, when read (:meth:`RunRecord.from_json`,
-  :meth:`RunFolder.record`), and nowhere else.
+  writes it; the report, selection, predict, export, sweeps and callbacks read it. Every record
+  carries its ``format`` (:data:`FORMAT`); records written by older versions are upgraded here, when
+  read, by one path (:func:`upgrade`), and nowhere else; a newer format is refused (:class:`NewerFormat`).
 
 * A run's identity, :func:`settings`: the resolved config, flattened, without the seed (it has its
   own key) and without the keys that do not change what a run computes (one declared list:

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import HELDOUT, Task, check_data_dir
+from maxpoolbert.tasks import HELDOUT, Task, benchmark_dirs, check_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ class TaskDataModule(L.LightningDataModule):
         self.task, self.tokenizer = task, tokenizer
         # each benchmark's folder: the task's files are in its own data_dir, or under its
         # benchmark's folder, or (None) on the hub
-        self.dirs = {"glue": glue_dir, "superglue": superglue_dir}
+        self.dirs = benchmark_dirs({"glue_dir": glue_dir, "superglue_dir": superglue_dir})
         self.max_length = max_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.train_size, self.subset_seed, self.heldout_size = train_size, subset_seed, heldout_size

@@ -37,8 +37,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from maxpoolbert import targets
 from maxpoolbert.errors import UserError, check_writable_folder, fail, user_error
-from maxpoolbert.rundir import RunFolder, write_atomic
-from maxpoolbert.tasks import Task, from_config
+from maxpoolbert.rundir import NewerFormat, RunFolder, write_atomic
+from maxpoolbert.tasks import BENCHMARK_DIRS, BENCHMARKS, Task, from_config
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,6 +83,8 @@ def load_run(run_dir: Path) -> DictConfig:
         raise UserError(f"{run_dir} is not a folder")
     folder = RunFolder(run_dir)
     record, broken = folder.read()
+    if isinstance(broken, NewerFormat):
+        raise UserError(str(broken))
     if broken:
         raise UserError(f"{run_dir} is not a finished run: its {folder.results.name} is {broken}")
     if record is None:
@@ -102,7 +104,7 @@ def load_run(run_dir: Path) -> DictConfig:
 
 
 def plan_run(run_dir: Path, data_dirs: dict[str, str | None] | None = None) -> Plan:
-    """Check a run and its test files; ``data_dirs`` (``{"glue": ..., "superglue": ...}``)
+    """Check a run and its test files; ``data_dirs`` (benchmark -> folder, :data:`~maxpoolbert.tasks.BENCHMARK_DIRS`)
     override the run's own benchmark folders."""
     cfg = load_run(run_dir)
     folder = RunFolder(run_dir)
@@ -110,8 +112,9 @@ def plan_run(run_dir: Path, data_dirs: dict[str, str | None] | None = None) -> P
     given = {k: v for k, v in (data_dirs or {}).items() if v}
     record = folder.record()
     own = folder.data_dirs(cfg)  # the config's (the shell's GLUE_DIR), else the folder it read on this machine
-    dirs = {"glue": given.get("glue") or own["glue"] or (record.recorded_glue_dir if record else None),
-            "superglue": given.get("superglue") or own["superglue"]}
+    dirs = {name: given.get(name) or own[name] for name in BENCHMARK_DIRS}
+    if not dirs["glue"] and record is not None:  # runs of older versions recorded their GLUE folder
+        dirs["glue"] = record.recorded_glue_dir
     targets = [Target(task, split, task.submission_names[split]) for split in task.test
                if split in task.submission_names]
     if not targets:
@@ -216,8 +219,8 @@ def predict_run(plan: Plan, out_dir: Path, batch_size: int | None = None,
 
     _, tokenizer, model = load_trained(plan.run_dir, plan.cfg)
     dirs = plan.data_dirs
-    data_args = {**OmegaConf.to_container(plan.cfg.data, resolve=True), "glue_dir": dirs["glue"],
-                 "superglue_dir": dirs["superglue"]}
+    data_args = {**OmegaConf.to_container(plan.cfg.data, resolve=True),
+                 **{key: dirs[name] for name, key in BENCHMARK_DIRS.items()}}
     if batch_size:
         data_args["eval_batch_size"] = batch_size
     written = []
@@ -246,9 +249,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="finished run folder(s) with results.json and model.safetensors")
     parser.add_argument("--out", type=Path, help=f"output folder (default RUN_DIR/{SUBMISSION_DIR}/ for "
                         "one run; required for several)")
-    parser.add_argument("--glue-dir", help="GLUE folder (default: the run's data.glue_dir, e.g. GLUE_DIR)")
-    parser.add_argument("--superglue-dir", help="SuperGLUE folder (default: the run's data.superglue_dir, "
-                        "e.g. SUPERGLUE_DIR)")
+    for name, key in BENCHMARK_DIRS.items():  # --glue-dir, --superglue-dir
+        parser.add_argument(f"--{key.replace('_', '-')}", help=f"{BENCHMARKS[name]} folder (default: the run's "
+                            f"data.{key}, e.g. {name.upper()}_DIR)")
     parser.add_argument("--batch-size", type=int, help="evaluation batch size (default: the run's "
                         "data.eval_batch_size)")
     parser.add_argument("--progress-every", type=float, default=PROGRESS_EVERY_S, metavar="S",
@@ -265,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; user errors exit non-zero with one ``error: ...`` line."""
     args = parse_args(argv)
     try:
-        plans = [plan_run(d, {"glue": args.glue_dir, "superglue": args.superglue_dir}) for d in args.run_dirs]
+        given = {name: getattr(args, key) for name, key in BENCHMARK_DIRS.items()}
+        plans = [plan_run(d, given) for d in args.run_dirs]
         owner: dict[str, Path] = {}
         for plan in plans:
             for target in plan.targets:

@@ -33,9 +33,9 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
     (``refused_in_use.jsonl``).
 
 * :class:`RunRecord`: what a finished run records (``results.json``). :mod:`maxpoolbert.run`
-  writes it; the report, selection, predict, export, sweeps and callbacks read it. Records written
-  by older versions are upgraded here, when read (:meth:`RunRecord.from_json`,
-  :meth:`RunFolder.record`), and nowhere else.
+  writes it; the report, selection, predict, export, sweeps and callbacks read it. Every record
+  carries its ``format`` (:data:`FORMAT`); records written by older versions are upgraded here, when
+  read, by one path (:func:`upgrade`), and nowhere else; a newer format is refused (:class:`NewerFormat`).
 
 * A run's identity, :func:`settings`: the resolved config, flattened, without the seed (it has its
   own key) and without the keys that do not change what a run computes (one declared list:
@@ -73,10 +73,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from maxpoolbert import signatures
+from maxpoolbert import signatures, targets
 from maxpoolbert.errors import UserError, WriteFailed, write_failure
 from maxpoolbert.schema import plain
-from maxpoolbert.tasks import CONFIGS, HELDOUT, TaskInfo
+from maxpoolbert.tasks import CONFIGS, HELDOUT, TaskInfo, benchmark_dirs
 from maxpoolbert.tasks import from_config as task_from_config
 from maxpoolbert.tasks import task_info as configured_task_info
 from maxpoolbert.tasks import upgrade as upgrade_task
@@ -249,7 +249,9 @@ def settings(cfg: DictConfig | Mapping, neutral: tuple[str, ...] | list[str] | N
     """A run's identity: its config resolved and flattened (``optimizer.lr``), without ``seed``,
     ``hydra``, the ``neutral`` keys (default :func:`neutral_keys`) and the Trainer flags at
     Lightning's default; the pooling's options completed with its class's defaults; a task config
-    of an older version upgraded to today's fields. Sorted by key; JSON values."""
+    of an older version upgraded to today's fields; every ``_target_`` by its canonical name
+    (:func:`maxpoolbert.targets.canonical`: the identity does not depend on where the code lives).
+    Sorted by key; JSON values."""
     neutral = neutral_keys() if neutral is None else tuple(neutral)
     node = plain(cfg) if OmegaConf.is_config(cfg) else json.loads(json.dumps(cfg, default=str))
     node = {k: v for k, v in node.items() if k not in ("seed", "hydra")}
@@ -258,7 +260,7 @@ def settings(cfg: DictConfig | Mapping, neutral: tuple[str, ...] | list[str] | N
     pooling = node.get("pooling")
     module = pooling.get("module") if isinstance(pooling, dict) else None
     if isinstance(module, dict) and isinstance(module.get("_target_"), str):
-        declared = signatures.defaults(module["_target_"], skip=("self", "encoder_config"))
+        declared = signatures.defaults(targets.current(module["_target_"]), skip=("self", "encoder_config"))
         node["pooling"]["module"] = {**declared, **module}
     defaults = _trainer_defaults()
     out = {}
@@ -266,7 +268,7 @@ def settings(cfg: DictConfig | Mapping, neutral: tuple[str, ...] | list[str] | N
         flag = _trainer_flag(key)
         if _is_neutral(key, neutral) or (flag is not None and flag in defaults and defaults[flag] == value):
             continue
-        out[key] = value
+        out[key] = targets.canonical(value) if targets.is_target(key) and isinstance(value, str) else value
     return dict(sorted(out.items()))
 
 
@@ -346,6 +348,65 @@ class RecordError(ValueError):
 
 REQUIRED_KEYS = ("task", "pooling", "model", "seed", "metrics", "score")
 
+# results.json's ``format``: the version of the record's layout, written in every record. Records
+# without it (format 1; format 0: so old they carry no settings) are upgraded when read by one path
+# (:func:`upgrade`); a newer format than this one is refused (:class:`NewerFormat`), never guessed at.
+FORMAT = 2
+
+
+class NewerFormat(RecordError):
+    """A ``results.json`` written by a newer version of this project (its ``format``): never guessed
+    at. Read: not a usable record (the report lists it); its folder's run is finished all the same,
+    and a relaunch there is refused (:meth:`RunFolder.conflict`), the folder left as it is."""
+
+    def __init__(self, source: str | os.PathLike, version: int) -> None:
+        super().__init__(f"{source}: format {version}: written by a newer version of maxpoolbert (this one reads "
+                         f"formats up to {FORMAT}); read it with that version or a newer one", "newer format")
+        self.version = version
+
+
+def record_format(data: Mapping[str, Any], source: str | os.PathLike = RESULTS) -> int:
+    """The ``format`` of a ``results.json`` payload: 1 without one (format 0 records, without
+    ``settings``, are read by the same path); :class:`RecordError` when it is not a whole number,
+    :class:`NewerFormat` when it is newer than :data:`FORMAT`."""
+    version = data.get("format", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise RecordError(f"format {version!r} is not a version number")
+    if version > FORMAT:
+        raise NewerFormat(source, version)
+    return version
+
+
+def _configured_info(task: str) -> dict[str, Any] | None:
+    """The ``task_info`` of a task as ``configs/task/<task>.yaml`` describes it (None: no such task)."""
+    try:
+        info = configured_task_info(task)
+    except ValueError as err:
+        raise RecordError(str(err)) from None
+    return info.to_dict() if info else None
+
+
+def upgrade(data: dict[str, Any], config: DictConfig | Mapping | None = None,
+            source: str | os.PathLike = RESULTS) -> dict[str, Any]:
+    """A ``results.json`` payload of any format this version reads, as one of :data:`FORMAT` (a new
+    dict; ``data`` is not changed). The one upgrade path of older records (format 0 and 1, written
+    without a ``format``): ``task_info`` from ``configs/task/<name>.yaml`` when the record has none;
+    ``settings`` computed from ``config`` (the run's stored ``.hydra/config.yaml`` or W&B config)
+    when given, else from the ``hparams`` the record kept then (a partial identity); ``settings_id``
+    from the settings when the record has none."""
+    version = record_format(data, source)
+    data = dict(data)
+    if version < 2:
+        if not isinstance(data.get("task_info"), dict):
+            data["task_info"] = _configured_info(str(data["task"]))
+        if not isinstance(data.get("settings"), dict):
+            data["settings"] = settings(config) if config is not None else _legacy_settings(data.get("hparams"))
+            data["settings_id"] = settings_id(data["settings"])
+        elif not data.get("settings_id"):
+            data["settings_id"] = settings_id(data["settings"])
+    data["format"] = FORMAT
+    return data
+
 
 @dataclass
 class RunRecord:
@@ -361,6 +422,7 @@ class RunRecord:
     seed: int
     metrics: dict[str, float]
     score: float
+    format: int = FORMAT                       # results.json's layout (:data:`FORMAT`); older ones upgraded when read
     task_info: TaskInfo | None = None          # None: a task neither the record nor the project describes
     settings: dict[str, Any] = field(default_factory=dict)
     settings_id: str = ""
@@ -399,30 +461,34 @@ class RunRecord:
     # ------------------------------------------------------------------ writing
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra",)}
-        data["task_info"] = self.task_info.to_dict() if self.task_info else None
+        data["task_info"] = self.task_info.to_dict() if self.task_info else _configured_info(self.task)
+        data["settings_id"] = self.settings_id or settings_id(self.settings)  # a record made without it: its own
         settings_last = data.pop("settings")
-        return {**self.extra, **data, "settings": settings_last}
+        return {"format": FORMAT, **self.extra, **data, "settings": settings_last}
 
     # ------------------------------------------------------------------ reading (and upgrading)
     @classmethod
-    def from_json(cls, data: Any, config: DictConfig | Mapping | None = None) -> RunRecord:
-        """A record from ``results.json``'s payload; :class:`RecordError` when it cannot be used.
+    def from_json(cls, data: Any, config: DictConfig | Mapping | None = None,
+                  source: str | os.PathLike = RESULTS) -> RunRecord:
+        """A record from ``results.json``'s payload (``source``: its file, for messages);
+        :class:`RecordError` when it cannot be used, :class:`NewerFormat` when a newer version wrote it.
 
-        Records of older versions are upgraded: without ``task_info`` the task is described by
-        ``configs/task/<name>.yaml``; without ``settings`` they are computed from ``config`` (the
-        run's stored ``.hydra/config.yaml`` or W&B config) when given, else from the ``hparams``
-        the record kept then (a partial identity)."""
+        Records of older formats are upgraded first (:func:`upgrade`; ``config``: the run's stored
+        config, from which a record without ``settings`` gets them)."""
         if not isinstance(data, dict):
             raise RecordError("results.json is not a JSON object")
         missing = [k for k in REQUIRED_KEYS if k not in data]
         if missing:
             raise RecordError(f"missing key(s) {', '.join(missing)}")
+        data = upgrade(data, config, source)
         task = str(data["task"])
         info = data.get("task_info")
         try:
-            info = TaskInfo.from_dict(info, task) if isinstance(info, dict) else configured_task_info(task)
+            info = TaskInfo.from_dict(info, task) if isinstance(info, dict) else None
         except ValueError as err:
             raise RecordError(str(err)) from None
+        if not isinstance(data.get("settings"), dict) or not data.get("settings_id"):
+            raise RecordError("no settings or settings_id (both are in every record of this format)")
         metrics = data["metrics"]
         expected = info.metrics if info else tuple(metrics) if isinstance(metrics, dict) else ()
         if not isinstance(metrics, dict) or any(m not in metrics for m in expected):
@@ -445,17 +511,11 @@ class RunRecord:
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         given = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known}
-        record = cls(**{**given, "task": task, "pooling": str(data["pooling"]), "model": str(data["model"]),
-                        "seed": int(seed), "metrics": values, "score": score, "task_info": info,
-                        "train_size": None if train_size is None else int(train_size),
-                        "majority_score": majority, "n_train": _count(data.get("n_train")),
-                        "n_train_full": _count(data.get("n_train_full"))}, extra=extra)
-        if not isinstance(data.get("settings"), dict):
-            record.settings = settings(config) if config is not None else _legacy_settings(extra.get("hparams"))
-            record.settings_id = settings_id(record.settings)
-        elif not record.settings_id:
-            record.settings_id = settings_id(record.settings)
-        return record
+        return cls(**{**given, "task": task, "pooling": str(data["pooling"]), "model": str(data["model"]),
+                      "seed": int(seed), "metrics": values, "score": score, "task_info": info,
+                      "train_size": None if train_size is None else int(train_size),
+                      "majority_score": majority, "n_train": _count(data.get("n_train")),
+                      "n_train_full": _count(data.get("n_train_full"))}, extra=extra)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -669,7 +729,8 @@ class RunFolder:
 
     def read(self) -> tuple[RunRecord | None, RecordError | None]:
         """``(record, None)`` for a finished run, ``(None, why)`` when ``results.json`` exists but
-        cannot be used, ``(None, None)`` when there is none."""
+        cannot be used (:class:`NewerFormat` when a newer version wrote it), ``(None, None)`` when
+        there is none."""
         if not self.results.exists():
             return None, None
         try:
@@ -678,7 +739,7 @@ class RunFolder:
             return None, RecordError(f"invalid JSON ({_one_line(str(err), 60)})")
         try:
             needs_config = isinstance(data, dict) and not isinstance(data.get("settings"), dict)
-            return RunRecord.from_json(data, self.config() if needs_config else None), None
+            return RunRecord.from_json(data, self.config() if needs_config else None, self.results), None
         except RecordError as err:
             return None, err
 
@@ -687,7 +748,9 @@ class RunFolder:
         return self.read()[0]
 
     def is_finished(self) -> bool:
-        return self.record() is not None
+        """A usable ``results.json`` is here, or one of a newer format (:class:`NewerFormat`)."""
+        record, broken = self.read()
+        return record is not None or isinstance(broken, NewerFormat)
 
     def failure(self) -> str | None:
         """The failure recorded in ``failed.json`` (or a tool's ``error.txt``), in one line; None if
@@ -863,6 +926,9 @@ class RunFolder:
         the ways out; None when they are the same, nothing is stored, or the folder's run never
         trained (the new settings take it over: :meth:`claim`). Reads only: the config check asks
         it before anything loads, :meth:`claim` again under the folder's lock."""
+        newer = self.newer_format(hydra_cfg)
+        if newer is not None:
+            return newer
         diff = self.stored_differences(cfg, hydra_cfg)
         if not diff or self.never_trained():
             return None
@@ -873,12 +939,26 @@ class RunFolder:
             f"the folder's own settings, choose another folder ({key}=), or move the old run aside: "
             f"mv {where} {where}.old")
 
+    def newer_format(self, hydra_cfg: DictConfig) -> RunFolderConflict | None:
+        """The refusal of a launch in a folder whose ``results.json`` a newer version wrote
+        (:class:`NewerFormat`): this version would neither skip nor redo that run."""
+        _, broken = self.read()
+        if not isinstance(broken, NewerFormat):
+            return None
+        key = _differing([], hydra_cfg)[0]
+        return RunFolderConflict(f"{key}={self.path}: its {RESULTS} is format {broken.version}, written by a newer "
+                                 f"version of maxpoolbert (this one reads formats up to {FORMAT}); relaunch with "
+                                 f"that version, or choose another folder ({key}=)")
+
     def claim(self, cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
         """Make this folder the run's: write its config on the first start; on a relaunch, refuse
         settings that differ from the stored ones (:class:`RunFolderConflict`, naming the keys and
         the ways out), unless the folder's run never trained (:meth:`never_trained`): then the new
         settings take the folder over and its ``.hydra/`` is kept aside (``.hydra.replaced``).
         Returns True when this launch's config was written (first start or takeover)."""
+        newer = self.newer_format(hydra_cfg)
+        if newer is not None:
+            raise newer
         if self.config_file.is_file():
             diff = self.stored_differences(cfg, hydra_cfg)
             if not diff:
@@ -975,8 +1055,7 @@ class RunFolder:
         resolved here, made absolute) in :data:`LOCAL_DATA`, for :meth:`data_dirs`; none set: nothing
         is noted. Bookkeeping: a failed write is one debug line."""
         dirs = {name: os.path.abspath(os.path.expanduser(str(value)))
-                for name, value in (("glue", cfg.data.get("glue_dir")), ("superglue", cfg.data.get("superglue_dir")))
-                if value}
+                for name, value in benchmark_dirs(cfg.data).items() if value}
         try:
             if dirs:
                 write_json_atomic(self.path / LOCAL_DATA, {**dirs, "host": socket.gethostname()})
@@ -993,8 +1072,7 @@ class RunFolder:
             noted = {}
         noted = noted if isinstance(noted, dict) else {}
         out: dict[str, str | None] = {}
-        for name in ("glue", "superglue"):
-            value = cfg.data.get(f"{name}_dir")
+        for name, value in benchmark_dirs(cfg.data).items():
             local = noted.get(name)
             out[name] = value or (local if isinstance(local, str) and os.path.isdir(local) else None)
         return out

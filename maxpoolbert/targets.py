@@ -14,6 +14,13 @@ config, every ``_target_`` in it must be one of this project's own (:func:`allow
 
 Anything else is refused in one line naming the file and the key (:func:`check`). Read without
 importing anything (YAML and :mod:`ast`): the check runs before torch loads.
+
+A ``_target_`` is also part of a run's identity (:func:`maxpoolbert.rundir.settings`), which must
+not depend on where the code lives: the identity holds a class's *canonical* name (:func:`canonical`),
+the import path it had when it first entered a run's settings, frozen. A class that moves or is
+renamed adds ``new path -> canonical name`` to :data:`MOVED`, so every run recorded before (the 160
+committed ones included) keeps its ``settings_id`` and its folder accepts its relaunch; a stored
+config that names the old path is read at the new one (:func:`current`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,30 @@ from maxpoolbert.tasks import CONFIGS, TASK_CLASSES
 POOLING_MODULE = "maxpoolbert.pooling"
 TARGET = "_target_"
 
+# A moved or renamed class: its import path now -> its canonical name (the path it had when runs first
+# recorded it; never edited afterwards). Moving a class = moving it and adding its line here (a test
+# checks that every canonical name of today's configs is still found, here or at its own path).
+MOVED: dict[str, str] = {}
+
+
+def canonical(name: str) -> str:
+    """The name a run's identity holds for the ``_target_`` ``name``: its canonical name (:data:`MOVED`)."""
+    return MOVED.get(name, name)
+
+
+def current(name: str) -> str:
+    """Where the class a ``_target_`` names lives now: a canonical name of a moved class -> its path
+    (:data:`MOVED`); any other name as it is."""
+    for path, old in MOVED.items():
+        if old == name:
+            return path
+    return name
+
+
+def is_target(key: str) -> bool:
+    """Whether a flattened config key names a ``_target_`` (``model.encoder._target_``)."""
+    return key == TARGET or key.endswith("." + TARGET)
+
 
 @functools.cache
 def allowed() -> frozenset[str]:
@@ -46,6 +77,7 @@ def allowed() -> frozenset[str]:
     source = Path(__file__).resolve().with_name("pooling.py")
     tree = ast.parse(source.read_text(encoding="utf-8"))
     names.update(f"{POOLING_MODULE}.{n.name}" for n in tree.body if isinstance(n, ast.ClassDef))
+    names.update(old for path, old in MOVED.items() if path in names)  # a stored config's old name of a class
     return frozenset(names)
 
 

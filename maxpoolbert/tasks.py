@@ -37,6 +37,17 @@ log = logging.getLogger(__name__)
 
 # benchmark -> the name tables and averages use; its data folder is the setting data.<benchmark>_dir
 BENCHMARKS = {"glue": "GLUE", "superglue": "SuperGLUE", "custom": "Custom"}
+# The benchmarks whose tasks sit under one folder of their own: benchmark -> its data folder's key in
+# the ``data`` settings (``data.glue_dir``). The one declaration of that map: the data module, the config
+# check, the run folder's note of the folders it read, and predict (its --<benchmark>-dir options) use it.
+# (A custom task names its own folder: task.data_dir.)
+BENCHMARK_DIRS = {"glue": "glue_dir", "superglue": "superglue_dir"}
+
+
+def benchmark_dirs(data: Any) -> dict[str, str | None]:
+    """Each benchmark's data folder, from a run's ``data`` settings (a mapping or a DictConfig:
+    ``{"glue": data.glue_dir, "superglue": data.superglue_dir}``; None where unset)."""
+    return {name: (data.get(key) if data is not None else None) or None for name, key in BENCHMARK_DIRS.items()}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # The task class as a config names it (``_target_``); GlueTask: its name in run folders of older versions
 TASK_CLASSES = ("maxpoolbert.tasks.Task", "maxpoolbert.tasks.GlueTask")
@@ -207,8 +218,8 @@ class Task:
 
     def source_key(self) -> str:
         """The setting that points at this task's folder (for error messages)."""
-        return "task.data_dir" if self.data_dir or self.benchmark not in BENCHMARKS or self.benchmark == "custom" \
-            else f"data.{self.benchmark}_dir"
+        return f"data.{BENCHMARK_DIRS[self.benchmark]}" if not self.data_dir and self.benchmark in BENCHMARK_DIRS \
+            else "task.data_dir"
 
     def folder_hint(self) -> str:
         """How to point this task at local files, for messages."""

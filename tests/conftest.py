@@ -88,6 +88,16 @@ def run_train(*overrides: str, cwd: Path, env: dict | None = None, check: bool =
     return proc
 
 
+def train_each(root: Path, key: str, values, *overrides: str) -> dict:
+    """``maxpoolbert.train`` in this process once per value of the setting ``key``, each run in
+    ``root/<value>`` (what ``train.py -m key=a,b ...`` runs, one job after the other, without a
+    process): ``{value: RunRecord}``."""
+    import maxpoolbert
+
+    return {value: maxpoolbert.train([*overrides, f"{key}={value}"], output_dir=root / str(value).replace("/", "_"))
+            for value in values}
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tokcache")

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from maxpoolbert.data import load_split
 from maxpoolbert.export import main
 
-from .conftest import ROOT, run_train
+from .conftest import ROOT, train_each
 from .tiny_families import FAMILIES, save_checkpoint
 
 STOCK_CLASS = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
@@ -63,14 +63,15 @@ LOADER = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def stsb_runs(real_glue, cache_dir, tmp_path_factory):
-    """One sweep: every family x (cls, maxpool_mha), STS-B, one training step."""
+    """Every family x (cls, maxpool_mha), STS-B, one training step (in this process)."""
     tmp = tmp_path_factory.mktemp("export_runs")
     # Large random weights (and a head initialised as large), so that predictions vary from row to row.
-    paths = ",".join(str(save_checkpoint(f, tmp / "ckpt" / f, seed=1, initializer_range=0.5)) for f in FAMILIES)
-    run_train("-m", "model=auto", f"model.name_or_path={paths}", "pooling=cls,maxpool_mha", "task=stsb",
-              "data.train_size=16", "data.max_length=64", "trainer.max_steps=1", "logger=none",
-              "trainer.enable_progress_bar=false", f"data.glue_dir={real_glue}", f"data.cache_dir={cache_dir}",
-              f"hydra.sweep.dir={tmp}/sweep", cwd=tmp)
+    paths = [save_checkpoint(f, tmp / "ckpt" / f, seed=1, initializer_range=0.5) for f in FAMILIES]
+    for path in paths:
+        train_each(tmp / "sweep" / path.name, "pooling", ("cls", "maxpool_mha"), "model=auto",
+                   f"model.name_or_path={path}", "task=stsb", "data.train_size=16", "data.max_length=64",
+                   "trainer.max_steps=1", "logger=none", "trainer.enable_progress_bar=false",
+                   f"data.glue_dir={real_glue}", f"data.cache_dir={cache_dir}")
     runs = {}
     for path in (tmp / "sweep").rglob("results.json"):
         cfg = OmegaConf.load(path.parent / ".hydra" / "config.yaml")

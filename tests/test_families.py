@@ -16,7 +16,7 @@ from maxpoolbert.families import family_of
 from maxpoolbert.model import PooledClassifier
 from maxpoolbert.pooling import CLSPooling, MaxCLSPooling, MeanPooling
 
-from .conftest import ROOT, run_train
+from .conftest import ROOT, train_each
 from .test_train import POOLINGS
 from .tiny_families import EMBEDDED, FAMILIES, TAKES_TOKEN_TYPES, save_checkpoint, stock_model
 
@@ -268,13 +268,13 @@ E2E_POOLINGS = ["cls", "maxpool_mha", "layer_mix", "attention_weighted"]
 
 @pytest.fixture(scope="module")
 def family_sweep(checkpoints, real_glue, cache_dir, tmp_path_factory):
-    """``train.py -m model=auto model.name_or_path=<each family> pooling=<...>``: one process."""
+    """``model=auto model.name_or_path=<each family> pooling=<...>``, each run in this process."""
     tmp = tmp_path_factory.mktemp("family_sweep")
-    paths = ",".join(str(checkpoints[f]) for f in FAMILIES)
-    run_train("-m", "model=auto", f"model.name_or_path={paths}", f"pooling={','.join(E2E_POOLINGS)}", "task=rte",
-              "data.train_size=16", "data.max_length=48", "trainer.max_steps=1", "logger=none",
-              "trainer.enable_progress_bar=false", "save_model=false", f"data.glue_dir={real_glue}",
-              f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp}/sweep", cwd=tmp)
+    for family in FAMILIES:
+        train_each(tmp / "sweep" / family, "pooling", E2E_POOLINGS, "model=auto",
+                   f"model.name_or_path={checkpoints[family]}", "task=rte", "data.train_size=16",
+                   "data.max_length=48", "trainer.max_steps=1", "logger=none", "trainer.enable_progress_bar=false",
+                   "save_model=false", f"data.glue_dir={real_glue}", f"data.cache_dir={cache_dir}")
     return tmp / "sweep"
 
 
@@ -296,6 +296,10 @@ def test_train_py_runs_model_auto_on_every_family(family, family_sweep, checkpoi
 
 @pytest.mark.slow
 def test_train_py_user_errors_are_one_line(tmp_path, real_glue):
+    """Refused in one line (maxpoolbert.train raises it; the command line prints it, exit 2)."""
+    import maxpoolbert
+    from maxpoolbert.errors import UserError
+
     (tmp_path / "empty").mkdir()
     fnet = tmp_path / "fnet"
     T.FNetModel(T.FNetConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, intermediate_size=64)) \
@@ -303,13 +307,11 @@ def test_train_py_user_errors_are_one_line(tmp_path, real_glue):
     encoders.tokenizer(EMBEDDED).save_pretrained(fnet)
     for path, pooling, message in [(tmp_path / "empty", "cls", "no config.json in it (not a model folder)"),
                                    (fnet, "attention_weighted", "needs attention weights, which fnet encoders")]:
-        proc = run_train("model=auto", f"model.name_or_path={path}", f"pooling={pooling}", "logger=none",
-                         f"data.glue_dir={real_glue}", "data.train_size=8", f"hydra.run.dir={tmp_path}/run-{pooling}",
-                         cwd=tmp_path, check=False)
-        assert proc.returncode != 0
-        last = proc.stderr.strip().splitlines()[-1]  # after the weights' loading bar, if any
-        assert last.startswith("error: ") and message in last and len(last) < 300, proc.stderr[-2000:]
-        assert "Traceback" not in proc.stdout + proc.stderr
+        with pytest.raises(UserError) as refused:
+            maxpoolbert.train(["model=auto", f"model.name_or_path={path}", f"pooling={pooling}", "logger=none",
+                               f"data.glue_dir={real_glue}", "data.train_size=8"], output_dir=tmp_path / f"run-{pooling}")
+        last = str(refused.value)
+        assert "\n" not in last and message in last and len(last) < 300, last
 
 
 @pytest.mark.parametrize("family", FAMILIES)

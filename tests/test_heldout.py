@@ -15,7 +15,6 @@ from maxpoolbert import encoders
 from maxpoolbert.data import HELDOUT, TaskDataModule, fixed_subset, heldout_subset
 from maxpoolbert.errors import UserError
 
-from .conftest import run_train
 from .test_data import EMBEDDED
 from .test_tasks import task
 
@@ -60,9 +59,13 @@ def test_heldout_rows_that_do_not_fit_are_refused(real_glue, tmp_path):
 def test_runs_record_and_predict_the_heldout_rows_beside_an_unchanged_dev_set(real_glue, tmp_path):
     common = ["model=tiny", "task=rte", "data.train_size=64", "trainer.max_steps=3", "logger=none",
               "speed.threads=1", f"data.glue_dir={real_glue}"]
-    run_train("-m", *common, "data.heldout_size=50", "pooling=cls,mha", "seed=1,2", f"hydra.sweep.dir={tmp_path}/h",
-              "hydra.sweep.subdir=${pooling.name}_${seed}", cwd=tmp_path)
-    run_train(*common, "pooling=mha", "seed=2", f"hydra.run.dir={tmp_path}/plain", cwd=tmp_path)
+    import maxpoolbert
+
+    for pooling in ("cls", "mha"):
+        for seed in (1, 2):
+            maxpoolbert.train([*common, "data.heldout_size=50", f"pooling={pooling}", f"seed={seed}"],
+                              output_dir=tmp_path / "h" / f"{pooling}_{seed}")
+    maxpoolbert.train([*common, "pooling=mha", "seed=2"], output_dir=tmp_path / "plain")
     train_rows = fixed_subset(2490, 64, 0).tolist()
     indices = []
     for name in ("cls_1", "cls_2", "mha_1", "mha_2"):

@@ -3,14 +3,16 @@ compute are never averaged together nor taken for duplicate seeds of each other;
 only in settings that do not (logger, save_model, progress bar ...) are the same experiment."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from maxpoolbert import rundir
 from maxpoolbert.report import main as report
 
-from .conftest import run_train
+from .conftest import ROOT, train_each
 
 BASE = ["model=tiny", "task=rte", "pooling=maxpool_mha", "data.train_size=32", "trainer.max_steps=2",
         "logger=none", "save_model=false", "trainer.enable_progress_bar=false"]
@@ -27,13 +29,13 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def runs(real_glue, tmp_path_factory, cache_dir):
     """Seeds 1 and 2 of the base settings, of each variant, and of the base again with settings
-    that change nothing (another logger, weights saved): each in its own sweep folder."""
+    that change nothing (another logger, weights saved): each in its own folder, in this process."""
     root = tmp_path_factory.mktemp("identity")
-    sweep = ["seed=1,2", f"data.cache_dir={cache_dir}"]
-    run_train("-m", *BASE, *sweep, f"hydra.sweep.dir={root}/base", cwd=root)
-    run_train("-m", *BASE, *sweep, "logger=csv", "save_model=true", f"hydra.sweep.dir={root}/again", cwd=root)
+    common = [*BASE, f"data.cache_dir={cache_dir}"]
+    train_each(root / "base", "seed", (1, 2), *common)
+    train_each(root / "again", "seed", (1, 2), *common, "logger=csv", "save_model=true")
     for key, value in VARIANTS.items():
-        run_train("-m", *BASE, *sweep, f"{key}={value}", f"hydra.sweep.dir={root}/{key}", cwd=root)
+        train_each(root / key, "seed", (1, 2), *common, f"{key}={value}")
     return root
 
 
@@ -95,3 +97,88 @@ def test_settings_that_change_nothing_are_the_same_experiment(runs, tmp_path):
     assert rows["n"].tolist() == [2]  # one cell, seeds 1 and 2
     skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
     assert skipped["reason"].str.startswith("duplicate seed").sum() == 2
+
+
+# ---------------------------------------------------------------------------- identity and code layout
+COMMITTED_RUNS = ROOT / "docs" / "results" / "runs"
+committed = pytest.mark.skipif(not COMMITTED_RUNS.is_dir(), reason="no committed study in docs/results/runs")
+
+
+def _committed_runs():
+    return sorted(p.parent for p in COMMITTED_RUNS.rglob(rundir.RESULTS))
+
+
+def _with_targets(node, rename):
+    """A plain config with every ``_target_`` renamed by ``rename``."""
+    if isinstance(node, dict):
+        return {k: rename(v) if k == "_target_" else _with_targets(v, rename) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_targets(v, rename) for v in node]
+    return node
+
+
+@committed
+def test_every_committed_runs_settings_id_is_reproduced_from_its_stored_config():
+    runs = _committed_runs()
+    assert len(runs) == 160
+    for run in runs:
+        stored = _read(run)
+        cfg = OmegaConf.load(run / rundir.CONFIG)
+        assert rundir.settings(cfg) == stored["settings"], run
+        assert rundir.settings_id(rundir.settings(cfg)) == stored["settings_id"], run
+
+
+@committed
+def test_moving_the_code_changes_no_settings_id(tmp_path, monkeypatch):
+    """A simulated restructure: the pooling module's source moved into a sub-package (a copy at
+    ``mpb_moved/model/pooling.py``, importable), every project ``_target_`` of the committed runs'
+    configs pointing at its new path, each move declared in ``targets.MOVED``: every stored
+    settings_id is reproduced from the moved configs, and a relaunch of a stored run with the moved
+    config finds the same settings. Without the declarations the identities would change."""
+    from hydra.utils import get_class
+
+    from maxpoolbert import targets
+
+    package = tmp_path / "mpb_moved" / "model"
+    package.mkdir(parents=True)
+    for folder in (package.parent, package):
+        (folder / "__init__.py").write_text("")
+    shutil.copy(ROOT / "maxpoolbert" / "pooling.py", package / "pooling.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def moved(path):  # maxpoolbert.pooling.MHAPooling -> mpb_moved.model.pooling.MHAPooling
+        module, _, name = path.rpartition(".")
+        return f"mpb_moved.model.{module.rpartition('.')[2]}.{name}" if module.startswith("maxpoolbert.") else path
+
+    runs = _committed_runs()
+    configs = [OmegaConf.to_container(OmegaConf.load(run / rundir.CONFIG), resolve=False) for run in runs]
+    moved_configs = [OmegaConf.create(_with_targets(c, moved)) for c in configs]
+    names = {v for c in configs for k, v in rundir._flat(c).items() if k.endswith("_target_")}
+    assert "maxpoolbert.pooling.MHAPooling" in names and moved("maxpoolbert.pooling.MHAPooling") != \
+        "maxpoolbert.pooling.MHAPooling"
+    assert get_class(moved("maxpoolbert.pooling.MHAPooling")).__module__ == "mpb_moved.model.pooling"  # it moved
+
+    before = [rundir.settings_id(rundir.settings(c)) for c in moved_configs]
+    for name in names:
+        if moved(name) != name:
+            monkeypatch.setitem(targets.MOVED, moved(name), name)
+    assert targets.current("maxpoolbert.pooling.CLSPooling") == "mpb_moved.model.pooling.CLSPooling"
+    hydra = OmegaConf.create({"mode": "RunMode.RUN", "job": {"config": {"override_dirname": {
+        "exclude_keys": list(rundir.neutral_keys())}}}})
+    for run, cfg, was in zip(runs, moved_configs, before, strict=True):
+        stored = _read(run)
+        assert rundir.settings(cfg) == stored["settings"], run  # the canonical names, as stored
+        assert rundir.settings_id(rundir.settings(cfg)) == stored["settings_id"] != was, run
+        assert rundir.RunFolder(run).stored_differences(cfg, hydra) == []  # its relaunch: same
+
+
+def test_every_canonical_target_is_still_found():
+    """Every ``_target_`` a committed run's identity holds names a class that exists: at its own
+    path, or (moved) at the path :data:`maxpoolbert.targets.MOVED` gives. A class moved without its
+    line there fails here (and every folder of its runs would refuse its relaunch)."""
+    from maxpoolbert import targets
+
+    names = {v for run in _committed_runs() for k, v in _read(run)["settings"].items() if k.endswith("_target_")}
+    assert len(names) >= 6
+    lost = sorted(n for n in names if targets.current(n) not in targets.allowed())
+    assert not lost, f"moved without a line in maxpoolbert/targets.py MOVED: {lost}"

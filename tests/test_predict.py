@@ -1,6 +1,6 @@
 """``python -m maxpoolbert.predict``: GLUE submission files from real (tiny) training runs.
 
-Each run trains a random 2-layer BERT for two steps in a subprocess (~10 s); the predictions are
+Each run trains a random 2-layer BERT for two steps in this process (maxpoolbert.train); the predictions are
 checked against the official file layout and against an independent, unpadded forward pass.
 """
 
@@ -20,7 +20,7 @@ from maxpoolbert.data import TaskDataModule
 from maxpoolbert.predict import main, predict_split
 from maxpoolbert.run import build
 
-from .conftest import ROOT, SUBPROCESS_TIMEOUT, run_train
+from .conftest import ROOT, SUBPROCESS_TIMEOUT
 
 RTE_LABELS = {"entailment", "not_entailment"}
 MNLI_LABELS = {"entailment", "neutral", "contradiction"}
@@ -28,9 +28,10 @@ MNLI_LABELS = {"entailment", "neutral", "contradiction"}
 
 # ---------------------------------------------------------------------------- helpers
 def train(tmp: Path, cache: Path, glue: Path, *overrides: str) -> Path:
-    run_train("model=tiny", "data.train_size=24", "data.max_length=64", "trainer.max_steps=2", "logger=none",
-              f"data.glue_dir={glue}", f"data.cache_dir={cache}", f"hydra.run.dir={tmp}/run",
-              *overrides, cwd=tmp)
+    import maxpoolbert
+
+    maxpoolbert.train(["model=tiny", "data.train_size=24", "data.max_length=64", "trainer.max_steps=2", "logger=none",
+                       f"data.glue_dir={glue}", f"data.cache_dir={cache}", *overrides], output_dir=tmp / "run")
     return tmp / "run"
 
 

@@ -118,9 +118,8 @@ def test_glue_grid_writes_its_folders_and_a_relaunch_skips_every_finished_job(re
     assert {p: p.read_bytes() for p in tmp_path.rglob("config.yaml")} == configs
 
 
-@pytest.mark.slow
 def test_smoke_trains_on_64_rows_and_writes_no_weights(real_glue, tmp_path, cache_dir):
-    run_train("experiment=smoke", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    train_here("experiment=smoke", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run")
     results = json.loads((tmp_path / "run" / rundir.RESULTS).read_text())
     assert results["n_train"] == 64 and results["model"] == "tiny" and results["steps"] == 2
     assert not (tmp_path / "run" / rundir.MODEL).exists()
@@ -131,8 +130,7 @@ def test_smoke_trains_on_64_rows_and_writes_no_weights(real_glue, tmp_path, cach
 def straight(real_glue, tmp_path_factory, cache_dir) -> Path:
     """The uninterrupted run every recovered run must equal (its checkpoint kept)."""
     tmp = tmp_path_factory.mktemp("straight")
-    run_train(*RESUMABLE, "checkpoint.keep=true", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp}/run",
-              cwd=tmp)
+    train_here(*RESUMABLE, "checkpoint.keep=true", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp}/run")
     return tmp / "run"
 
 
@@ -175,8 +173,8 @@ def kill_after_first_checkpoint(run_dir: Path, overrides: list[str], env: dict |
 def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(straight, tmp_path, cache_dir):
     run_dir = tmp_path / "killed"
     kill_after_first_checkpoint(run_dir, [*RESUMABLE, f"data.cache_dir={cache_dir}"])
-    resumed = run_train(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert "resuming from" in out(resumed)
+    train_here(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")  # the relaunch: in this process
+    assert "resuming from" in (run_dir / "train.log").read_text()
     assert json.loads((run_dir / rundir.RESULTS).read_text())["resumed"]
     same_run(run_dir, straight)
     assert not (run_dir / rundir.CHECKPOINTS).exists()  # deleted after success (checkpoint.keep=false)
@@ -188,9 +186,10 @@ def test_a_step_limited_run_resumes_exactly(real_glue, tmp_path, cache_dir):
     relaunch ends where the uninterrupted run ends (Lightning alone resumes step-limited training
     one epoch short: 16 steps, 2 evaluations, recorded as finished)."""
     overrides = [*RESUMABLE, "trainer.max_steps=20", f"data.cache_dir={cache_dir}"]
-    run_train(*overrides, f"hydra.run.dir={tmp_path}/straight", cwd=tmp_path)
+    train_here(*overrides, f"hydra.run.dir={tmp_path}/straight")
     kill_after_first_checkpoint(tmp_path / "killed", overrides)
-    assert "resuming from" in out(run_train(*overrides, f"hydra.run.dir={tmp_path}/killed", cwd=tmp_path))
+    train_here(*overrides, f"hydra.run.dir={tmp_path}/killed")
+    assert "resuming from" in (tmp_path / "killed" / "train.log").read_text()
     a, b = (json.loads((tmp_path / d / rundir.RESULTS).read_text()) for d in ("straight", "killed"))
     assert (a["steps"], a["train_samples"], len(a["history"])) == (20, 20 * 32, 3)
     assert (b["steps"], b["train_samples"], b["history"], b["metrics"]) == (a["steps"], a["train_samples"],
@@ -375,14 +374,17 @@ def test_trainer_flags_left_out_have_lightning_defaults_when_a_run_folder_is_com
     assert differences(current, added, both_only=False) == [("data.new_option", "<unset>", True)]
 
 
-@pytest.mark.slow
 def test_run_folder_holds_no_path_of_the_machine_and_predict_reads_the_shells_glue_dir(real_glue, tmp_path,
-                                                                                       cache_dir):
+                                                                                       cache_dir, monkeypatch):
     """A relative GLUE_DIR is taken against the folder the run started in; the stored config keeps
     the setting's own value (``${oc.env:GLUE_DIR,null}``), so `predict` from another folder reads
-    that shell's GLUE_DIR (or --glue-dir)."""
-    run_train("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
-              f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, env={"GLUE_DIR": os.path.relpath(real_glue, tmp_path)})
+    that shell's GLUE_DIR (or --glue-dir). (The shells: this process, in one folder then another.)"""
+    from maxpoolbert.predict import main as predict
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GLUE_DIR", os.path.relpath(real_glue, tmp_path))
+    train_here("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
+               "hydra.run.dir=run")
     saved = (tmp_path / "run" / rundir.CONFIG).read_text()
     assert "${oc.env:GLUE_DIR,null}" in saved
     record = json.loads((tmp_path / "run" / rundir.RESULTS).read_text())
@@ -390,39 +392,39 @@ def test_run_folder_holds_no_path_of_the_machine_and_predict_reads_the_shells_gl
         assert str(real_glue.resolve()) not in text and str(tmp_path) not in text
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "GLUE_DIR": os.path.relpath(real_glue, elsewhere)}
-    proc = subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(tmp_path / "run")], cwd=elsewhere, env=env,
-                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("GLUE_DIR", os.path.relpath(real_glue, elsewhere))
+    assert predict([str(tmp_path / "run")]) == 0
     rows = (tmp_path / "run" / "submission" / "RTE.tsv").read_text().splitlines()
     assert len(rows) == 1 + 3000  # header + every RTE test row
 
 
-@pytest.mark.slow
-def test_predict_without_glue_dir_reads_the_folder_the_run_read_on_this_machine(real_glue, tmp_path, cache_dir):
+def test_predict_without_glue_dir_reads_the_folder_the_run_read_on_this_machine(real_glue, tmp_path, cache_dir,
+                                                                                 monkeypatch, capsys):
     """The committed files hold no machine path; a machine-local note (never committed) lets
     `predict` of a run work where it was trained from a shell without GLUE_DIR, while the folder
     exists."""
+    from maxpoolbert.predict import main as predict
+
     run_dir = tmp_path / "run"
-    run_train("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
-              f"hydra.run.dir={run_dir}", cwd=tmp_path, env={"GLUE_DIR": os.path.relpath(real_glue, tmp_path)})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GLUE_DIR", os.path.relpath(real_glue, tmp_path))
+    train_here("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
+               f"hydra.run.dir={run_dir}")
     for name in (rundir.CONFIG, rundir.RESULTS):
         assert str(real_glue) not in (run_dir / name).read_text() and str(tmp_path) not in (run_dir / name).read_text()
     noted = json.loads((run_dir / rundir.LOCAL_DATA).read_text())
     assert noted["glue"] == os.path.abspath(real_glue)
-    env = {k: v for k, v in os.environ.items() if k != "GLUE_DIR"}
-
-    def predict():
-        return subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(run_dir)], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
-
-    proc = predict()
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    monkeypatch.delenv("GLUE_DIR")
+    assert predict([str(run_dir)]) == 0
     assert len((run_dir / "submission" / "RTE.tsv").read_text().splitlines()) == 1 + 3000
     (run_dir / rundir.LOCAL_DATA).write_text(json.dumps({**noted, "glue": str(tmp_path / "moved")}))
     shutil.rmtree(run_dir / "submission")
-    proc = predict()  # the noted folder is gone: no fallback, the hub (offline here) as before
-    assert proc.returncode == 2 and "error: data.glue_dir=null: no data for task rte" in proc.stderr, proc.stderr[-2000:]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:  # the noted folder is gone: no fallback, the hub (offline here) as before
+        predict([str(run_dir)])
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and "error: data.glue_dir=null: no data for task rte" in err, err[-2000:]
 
 
 # ---------------------------------------------------------------------------- pieces
@@ -572,19 +574,21 @@ def test_a_sweep_goes_on_past_refused_jobs_and_says_what_to_do_for_each_kind(rea
     assert json.loads((sweep / "s-1" / rundir.FAILED).read_text())["steps"] == 0
 
 
-@pytest.mark.slow
 def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_settings(real_glue, tmp_path, cache_dir):
     """``trainer.accelerator=gpu`` on a machine without one fails before the first step; the same
     command with the right setting takes the folder over (its old .hydra/ kept aside)."""
     args = [*SHORT, "trainer.max_steps=2", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run"]
     run_dir = tmp_path / "run"
     run_dir.mkdir()  # there before the launch: kept (a folder the refused launch made itself is removed)
-    failed = run_train(*args, "trainer.accelerator=gpu", cwd=tmp_path, check=False)
-    assert failed.returncode == 2 and len(error_lines(failed)) == 1, out(failed)
+    from maxpoolbert.errors import UserError
+
+    with pytest.raises(UserError) as failed:
+        train_here(*args, "trainer.accelerator=gpu")
+    assert "\n" not in str(failed.value)
     assert json.loads((run_dir / rundir.FAILED).read_text())["steps"] == 0
     assert [(e["outcome"], e["steps"]) for e in rundir.RunFolder(run_dir).launches()] == [("failed", 0)]
-    again = run_train(*args, cwd=tmp_path)
-    [line] = [line for line in out(again).splitlines() if "take the folder over" in line]
+    train_here(*args)
+    [line] = [line for line in (run_dir / "train.log").read_text().splitlines() if "take the folder over" in line]
     assert (f"hydra.run.dir={run_dir}: the run there stopped before its first training step; this launch's settings "
             "take the folder over: trainer.accelerator=auto (stored: gpu) (old settings kept in .hydra.replaced)") in line
     assert OmegaConf.load(run_dir / ".hydra.replaced" / "config.yaml").trainer.accelerator == "gpu"
@@ -593,24 +597,30 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
     assert rundir.RunFolder(run_dir).is_finished() and not (run_dir / rundir.FAILED).exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "env", "error"), [
     ([], {"GLUE_DIR": ""}, "error: data.glue_dir=null: no data for task rte"),
     (["data.train_size=100000"], {}, "error: data.train_size=100000: more than the 2490 training rows of task rte"),
     (["pooling.module.k=5"], {}, "error: pooling.module.k=5: more than the encoder's 2 layers"),
 ], ids=["no_glue_dir", "train_size", "k"])
 def test_a_run_refused_before_training_leaves_no_folder_but_keeps_one_with_earlier_work(real_glue, tmp_path,
-                                                                                         cache_dir, overrides, env, error):
+                                                                                         cache_dir, overrides, env, error,
+                                                                                         monkeypatch):
+    from maxpoolbert.errors import UserError
+
+    monkeypatch.chdir(tmp_path)  # the default folder: outputs/runs/<day>/... here
+    for name, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env}.items():
+        monkeypatch.setenv(name, value)
     args = ["model=tiny", "logger=none", "speed.threads=1", f"data.cache_dir={cache_dir}", *overrides]
-    fresh = run_train(*args, cwd=tmp_path, check=False, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env})
-    assert fresh.returncode == 2 and error_lines(fresh)[0].startswith(error), out(fresh)[-2000:]
+    with pytest.raises(UserError) as fresh:
+        train_here(*args)
+    assert f"error: {fresh.value}".startswith(error) and "\n" not in str(fresh.value)
     assert not (tmp_path / "outputs").exists()  # nor outputs/runs/<day>/, made by this launch too
     earlier = tmp_path / "earlier"
     earlier.mkdir()
     (earlier / "notes.txt").write_text("mine\n")
-    kept = run_train(*args, f"hydra.run.dir={earlier}", cwd=tmp_path, check=False,
-                     env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env})
-    assert kept.returncode == 2 and error_lines(kept)[0].startswith(error), out(kept)[-2000:]
+    with pytest.raises(UserError) as kept:
+        train_here(*args, f"hydra.run.dir={earlier}")
+    assert f"error: {kept.value}".startswith(error)
     assert (earlier / "notes.txt").read_text() == "mine\n" and (earlier / rundir.FAILED).is_file()
 
 
@@ -1107,3 +1117,90 @@ def test_a_full_disk_when_the_run_folder_is_claimed_is_one_line(real_glue, tmp_p
     found = WRITE_ERROR.fullmatch(line)
     assert found and found.group(1) == f"{tmp_path}/run/.hydra/hydra.yaml", line
     assert not (tmp_path / "run" / rundir.FAILED).exists() and not (tmp_path / "run" / rundir.CONFIG).exists()
+
+
+# ---------------------------------------------------------------------------- the record's format
+COMMITTED_RUNS = ROOT / "docs" / "results" / "runs"
+
+
+def _record(**more) -> dict:
+    return {"task": "rte", "pooling": "cls", "model": "tiny", "seed": 1, "metrics": {"accuracy": 0.6},
+            "score": 0.6, **more}
+
+
+def test_every_record_written_carries_the_format_version():
+    record = rundir.RunRecord.from_json(_record(settings={"optimizer.lr": 2e-5}, settings_id="x"))
+    assert record.to_json()["format"] == rundir.FORMAT == 2
+    again = rundir.RunRecord.from_json(json.loads(json.dumps(record.to_json())))
+    assert again.to_json() == record.to_json()  # a record of this format reads back as it was written
+
+
+@pytest.mark.skipif(not COMMITTED_RUNS.is_dir(), reason="no committed study in docs/results/runs")
+def test_records_without_a_format_are_upgraded_by_one_path_keeping_their_identity(tmp_path):
+    """The committed runs (format 1: settings, no ``format``) read as format 2 with their stored
+    identity; a format-0 record (no settings) gets them from its stored config, else its hparams."""
+    paths = sorted(COMMITTED_RUNS.rglob(rundir.RESULTS))
+    assert len(paths) == 160
+    for path in paths:
+        stored = json.loads(path.read_text())
+        assert "format" not in stored
+        upgraded = rundir.upgrade(stored)
+        assert upgraded["format"] == 2 and upgraded["settings_id"] == stored["settings_id"]
+        assert upgraded["settings"] == stored["settings"] and "format" not in stored  # the payload is not changed
+    # format 0: the first committed run without its settings, its task_info and settings_id
+    source = paths[0].parent
+    old = {k: v for k, v in json.loads(paths[0].read_text()).items() if k not in ("settings", "settings_id",
+                                                                                  "task_info")}
+    shutil.copytree(source, tmp_path / "run")
+    (tmp_path / "run" / rundir.RESULTS).write_text(json.dumps(old))
+    record = rundir.RunFolder(tmp_path / "run").record()
+    assert record.format == 2 and record.settings_id == json.loads(paths[0].read_text())["settings_id"]
+    assert record.task_info == rundir.RunRecord.from_json(json.loads(paths[0].read_text())).task_info
+    bare = rundir.RunRecord.from_json(_record(hparams={"lr": 1e-4, "pooling.k": 2}))
+    assert bare.settings == {"optimizer.lr": 1e-4, "pooling.module.k": 2}
+    assert bare.settings_id == rundir.settings_id(bare.settings) and bare.task_info.metrics == ("accuracy",)
+
+
+@pytest.mark.parametrize("version", [True, "2", 1.5, -1])
+def test_a_format_that_is_no_version_number_is_a_corrupt_record(tmp_path, version):
+    folder = rundir.RunFolder(tmp_path)
+    folder.results.write_text(json.dumps(_record(format=version, settings={}, settings_id="x")))
+    record, why = folder.read()
+    assert record is None and why.kind == "corrupt" and "not a version number" in str(why)
+
+
+def test_a_newer_format_is_refused_in_one_line_naming_the_file_and_the_version(real_glue, tmp_path, cache_dir,
+                                                                               capsys):
+    """A record a newer version wrote is never guessed at: the report lists it (file, version), a
+    relaunch in its folder is refused in one line and changes nothing there, predict refuses it."""
+    from maxpoolbert.errors import UserError
+    from maxpoolbert.predict import main as predict
+    from maxpoolbert.report.collect import collect_runs
+
+    args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/runs/run"]
+    train_here(*args)
+    folder = rundir.RunFolder(tmp_path / "runs" / "run")
+    stored = json.loads(folder.results.read_text())
+    assert stored["format"] == rundir.FORMAT
+    folder.results.write_text(json.dumps({**stored, "format": 3, "new_key": [1]}))
+    before = {p.name: p.read_bytes() for p in folder.path.iterdir() if p.is_file() and p.name not in (rundir.LAUNCHES, rundir.LOCK)}
+
+    record, why = folder.read()
+    line = f"{folder.results}: format 3: written by a newer version of maxpoolbert (this one reads formats up to 2)"
+    assert record is None and str(why).startswith(line) and folder.is_finished() and folder.failure() is None
+    runs, skipped = collect_runs(tmp_path / "runs")
+    assert runs.empty and skipped == [{"path": "run", "reason": f"newer format: {why}"}]
+    with pytest.raises(UserError) as refused:
+        train_here(*args)
+    assert "\n" not in str(refused.value)
+    assert str(refused.value).startswith(f"hydra.run.dir={folder.path}: its results.json is format 3, written by a "
+                                         "newer version of maxpoolbert (this one reads formats up to 2)")
+    with pytest.raises(rundir.RunFolderConflict, match="format 3"):  # a sweep's job: its claim, the same refusal
+        folder.claim(folder.config(), folder.job())
+    assert before == {p.name: p.read_bytes() for p in folder.path.iterdir()
+                      if p.is_file() and p.name not in (rundir.LAUNCHES, rundir.LOCK)}
+    assert [e["outcome"] for e in folder.launches()] == ["finished", "refused"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        predict([str(folder.path), "--out", str(tmp_path / "sub")])
+    assert ended.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [f"error: {why}"]

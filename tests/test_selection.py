@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+import maxpoolbert
+
 from .conftest import run_train
 
 COMMON = ["model=tiny", "task=stsb", "data.train_size=64", "optimizer.lr=1e-3", "logger=none",
@@ -22,8 +24,8 @@ def runs(real_glue, tmp_path_factory, cache_dir):
     tmp = tmp_path_factory.mktemp("selection")
     args = [*COMMON, "trainer.max_epochs=3", "eval.per_epoch=2", f"data.cache_dir={cache_dir}"]
     for select in ("last", "best"):
-        run_train(*args, f"eval.select={select}", f"hydra.run.dir={tmp}/{select}", cwd=tmp)
-    run_train(*COMMON, "trainer.max_epochs=3", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp}/default", cwd=tmp)
+        maxpoolbert.train([*args, f"eval.select={select}"], output_dir=tmp / select)
+    maxpoolbert.train([*COMMON, "trainer.max_epochs=3", f"data.cache_dir={cache_dir}"], output_dir=tmp / "default")
     return {name: (tmp / name, json.loads((tmp / name / "results.json").read_text()))
             for name in ("last", "best", "default")}
 
@@ -60,8 +62,8 @@ def test_best_and_last_differ_here_and_last_is_the_default(runs):
 
 @pytest.mark.slow
 def test_early_stopping_counts_patience_in_evaluations(real_glue, tmp_path, cache_dir):
-    run_train(*COMMON, "trainer.max_epochs=6", "eval.early_stopping=1", "eval.select=best", f"data.cache_dir={cache_dir}",
-              f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    maxpoolbert.train([*COMMON, "trainer.max_epochs=6", "eval.early_stopping=1", "eval.select=best",
+                       f"data.cache_dir={cache_dir}"], output_dir=tmp_path / "run")
     r = json.loads((tmp_path / "run" / "results.json").read_text())
     scores = [h["score"] for h in r["history"]]
     first_drop = next(i for i in range(1, len(scores)) if scores[i] <= max(scores[:i]))
@@ -72,7 +74,7 @@ def test_early_stopping_counts_patience_in_evaluations(real_glue, tmp_path, cach
 @pytest.mark.slow
 def test_optuna_search_names_its_best_trial(real_glue, tmp_path, cache_dir):
     """hparams_search=optuna maximises the dev score; best_trial.yaml names the trial Optuna
-    reports as best (same parameters, same score) and its folder."""
+    reports as best (same parameters, same score) and its folder. A real sweep (Hydra's Optuna sweeper)."""
     import yaml
 
     run_train("hparams_search=optuna", "model=tiny", "task=stsb", "data.train_size=64", "trainer.max_steps=3",

@@ -13,7 +13,7 @@ from maxpoolbert import data as D
 from maxpoolbert.errors import UserError
 from maxpoolbert.tasks import from_config
 
-from .conftest import ROOT, run_train
+from .conftest import ROOT
 
 SUPERGLUE = Path(__file__).resolve().parent / "fixtures" / "superglue"
 YAMLS = {p.stem: OmegaConf.load(p) for p in sorted((ROOT / "configs" / "task").glob("*.yaml"))}
@@ -97,11 +97,13 @@ def test_no_local_folder_offline_is_one_line(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_tiny_run_from_the_fixtures(name, tmp_path, cache_dir):
+def test_tiny_run_from_the_fixtures(name, tmp_path, cache_dir, monkeypatch):
+    import maxpoolbert
+
     run_dir = tmp_path / name
-    run_train(f"task={name}", "pooling=maxpool_mha", "model=tiny", "logger=none", "trainer.max_epochs=2",
-              "save_model=false", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}",
-              cwd=tmp_path, env={"SUPERGLUE_DIR": str(SUPERGLUE)})
+    monkeypatch.setenv("SUPERGLUE_DIR", str(SUPERGLUE))
+    maxpoolbert.train([f"task={name}", "pooling=maxpool_mha", "model=tiny", "logger=none", "trainer.max_epochs=2",
+                       "save_model=false", f"data.cache_dir={cache_dir}"], output_dir=run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     task = from_config(YAMLS[name])
     assert results["task_info"] == {"name": name, "display_name": YAMLS[name].display_name, "benchmark": "superglue",

@@ -164,3 +164,31 @@ def test_every_task_has_the_design_metric_keys():
     assert not missing, f"add expectations for {', '.join(missing)}: the metric keys README.md gives (What a run records)"
     assert {name: task(name).metric_keys for name in BENCHMARK} == expected
     assert task("stsb").is_regression and not task("rte").is_regression
+
+
+def test_the_benchmark_folder_map_is_declared_once_and_used_everywhere():
+    """tasks.BENCHMARK_DIRS: each benchmark with a folder of its own -> its ``data`` setting. The
+    settings exist (configs/config.yaml), the data module takes them, the config check, the run
+    folder's note and predict (--<benchmark>-dir) follow the map; no module spells the map again."""
+    import inspect
+    import re
+
+    from omegaconf import OmegaConf
+
+    from maxpoolbert import tasks
+    from maxpoolbert.data import TaskDataModule
+    from maxpoolbert.predict import parse_args
+    from maxpoolbert.rundir import RunFolder
+
+    data = OmegaConf.load(ROOT / "configs" / "config.yaml").data
+    params = inspect.signature(TaskDataModule).parameters
+    assert set(tasks.BENCHMARK_DIRS) < set(tasks.BENCHMARKS)
+    for name, key in tasks.BENCHMARK_DIRS.items():
+        assert key in data and key in params
+        assert getattr(parse_args(["run", f"--{key.replace('_', '-')}", f"/{name}"]), key) == f"/{name}"
+    assert tasks.benchmark_dirs({"glue_dir": "/g", "superglue_dir": None}) == {"glue": "/g", "superglue": None}
+    cfg = OmegaConf.create({"data": {"glue_dir": "/g", "superglue_dir": None}})
+    assert RunFolder("/nowhere").data_dirs(cfg) == {"glue": "/g", "superglue": None}
+    spelled = sorted(p.name for p in (ROOT / "maxpoolbert").rglob("*.py") if p.name != "tasks.py"
+                     and re.search(r"[\"']superglue[\"']\s*:", p.read_text()))
+    assert spelled == [], f"the benchmark -> folder map spelled again in {spelled}: use tasks.BENCHMARK_DIRS"

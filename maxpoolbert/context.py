@@ -47,7 +47,7 @@ class RunContext:
             from hydra.core.hydra_config import HydraConfig
 
             node = HydraConfig.get()
-        multirun = str(node.mode) == MULTIRUN
+        multirun = str(node.mode).rpartition(".")[2] == "MULTIRUN"  # RunMode.MULTIRUN live; MULTIRUN stored
         n_jobs = node.launcher.get("n_jobs") if multirun and "launcher" in node else None
         return cls(output_dir=str(node.runtime.output_dir), multirun=multirun,
                    job_num=int(node.job.num) if multirun else 0,

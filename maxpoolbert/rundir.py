@@ -1225,7 +1225,8 @@ def _differing(diff: list[tuple[str, Any, Any]], hydra_cfg: DictConfig) -> tuple
     the messages show them: ``optimizer.lr=0.001 (stored: 2e-05)``, at most six, then how many more."""
     shown = ", ".join(f"{k}={show(new)} (stored: {show(old)})" for k, old, new in diff[:6])
     more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
-    return "hydra.run.dir" if str(hydra_cfg.mode) == "RunMode.RUN" else "hydra.sweep.dir", shown, more
+    run = str(hydra_cfg.mode).rpartition(".")[2] == "RUN"  # RunMode.RUN live, RUN as a stored or composed node
+    return "hydra.run.dir" if run else "hydra.sweep.dir", shown, more
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -136,3 +136,21 @@ def test_only_the_context_reads_hydras_runtime():
                      if re.search(r"HydraConfig(\.get\(\)|\.initialized\(\)|\(\)\.cfg)", p.read_text()))
     assert readers == ["maxpoolbert/context.py"]
     assert "HydraConfig" not in Path(ROOT / "maxpoolbert" / "run.py").read_text()
+
+
+@pytest.mark.parametrize("mode, key", [("RUN", "hydra.run.dir"), ("MULTIRUN", "hydra.sweep.dir")])
+def test_a_stored_or_composed_node_names_the_right_folder_setting(mode, key):
+    """``.hydra/hydra.yaml`` (and a composed node) store the mode as ``RUN``; a live Hydra job as
+    ``RunMode.RUN``: both name the same folder setting."""
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from maxpoolbert.context import RunContext
+    from maxpoolbert.rundir import _differing
+
+    for stored in (mode, RunMode[mode]):
+        node = OmegaConf.create({"mode": stored})
+        assert _differing([("optimizer.lr", 2e-5, 1e-3)], node)[0] == key
+    node = OmegaConf.create({"mode": mode, "runtime": {"output_dir": "/x"}, "sweep": {"dir": "/s"},
+                             "job": {"num": 3}, "overrides": {"task": []}})
+    assert RunContext.from_hydra(node).multirun == (mode == "MULTIRUN")

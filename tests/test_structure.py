@@ -98,3 +98,82 @@ def test_the_checker_sees_lazy_and_relative_imports():
         assert project_imports(probe) == {"run", "report", "tasks"}
     finally:
         probe.unlink()
+
+
+def module_imports(path: Path) -> set[str]:
+    """The modules of maxpoolbert (dotted, below the package: ``report.stats``; a package's
+    ``__init__``: ``report``) that ``path`` imports, anywhere in it."""
+    tree = ast.parse(path.read_text())
+    package = path.relative_to(ROOT).with_suffix("").parts[:-1]
+    found = set()
+
+    def resolve(dotted: str) -> str | None:
+        parts = dotted.split(".")
+        if parts[0] != "maxpoolbert" or len(parts) < 2:
+            return None
+        for n in range(len(parts), 1, -1):  # the longest prefix that is a module file or a package
+            rel = Path(*parts[1:n])
+            if (PACKAGE / rel).with_suffix(".py").is_file() or (PACKAGE / rel / "__init__.py").is_file():
+                return ".".join(parts[1:n])
+        return None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            names = [f"{module}.{a.name}" for a in node.names]  # a submodule, else the module itself
+        else:
+            continue
+        found |= {m for m in map(resolve, names) if m}
+    return found
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_between_modules_of_any_length():
+    """Module by module, inside the sub-packages too (a package's ``__init__`` that re-exports its
+    modules is one of them): no import cycle, however long."""
+    modules = sorted(PACKAGE.rglob("*.py"))
+    graph = {module_name(p): module_imports(p) - {module_name(p)} for p in modules if module_name(p)}
+    assert cycles(graph) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check can fail

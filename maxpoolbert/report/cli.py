@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from maxpoolbert import report
 from maxpoolbert.errors import EXIT_CODE, UserError, WriteFailed, check_writable_folder
 from maxpoolbert.report import analysis, failures, rows, selection
 from maxpoolbert.report.collect import (
@@ -28,6 +27,7 @@ from maxpoolbert.report.render import write_report
 from maxpoolbert.report.rows import ROWS
 
 REPORT_YAML = "report.yaml"
+DESCRIPTION = "Aggregate finished runs into benchmark tables, paired significance tests and plots."
 # report.yaml key -> the option it sets (its defaults; the command line wins)
 YAML_OPTIONS = {"select": "--select", "select_on": "--select-on", "effect": "--effect",
                 "bootstrap": "--bootstrap", "ignore": "--ignore", "split_settings": "--split-settings",
@@ -52,7 +52,7 @@ def _resamples(text: str) -> int:
 
 
 def build_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m maxpoolbert.report", description=report.__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m maxpoolbert.report", description=DESCRIPTION,
                                      exit_on_error=exit_on_error)
     parser.add_argument("--runs", default=os.environ.get("RUNS", "outputs"),
                         help="folder searched recursively for results.json (default: $RUNS or outputs)")

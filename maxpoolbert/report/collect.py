@@ -28,6 +28,7 @@ from maxpoolbert.rundir import RecordError, RunFolder, RunRecord
 from maxpoolbert.tasks import TaskInfo
 
 MISSING = object()
+BASELINE = "cls"   # the pooling every other one is compared with (--baseline pooling=NAME)
 CELL = ["model", "pooling", "task", "train_size"]  # a table cell
 DEGENERATE_TOL = 1e-9
 # The columns of every run frame; the metric columns (one per metric key of the runs' tasks,
@@ -426,8 +427,6 @@ def resolve_baselines(runs: pd.DataFrame, compare: Sequence[str], baselines: Seq
     KEY=VALUE`` (VALUE as on the command line; ``default``: the config's default) or, without one,
     the config's default value (:func:`config_default`). Refused in one line
     (:class:`SelectionError`): a baseline for a key not compared, a value no run has."""
-    from maxpoolbert.report.stats import BASELINE
-
     given: dict[str, str] = {}
     for item in baselines:
         key, sep, value = item.partition("=")

@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from maxpoolbert.report.collect import CELL, tasks_of
+from maxpoolbert.report.collect import BASELINE, CELL, tasks_of
 from maxpoolbert.report.statistics import cell_summary
 from maxpoolbert.tasks import TaskInfo
 
 POOLING_ORDER = ("cls", "max_cls", "mha", "maxpool_mha")
-BASELINE = "cls"
 
 
 def avg_key(benchmark: str) -> str:

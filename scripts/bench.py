@@ -291,20 +291,26 @@ def run_ours(task: str, pooling: str, args: argparse.Namespace, work: Path, cach
     }
 
 
-def run_hf(task, mode: str, train: dict, dev: dict, args: argparse.Namespace, work: Path, name: str) -> dict:
+def hf_spec(task, mode: str, train: dict, dev: dict, seed: int, work: Path, name: str) -> tuple[Path, Path]:
+    """Write the spec of one ``scripts/bench_hf.py`` run: ``(spec file, result file)``."""
     from maxpoolbert.encoders import resolve
 
     metric = next(iter(next(iter(task.eval.values())).metrics.values()))
+    result = work / f"{name}.result.json"
     spec = {
         "model": resolve(MODEL), "num_labels": task.num_labels, "metric": metric, "padding": mode,
-        "hparams": {**HPARAMS, "seed": args.seed}, "train": train, "dev": dev,
-        "result": str(work / f"{name}.result.json"),
+        "hparams": {**HPARAMS, "seed": seed}, "train": train, "dev": dev, "result": str(result),
     }
     spec_path = work / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec))
+    return spec_path, result
+
+
+def run_hf(task, mode: str, train: dict, dev: dict, args: argparse.Namespace, work: Path, name: str) -> dict:
+    spec_path, result = hf_spec(task, mode, train, dev, args.seed, work, name)
     cmd = [sys.executable, str(REPO / "scripts" / "bench_hf.py"), str(spec_path)]
     proc = timed(cmd, work / "logs" / f"{name}.log", child_env(args.glue_dir))
-    res = json.loads(Path(spec["result"]).read_text())
+    res = json.loads(result.read_text())
     return {
         "train_s": res["train_s"], "steps": res["steps"], "n_train": res["n_train"],
         "epochs": HPARAMS["epochs"], "dev_metric": res["dev_metric"], "first_step_s": res["first_step_s"],

@@ -86,136 +86,97 @@ def cpu_flags() -> dict[str, bool]:
 
 
 # ---------------------------------------------------------------------------- one timed sweep
-def watch(procs: list[subprocess.Popen], started: float) -> dict[str, float]:
-    """Wait for ``procs`` (started at ``started``), sampling the resident memory of each one's whole
-    process tree every 0.1 s: wall seconds, the peak of the summed RSS, the CPU-seconds of the tree."""
+def tree_rss_mb(procs: list[subprocess.Popen]) -> float:
+    """The resident memory of every process of ``procs`` and of all their children, summed."""
     import psutil
 
-    peak, cpu = 0.0, {}
-    roots = [psutil.Process(p.pid) for p in procs]
-    while any(p.poll() is None for p in procs):
-        rss = 0
-        for root in roots:
+    rss = 0
+    for p in procs:
+        try:
+            root = psutil.Process(p.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in tree:
             try:
-                for proc in [root, *root.children(recursive=True)]:
-                    try:
-                        rss += proc.memory_info().rss
-                        times = proc.cpu_times()
-                        cpu[proc.pid] = times.user + times.system + times.children_user + times.children_system
-                    except psutil.Error:
-                        continue
+                rss += proc.memory_info().rss
             except psutil.Error:
                 continue
-        peak = max(peak, rss / 2**20)
-        time.sleep(0.1)
-    wall = time.perf_counter() - started
-    return {"wall_s": wall, "peak_tree_rss_mb": peak, "cpu_s": sum(cpu.values())}
+    return rss / 2**20
 
 
-def ours(mode: str, args: argparse.Namespace, work: Path) -> tuple[list[list[str]], Path]:
-    """The one command of our sweep, and its sweep folder."""
-    sweep = work / "sweep"
+def ours_command(mode: str, args: argparse.Namespace, work: Path) -> list[str]:
+    """Our sweep as one ``train.py -m`` command, into ``work/sweep``."""
     jobs = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "speed.threads=1"] if mode == "ours_joblib_2x1" \
         else ["hydra/launcher=basic", "speed.threads=2"]
     hp = bench.HPARAMS
-    cmd = [sys.executable, "train.py", "-m", f"task={args.task}", f"pooling={','.join(POOLINGS)}",
-           f"seed={','.join(str(s) for s in range(1, args.seeds + 1))}", "model=minilm_l6",
-           f"data.train_size={args.rows}", f"trainer.max_epochs={hp['epochs']}", f"data.batch_size={hp['batch_size']}",
-           f"data.max_length={hp['max_length']}", f"optimizer.lr={hp['lr']}",
-           f"optimizer.weight_decay={hp['weight_decay']}", f"scheduler.warmup_ratio={hp['warmup_ratio']}",
-           f"data.cache_dir={work / 'cache'}", "logger=none", "save_model=false", "trainer.enable_progress_bar=false",
-           f"hydra.sweep.dir={sweep}", *jobs]
-    return [cmd], sweep
+    return [sys.executable, "train.py", "-m", f"task={args.task}", f"pooling={','.join(POOLINGS)}",
+            f"seed={','.join(str(s) for s in range(1, args.seeds + 1))}", "model=minilm_l6",
+            f"data.train_size={args.rows}", f"trainer.max_epochs={hp['epochs']}", f"data.batch_size={hp['batch_size']}",
+            f"data.max_length={hp['max_length']}", f"optimizer.lr={hp['lr']}",
+            f"optimizer.weight_decay={hp['weight_decay']}", f"scheduler.warmup_ratio={hp['warmup_ratio']}",
+            f"data.cache_dir={work / 'cache'}", "logger=none", "save_model=false", "trainer.enable_progress_bar=false",
+            f"hydra.sweep.dir={work / 'sweep'}", *jobs]
 
 
-def hf_specs(args: argparse.Namespace, work: Path) -> list[Path]:
-    """One Trainer spec per run of the sweep (each pooling arm a cls run with its seed)."""
+def hf_commands(args: argparse.Namespace, work: Path) -> tuple[list[list[str]], list[Path]]:
+    """One Trainer process per run of the sweep (each pooling arm a cls run with its seed), with the
+    result file each writes."""
     task = bench.load_task(args.task)
     train = bench.read_rows(task, "train", args.glue_dir, args.rows)
     dev = bench.read_rows(task, next(iter(task.eval)), args.glue_dir)
-    from maxpoolbert.encoders import resolve
-
-    metric = next(iter(next(iter(task.eval.values())).metrics.values()))
-    specs = []
+    commands, results = [], []
     for pooling in POOLINGS:
         for seed in range(1, args.seeds + 1):
-            name = f"{pooling}_s{seed}"
-            spec = {"model": resolve(bench.MODEL), "num_labels": task.num_labels, "metric": metric,
-                    "padding": "grouped", "hparams": {**bench.HPARAMS, "seed": seed}, "train": train, "dev": dev,
-                    "result": str(work / f"{name}.result.json")}
-            path = work / f"{name}.spec.json"
-            path.write_text(json.dumps(spec))
-            specs.append(path)
-    return specs
-
-
-def env_threads(n: int, glue_dir: str) -> dict[str, str]:
-    return {**bench.child_env(glue_dir), "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+            spec, result = bench.hf_spec(task, "grouped", train, dev, seed, work, f"{pooling}_s{seed}")
+            commands.append([sys.executable, str(REPO / "scripts" / "bench_hf.py"), str(spec)])
+            results.append(result)
+    return commands, results
 
 
 def run_sweep(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Time one whole sweep of ``mode`` in a fresh folder (and a fresh, cold tokenisation cache)."""
+    """Time one whole sweep of ``mode`` in a fresh folder (and a fresh, cold tokenisation cache): its
+    processes run ``parallel`` at a time, the memory of all of them sampled every 0.1 s."""
+    import psutil
+
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
-    log = (work / "logs" / f"{mode}.log").open("w")
     if mode.startswith("ours"):
-        [cmd], sweep = ours(mode, args, work)
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env_threads(1 if "2x1" in mode else 2, args.glue_dir),
-                                stdout=log, stderr=subprocess.STDOUT)
-        measured = watch([proc], started)
-        codes = [proc.returncode]
-        from maxpoolbert.rundir import find_run_folders
-
-        scores = [f.record().score for f in find_run_folders(sweep) if f.record() is not None]
+        commands, results, parallel = [ours_command(mode, args, work)], [], 1
     else:
-        specs = hf_specs(args, work)
-        parallel = 2 if mode == "hf_2x1" else 1
-        env = env_threads(1 if parallel == 2 else 2, args.glue_dir)
+        (commands, results), parallel = hf_commands(args, work), (2 if mode == "hf_2x1" else 1)
+    threads = 1 if mode.endswith("2x1") else 2
+    env = {**bench.child_env(args.glue_dir), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    def children_cpu() -> float:  # CPU-seconds of this process's reaped children, cumulative
+        times = psutil.Process().cpu_times()
+        return times.children_user + times.children_system
+
+    pending, running, codes, peak, cpu0 = list(commands), [], [], 0.0, children_cpu()
+    with (work / "logs" / f"{mode}.log").open("w") as log:
         started = time.perf_counter()
-        pending, running, codes, peak, cpu = list(specs), [], [], 0.0, 0.0
         while pending or running:
             while pending and len(running) < parallel:
-                spec = pending.pop(0)
-                running.append(subprocess.Popen([sys.executable, str(REPO / "scripts" / "bench_hf.py"), str(spec)],
-                                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
-            # wait for the first of the running processes, sampling the memory of all of them
-            done = watch_first(running)
-            peak, cpu = max(peak, done["peak_tree_rss_mb"]), cpu + done["cpu_s"]
+                running.append(subprocess.Popen(pending.pop(0), cwd=REPO, env=env, stdout=log,
+                                                stderr=subprocess.STDOUT))
+            peak = max(peak, tree_rss_mb(running))
             for p in [p for p in running if p.poll() is not None]:
                 codes.append(p.returncode)
                 running.remove(p)
-        measured = {"wall_s": time.perf_counter() - started, "peak_tree_rss_mb": peak, "cpu_s": cpu}
-        scores = [json.loads(Path(json.loads(s.read_text())["result"]).read_text())["dev_metric"]
-                  for s in specs if Path(json.loads(s.read_text())["result"]).is_file()]
-    log.close()
+            time.sleep(0.1)
+        wall = time.perf_counter() - started
+    cpu = children_cpu() - cpu0  # every process of the sweep, reaped
+    if mode.startswith("ours"):
+        from maxpoolbert.rundir import find_run_folders
+
+        scores = [f.record().score for f in find_run_folders(work / "sweep") if f.record() is not None]
+    else:
+        scores = [json.loads(r.read_text())["dev_metric"] for r in results if r.is_file()]
     n_runs = len(POOLINGS) * args.seeds
     if any(codes) or len(scores) != n_runs:
         tail = "\n".join((work / "logs" / f"{mode}.log").read_text().splitlines()[-30:])
         raise RuntimeError(f"{mode}: exit codes {codes}, {len(scores)} of {n_runs} runs scored\n{tail}")
-    return {**measured, "runs": n_runs, "runs_per_hour": n_runs / measured["wall_s"] * 3600,
-            "mean_dev_score": statistics.fmean(scores)}
-
-
-def watch_first(running: list[subprocess.Popen]) -> dict[str, float]:
-    """Like :func:`watch`, until the first of ``running`` ends; CPU-seconds of those that ended."""
-    import psutil
-
-    peak, cpu_of = 0.0, {}
-    roots = {p.pid: psutil.Process(p.pid) for p in running}
-    while all(p.poll() is None for p in running):
-        rss = 0
-        for pid, root in roots.items():
-            try:
-                rss += root.memory_info().rss
-                t = root.cpu_times()
-                cpu_of[pid] = t.user + t.system
-            except psutil.Error:
-                continue
-        peak = max(peak, rss / 2**20)
-        time.sleep(0.1)
-    ended = sum(cpu_of.get(p.pid, 0.0) for p in running if p.poll() is not None)
-    return {"peak_tree_rss_mb": peak, "cpu_s": ended}
+    return {"wall_s": wall, "peak_tree_rss_mb": peak, "cpu_s": cpu, "runs": n_runs,
+            "runs_per_hour": n_runs / wall * 3600, "mean_dev_score": statistics.fmean(scores)}
 
 
 # ---------------------------------------------------------------------------- tables

@@ -159,5 +159,8 @@ def test_the_report_scores_every_number_on_the_heldout_rows_with_dev_beside(tmp_
     dev_diffs = [(truth[("maxpool_mha", s)][0] - truth[("cls", s)][0]) * 100 for s in (1, 2, 3)]
     assert dev_row.mean_diff == pytest.approx(np.mean(dev_diffs)) and dev_row.n_rows == 60
     assert "### Every comparison on both sets of rows" in md
+    both = md.split("### Every comparison on both sets of rows")[1].split("###")[0]
+    [line] = [ln for ln in both.splitlines() if ln.startswith("| `maxpool_mha` | `cls` | RTE |")]
+    assert f"| {row.mean_diff:+.1f} |" in line and f"| {dev_row.mean_diff:+.1f} |" in line, line
     # on the odd-index held-out rows, chosen on the even ones (here: one value, chosen trivially)
     assert row.two_level_low < row.mean_diff < row.two_level_high

@@ -747,7 +747,8 @@ def _write_files(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
                "above used it.", dev_beside(rounded(runs[["model", "pooling", "task", "train_size", "dev_score"]]), tasks)]
     if comp_dev is not None and not comp.empty:
         md += ["### Every comparison on both sets of rows",
-               "Δ ×100 (compared − baseline) with its 95% seeds × rows interval and the verdict, on the held-out "
+               "Δ ×100 (compared − baseline) with its 95% seeds × rows interval (`(seeds)`: the seeds' interval, for "
+               "averages) and the verdict, on the held-out "
                "rows (the report's numbers) and on the official dev set (`comparisons_dev.csv`: the same "
                "comparisons with the dev rows' noise).", both_rows_table(comp, comp_dev, tasks)]
     header, rows = ci_table(cells, tasks)
@@ -897,29 +898,27 @@ def dev_beside(runs: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str:
     return markdown_table(["Model", "Pooling", *(tasks[t].display_name for t in columns)], rows, left=2)
 
 
-def both_rows_table(held: pd.DataFrame, dev: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str:
-    """``--rows heldout``: each main-table comparison's Δ, seeds × rows interval and verdict on the
-    held-out rows and on the dev set, side by side."""
-    key = ["model", "table", "train_size", "factor", "value", "baseline_value", "task", "pooling", "baseline"]
-    main = held[held["table"] == MAIN]
-    beside = dev.set_index(key) if not dev.empty else None
-    rows = []
-    for _, r in main.iterrows():
-        name = _task_name(r["task"], tasks)
-        d = None
-        if beside is not None:
-            try:
-                d = beside.loc[tuple(r[k] for k in key)]
-            except KeyError:
-                d = None
+def _diff_cells(row: pd.Series, suffix: str = "") -> list[str]:
+    """Δ, its 95% interval (seeds × rows; the seeds' where there are no rows, marked) and the verdict
+    of one comparison row (``suffix``: the columns of a merged second table)."""
+    diff = row.get(f"mean_diff{suffix}")
+    if diff is None or pd.isna(diff):
+        return [DASH, DASH, DASH]
+    rows = pd.notna(row[f"two_level_low{suffix}"])
+    low, high = (row[f"two_level_low{suffix}"], row[f"two_level_high{suffix}"]) if rows else (
+        row[f"boot_low{suffix}"], row[f"boot_high{suffix}"])
+    return [f"{diff:+.1f}", fmt_interval(low, high, signed=True) + ("" if rows else " (seeds)"),
+            str(row[f"verdict{suffix}"])]
 
-        def cell(x) -> list[str]:
-            if x is None:
-                return [DASH, DASH, DASH]
-            low, high = (x["two_level_low"], x["two_level_high"]) if pd.notna(x["two_level_low"]) else (
-                x["boot_low"], x["boot_high"])
-            return [f"{x['mean_diff']:+.1f}", fmt_interval(low, high, signed=True), str(x["verdict"])]
-        rows.append([f"`{r['pooling']}`", f"`{r['baseline']}`", name, str(int(r["n_pairs"])), *cell(r), *cell(d)])
+
+def both_rows_table(held: pd.DataFrame, dev: pd.DataFrame, tasks: dict[str, TaskInfo]) -> str:
+    """``--rows heldout``: each main-table comparison's Δ, 95% interval and verdict on the held-out
+    rows and on the dev set, side by side."""
+    key = ["model", "table", "train_size", "factor", "value", "baseline_value", "task", "pooling", "baseline"]
+    shown = ["mean_diff", "two_level_low", "two_level_high", "boot_low", "boot_high", "verdict"]
+    both = held[held["table"] == MAIN].merge(dev[key + shown], on=key, how="left", suffixes=("", "_dev"))
+    rows = [[f"`{r['pooling']}`", f"`{r['baseline']}`", _task_name(r["task"], tasks), str(int(r["n_pairs"])),
+             *_diff_cells(r), *_diff_cells(r, "_dev")] for _, r in both.iterrows()]
     return markdown_table(["Compared", "Baseline", "Task", "n", "Δ held-out", "95% CI", "Verdict", "Δ dev",
                            "95% CI", "Verdict"], rows, left=3)
 

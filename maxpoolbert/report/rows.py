@@ -56,9 +56,12 @@ def rescore(runs: pd.DataFrame, root: Path, metric_columns: list[str]) -> tuple[
     for i, path in zip(runs.index, runs["path"], strict=True):
         folder = RunFolder(root / path)
         record = folder.record()
-        if record is None or not source(folder, HELDOUT).is_file():
+        if record is None:
+            skipped.append({"path": path, "reason": "unreadable record"})
+            continue
+        if not source(folder, HELDOUT).is_file():
             skipped.append({"path": path, "reason": "other configuration: no held-out predictions (a run trained "
-                                                    "without data.heldout_size)" if record else "unreadable record"})
+                                                    "without data.heldout_size)"})
             continue
         try:
             spec, frame = evaluation(folder, record, HELDOUT)

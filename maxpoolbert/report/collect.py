@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from maxpoolbert import rundir
+from maxpoolbert.metrics import ranges as metric_ranges
 from maxpoolbert.rundir import RecordError, RunFolder, RunRecord
 from maxpoolbert.tasks import TaskInfo
 
@@ -44,8 +45,7 @@ RUN_COLUMNS = [
 # ``eval_data``: what each dev split was scored on, ``{split: [rows, labels_sha256 or None]}`` (the
 # record's n_dev and dev_data; {} when it records neither): runs scored on other data never share a cell.
 # A metric's range: scores outside it are damaged records (52.7 for an accuracy: percent, not a fraction)
-METRIC_RANGES = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "macro_f1": (0.0, 1.0),
-                 "mcc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)}
+METRIC_RANGES = metric_ranges()
 
 
 class ReportError(Exception):

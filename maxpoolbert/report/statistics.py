@@ -28,6 +28,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, special, stats
 
+from maxpoolbert.metrics import names_of
+
 __all__ = [
     "BATCH_METRICS",
     "BootstrapCI",
@@ -626,8 +628,7 @@ def _class_metric(name: str, counts, acc_hits: np.ndarray, pos: int) -> np.ndarr
     return _macro_f1_from_counts(t, p, tp)
 
 
-CLASS_METRICS = ("accuracy", "f1", "mcc", "macro_f1")
-RANK_METRICS = ("pearson", "spearman")
+CLASS_METRICS, RANK_METRICS = names_of("class"), names_of("rank")
 BATCH_METRICS = CLASS_METRICS + RANK_METRICS
 """Metric names :func:`batch_metric` and :func:`two_level_bootstrap_ci` know: those of
 :data:`maxpoolbert.metrics.METRICS`."""

@@ -94,7 +94,7 @@ def remote_code_model(model: PooledClassifier, task: Task, cfg: DictConfig):
     given = OmegaConf.to_container(cfg.pooling.module, resolve=True)
     target = given.pop("_target_")
     # every option of the strategy, the ones its YAML leaves out at its class's declared default
-    options = {**signatures.defaults(target, skip=("self", "encoder_config")), **given}
+    options = signatures.with_defaults(target, given)
     module, _, name = target.rpartition(".")
     if module != "maxpoolbert.pooling":
         raise UserError(f"pooling {name} is defined in {module}: export writes only the strategies of "

@@ -260,8 +260,7 @@ def settings(cfg: DictConfig | Mapping, neutral: tuple[str, ...] | list[str] | N
     pooling = node.get("pooling")
     module = pooling.get("module") if isinstance(pooling, dict) else None
     if isinstance(module, dict) and isinstance(module.get("_target_"), str):
-        declared = signatures.defaults(targets.current(module["_target_"]), skip=("self", "encoder_config"))
-        node["pooling"]["module"] = {**declared, **module}
+        node["pooling"]["module"] = signatures.with_defaults(targets.current(module["_target_"]), module)
     defaults = _trainer_defaults()
     out = {}
     for key, value in _flat(node).items():

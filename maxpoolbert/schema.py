@@ -408,47 +408,29 @@ def missing_error(key: str, values: dict[str, Any]) -> UserError:
 
 
 def check_pooling_options(module: dict[str, Any]) -> None:
-    """The options of ``pooling.module`` against the constructor of the class it names (read from
-    its source, :mod:`maxpoolbert.signatures`): a name it does not take is refused with the closest
-    one, a value is checked against the option's annotation. A class whose source cannot be found
-    (not importable yet) is left to its own constructor."""
-    declared = signatures.options(str(module["_target_"]), skip=("self", "encoder_config"))
-    if declared is None:
+    """The options of ``pooling.module`` against the options model of the class it names
+    (:func:`maxpoolbert.signatures.options_model`, read from its source): a name it does not take is
+    refused with the closest one, a value is checked against the option's annotation. A class whose
+    source cannot be found (not importable yet) is left to its own constructor."""
+    target = str(module["_target_"])
+    model = signatures.options_model(target)
+    if model is None:
         return
+    declared = list(model.model_fields)
     given = {k: v for k, v in module.items() if k != "_target_"}
-    name = str(module["_target_"]).rpartition(".")[2]
+    name = target.rpartition(".")[2]
     for key in given:
         if key not in declared:
-            close = difflib.get_close_matches(key, list(declared), n=1)
+            close = difflib.get_close_matches(key, declared, n=1)
             raise UserError(f"unknown option of {name}" + (f" (did you mean {close[0]}?)" if close else ""),
                             key=f"pooling.module.{key}", value=given[key],
                             allowed=f"its options are {', '.join(declared)}" if declared else f"{name} has no options")
-    fields = {k: (_annotation(o.annotation), o.default if o.default is not signatures.REQUIRED else ...)
-              for k, o in declared.items()}
-    model = create_model(name, __base__=Section, **fields)
     try:
         model.model_validate(given)
     except ValidationError as err:
         user = _user_error(err, given, model)
         raise UserError(user.problem, key=f"pooling.module.{user.key}", value=user.value,
                         allowed=user.allowed) from None
-
-
-# names an option's annotation may use (read as text from the pooling's source)
-_ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": Text, "None": None, "list": list,
-                     "dict": dict, "Annotated": Annotated, "Literal": Literal,
-                     "Range": lambda **bounds: Field(**bounds)}
-
-
-def _annotation(text: str | None) -> Any:
-    """The type an option's annotation text names, with :func:`maxpoolbert.pooling.Range` bounds;
-    ``Any`` for what it cannot tell (a type defined elsewhere)."""
-    if not text:
-        return Any
-    try:
-        return eval(text, {"__builtins__": {}}, _ANNOTATION_NAMES)  # noqa: S307 - names above only
-    except Exception:  # noqa: BLE001 - a name not in the table
-        return Any
 
 
 def task_file(hydra: dict | None = None) -> str:

@@ -6,6 +6,14 @@ the config check (:mod:`maxpoolbert.schema`), a run's settings (:mod:`maxpoolber
 the export read them from there. The source is parsed with :mod:`ast`, because the config is
 checked before torch (which every pooling module imports) loads. The same reader gives
 ``lightning.Trainer``'s flags (:mod:`maxpoolbert.lightning_flags`).
+
+A pooling strategy's options become one torch-free pydantic model (:func:`options_model`, cached):
+the config check validates a YAML's options with it, and a run's settings and the export complete
+a YAML that leaves an option out from its defaults (:func:`with_defaults`). An annotation is read
+by resolving its names against an explicit table (:data:`ANNOTATION_NAMES`: ``int``, ``float``,
+``bool``, ``str``, ``None``, the value types of :mod:`maxpoolbert.values`; ``Literal``,
+``Optional``, ``Union``, ``X | Y``, ``list[X]`` and ``Annotated[X, Range(...)]``), never evaluated;
+any other annotation is refused in one line naming the option.
 """
 
 from __future__ import annotations
@@ -17,9 +25,15 @@ import importlib.util
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from maxpoolbert import values
+from maxpoolbert.errors import UserError
 
 REQUIRED = object()  # an option without a default
+POOLING_SKIP = ("self", "encoder_config")  # a pooling constructor's parameters that are not options
 
 
 @dataclass(frozen=True)
@@ -134,7 +148,107 @@ def _literal(node: ast.expr | None) -> Any:
         return REQUIRED
 
 
-def defaults(target: str, skip: tuple[str, ...] = ("self",)) -> dict[str, Any]:
-    """``{name: default}`` of the options of ``target`` that have a literal default."""
-    found = options(target, skip) or {}
-    return {name: o.default for name, o in found.items() if o.default is not REQUIRED}
+# ------------------------------------------------------------------------------- options as a model
+# the names an option's annotation may use; anything else is refused (:func:`annotation_type`)
+ANNOTATION_NAMES: dict[str, Any] = {
+    "int": int, "float": float, "bool": bool, "str": values.Text, "None": None,
+    **{name: getattr(values, name) for name in ("Text", "PositiveInt", "NonNegativeInt", "PositiveFloat",
+                                                "NonNegativeFloat", "Probability", "Fraction")},
+}
+_GENERICS = ("Literal", "Optional", "Union", "Annotated", "list")
+_BOUNDS = ("ge", "gt", "le", "lt")  # Range(...)'s keywords
+
+
+class AnnotationError(ValueError):
+    """An annotation the table of :func:`annotation_type` does not cover."""
+
+
+def annotation_type(text: str | None) -> Any:
+    """The type an option's annotation ``text`` names (``"Annotated[int, Range(ge=1)] | None"``),
+    resolved against :data:`ANNOTATION_NAMES` and the generics ``Literal``, ``Optional``, ``Union``,
+    ``|``, ``list`` and ``Annotated`` with :func:`maxpoolbert.pooling.Range` bounds (pydantic
+    ``Field`` bounds); ``Any`` for no annotation. :class:`AnnotationError` for anything else."""
+    if not text:
+        return Any
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        raise AnnotationError(f"{text!r} is not an annotation") from None
+    return _resolve(node)
+
+
+def _resolve(node: ast.expr) -> Any:
+    if isinstance(node, ast.Name) and node.id in ANNOTATION_NAMES:
+        return ANNOTATION_NAMES[node.id]
+    if isinstance(node, ast.Constant) and node.value is None:
+        return None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return Union[_resolve(node.left), _resolve(node.right)]  # noqa: UP007 - built from parts
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in _GENERICS:
+        head = node.value.id
+        args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if head == "Literal":
+            try:
+                return Literal[tuple(ast.literal_eval(a) for a in args)]
+            except ValueError:
+                raise AnnotationError(f"Literal takes plain values, not {ast.unparse(node)}") from None
+        if head == "Annotated" and len(args) >= 2:
+            return Annotated[(_resolve(args[0]), *(_bound(a) for a in args[1:]))]
+        if head == "Optional" and len(args) == 1:
+            return Optional[_resolve(args[0])]  # noqa: UP007 - built from parts
+        if head == "Union":
+            return Union[tuple(_resolve(a) for a in args)]  # noqa: UP007 - built from parts
+        if head == "list" and len(args) == 1:
+            return list[_resolve(args[0])]
+    raise AnnotationError(f"{ast.unparse(node)} is not a type the config check knows")
+
+
+def _bound(node: ast.expr) -> Any:
+    """``Range(ge=1)`` -> ``Field(ge=1)``."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Range" \
+            and not node.args and all(k.arg in _BOUNDS for k in node.keywords):
+        try:
+            return Field(**{k.arg: ast.literal_eval(k.value) for k in node.keywords})
+        except ValueError:
+            pass
+    raise AnnotationError(f"{ast.unparse(node)} is not Range(ge=..., gt=..., le=..., lt=...) with numbers")
+
+
+class Options(BaseModel):
+    """A strategy's options: strict types (``abc`` is not an integer), keys not declared allowed
+    here (the config check refuses them with the closest name, :func:`maxpoolbert.schema.check_pooling_options`)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True)
+
+
+@cache
+def options_model(target: str) -> type[Options] | None:
+    """The pydantic model of the options of the pooling strategy ``target``
+    (``"maxpoolbert.pooling.MHAPooling"``): one field per keyword option of its constructor, typed
+    by its annotation (:func:`annotation_type`), with its literal default (none: required). Built
+    from the source, without importing it (no torch). ``None`` when the source cannot be found; a
+    :class:`~maxpoolbert.errors.UserError` naming the option when an annotation cannot be read."""
+    declared = options(target, skip=POOLING_SKIP)
+    if declared is None:
+        return None
+    name = target.rpartition(".")[2]
+    fields = {}
+    for key, option in declared.items():
+        try:
+            kind = annotation_type(option.annotation)
+        except AnnotationError as err:
+            raise UserError(f"option {key} of {name} is annotated {option.annotation}: {err}",
+                            key="pooling.module._target_", value=target,
+                            allowed="option annotations of int, float, bool, str, None, maxpoolbert.values' "
+                                    "types, Literal, Optional, Union, |, list and Annotated[..., Range(...)]") from None
+        fields[key] = (kind, option.default if option.default is not REQUIRED else ...)
+    return create_model(name, __base__=Options, **fields)
+
+
+def with_defaults(target: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The options ``given`` for the strategy ``target`` (``_target_`` among them or not), each one
+    left out at its declared default (:func:`options_model`), in the order declared-then-given; the
+    given values as they are (nothing converted: a run's identity hashes them)."""
+    model = options_model(target)
+    declared = {} if model is None else {k: f.default for k, f in model.model_fields.items() if not f.is_required()}
+    return {**declared, **given}

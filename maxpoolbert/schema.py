@@ -46,7 +46,9 @@ from maxpoolbert.values import (  # the value types, shared with the task datacl
 
 # The default of a field the config may leave out: the code that uses it has the default (the optimizer,
 # the encoder's config, lightning.Trainer's signature). Never a value of its own; an explicit null is
-# still checked against the field's type.
+# still checked against the field's type. The only default a field here has: a setting's default value
+# is declared once, in the YAML (configs/config.yaml sets every key of its own sections, whose fields
+# are therefore required here; tests/test_validation.py checks both rules).
 OMITTED: Any = None
 MISSING = "???"  # Hydra's value of a setting that must be given
 # speed.threads: at most this many per CPU of the machine (at least MIN_THREAD_LIMIT in all: a sweep is
@@ -75,15 +77,15 @@ class Target(Section):
 # ------------------------------------------------------------------------------- groups
 class Data(Closed):
     glue_dir: Text | None
-    superglue_dir: Text | None = None
+    superglue_dir: Text | None
     max_length: PositiveInt
     batch_size: PositiveInt
     eval_batch_size: PositiveInt
     train_size: PositiveInt | None
     subset_seed: NonNegativeInt
-    heldout_size: PositiveInt | None = None
+    heldout_size: PositiveInt | None
     pad_to_max_length: bool
-    pad_to_multiple_of: PositiveInt | None = OMITTED
+    pad_to_multiple_of: PositiveInt | None
     group_by_length: bool
     num_workers: NonNegativeInt
     pin_memory: bool
@@ -106,9 +108,9 @@ class Checkpoint(Closed):
 
 class Speed(Closed):
     compile: bool
-    compile_backend: Text = OMITTED
-    compile_dynamic: bool | None = OMITTED
-    compile_mode: Text | None = OMITTED
+    compile_backend: Text
+    compile_dynamic: bool | None
+    compile_mode: Text | None
     tf32: bool
     threads: PositiveInt | None
 
@@ -146,8 +148,8 @@ class Encoder(Target):
 
 class Model(Section):
     name: Text
-    name_or_path: Text | None = None
-    reinit_layers: NonNegativeInt = 0  # at most the encoder's layers: checked when it is built
+    name_or_path: Text | None = OMITTED
+    reinit_layers: NonNegativeInt = OMITTED  # at most the encoder's layers: checked when it is built
     encoder: Encoder
     tokenizer: Target
 
@@ -234,9 +236,9 @@ class Trainer(Target):
 
 
 class Eval(Closed):
-    select: Literal["last", "best"] = "last"
-    per_epoch: PositiveInt = 1
-    early_stopping: PositiveInt | None = None  # patience, in evaluations
+    select: Literal["last", "best"]
+    per_epoch: PositiveInt
+    early_stopping: PositiveInt | None  # patience, in evaluations
 
 
 class Config(Section):
@@ -250,7 +252,7 @@ class Config(Section):
     speed: Speed
     save_model: bool
     skip_finished: bool
-    progress_every_s: PositiveFloat | None = None
+    progress_every_s: PositiveFloat | None
     task: Task
     model: Model
     pooling: Pooling

@@ -53,6 +53,7 @@ SCHEMA = [
     (["model.reinit_layers=-1"], "model.reinit_layers"),
     (["eval.select=worst"], "eval.select"), (["eval.per_epoch=0"], "eval.per_epoch"),
     (["eval.early_stopping=0"], "eval.early_stopping"),
+    (["~eval.select"], "eval.select"), (["~progress_every_s"], "progress_every_s"),  # the YAML is their one default
     (["pooling.module.k=0"], "pooling.module.k"), (["pooling.module.num_heads=0"], "pooling.module.num_heads"),
     (["pooling.module.dropout=1.0"], "pooling.module.dropout"), (["pooling.module.residual=maybe"], "pooling.module.residual"),
     (["pooling.module.layer_norm=2"], "pooling.module.layer_norm"),
@@ -604,3 +605,35 @@ def test_a_folder_name_longer_than_the_filesystem_takes_is_one_line(tmp_path):
     assert str(err.value) == (f"hydra.run.dir={path}: the name {'x' * 24}... is 300 bytes long, more than the 255 its "
                               "filesystem takes; a path whose every folder name is shorter")
     check_writable_folder(tmp_path / ("x" * 255) / "run", "hydra.run.dir")  # the longest name allowed
+
+
+def _schema_fields(model, prefix=""):
+    """``(key, field)`` of every field of the schema's sections (the task and a pooling's options
+    aside: the Task class and the pooling's constructor declare those)."""
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        key = prefix + (field.alias or name)
+        if key == "task":
+            continue
+        yield key, field
+        inner = schema._unwrap(field.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            yield from _schema_fields(inner, key + ".")
+
+
+def test_a_settings_default_is_declared_once_in_the_yaml():
+    """configs/config.yaml sets every key of its own sections: the schema's field for it is required
+    (no second default to drift, as progress_every_s's None beside the YAML's 30 did); elsewhere a
+    field's only default is OMITTED (the code that uses it has the default), never a value."""
+    from maxpoolbert.rundir import _flat
+
+    own = _flat({k: v for k, v in OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "config.yaml"),
+                                                           resolve=False).items() if k not in ("defaults", "hydra")})
+    fields = dict(_schema_fields(schema.Config))
+    assert set(own) <= set(fields), sorted(set(own) - set(fields))
+    repeated = [key for key in own if not fields[key].is_required()]
+    assert not repeated, f"configs/config.yaml sets these, the schema repeats a default: {repeated}"
+    valued = [f"{key}={f.default!r}" for key, f in fields.items()
+              if not f.is_required() and f.default is not schema.OMITTED]
+    assert not valued, f"a schema default other than OMITTED (the YAML is the one source): {valued}"

@@ -41,6 +41,14 @@ class UserError(Exception):
         return UserError(self.problem, key=key, value=value, allowed=self.allowed)
 
 
+def _is_misconfiguration(err: BaseException) -> bool:
+    """Whether ``err`` is Lightning's ``MisconfigurationException``, checked by type without
+    importing Lightning (loaded or not: none can have been raised without it)."""
+    module = sys.modules.get("lightning.fabric.utilities.exceptions")
+    cls = getattr(module, "MisconfigurationException", None)
+    return isinstance(cls, type) and isinstance(err, cls)
+
+
 def user_error(err: BaseException | None) -> UserError | None:
     """The UserError behind ``err``, also when another error wraps it (Hydra's instantiate); a
     setting Lightning refuses while it runs (its ``MisconfigurationException``, e.g.
@@ -48,7 +56,7 @@ def user_error(err: BaseException | None) -> UserError | None:
     while err is not None:
         if isinstance(err, UserError):
             return err
-        if type(err).__name__ == "MisconfigurationException" and str(err).strip():
+        if _is_misconfiguration(err) and str(err).strip():
             return UserError(str(err).strip().splitlines()[0])
         err = err.__cause__
     return None

@@ -53,7 +53,7 @@ def is_stock(model: PooledClassifier) -> bool:
 
     family = model.family
     return (family.has_stock_head and not isinstance(model.pooler, torch.nn.Identity)
-            and type(model.pooling).__name__ in family.stock_pooling)
+            and type(model.pooling) in family.stock_pooling)
 
 
 def labels(task: Task) -> dict:
@@ -78,7 +78,7 @@ def stock_model(model: PooledClassifier, task: Task):
     family = model.family
     config = AutoConfig.for_model(**encoder_config(model))
     config.num_labels = task.num_labels
-    for key, value in {**labels(task), **family.stock_pooling[type(model.pooling).__name__]}.items():
+    for key, value in {**labels(task), **family.stock_pooling[type(model.pooling)]}.items():
         setattr(config, key, value)
     stock = AutoModelForSequenceClassification.from_config(config)
     state = {family.stock_key(k): v for k, v in model.state_dict().items()}

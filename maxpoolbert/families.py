@@ -18,7 +18,8 @@ A :class:`Family` says, for one family of Hugging Face encoders:
   layer L]``, the last one being exactly what the stock head reads).
 * ``attentions``: whether the encoder can return its attention weights (``attention_weighted``).
 * ``stock_pooling``: which pooling strategies the stock model itself implements (ModernBERT:
-  ``classifier_pooling`` ``cls`` or ``mean``), as ``{pooling class name: config changes}``.
+  ``classifier_pooling`` ``cls`` or ``mean``), as ``{pooling class: config changes}`` (that class
+  exactly: a subclass or a class of the same name elsewhere computes something else).
 
 Encoders of a model type no family declares use :data:`GENERIC`: a BERT-style dense + tanh head,
 freshly initialised, that is not any stock head. This module imports only torch and transformers:
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from transformers.activations import ACT2FN, get_activation
 
 from .errors import UserError
+from .pooling import CLSPooling, MeanPooling
 
 
 def _bert_dropout(config) -> float:
@@ -162,8 +164,8 @@ def modernbert_layers(encoder: nn.Module, outputs) -> Sequence[Tensor]:
     return (states[0], *(encoder.final_norm(h) for h in states[1:-1]), outputs.last_hidden_state)
 
 
-def _cls_only() -> dict[str, dict]:
-    return {"CLSPooling": {}}
+def _cls_only() -> dict[type, dict]:
+    return {CLSPooling: {}}
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ class Family:
     stock_names: dict[str, str] = field(default_factory=dict)
     layers: Callable[[nn.Module, object], Sequence[Tensor]] = all_layers
     load_kwargs: dict = field(default_factory=dict)
-    stock_pooling: dict[str, dict] = field(default_factory=_cls_only)
+    stock_pooling: dict[type, dict] = field(default_factory=_cls_only)
     attentions: bool | None = True  # None: if the encoder records them (after switching to eager)
     init: Callable[[nn.Linear, object, str], nn.Linear] = normal_init  # (layer, config, "dense" | "classifier")
 
@@ -224,7 +226,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("modernbert", ("modernbert",), _modernbert_head, _modernbert_dropout, token_type_ids=False,
            encoder_prefix="model", stock_names={"pooler": "head", "classifier": "classifier"},
            layers=modernbert_layers, init=modernbert_init,
-           stock_pooling={"CLSPooling": {"classifier_pooling": "cls"}, "MeanPooling": {"classifier_pooling": "mean"}}),
+           stock_pooling={CLSPooling: {"classifier_pooling": "cls"}, MeanPooling: {"classifier_pooling": "mean"}}),
 )
 
 GENERIC = Family("generic", (), _generic_head, _generic_dropout, token_type_ids=None, stock_pooling={},

@@ -50,7 +50,8 @@ def benchmark_dirs(data: Any) -> dict[str, str | None]:
     return {name: (data.get(key) if data is not None else None) or None for name, key in BENCHMARK_DIRS.items()}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # The task class as a config names it (``_target_``); GlueTask: its name in run folders of older versions
-TASK_CLASSES = ("maxpoolbert.tasks.Task", "maxpoolbert.tasks.GlueTask")
+LEGACY_TASK_CLASS = "maxpoolbert.tasks.GlueTask"
+TASK_CLASSES = ("maxpoolbert.tasks.Task", LEGACY_TASK_CLASS)
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ _RENAMED = {"text_columns": "text_fields", "label_column": "label_field", "hub_t
 def upgrade(node: dict[str, Any]) -> dict[str, Any]:
     """A task config as stored by an older run, in today's fields (a current one is unchanged)."""
     node = {_RENAMED.get(k, k): v for k, v in node.items()}
-    if str(node.get("_target_", "")).endswith("GlueTask") and "benchmark" not in node:
+    if node.get("_target_") == LEGACY_TASK_CLASS and "benchmark" not in node:
         info = task_info(str(node.get("name")))
         node.setdefault("display_name", info.display_name if info else node.get("name"))
         node["benchmark"] = "glue"

@@ -188,6 +188,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any, ctx: 
     run was launched (None: a single run)."""
     from hydra.utils import instantiate
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.accelerators import CPUAccelerator
 
     try:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[ExactResume(), *callbacks, *eval_callbacks(cfg),
@@ -206,7 +207,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any, ctx: 
             raise UserError(f"trainer.devices={cfg.trainer.devices}: a data-parallel run is a single run "
                             "(python train.py trainer=ddp ...); sweeps run many single-device runs at once "
                             "(hydra/launcher=joblib or slurm)")
-        on_cpu = type(trainer.accelerator).__name__ == "CPUAccelerator"
+        on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
         if on_cpu and world > (os.cpu_count() or 1):
             raise UserError(f"trainer.devices={cfg.trainer.devices}: this machine has {os.cpu_count()} CPU "
                             f"core(s) for {world} processes; allowed: 1 to {os.cpu_count()}")

@@ -312,3 +312,26 @@ def test_staging_folders_that_killed_exports_left_are_removed_by_the_next(tmp_pa
     assert main([str(run_dir), str(tmp_path / "out")]) == 0
     assert not stale.exists() and live.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")) == [live.name]
+
+
+def test_only_the_stock_pooling_class_itself_exports_as_stock():
+    """The family's stock poolings are classes, not names: a class called CLSPooling elsewhere (here
+    the mean) or a subclass computes something else, and is exported with its own code."""
+    from transformers import BertConfig, BertModel
+
+    from maxpoolbert import pooling as P
+    from maxpoolbert.export import is_stock
+    from maxpoolbert.model import PooledClassifier
+
+    class CLSPooling(P.Pooling):  # the name of the stock one, another computation
+        def forward(self, hidden_states, attention_mask, attentions=None):
+            return hidden_states[-1].mean(1)
+
+    class Sub(P.CLSPooling):
+        pass
+
+    config = BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                        vocab_size=64)
+    stock = [is_stock(PooledClassifier(BertModel(config), pooling(config), 2))
+             for pooling in (P.CLSPooling, CLSPooling, Sub, P.MeanPooling)]
+    assert stock == [True, False, False, False]

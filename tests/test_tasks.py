@@ -192,3 +192,23 @@ def test_the_benchmark_folder_map_is_declared_once_and_used_everywhere():
     spelled = sorted(p.name for p in (ROOT / "maxpoolbert").rglob("*.py") if p.name != "tasks.py"
                      and re.search(r"[\"']superglue[\"']\s*:", p.read_text()))
     assert spelled == [], f"the benchmark -> folder map spelled again in {spelled}: use tasks.BENCHMARK_DIRS"
+
+
+def test_only_the_old_task_class_itself_is_upgraded():
+    """A task config stored by a version before tasks beyond GLUE names maxpoolbert.tasks.GlueTask:
+    it is completed as a GLUE task. Another class whose name ends the same way is not that class."""
+    from maxpoolbert import tasks
+
+    old = {"_target_": "maxpoolbert.tasks.GlueTask", "name": "rte"}
+    assert tasks.upgrade(old)["benchmark"] == "glue" and tasks.upgrade(old)["hub_dataset"] == "nyu-mll/glue"
+    assert "benchmark" not in tasks.upgrade({**old, "_target_": "mymodule.MyGlueTask"})
+
+
+def test_lightnings_misconfiguration_is_a_user_error_by_its_type_not_its_name():
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from maxpoolbert.errors import user_error
+
+    assert str(user_error(MisconfigurationException("no batches left\nmore"))) == "no batches left"
+    namesake = type("MisconfigurationException", (Exception,), {})
+    assert user_error(namesake("a library's own error")) is None

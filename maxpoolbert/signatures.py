@@ -195,7 +195,7 @@ def _resolve(node: ast.expr) -> Any:
         if head == "Annotated" and len(args) >= 2:
             return Annotated[(_resolve(args[0]), *(_bound(a) for a in args[1:]))]
         if head == "Optional" and len(args) == 1:
-            return Optional[_resolve(args[0])]  # noqa: UP007 - built from parts
+            return Optional[_resolve(args[0])]  # noqa: UP045 - built from parts
         if head == "Union":
             return Union[tuple(_resolve(a) for a in args)]  # noqa: UP007 - built from parts
         if head == "list" and len(args) == 1:

@@ -224,7 +224,7 @@ def test_the_annotations_the_table_covers():
 
     T = signatures.annotation_type
     assert T("int") is int and T("bool") is bool and T("str") is values.Text
-    assert T("int | None") == Optional[int] == T("Optional[int]") == T("Union[int, None]")  # noqa: UP007
+    assert T("int | None") == Optional[int] == T("Optional[int]") == T("Union[int, None]")  # noqa: UP045
     assert T("Literal['a', 1]") == Literal["a", 1]
     bounded = T("Annotated[int, Range(ge=1, lt=5)]")
     assert get_args(bounded)[0] is int and get_args(bounded)[1].metadata[0].ge == 1

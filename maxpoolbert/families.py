@@ -22,8 +22,9 @@ A :class:`Family` says, for one family of Hugging Face encoders:
   exactly: a subclass or a class of the same name elsewhere computes something else).
 
 Encoders of a model type no family declares use :data:`GENERIC`: a BERT-style dense + tanh head,
-freshly initialised, that is not any stock head. This module imports only torch and transformers:
-it is copied into exported model folders (``maxpoolbert.export``).
+freshly initialised, that is not any stock head. This module imports only torch, transformers and
+its neighbours ``errors`` and ``pooling``: it is copied into exported model folders with them
+(``maxpoolbert.export``).
 """
 
 from __future__ import annotations

@@ -244,3 +244,14 @@ def test_a_pooling_with_an_unreadable_option_is_refused_in_one_line(tmp_path, mo
         schema.check_pooling_options({"_target_": "my_pool.Odd"})
     assert "option dtype of Odd is annotated torch.dtype" in str(err.value)
     assert err.value.key == "pooling.module._target_"
+
+
+def test_an_explicit_default_and_an_omitted_option_are_one_identity():
+    from maxpoolbert import rundir
+
+    def ident(module):
+        return rundir.settings_id(rundir.settings({"pooling": {"name": "mha", "module": module}}, neutral=()))
+
+    target = {"_target_": "maxpoolbert.pooling.MHAPooling"}
+    explicit = {**target, "k": 1, "num_heads": 4, "dropout": 0.0, "residual": False, "layer_norm": False}
+    assert ident(target) == ident(explicit) == ident({**target, "num_heads": 4}) != ident({**target, "num_heads": 2})

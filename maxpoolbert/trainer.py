@@ -201,6 +201,10 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any, ctx: 
                             f"trainer.accelerator={cfg.trainer.accelerator}: "
                             f"{str(cause).splitlines()[0]}") from err
         raise
+    if str(cfg.trainer.precision).startswith("bf16") and type(trainer.accelerator).__name__ == "CPUAccelerator" \
+            and cpu_bf16() is False:
+        raise UserError(f"trainer.precision={cfg.trainer.precision}: this CPU has no bf16 instructions "
+                        f"({' or '.join(BF16_FLAGS)}), where bf16 runs slower than fp32; allowed: 32-true")
     world = trainer.world_size
     if world > 1:
         if ctx is not None and ctx.multirun:
@@ -244,6 +248,25 @@ def process_age() -> float:
     import psutil
 
     return time.time() - psutil.Process().create_time()
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512 BF16, x86 AMX, Arm BF16 (/proc/cpuinfo)
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (None where there is none: not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {flag for line in f if line.split(":", 1)[0].strip() in ("flags", "Features")
+                    for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return None
+
+
+def cpu_bf16() -> bool | None:
+    """Whether the CPU computes in bf16 natively (None: unknown, not refused)."""
+    flags = cpu_flags()
+    return None if flags is None else any(f in flags for f in BF16_FLAGS)
 
 
 def hardware() -> dict[str, object]:

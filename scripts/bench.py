@@ -20,7 +20,7 @@ and one evaluation of the full dev set at the end:
 * poolings: ``train.py pooling=<name>`` on the first task (RTE), warm cache; each one's time per
   training step over that of ``ours_warm`` (cls) on the same task.
 * variants: ours (cls, warm cache, first task) with one setting changed (``--variants``): a
-  DataLoader worker, the foreach instead of the fused AdamW step, bf16 autocast on the CPU, padding
+  DataLoader worker, the foreach instead of the fused AdamW step, bf16 autocast on the CPU, torch.compile (and both), padding
   to 128; each one's training and whole-process time over the defaults.
 
 What is measured, per run:
@@ -83,6 +83,8 @@ VARIANTS = {
     "workers1": ("data.num_workers=1", "DataLoader with 1 worker process (default 0: batches built in the main process)"),
     "foreach": ("optimizer.fused=false", "multi-tensor (foreach) AdamW step instead of the fused kernel (default on CPU)"),
     "bf16": ("trainer.precision=bf16-mixed", "bf16 autocast on the CPU (opt-in; default 32-true)"),
+    "compile": ("speed.compile=true", "torch.compile on the CPU (inductor; batch lengths bucketed to multiples of 16)"),
+    "bf16_compile": ("trainer.precision=bf16-mixed speed.compile=true", "bf16 autocast and torch.compile together"),
     "pad128": ("data.pad_to_max_length=true", "ours padded to 128 like run_glue (no length grouping benefit)"),
 }
 QUICK_VARIANTS = ("workers1",)
@@ -357,7 +359,7 @@ def bench_variants(name: str, reference: dict, args: argparse.Namespace, work: P
     runs = {"default": reference}
     for key in args.variants:
         log(f"{name}: variant {key} ({VARIANTS[key][0]})")
-        runs[key] = finish(run_ours(name, "cls", args, work, cache, f"{name}_variant_{key}", (VARIANTS[key][0],)))
+        runs[key] = finish(run_ours(name, "cls", args, work, cache, f"{name}_variant_{key}", tuple(VARIANTS[key][0].split())))
     return {"task": name, "reference": "cls, defaults (the warm-cache run of ours)", "runs": runs}
 
 

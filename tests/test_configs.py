@@ -156,7 +156,8 @@ def check_trainer(cfg, ctx):
     assert not unknown, f"trainer.{', trainer.'.join(unknown)}: not lightning.Trainer arguments"
     threads, refused = torch.get_num_threads(), []
     try:
-        for fallback in ({}, {"accelerator": "cpu"}, {"accelerator": "cpu", "devices": 1}):
+        for fallback in ({}, {"accelerator": "cpu"}, {"accelerator": "cpu", "devices": 1},
+                         {"accelerator": "cpu", "devices": 1, "precision": "32-true"}):  # a CPU without bf16
             cfg.trainer.update(fallback)
             try:
                 trainer = build_trainer(cfg, callbacks=[], logger=False)
@@ -251,6 +252,34 @@ def test_every_config_composes_and_instantiates(group, name, defaults, tmp_path,
                          f"add a check for group {group} to CHECKS")
         for part in checked:
             CHECKS[part](cfg, ctx)
+
+
+@pytest.mark.parametrize(("flags", "refused"), [(set(), True), ({"avx512f", "avx512_bf16"}, False),
+                                               ({"amx_bf16"}, False), (None, False)])
+def test_bf16_on_a_cpu_without_it_is_refused_in_one_line(flags, refused, tmp_path, monkeypatch):
+    """bf16 autocast on a CPU without bf16 instructions runs emulated, slower than fp32: refused,
+    naming the setting; where the flags cannot be read (not Linux) it is left to the user."""
+    from maxpoolbert import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_flags", lambda: flags)
+    with job("trainer.precision=bf16-mixed", "trainer.accelerator=cpu", tmp_path=tmp_path) as cfg:
+        if refused:
+            with pytest.raises(UserError) as err:
+                trainer_module.build_trainer(cfg, callbacks=[], logger=False)
+            assert str(err.value).startswith("trainer.precision=bf16-mixed: this CPU has no bf16 instructions")
+            assert "allowed: 32-true" in str(err.value) and "\n" not in str(err.value)
+        else:
+            assert trainer_module.build_trainer(cfg, callbacks=[], logger=False).precision == "bf16-mixed"
+
+
+def test_the_cpu_flags_are_read_where_linux_has_them():
+    from maxpoolbert.trainer import cpu_bf16, cpu_flags
+
+    flags = cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo")
+    assert cpu_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    assert flags and all(" " not in f for f in flags)
 
 
 def test_trainer_configs_name_only_trainer_arguments():

@@ -201,8 +201,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any, ctx: 
                             f"trainer.accelerator={cfg.trainer.accelerator}: "
                             f"{str(cause).splitlines()[0]}") from err
         raise
-    if str(cfg.trainer.precision).startswith("bf16") and type(trainer.accelerator).__name__ == "CPUAccelerator" \
-            and cpu_bf16() is False:
+    on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+    if on_cpu and str(cfg.trainer.precision).startswith("bf16") and cpu_bf16() is False:
         raise UserError(f"trainer.precision={cfg.trainer.precision}: this CPU has no bf16 instructions "
                         f"({' or '.join(BF16_FLAGS)}), where bf16 runs slower than fp32; allowed: 32-true")
     world = trainer.world_size
@@ -211,7 +211,6 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Any, ctx: 
             raise UserError(f"trainer.devices={cfg.trainer.devices}: a data-parallel run is a single run "
                             "(python train.py trainer=ddp ...); sweeps run many single-device runs at once "
                             "(hydra/launcher=joblib or slurm)")
-        on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
         if on_cpu and world > (os.cpu_count() or 1):
             raise UserError(f"trainer.devices={cfg.trainer.devices}: this machine has {os.cpu_count()} CPU "
                             f"core(s) for {world} processes; allowed: 1 to {os.cpu_count()}")

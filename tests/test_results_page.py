@@ -1,4 +1,4 @@
-"""The committed reference studies (docs/results/, docs/results_v2/): each page is what `make study`'s
+"""The committed reference studies (docs/results/, docs/results_v2/, docs/fast_modes/): each page is what `make study`'s
 report makes from its committed runs with the options committed beside them (runs/report.yaml),
 byte for byte (so it can never drift from its data); the runs hold no path of the machine they ran on and no
 benchmark data; and relaunching the (complete) first study on them launches nothing."""
@@ -14,7 +14,7 @@ from .conftest import ROOT, run_train
 
 RESULTS = ROOT / "docs" / "results"
 RUNS = RESULTS / "runs"
-PAGES = [RESULTS, ROOT / "docs" / "results_v2"]
+PAGES = [RESULTS, ROOT / "docs" / "results_v2", ROOT / "docs" / "fast_modes"]
 PAGE_FILES = ["results.md", "results.tex", "results.csv", "cells.csv", "comparisons.csv", "selection.csv",
               "budget.csv", "differences.csv", "low_resource.csv", "degenerate.csv", "skipped.csv"]
 

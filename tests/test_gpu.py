@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from maxpoolbert import rundir
+from maxpoolbert.runs import rundir
 
 from .conftest import config_names, run_train
 
@@ -68,7 +68,7 @@ def test_export_of_a_gpu_trained_run_reproduces_its_predictions(real_glue, tmp_p
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from maxpoolbert.export import main as export
-    from maxpoolbert.tasks import from_config
+    from maxpoolbert.tasks.task import from_config
 
     run = tmp_path / "run"
     run_train(*GPU, "task=stsb", "pooling=maxpool_mha", "data.train_size=64", "trainer.max_steps=4",
@@ -77,7 +77,7 @@ def test_export_of_a_gpu_trained_run_reproduces_its_predictions(real_glue, tmp_p
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf", trust_remote_code=True).cuda().eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
     task = from_config(rundir.RunFolder(run).config().task)
-    from maxpoolbert.data import load_split
+    from maxpoolbert.training.data import load_split
 
     dev = load_split(task, "dev", {"glue": str(real_glue)})
     want = pd.read_csv(run / rundir.PREDICTIONS, sep="\t")["prediction"].to_numpy()
@@ -94,10 +94,10 @@ def test_export_of_a_gpu_trained_run_reproduces_its_predictions(real_glue, tmp_p
 def test_cls_logits_on_cuda_equal_the_stock_model(tiny_checkpoint):
     from transformers import AutoModelForSequenceClassification
 
-    from maxpoolbert import encoders
-    from maxpoolbert.families import family_of
-    from maxpoolbert.model import PooledClassifier
-    from maxpoolbert.pooling import CLSPooling
+    from maxpoolbert.model import encoders
+    from maxpoolbert.model.families import family_of
+    from maxpoolbert.model.classifier import PooledClassifier
+    from maxpoolbert.model.pooling import CLSPooling
 
     path = tiny_checkpoint("bert")
     stock = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3).cuda().eval()

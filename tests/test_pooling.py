@@ -10,7 +10,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from transformers import BertConfig
 
-from maxpoolbert import pooling as P
+from maxpoolbert.model import pooling as P
 
 from .conftest import CONFIGS, ROOT, config_names
 

@@ -19,7 +19,7 @@ import pytest
 from scipy import stats
 
 from maxpoolbert.report import main, render
-from maxpoolbert.rundir import RunFolder, RunRecord
+from maxpoolbert.runs.rundir import RunFolder, RunRecord
 
 from .test_report_stats import (
     close,

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from maxpoolbert import rundir
+from maxpoolbert.runs import rundir
 from maxpoolbert.report import main as report
 
 from .conftest import ROOT, run_train

@@ -18,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from maxpoolbert import rundir
+from maxpoolbert.runs import rundir
 
 from .conftest import ROOT, SUBPROCESS_TIMEOUT, run_train
 
@@ -316,7 +316,7 @@ def test_results_json_that_cannot_be_used_is_not_finished(tmp_path, content, pro
 
 
 def test_relaunch_with_other_settings_is_refused_and_the_config_kept(real_glue, tmp_path, cache_dir, monkeypatch):
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     common = ["model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
               f"hydra.run.dir={tmp_path}/run", "trainer.enable_progress_bar=false"]
@@ -429,7 +429,7 @@ def test_predict_without_glue_dir_reads_the_folder_the_run_read_on_this_machine(
 
 # ---------------------------------------------------------------------------- pieces
 def test_atomic_checkpoint_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
-    from maxpoolbert.checkpointing import AtomicCheckpointIO
+    from maxpoolbert.training.checkpointing import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -580,7 +580,7 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
     args = [*SHORT, "trainer.max_steps=2", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run"]
     run_dir = tmp_path / "run"
     run_dir.mkdir()  # there before the launch: kept (a folder the refused launch made itself is removed)
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     with pytest.raises(UserError) as failed:
         train_here(*args, "trainer.accelerator=gpu")
@@ -605,7 +605,7 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
 def test_a_run_refused_before_training_leaves_no_folder_but_keeps_one_with_earlier_work(real_glue, tmp_path,
                                                                                          cache_dir, overrides, env, error,
                                                                                          monkeypatch):
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     monkeypatch.chdir(tmp_path)  # the default folder: outputs/runs/<day>/... here
     for name, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env}.items():
@@ -776,8 +776,8 @@ def test_write_failures_name_the_file_and_remove_the_temporary(tmp_path, monkeyp
     """The writers, each failing as it does on a full disk: one WriteFailed, nothing left."""
     import errno
 
-    from maxpoolbert.checkpointing import AtomicCheckpointIO
-    from maxpoolbert.errors import WriteFailed
+    from maxpoolbert.training.checkpointing import AtomicCheckpointIO
+    from maxpoolbert.core.errors import WriteFailed
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -884,7 +884,7 @@ def test_ctrl_c_names_the_exact_command_that_resumes_to_the_uninterrupted_predic
 def test_interruption_takes_over_only_signals_at_their_default():
     """Ctrl-C and SIGTERM at their defaults become a recorded interruption; a SIGTERM someone else
     handles (submitit lets it pass, to requeue on the next signal) or ignores is left alone."""
-    from maxpoolbert.trainer import Interruption
+    from maxpoolbert.training.trainer import Interruption
 
     def theirs(signum, frame):
         pass
@@ -1021,7 +1021,7 @@ def test_a_stored_pooling_target_is_read_without_importing_its_package(tmp_path,
     monkeypatch.syspath_prepend(str(tmp_path / "lib"))
     values = rundir.settings({"pooling": {"name": "p", "module": {"_target_": "hostile_pkg.pooling.P"}}}, neutral=())
     assert values["pooling.module.k"] == 3 and not marker.exists()
-    assert rundir.settings({"pooling": {"module": {"_target_": "maxpoolbert.pooling.MHAPooling"}}},
+    assert rundir.settings({"pooling": {"module": {"_target_": "maxpoolbert.model.pooling.MHAPooling"}}},
                            neutral=())["pooling.module.num_heads"] == 4
 
 
@@ -1173,7 +1173,7 @@ def test_a_newer_format_is_refused_in_one_line_naming_the_file_and_the_version(r
                                                                                capsys):
     """A record a newer version wrote is never guessed at: the report lists it (file, version), a
     relaunch in its folder is refused in one line and changes nothing there, predict refuses it."""
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
     from maxpoolbert.predict import main as predict
     from maxpoolbert.report.collect import collect_runs
 

@@ -129,7 +129,7 @@ def test_same_seed_same_metrics_different_seed_differs(real_glue, tmp_path, cach
 @pytest.mark.parametrize(("env", "threads"), [({"SLURM_CPUS_PER_TASK": "1"}, 1), ({"SLURM_CPUS_PER_TASK": "3"}, 3),
                                               ({"SLURM_CPUS_PER_TASK": ""}, None)])
 def test_a_slurm_job_uses_the_cpus_it_was_given(monkeypatch, env, threads):
-    from maxpoolbert import trainer
+    from maxpoolbert.training import trainer
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -164,7 +164,7 @@ def test_a_joblib_sweeps_workers_end_when_its_process_is_killed(real_glue, tmp_p
     import subprocess
     import time
 
-    from maxpoolbert import rundir
+    from maxpoolbert.runs import rundir
 
     from .conftest import ROOT, SUBPROCESS_TIMEOUT
 

@@ -8,8 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import Task
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.tasks.task import Task
 
 from .conftest import FIXTURES, ROOT, config_names, glue_dir
 
@@ -175,10 +175,10 @@ def test_the_benchmark_folder_map_is_declared_once_and_used_everywhere():
 
     from omegaconf import OmegaConf
 
-    from maxpoolbert import tasks
-    from maxpoolbert.data import TaskDataModule
+    from maxpoolbert.tasks import task as tasks
+    from maxpoolbert.training.data import TaskDataModule
     from maxpoolbert.predict import parse_args
-    from maxpoolbert.rundir import RunFolder
+    from maxpoolbert.runs.rundir import RunFolder
 
     data = OmegaConf.load(ROOT / "configs" / "config.yaml").data
     params = inspect.signature(TaskDataModule).parameters

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 GROUP, NAME = "lightning", "trainer_flags"
-SKIP = {"logger", "callbacks"}  # given by the run code (maxpoolbert.trainer.build_trainer)
+SKIP = {"logger", "callbacks"}  # given by the run code (maxpoolbert.training.trainer.build_trainer)
 
 
 @cache

@@ -1,10 +1,10 @@
 """The config's schema: the type, range and allowed values of every setting this project defines.
 
 ``check(cfg)`` validates a composed Hydra config against :class:`Config` (pydantic models, one per
-config group or section) and raises a :class:`~maxpoolbert.errors.UserError` for the first bad
+config group or section) and raises a :class:`~maxpoolbert.core.errors.UserError` for the first bad
 setting: ``seed=abc: not an integer; an integer from 0 to 4294967295``. The "allowed" part is
 written from the field's own type and bounds, so the models below are the single source of truth.
-It runs right after Hydra composes the config (``maxpoolbert.callbacks.CheckConfig``), before
+It runs right after Hydra composes the config (``maxpoolbert.launch.callbacks.CheckConfig``), before
 torch, transformers or lightning are imported, and again at the start of each job (a sweep's
 per-job values). :func:`check_encoder` holds the rules that need the encoder's config.
 
@@ -31,9 +31,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from maxpoolbert import signatures, tasks
-from maxpoolbert.errors import UserError, show
-from maxpoolbert.values import (  # the value types, shared with the task dataclasses
+from maxpoolbert.core import signatures
+
+from maxpoolbert.tasks import task as tasks
+from maxpoolbert.core.errors import UserError, show
+from maxpoolbert.core.values import (  # the value types, shared with the task dataclasses
     Fraction,
     NoLimit,
     NonNegativeFloat,
@@ -185,7 +187,7 @@ def _modelled(tp: Any, base: type[BaseModel]) -> Any:
     return tp
 
 
-# The task schema is the task class's own fields (maxpoolbert.tasks.Task), plus Hydra's _target_.
+# The task schema is the task class's own fields (maxpoolbert.tasks.task.Task), plus Hydra's _target_.
 Task = model_of(tasks.Task, target=(Text, Field(alias="_target_")))
 
 
@@ -329,7 +331,7 @@ def check_command_line(args: list[str], configs: Path = tasks.CONFIGS) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from maxpoolbert.lightning_flags import trainer_flags
+    from maxpoolbert.config.lightning_flags import trainer_flags
 
     overrides, extra_dirs, i = [], [], 0
     while i < len(args):
@@ -409,7 +411,7 @@ def missing_error(key: str, values: dict[str, Any]) -> UserError:
 
 def check_pooling_options(module: dict[str, Any]) -> None:
     """The options of ``pooling.module`` against the constructor of the class it names (read from
-    its source, :mod:`maxpoolbert.signatures`): a name it does not take is refused with the closest
+    its source, :mod:`maxpoolbert.core.signatures`): a name it does not take is refused with the closest
     one, a value is checked against the option's annotation. A class whose source cannot be found
     (not importable yet) is left to its own constructor."""
     declared = signatures.options(str(module["_target_"]), skip=("self", "encoder_config"))
@@ -441,7 +443,7 @@ _ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": Text, "Non
 
 
 def _annotation(text: str | None) -> Any:
-    """The type an option's annotation text names, with :func:`maxpoolbert.pooling.Range` bounds;
+    """The type an option's annotation text names, with :func:`maxpoolbert.model.pooling.Range` bounds;
     ``Any`` for what it cannot tell (a type defined elsewhere)."""
     if not text:
         return Any

@@ -3,7 +3,7 @@
 Reported numbers come from scikit-learn / scipy in float64, exactly what ``evaluate``'s ``glue``
 metric computes (accuracy, binary F1, Matthews correlation, Pearson and Spearman correlation;
 macro F1 for SuperGLUE's CB), so no hub download is needed. The live per-epoch curves use the
-torchmetrics versions in :mod:`maxpoolbert.live_metrics`.
+torchmetrics versions in :mod:`maxpoolbert.training.live_metrics`.
 
 Light on purpose: numpy at import, scikit-learn and scipy when a metric is computed, so that task
 configs (which name their metrics) are checked before anything heavy loads.

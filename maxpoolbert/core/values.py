@@ -1,5 +1,5 @@
 """The value types of settings: one name per kind of value, with its bounds, for the config check
-(:mod:`maxpoolbert.schema`) and the classes that declare their own fields (:mod:`maxpoolbert.tasks`).
+(:mod:`maxpoolbert.config.schema`) and the classes that declare their own fields (:mod:`maxpoolbert.tasks.task`).
 
 Plain ``typing.Annotated`` types with pydantic ``Field`` bounds: a dataclass annotated with them
 stays a plain dataclass; the schema turns its fields into a pydantic model and the "allowed" text

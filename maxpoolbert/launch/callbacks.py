@@ -15,10 +15,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from maxpoolbert import model_folder, rundir, tasks
-from maxpoolbert.errors import UserError, check_writable_folder, fail
-from maxpoolbert.schema import check, task_file
-from maxpoolbert.tasks import check_data_dir
+from maxpoolbert.model import folder as model_folder
+
+from maxpoolbert.runs import rundir
+
+from maxpoolbert.tasks import task as tasks
+from maxpoolbert.core.errors import UserError, check_writable_folder, fail
+from maxpoolbert.config.schema import check, task_file
+from maxpoolbert.tasks.task import check_data_dir
 
 log = logging.getLogger("maxpoolbert")
 
@@ -127,7 +131,7 @@ def check_single_run(config: DictConfig) -> None:
     """What :class:`CheckConfig` checks before a single run (``config`` with its ``hydra`` node, as
     composed): its settings, its task's data files, and when its folder holds a run already, that
     run's settings (a refusal is recorded in the folder's ``launches.jsonl``). Raises the
-    UserError (or :class:`~maxpoolbert.rundir.RunFolderConflict`); :func:`maxpoolbert.train` too."""
+    UserError (or :class:`~maxpoolbert.runs.rundir.RunFolderConflict`); :func:`maxpoolbert.train` too."""
     rundir.note_new_folder(os.path.abspath(str(config.hydra.run.dir)))  # before Hydra makes it
     check_settings(config, "hydra.run.dir")
     dirs = tasks.benchmark_dirs(OmegaConf.select(config, "data"))
@@ -165,12 +169,12 @@ def check_settings(config: DictConfig, folder_key: str) -> None:
 
 # model.<part> instantiated with this target -> loads from its name_or_path: the weights (encoder)
 # or the tokenizer's files
-LOADERS = {"encoder": ("maxpoolbert.encoders.pretrained", "weights"),
-           "tokenizer": ("maxpoolbert.encoders.tokenizer", "tokenizer")}
+LOADERS = {"encoder": ("maxpoolbert.model.encoders.pretrained", "weights"),
+           "tokenizer": ("maxpoolbert.model.encoders.tokenizer", "tokenizer")}
 
 
 def check_model_folders(config: DictConfig) -> None:
-    """The files of each local model folder the run loads from (:mod:`maxpoolbert.model_folder`),
+    """The files of each local model folder the run loads from (:mod:`maxpoolbert.model.folder`),
     named by the setting the user gives (``model.name_or_path``, which the encoder and tokenizer
     read, or their own ``name_or_path``). A value that is not set yet (swept) is left to each job."""
     needs: dict[str, dict[str, Any]] = {}

@@ -5,8 +5,8 @@
 defaults (composed with Hydra's compose API from the project's ``configs/``), the same checks
 before anything heavy loads, the same run folder (default: the command line's ``hydra.run.dir``,
 ``outputs/runs/<date>/<time>_<task>_<pooling>_s<seed>`` under the current folder) with the same
-files, and the same record (:class:`~maxpoolbert.rundir.RunRecord`, also in ``results.json``).
-A refusal is raised (:class:`~maxpoolbert.errors.UserError`, its text the command line's one line
+files, and the same record (:class:`~maxpoolbert.runs.rundir.RunRecord`, also in ``results.json``).
+A refusal is raised (:class:`~maxpoolbert.core.errors.UserError`, its text the command line's one line
 without ``error:``) instead of ending the process; an already finished folder is skipped (its
 record returned) unless ``skip_finished=false``.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from maxpoolbert.rundir import RunRecord
+    from maxpoolbert.runs.rundir import RunRecord
 
 # Folders taken from the environment, made absolute against the folder the user started in, once:
 # a relative GLUE_DIR then means the same folder in every job of a sweep, a SLURM job and a later
@@ -43,7 +43,7 @@ def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = 
 
     ``overrides``: the command line's ``key=value`` overrides (``"model=tiny"``,
     ``"trainer.max_steps=4"``); ``output_dir``: the run folder (as ``hydra.run.dir=``; default the
-    command line's). Raises :class:`~maxpoolbert.errors.UserError` for a bad setting, missing data
+    command line's). Raises :class:`~maxpoolbert.core.errors.UserError` for a bad setting, missing data
     or a folder that holds another run's settings or is in use; anything else as it comes."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -51,12 +51,12 @@ def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = 
     from hydra.core.utils import configure_log
     from omegaconf import open_dict, read_write
 
-    from maxpoolbert.callbacks import check_single_run
-    from maxpoolbert.context import RunContext
-    from maxpoolbert.errors import UserError
-    from maxpoolbert.rundir import RunFolderConflict
-    from maxpoolbert.schema import additions, check_command_line
-    from maxpoolbert.tasks import CONFIGS
+    from maxpoolbert.launch.callbacks import check_single_run
+    from maxpoolbert.runs.context import RunContext
+    from maxpoolbert.core.errors import UserError
+    from maxpoolbert.runs.rundir import RunFolderConflict
+    from maxpoolbert.config.schema import additions, check_command_line
+    from maxpoolbert.tasks.task import CONFIGS
 
     args = [str(o) for o in overrides]
     for arg in args:
@@ -93,7 +93,7 @@ def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = 
             del job["hydra"]
         Path(config.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
         configure_log(config.hydra.job_logging, config.hydra.verbose)  # the run's log file, as the CLI's
-        from maxpoolbert.run import launch
+        from maxpoolbert.launch.run import launch
 
         record = launch(job, RunContext.from_hydra(config.hydra), raises=True)
     finally:

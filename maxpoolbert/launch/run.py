@@ -5,10 +5,10 @@ the model, the data, the trainer and the logger from the config; fit (or resume)
 results; write them. The task, encoder, tokenizer, pooling, optimizer, Trainer and logger are
 instantiated from their config groups (``hydra.utils.instantiate``); the classifier, data module
 and training module take their sections' values as keyword arguments.
-Where the rest lives: the run folder, the run record and a run's identity in :mod:`maxpoolbert.rundir`;
-the Trainer, devices, threads and the Throughput callback in :mod:`maxpoolbert.trainer`; the
-optimizer policy in :mod:`maxpoolbert.optim`; the logger's life in :mod:`maxpoolbert.loggers`;
-checkpoint writing and resuming in :mod:`maxpoolbert.checkpointing`.
+Where the rest lives: the run folder, the run record and a run's identity in :mod:`maxpoolbert.runs.rundir`;
+the Trainer, devices, threads and the Throughput callback in :mod:`maxpoolbert.training.trainer`; the
+optimizer policy in :mod:`maxpoolbert.training.optim`; the logger's life in :mod:`maxpoolbert.training.loggers`;
+checkpoint writing and resuming in :mod:`maxpoolbert.training.checkpointing`.
 """
 
 from __future__ import annotations
@@ -34,18 +34,26 @@ import transformers
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from maxpoolbert import encoders, loggers, optim, rundir, schema, tasks
-from maxpoolbert import metrics as M
-from maxpoolbert.checkpointing import ResumeCheckpoint
-from maxpoolbert.context import RunContext
-from maxpoolbert.data import TaskDataModule
-from maxpoolbert.errors import UserError, WriteFailed, fail, user_error
-from maxpoolbert.layers import reinit_top_layers
-from maxpoolbert.model import PooledClassifier
-from maxpoolbert.module import GlueModule
-from maxpoolbert.rundir import RunFolder, RunFolderBusy, RunFolderConflict, RunRecord
-from maxpoolbert.tasks import HELDOUT, Task
-from maxpoolbert.trainer import (
+from maxpoolbert.model import encoders
+
+from maxpoolbert.training import loggers, optim
+
+from maxpoolbert.runs import rundir
+
+from maxpoolbert.config import schema
+
+from maxpoolbert.tasks import task as tasks
+from maxpoolbert.core import metrics as M
+from maxpoolbert.training.checkpointing import ResumeCheckpoint
+from maxpoolbert.runs.context import RunContext
+from maxpoolbert.training.data import TaskDataModule
+from maxpoolbert.core.errors import UserError, WriteFailed, fail, user_error
+from maxpoolbert.model.layers import reinit_top_layers
+from maxpoolbert.model.classifier import PooledClassifier
+from maxpoolbert.training.module import GlueModule
+from maxpoolbert.runs.rundir import RunFolder, RunFolderBusy, RunFolderConflict, RunRecord
+from maxpoolbert.tasks.task import HELDOUT, Task
+from maxpoolbert.training.trainer import (
     Interruption,
     Throughput,
     build_trainer,

@@ -27,8 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict
 
-from maxpoolbert import rundir
-from maxpoolbert.errors import UserError, check_path_names, fail
+from maxpoolbert.runs import rundir
+from maxpoolbert.core.errors import UserError, check_path_names, fail
 
 log = logging.getLogger("maxpoolbert")
 

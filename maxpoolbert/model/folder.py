@@ -20,7 +20,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from maxpoolbert.errors import UserError
+from maxpoolbert.core.errors import UserError
 
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"

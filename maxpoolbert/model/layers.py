@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from maxpoolbert.errors import UserError
+from maxpoolbert.core.errors import UserError
 
 
 def encoder_layers(encoder: nn.Module) -> nn.ModuleList:

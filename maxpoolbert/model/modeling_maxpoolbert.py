@@ -2,8 +2,9 @@
 
 ``python -m maxpoolbert.export`` writes runs whose head no stock ``transformers`` class has (every
 pooling but ``cls``) with this module: ``save_pretrained`` copies this file and the modules it
-imports relatively (``model``, ``pooling``, ``families``, ``errors``, which import only torch and
-transformers) into the model folder and names the classes in ``config.json``'s ``auto_map``, so
+imports relatively (``classifier``, ``pooling``, ``families``, which import only torch, transformers
+and, where the package is installed, its ``UserError``) into the model folder and names the classes
+in ``config.json``'s ``auto_map``, so
 
     AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
 
@@ -18,7 +19,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from . import pooling as strategies
 from .families import family_of
-from .model import PooledClassifier
+from .classifier import PooledClassifier
 from .pooling import Pooling
 
 

@@ -15,12 +15,12 @@ importable module) and point a new YAML file's ``module._target_`` at it. Nothin
 Options are declared once, as the constructor's keyword arguments with their types and defaults
 (bounds in ``Annotated[int, Range(ge=1)]``): the config check refuses an unknown option or a bad
 value before anything loads, a run's settings and the export complete a YAML that leaves an
-option out with this default (:mod:`maxpoolbert.signatures` reads them from the source).
+option out with this default (:mod:`maxpoolbert.core.signatures` reads them from the source).
 
 Width contract: a strategy states the width of the vector it returns in ``output_size``
 (default: the encoder's hidden size; set ``self.output_size`` in ``__init__`` otherwise, e.g.
 ``2 * hidden_size`` for a concatenation of two vectors). The classification head is sized from it
-(:class:`maxpoolbert.model.PooledClassifier`).
+(:class:`maxpoolbert.model.classifier.PooledClassifier`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 def Range(**bounds: float) -> dict[str, float]:  # noqa: N802 - reads as part of a type: Annotated[int, Range(ge=1)]
     """Bounds of an option's value (``ge``, ``gt``, ``le``, ``lt``), written in its annotation;
-    the config check reads them (:mod:`maxpoolbert.schema`)."""
+    the config check reads them (:mod:`maxpoolbert.config.schema`)."""
     return bounds
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from maxpoolbert import rundir
+from maxpoolbert.runs import rundir
 from maxpoolbert.report import rows as scored_rows
 from maxpoolbert.report import statistics as S
 from maxpoolbert.report.collect import CELL, factor_column, factor_keys, show_value, unset
@@ -37,8 +37,8 @@ from maxpoolbert.report.stats import (
     pooling_key,
     size_key,
 )
-from maxpoolbert.rundir import RunFolder
-from maxpoolbert.tasks import TaskInfo
+from maxpoolbert.runs.rundir import RunFolder
+from maxpoolbert.tasks.task import TaskInfo
 
 ALPHA = 0.05            # every interval is a 95% one, every test two-sided at 5%
 POWER = 0.8             # the power the seed counts are for

@@ -2,7 +2,7 @@
 rule that a table cell holds one experiment.
 
 A cell (model, task, pooling, train size) holds the runs of one ``settings_id``
-(:mod:`maxpoolbert.rundir`: the whole resolved config minus the keys that do not change what a
+(:mod:`maxpoolbert.runs.rundir`: the whole resolved config minus the keys that do not change what a
 run computes). Runs of a cell whose settings differ are different experiments: they are never
 taken for duplicate seeds of each other and never averaged together. The report refuses them in
 one line naming every differing key with its values (:func:`check_settings`), or, asked to
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from maxpoolbert import rundir
-from maxpoolbert.rundir import RecordError, RunFolder, RunRecord
-from maxpoolbert.tasks import TaskInfo
+from maxpoolbert.runs import rundir
+from maxpoolbert.runs.rundir import RecordError, RunFolder, RunRecord
+from maxpoolbert.tasks.task import TaskInfo
 
 MISSING = object()
 BASELINE = "cls"   # the pooling every other one is compared with (--baseline pooling=NAME)
@@ -398,7 +398,7 @@ def config_default(key: str, settings: dict[str, Any]) -> Any:
     (``pooling.name``), else in the default list's choice. :data:`MISSING` when neither knows it."""
     from omegaconf import OmegaConf
 
-    from maxpoolbert.tasks import CONFIGS
+    from maxpoolbert.tasks.task import CONFIGS
 
     group = key.partition(".")[0]
     own = rundir._project_defaults()
@@ -624,6 +624,6 @@ def collect_wandb(path: str, api: Any = None, by: str | None = None, ignore: Seq
 
 
 def wandb_run_to_record(run: Any) -> dict[str, Any]:
-    """One W&B public-API run as a ``results.json`` payload (:func:`maxpoolbert.rundir.payload_from_wandb`)."""
+    """One W&B public-API run as a ``results.json`` payload (:func:`maxpoolbert.runs.rundir.payload_from_wandb`)."""
     return rundir.payload_from_wandb(rundir.wandb_plain(run.summary) or {}, rundir.wandb_plain(run.config) or {})
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maxpoolbert.metrics import compute, glue_score
+from maxpoolbert.core.metrics import compute, glue_score
 from maxpoolbert.report.collect import SelectionError
-from maxpoolbert.rundir import ARCHIVES, RunFolder, RunRecord
-from maxpoolbert.tasks import HELDOUT
+from maxpoolbert.runs.rundir import ARCHIVES, RunFolder, RunRecord
+from maxpoolbert.tasks.task import HELDOUT
 
 ROWS = ("dev", HELDOUT)
 

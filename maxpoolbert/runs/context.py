@@ -4,7 +4,7 @@ A run needs a few facts that are not settings: its folder, whether it is one job
 which, and how many run beside it), the keys its command line set, and Hydra's own description of
 the job (stored in ``.hydra/hydra.yaml``). :meth:`RunContext.from_hydra` reads them inside a Hydra
 app (``train.py``, a sweep's job, :func:`maxpoolbert.train`); the plain constructor makes one
-without Hydra (a test, a script). The run code (:mod:`maxpoolbert.run`, ``trainer``, ``loggers``)
+without Hydra (a test, a script). The run code (:mod:`maxpoolbert.launch.run`, ``trainer``, ``loggers``)
 takes it as an argument and never asks Hydra itself.
 
 Light on purpose (no torch, no Hydra at import): ``train.py`` imports it before anything heavy.
@@ -80,7 +80,7 @@ class RunContext:
 
         if self.hydra is not None:
             return self.hydra
-        from maxpoolbert.rundir import neutral_keys
+        from maxpoolbert.runs.rundir import neutral_keys
 
         return OmegaConf.create({
             "mode": MULTIRUN if self.multirun else RUN,

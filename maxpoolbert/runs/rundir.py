@@ -10,7 +10,7 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
     no path of the machine resolved into it (``data.glue_dir`` stays ``${oc.env:GLUE_DIR,null}``).
     A relaunch whose settings differ is refused (:meth:`RunFolder.claim`).
   - ``checkpoints/last.ckpt`` while the run is under way (written atomically beside itself,
-    :mod:`maxpoolbert.checkpointing`); one that cannot be loaded is moved aside
+    :mod:`maxpoolbert.training.checkpointing`); one that cannot be loaded is moved aside
     (:meth:`RunFolder.resume_checkpoint`).
   - ``dev_predictions.tsv``, then ``model.safetensors`` (``save_model``), then ``results.json``
     atomically (the record says whether the weights were written): the run is finished when
@@ -19,7 +19,7 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
     (``skip_finished=false``) keeps the earlier ``results.json`` and weights until it writes its
     own (then as ``*.replaced``); when it fails, the earlier results stay the run's and the failure
     goes to ``rerun_failed.json``, never ``failed.json``. A write that fails for want
-    of space is one line (:class:`~maxpoolbert.errors.WriteFailed`), leaving no partial file.
+    of space is one line (:class:`~maxpoolbert.core.errors.WriteFailed`), leaving no partial file.
   - ``failed.json`` when the run failed (beside a usable ``results.json``, as older versions left
     it after a failed re-run: the run is finished, the failure was its re-run's), ``launches.jsonl`` with one line per launch (finished,
     skipped, rerun, failed, interrupted, refused; the optimizer steps reached) for the sweep
@@ -32,7 +32,7 @@ Nothing outside this module spells a run-folder file name or a ``results.json`` 
     naming it; a sweep folder notes the jobs refused because their folder was in use
     (``refused_in_use.jsonl``).
 
-* :class:`RunRecord`: what a finished run records (``results.json``). :mod:`maxpoolbert.run`
+* :class:`RunRecord`: what a finished run records (``results.json``). :mod:`maxpoolbert.launch.run`
   writes it; the report, selection, predict, export, sweeps and callbacks read it. Every record
   carries its ``format`` (:data:`FORMAT`); records written by older versions are upgraded here, when
   read, by one path (:func:`upgrade`), and nowhere else; a newer format is refused (:class:`NewerFormat`).
@@ -73,13 +73,15 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from maxpoolbert import signatures, targets
-from maxpoolbert.errors import UserError, WriteFailed, write_failure
-from maxpoolbert.schema import plain
-from maxpoolbert.tasks import CONFIGS, HELDOUT, TaskInfo, benchmark_dirs
-from maxpoolbert.tasks import from_config as task_from_config
-from maxpoolbert.tasks import task_info as configured_task_info
-from maxpoolbert.tasks import upgrade as upgrade_task
+from maxpoolbert.core import signatures
+
+from maxpoolbert.config import targets
+from maxpoolbert.core.errors import UserError, WriteFailed, write_failure
+from maxpoolbert.config.schema import plain
+from maxpoolbert.tasks.task import CONFIGS, HELDOUT, TaskInfo, benchmark_dirs
+from maxpoolbert.tasks.task import from_config as task_from_config
+from maxpoolbert.tasks.task import task_info as configured_task_info
+from maxpoolbert.tasks.task import upgrade as upgrade_task
 
 log = logging.getLogger("maxpoolbert")
 
@@ -124,7 +126,7 @@ def tmp_path(path: Path) -> Path:
 def write_atomic(path: Path, text: str) -> None:
     """``text`` into ``path`` through a temporary file beside it, renamed into place: ``path`` is
     the old file or the new one, never a part. A full disk, a spent quota or a read-only
-    filesystem raise :class:`~maxpoolbert.errors.WriteFailed` (one line); the temporary file goes."""
+    filesystem raise :class:`~maxpoolbert.core.errors.WriteFailed` (one line); the temporary file goes."""
     def write(tmp: Path) -> None:
         with tmp.open("w") as f:
             f.write(text)
@@ -142,8 +144,8 @@ def synced(f: Any) -> None:
 def write_through(path: Path, write: Callable[[Path], None], catch: type[BaseException] = Exception) -> None:
     """``write(tmp)`` into a temporary file beside ``path``, then renamed into place: ``path`` is the
     old file or the new one, never a part. A full disk, a spent quota or a read-only filesystem
-    (an error of type ``catch`` that :func:`~maxpoolbert.errors.write_failure` recognises) raise
-    :class:`~maxpoolbert.errors.WriteFailed` (one line); the temporary file never stays."""
+    (an error of type ``catch`` that :func:`~maxpoolbert.core.errors.write_failure` recognises) raise
+    :class:`~maxpoolbert.core.errors.WriteFailed` (one line); the temporary file never stays."""
     tmp = tmp_path(path)
     try:
         write(tmp)
@@ -240,7 +242,7 @@ def _trainer_flag(key: str) -> str | None:
 
 @functools.cache
 def _trainer_defaults() -> dict[str, Any]:
-    from maxpoolbert.lightning_flags import trainer_defaults
+    from maxpoolbert.config.lightning_flags import trainer_defaults
 
     return trainer_defaults()
 
@@ -250,7 +252,7 @@ def settings(cfg: DictConfig | Mapping, neutral: tuple[str, ...] | list[str] | N
     ``hydra``, the ``neutral`` keys (default :func:`neutral_keys`) and the Trainer flags at
     Lightning's default; the pooling's options completed with its class's defaults; a task config
     of an older version upgraded to today's fields; every ``_target_`` by its canonical name
-    (:func:`maxpoolbert.targets.canonical`: the identity does not depend on where the code lives).
+    (:func:`maxpoolbert.config.targets.canonical`: the identity does not depend on where the code lives).
     Sorted by key; JSON values."""
     neutral = neutral_keys() if neutral is None else tuple(neutral)
     node = plain(cfg) if OmegaConf.is_config(cfg) else json.loads(json.dumps(cfg, default=str))
@@ -625,14 +627,14 @@ def _lookup(mapping: dict[str, Any], *keys: str) -> Any:
 def payload_from_wandb(summary: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """A W&B run (its summary and config, :func:`wandb_plain`) as a ``results.json`` payload for
     :meth:`RunRecord.from_json` (whose ``config`` argument is the run's W&B config: the resolved
-    run config that :mod:`maxpoolbert.run` logs, from which its settings are computed).
+    run config that :mod:`maxpoolbert.launch.run` logs, from which its settings are computed).
 
     Task, pooling, model, seed and train size come from ``config`` (flat keys, dotted keys or nested
     Hydra groups with a ``name``), falling back to ``summary``. Metrics come from
     ``summary["metrics"]`` or ``metrics/<key>``, ``dev/<key>``, ``val/<key>`` or bare ``<key>``
     entries; ``score`` defaults to the mean of the metrics. ``task_info`` comes from the summary,
     or from the run's task config when it names its benchmark, else from the project's configs."""
-    from maxpoolbert.tasks import config_info
+    from maxpoolbert.tasks.task import config_info
 
     record: dict[str, Any] = {}
     for key in ("task", "pooling", "model", "seed"):
@@ -804,7 +806,7 @@ class RunFolder:
         :func:`fingerprint` (records that keep it) and the metrics recomputed from the rows."""
         import numpy as np
 
-        from maxpoolbert.metrics import compute
+        from maxpoolbert.core.metrics import compute
 
         record = self.record()
         if record is None or not {"split", "label", "prediction"} <= set(frame.columns):
@@ -1028,7 +1030,7 @@ class RunFolder:
 
     def save_weights(self, model: Any) -> None:
         """``model.safetensors`` (weights only), atomically; a full disk (or quota, or read-only
-        filesystem) raises :class:`~maxpoolbert.errors.WriteFailed`, leaving no partial file."""
+        filesystem) raises :class:`~maxpoolbert.core.errors.WriteFailed`, leaving no partial file."""
         from safetensors.torch import save_model
 
         def write(tmp: Path) -> None:

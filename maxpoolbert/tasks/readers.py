@@ -4,9 +4,9 @@ A reader takes the file and, for a file without a header line, the names of its 
 returns the field names it found (``None`` when each record names its own, as in JSONL) and an
 iterator of ``(line number, record)``, where a record maps field names to raw values. A line that
 cannot be a record is a :class:`BadRecord` in the stream (the task decides whether to skip it or
-to stop), and a file that cannot be read at all is a :class:`~maxpoolbert.errors.UserError` naming
+to stop), and a file that cannot be read at all is a :class:`~maxpoolbert.core.errors.UserError` naming
 the file and line. What the fields mean (text, label) is the task's business
-(:mod:`maxpoolbert.tasks`), not the reader's. To add a format: a function here and its name in
+(:mod:`maxpoolbert.tasks.task`), not the reader's. To add a format: a function here and its name in
 :data:`READERS`.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from maxpoolbert.errors import UserError
+from maxpoolbert.core.errors import UserError
 
 Records = Iterator[tuple[int, "dict[str, Any] | BadRecord"]]
 

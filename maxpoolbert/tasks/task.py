@@ -2,7 +2,7 @@
 
 Each ``configs/task/<name>.yaml`` instantiates one :class:`Task`: which benchmark it belongs to
 (``glue``, ``superglue``, ``custom``) and its display name, where its files are and in which
-format (TSV with or without a header, CSV, JSONL: :mod:`maxpoolbert.readers`), the hub dataset it
+format (TSV with or without a header, CSV, JSONL: :mod:`maxpoolbert.tasks.readers`), the hub dataset it
 comes from when no local folder is given, which fields hold the text and the label, how labels
 map to class ids (the hub's ids), and which metrics each dev split reports. Adding a task means
 adding a YAML file, in ``configs/task/`` or in a folder of your own on Hydra's search path
@@ -24,10 +24,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from maxpoolbert.errors import UserError
-from maxpoolbert.metrics import METRICS, metrics_label
-from maxpoolbert.readers import READERS, BadRecord
-from maxpoolbert.values import Columns, PositiveInt, Text
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.core.metrics import METRICS, metrics_label
+from maxpoolbert.tasks.readers import READERS, BadRecord
+from maxpoolbert.core.values import Columns, PositiveInt, Text
 
 # The split name of the held-out rows of the training file (data.heldout_size): predicted and recorded
 # like a dev split, read (its labels included) from the task's training file.
@@ -48,9 +48,10 @@ def benchmark_dirs(data: Any) -> dict[str, str | None]:
     """Each benchmark's data folder, from a run's ``data`` settings (a mapping or a DictConfig:
     ``{"glue": data.glue_dir, "superglue": data.superglue_dir}``; None where unset)."""
     return {name: (data.get(key) if data is not None else None) or None for name, key in BENCHMARK_DIRS.items()}
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# The task class as a config names it (``_target_``); GlueTask: its name in run folders of older versions
-TASK_CLASSES = ("maxpoolbert.tasks.Task", "maxpoolbert.tasks.GlueTask")
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # maxpoolbert/tasks/task.py -> the repository's configs/
+# The task class as a config names it (``_target_``); maxpoolbert.tasks.Task, GlueTask: its names in run folders of
+# older versions (before the layers' sub-packages; before tasks beyond GLUE)
+TASK_CLASSES = ("maxpoolbert.tasks.task.Task", "maxpoolbert.tasks.Task", "maxpoolbert.tasks.GlueTask")
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class Split:
 
     ``fields`` names the fields of a TSV/CSV file without a header line (CoLA train/dev);
     otherwise the first line is the header and fields are read by name. ``metrics`` maps result
-    keys (``accuracy_m``) to metric names in :data:`maxpoolbert.metrics.METRICS` (``accuracy``).
+    keys (``accuracy_m``) to metric names in :data:`maxpoolbert.core.metrics.METRICS` (``accuracy``).
     A split whose file lies in another folder of the benchmark (GLUE's diagnostic set, predicted
     by MNLI runs) names it in ``dir`` and its hub configuration in ``hub_config``; an ``optional``
     test split is skipped, with a note, where its file is missing.
@@ -135,7 +136,7 @@ def label_text(value: Any) -> str:
 @dataclass
 class Task:
     """A task, as its YAML file describes it: these fields (types and bounds) are the task schema
-    that :mod:`maxpoolbert.schema` checks a task config against, before anything loads."""
+    that :mod:`maxpoolbert.config.schema` checks a task config against, before anything loads."""
 
     name: Text
     display_name: Text
@@ -374,7 +375,7 @@ def upgrade(node: dict[str, Any]) -> dict[str, Any]:
 def from_config(node: Any, source: str = "the task config") -> Task:
     """The :class:`Task` a task config describes (older stored configs upgraded first), built
     directly: its ``_target_`` must name the task class (:data:`TASK_CLASSES`), and nothing in it
-    is instantiated (a stored config is data: :mod:`maxpoolbert.targets`). A config that does not
+    is instantiated (a stored config is data: :mod:`maxpoolbert.config.targets`). A config that does not
     describe a task is one line naming ``source``."""
     from omegaconf import OmegaConf
 
@@ -390,7 +391,7 @@ def from_config(node: Any, source: str = "the task config") -> Task:
         raise UserError(f"{err} (in {source})") from None
     except (TypeError, ValueError, AttributeError) as err:  # unknown or missing fields, wrong shapes
         raise UserError(f"{source}: not a task ({str(err).splitlines()[0]})",
-                        allowed="the fields of maxpoolbert.tasks.Task (README, \"Your own task\")") from None
+                        allowed="the fields of maxpoolbert.tasks.task.Task (README, \"Your own task\")") from None
 
 
 def _as_split(value: Any) -> Split:

@@ -1,5 +1,5 @@
 """Resume checkpoints: one rolling ``checkpoints/last.ckpt`` per run, written atomically in the
-run folder itself. Loading and repairing them on a relaunch is :mod:`maxpoolbert.rundir`'s."""
+run folder itself. Loading and repairing them on a relaunch is :mod:`maxpoolbert.runs.rundir`'s."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from maxpoolbert.rundir import LAST_CKPT, synced, write_through
+from maxpoolbert.runs.rundir import LAST_CKPT, synced, write_through
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -17,10 +17,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     checkpoint or the new one, never a partial file, and nothing in ``$TMPDIR``. (Lightning's own
     writer stages the file in ``$TMPDIR`` and copies it into place, which is not atomic when the
     two are on different filesystems, the usual cluster layout.) A partial temporary file left by
-    a kill is removed at the next start (:meth:`maxpoolbert.rundir.RunFolder.clean_stale_tmp`).
+    a kill is removed at the next start (:meth:`maxpoolbert.runs.rundir.RunFolder.clean_stale_tmp`).
 
     A full disk, a spent quota or a read-only filesystem raise
-    :class:`~maxpoolbert.errors.WriteFailed` (``torch.save`` itself reports them as
+    :class:`~maxpoolbert.core.errors.WriteFailed` (``torch.save`` itself reports them as
     ``RuntimeError: ... unexpected pos``), which Lightning passes on unchanged; the temporary file
     is removed and the previous checkpoint stays."""
 

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import HELDOUT, Task, benchmark_dirs, check_data_dir
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.tasks.task import HELDOUT, Task, benchmark_dirs, check_data_dir
 
 log = logging.getLogger(__name__)
 

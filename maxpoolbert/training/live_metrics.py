@@ -1,6 +1,6 @@
-"""Live dev metrics for the training curves: torchmetrics versions of :mod:`maxpoolbert.metrics`.
+"""Live dev metrics for the training curves: torchmetrics versions of :mod:`maxpoolbert.core.metrics`.
 
-The reported numbers come from :mod:`maxpoolbert.metrics` (scikit-learn / scipy on the gathered
+The reported numbers come from :mod:`maxpoolbert.core.metrics` (scikit-learn / scipy on the gathered
 predictions); these drive the per-epoch curves only. ``tests/test_metrics.py`` checks that both
 agree (our live MCC and macro F1 follow scikit-learn where torchmetrics' own do not).
 """

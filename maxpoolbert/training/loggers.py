@@ -46,7 +46,7 @@ def run_id(run_dir: Path) -> str:
     """The W&B run id of this run folder, made on its first start and kept there: a resumed run
     (killed, requeued, relaunched) continues its own W&B run instead of starting a new one, online
     or offline (``wandb sync`` then uploads all parts into that one run)."""
-    from maxpoolbert.rundir import RunFolder
+    from maxpoolbert.runs.rundir import RunFolder
 
     alphabet = string.ascii_lowercase + string.digits  # W&B's own id format: 8 of these
     return RunFolder(run_dir).wandb_id(lambda: "".join(secrets.choice(alphabet) for _ in range(8)))
@@ -60,7 +60,7 @@ def none():
 # ---------------------------------------------------------------------------- a run's logger
 def from_config(cfg, ctx=None):
     """The run's logger (``False`` for ``logger=none``). A logger's ``group`` left null (W&B's)
-    becomes the sweep folder's name in multirun (``ctx``: a :class:`~maxpoolbert.context.RunContext`;
+    becomes the sweep folder's name in multirun (``ctx``: a :class:`~maxpoolbert.runs.context.RunContext`;
     None: a single run)."""
     from hydra.utils import instantiate
 

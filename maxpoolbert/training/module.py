@@ -11,13 +11,13 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from maxpoolbert import metrics as M
-from maxpoolbert.errors import UserError
-from maxpoolbert.layers import layer_decay_groups
-from maxpoolbert.live_metrics import LIVE
-from maxpoolbert.memory import release as release_memory
-from maxpoolbert.model import PooledClassifier
-from maxpoolbert.tasks import HELDOUT, Task
+from maxpoolbert.core import metrics as M
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.model.layers import layer_decay_groups
+from maxpoolbert.training.live_metrics import LIVE
+from maxpoolbert.training.memory import release as release_memory
+from maxpoolbert.model.classifier import PooledClassifier
+from maxpoolbert.tasks.task import HELDOUT, Task
 
 STATIC_SHAPES = 64  # compiled graphs a statically compiled run may hold (speed.compile_dynamic=false)
 

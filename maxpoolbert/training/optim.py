@@ -7,7 +7,7 @@ import torch
 
 def adamw(params, layer_decay: float | None = None, **kwargs) -> torch.optim.AdamW:
     """torch's AdamW. ``layer_decay`` is read by the training module, which builds the
-    per-layer parameter groups from it before calling this (see :mod:`maxpoolbert.layers`)."""
+    per-layer parameter groups from it before calling this (see :mod:`maxpoolbert.model.layers`)."""
     return torch.optim.AdamW(params, **kwargs)
 
 
@@ -26,7 +26,7 @@ def from_config(cfg):
     from hydra.utils import instantiate
 
     if cfg.optimizer.get("layer_decay") is not None:
-        from maxpoolbert.layers import check_layer_decay
+        from maxpoolbert.model.layers import check_layer_decay
 
         check_layer_decay(cfg.optimizer.layer_decay)
     return instantiate(cfg.optimizer, **fused_policy(cfg))

@@ -17,8 +17,10 @@ _single_run = False
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from maxpoolbert.launch.run import (
+        main as run_main,  # heavy imports after Hydra has parsed the CLI
+    )
     from maxpoolbert.runs.context import RunContext
-    from maxpoolbert.launch.run import main as run_main  # heavy imports after Hydra has parsed the CLI
 
     global _single_run
     ctx = RunContext.from_hydra(argv=tuple(sys.argv))
@@ -27,8 +29,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from maxpoolbert.core.errors import UserError, fail
     from maxpoolbert.config.schema import additions, check_command_line
+    from maxpoolbert.core.errors import UserError, fail
 
     absolute_path_variables()
     try:  # a misspelt config name or Lightning flag: one line, before Hydra composes anything

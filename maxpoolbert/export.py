@@ -34,14 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from maxpoolbert.core import signatures
 from maxpoolbert.core.errors import UserError, check_writable_folder, fail, user_error
+from maxpoolbert.core.io import umask
 from maxpoolbert.predict import load_run, load_trained
-from maxpoolbert.runs.rundir import umask
 from maxpoolbert.tasks.task import Task
 
 if TYPE_CHECKING:
     from maxpoolbert.model.classifier import PooledClassifier
 
-# The run folder and OUT_DIR are checked (rundir: no torch) before torch and transformers are
+# The run folder and OUT_DIR are checked (runs.folder: no torch) before torch and transformers are
 # imported (inside the functions that build and write the model): a wrong path is answered at once.
 
 CHECK_TEXTS = (["A man is playing a flute.", "Short."], ["Someone plays music on a flute today.", "Ok"])

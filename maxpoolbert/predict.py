@@ -37,16 +37,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from maxpoolbert.config import targets
 from maxpoolbert.core.errors import UserError, check_writable_folder, fail, user_error
-from maxpoolbert.runs.rundir import NewerFormat, RunFolder, write_atomic
+from maxpoolbert.core.io import write_atomic
+from maxpoolbert.runs.folder import RunFolder
+from maxpoolbert.runs.record import NewerFormat
 from maxpoolbert.tasks.task import BENCHMARK_DIRS, BENCHMARKS, Task, from_config
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from maxpoolbert.training.data import Encoded, TaskDataModule
     from maxpoolbert.model.classifier import PooledClassifier
+    from maxpoolbert.training.data import Encoded, TaskDataModule
 
-# Every run and test file is checked (rundir, tasks: no torch) before torch, transformers and
+# Every run and test file is checked (runs.folder, tasks: no torch) before torch, transformers and
 # lightning are imported (inside the functions that predict): a wrong path is answered at once.
 
 SUBMISSION_DIR = "submission"

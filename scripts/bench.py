@@ -280,7 +280,7 @@ def run_ours(task: str, pooling: str, args: argparse.Namespace, work: Path, cach
         f"hydra.run.dir={run_dir}", *extra,
     ]
     proc = timed(cmd, work / "logs" / f"{name}.log", child_env(args.glue_dir))
-    from maxpoolbert.runs.rundir import RunFolder
+    from maxpoolbert.runs.folder import RunFolder
 
     record = RunFolder(run_dir).record()
     return {

@@ -66,7 +66,7 @@ def rows_of(task: str, args) -> int | None:
 
 
 def ours(task: str, epochs: int, args, work: Path, name: str, extra: tuple[str, ...] = ()) -> dict:
-    from maxpoolbert.runs.rundir import RunFolder
+    from maxpoolbert.runs.folder import RunFolder
 
     run_dir = work / "runs" / name
     rows = rows_of(task, args)

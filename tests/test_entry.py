@@ -92,8 +92,8 @@ def test_a_run_needs_no_hydra_runtime(real_glue, cache_dir, tmp_path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from maxpoolbert.runs.context import RunContext
     from maxpoolbert.launch.run import run
+    from maxpoolbert.runs.context import RunContext
     from maxpoolbert.tasks.task import CONFIGS
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
@@ -146,7 +146,7 @@ def test_a_stored_or_composed_node_names_the_right_folder_setting(mode, key):
     from omegaconf import OmegaConf
 
     from maxpoolbert.runs.context import RunContext
-    from maxpoolbert.runs.rundir import _differing
+    from maxpoolbert.runs.folder import _differing
 
     for stored in (mode, RunMode[mode]):
         node = OmegaConf.create({"mode": stored})

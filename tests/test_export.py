@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from maxpoolbert.training.data import load_split
 from maxpoolbert.export import main
+from maxpoolbert.training.data import load_split
 
 from .conftest import ROOT, train_each
 from .tiny_families import FAMILIES, save_checkpoint

@@ -10,10 +10,10 @@ import transformers as T
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from maxpoolbert.model import encoders
 from maxpoolbert.core.errors import UserError
-from maxpoolbert.model.families import family_of
+from maxpoolbert.model import encoders
 from maxpoolbert.model.classifier import PooledClassifier
+from maxpoolbert.model.families import family_of
 from maxpoolbert.model.pooling import CLSPooling, MaxCLSPooling, MeanPooling
 
 from .conftest import ROOT, train_each

@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from maxpoolbert.runs import rundir
 from maxpoolbert.report import main as report
+from maxpoolbert.runs import identity
+from maxpoolbert.runs.folder import CONFIG, RunFolder
+from maxpoolbert.runs.identity import differences, neutral_keys
+from maxpoolbert.runs.record import RESULTS
 
 from .conftest import ROOT, train_each
 
@@ -40,7 +43,7 @@ def runs(real_glue, tmp_path_factory, cache_dir):
 
 
 def _read(path):
-    return json.loads((path / rundir.RESULTS).read_text())
+    return json.loads((path / RESULTS).read_text())
 
 
 def _only(root, *names):
@@ -61,12 +64,12 @@ def _rte_scores(out):
 @pytest.mark.slow
 @pytest.mark.parametrize("key", VARIANTS)
 def test_a_setting_outside_the_old_allowlist_changes_the_identity(runs, key):
-    base = [_read(p.parent) for p in sorted((runs / "base").rglob(rundir.RESULTS))]
-    variant = [_read(p.parent) for p in sorted((runs / key).rglob(rundir.RESULTS))]
+    base = [_read(p.parent) for p in sorted((runs / "base").rglob(RESULTS))]
+    variant = [_read(p.parent) for p in sorted((runs / key).rglob(RESULTS))]
     assert len(base) == len(variant) == 2
     assert base[0]["settings_id"] == base[1]["settings_id"]  # the seed is not part of the identity
     assert variant[0]["settings_id"] != base[0]["settings_id"]
-    differing = [k for k, _, _ in rundir.differences(base[0]["settings"], variant[0]["settings"])]
+    differing = [k for k, _, _ in differences(base[0]["settings"], variant[0]["settings"])]
     assert differing == [key]
 
 
@@ -88,8 +91,8 @@ def test_the_report_refuses_the_mix_naming_the_key_or_splits_it(runs, key, tmp_p
 
 @pytest.mark.slow
 def test_settings_that_change_nothing_are_the_same_experiment(runs, tmp_path):
-    base = _read(next((runs / "base").rglob(rundir.RESULTS)).parent)
-    again = _read(next((runs / "again").rglob(rundir.RESULTS)).parent)
+    base = _read(next((runs / "base").rglob(RESULTS)).parent)
+    again = _read(next((runs / "again").rglob(RESULTS)).parent)
     assert again["settings_id"] == base["settings_id"]
     folder = _only(runs, "base", "again")
     assert report(["--runs", str(folder), "--out", str(tmp_path / "out")]) == 0
@@ -105,7 +108,7 @@ committed = pytest.mark.skipif(not COMMITTED_RUNS.is_dir(), reason="no committed
 
 
 def _committed_runs():
-    return sorted(p.parent for p in COMMITTED_RUNS.rglob(rundir.RESULTS))
+    return sorted(p.parent for p in COMMITTED_RUNS.rglob(RESULTS))
 
 
 def _with_targets(node, rename):
@@ -123,9 +126,9 @@ def test_every_committed_runs_settings_id_is_reproduced_from_its_stored_config()
     assert len(runs) == 160
     for run in runs:
         stored = _read(run)
-        cfg = OmegaConf.load(run / rundir.CONFIG)
-        assert rundir.settings(cfg) == stored["settings"], run
-        assert rundir.settings_id(rundir.settings(cfg)) == stored["settings_id"], run
+        cfg = OmegaConf.load(run / CONFIG)
+        assert identity.settings(cfg) == stored["settings"], run
+        assert identity.settings_id(identity.settings(cfg)) == stored["settings_id"], run
 
 
 @committed
@@ -151,26 +154,26 @@ def test_moving_the_code_changes_no_settings_id(tmp_path, monkeypatch):
         return f"mpb_moved.model.{module.rpartition('.')[2]}.{name}" if module.startswith("maxpoolbert.") else path
 
     runs = _committed_runs()
-    configs = [OmegaConf.to_container(OmegaConf.load(run / rundir.CONFIG), resolve=False) for run in runs]
+    configs = [OmegaConf.to_container(OmegaConf.load(run / CONFIG), resolve=False) for run in runs]
     moved_configs = [OmegaConf.create(_with_targets(c, moved)) for c in configs]
-    names = {v for c in configs for k, v in rundir._flat(c).items() if k.endswith("_target_")}
+    names = {v for c in configs for k, v in identity._flat(c).items() if k.endswith("_target_")}
     assert "maxpoolbert.pooling.MHAPooling" in names and moved("maxpoolbert.pooling.MHAPooling") != \
         "maxpoolbert.pooling.MHAPooling"  # the committed configs: the names before issue 29's move
     assert get_class(moved("maxpoolbert.pooling.MHAPooling")).__module__ == "mpb_moved.model.pooling"  # it moved
 
     monkeypatch.setattr(targets, "MOVED", {})  # the simulated move only (not the real one of issue 29)
-    before = [rundir.settings_id(rundir.settings(c)) for c in moved_configs]
+    before = [identity.settings_id(identity.settings(c)) for c in moved_configs]
     for name in names:
         if moved(name) != name:
             monkeypatch.setitem(targets.MOVED, moved(name), name)
     assert targets.current("maxpoolbert.pooling.CLSPooling") == "mpb_moved.model.pooling.CLSPooling"
     hydra = OmegaConf.create({"mode": "RunMode.RUN", "job": {"config": {"override_dirname": {
-        "exclude_keys": list(rundir.neutral_keys())}}}})
+        "exclude_keys": list(neutral_keys())}}}})
     for run, cfg, was in zip(runs, moved_configs, before, strict=True):
         stored = _read(run)
-        assert rundir.settings(cfg) == stored["settings"], run  # the canonical names, as stored
-        assert rundir.settings_id(rundir.settings(cfg)) == stored["settings_id"] != was, run
-        assert rundir.RunFolder(run).stored_differences(cfg, hydra) == []  # its relaunch: same
+        assert identity.settings(cfg) == stored["settings"], run  # the canonical names, as stored
+        assert identity.settings_id(identity.settings(cfg)) == stored["settings_id"] != was, run
+        assert RunFolder(run).stored_differences(cfg, hydra) == []  # its relaunch: same
 
 
 def test_every_canonical_target_is_still_found():

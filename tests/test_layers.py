@@ -9,11 +9,11 @@ import torch
 from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
 from maxpoolbert.core.errors import UserError
-from maxpoolbert.model.layers import layer_decay_groups, reinit_top_layers
 from maxpoolbert.model.classifier import PooledClassifier
+from maxpoolbert.model.layers import layer_decay_groups, reinit_top_layers
+from maxpoolbert.model.pooling import MHAPooling
 from maxpoolbert.training.module import GlueModule
 from maxpoolbert.training.optim import adamw
-from maxpoolbert.model.pooling import MHAPooling
 
 LAYERS = 3
 FAMILIES = {  # family -> (encoder, regex of a layer's parameter names)

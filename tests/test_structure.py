@@ -99,7 +99,7 @@ def test_a_module_outside_the_folders_is_named():
     """The placement check can fail, with a message that says where to put the module."""
     assert "outside the layers' folders: move it into one of core/, tasks/" in placement_problem(PACKAGE / "helpers.py")
     assert "not a layer" in placement_problem(PACKAGE / "utils" / "misc.py")
-    assert placement_problem(PACKAGE / "runs" / "rundir.py") is None
+    assert placement_problem(PACKAGE / "runs" / "folder.py") is None
     assert placement_problem(PACKAGE / "predict.py") is None
 
 

@@ -175,10 +175,10 @@ def test_the_benchmark_folder_map_is_declared_once_and_used_everywhere():
 
     from omegaconf import OmegaConf
 
+    from maxpoolbert.predict import parse_args
+    from maxpoolbert.runs.folder import RunFolder
     from maxpoolbert.tasks import task as tasks
     from maxpoolbert.training.data import TaskDataModule
-    from maxpoolbert.predict import parse_args
-    from maxpoolbert.runs.rundir import RunFolder
 
     data = OmegaConf.load(ROOT / "configs" / "config.yaml").data
     params = inspect.signature(TaskDataModule).parameters

@@ -166,7 +166,7 @@ def test_a_run_that_diverges_is_a_failed_run(real_glue, tmp_path, cache_dir):
     import maxpoolbert
     from maxpoolbert.core.errors import UserError
     from maxpoolbert.report.collect import collect_runs
-    from maxpoolbert.runs.rundir import RunFolder
+    from maxpoolbert.runs.folder import RunFolder
 
     with pytest.raises(UserError) as refused:
         maxpoolbert.train([*SMOKE, "trainer.max_steps=4", "data.train_size=32", "optimizer.lr=1e30",
@@ -187,7 +187,8 @@ def test_the_record_keeps_a_fingerprint_of_the_data_it_was_scored_on(real_glue, 
     """results.json's dev_data: per split, the rows and a hash of the gold labels (STS-B's float32
     labels hash as the file's); the archived predictions read back against it."""
     import maxpoolbert
-    from maxpoolbert.runs.rundir import RunFolder, fingerprint
+    from maxpoolbert.runs.folder import RunFolder
+    from maxpoolbert.runs.record import fingerprint
 
     maxpoolbert.train([*SMOKE, "task=stsb", "data.train_size=16", "trainer.max_steps=1", "save_model=false",
                        "speed.threads=1", f"data.cache_dir={cache_dir}"], output_dir=tmp_path / "run")

@@ -32,8 +32,6 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from maxpoolbert.core import signatures
-
-from maxpoolbert.tasks import task as tasks
 from maxpoolbert.core.errors import UserError, show
 from maxpoolbert.core.values import (  # the value types, shared with the task dataclasses
     Fraction,
@@ -45,6 +43,7 @@ from maxpoolbert.core.values import (  # the value types, shared with the task d
     Probability,
     Text,
 )
+from maxpoolbert.tasks import task as tasks
 
 # The default of a field the config may leave out: the code that uses it has the default (the optimizer,
 # the encoder's config, lightning.Trainer's signature). Never a value of its own; an explicit null is

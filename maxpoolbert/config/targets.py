@@ -15,7 +15,7 @@ config, every ``_target_`` in it must be one of this project's own (:func:`allow
 Anything else is refused in one line naming the file and the key (:func:`check`). Read without
 importing anything (YAML and :mod:`ast`): the check runs before torch loads.
 
-A ``_target_`` is also part of a run's identity (:func:`maxpoolbert.runs.rundir.settings`), which must
+A ``_target_`` is also part of a run's identity (:func:`maxpoolbert.runs.identity.settings`), which must
 not depend on where the code lives: the identity holds a class's *canonical* name (:func:`canonical`),
 the import path it had when it first entered a run's settings, frozen. A class that moves or is
 renamed adds ``new path -> canonical name`` to :data:`MOVED`, so every run recorded before (the 160

@@ -2,7 +2,7 @@
 
 A pooling strategy declares its options once, as the keyword arguments of its constructor with
 their types and defaults (``MHAPooling(encoder_config, k: int = 1, num_heads: int = 4, ...)``);
-the config check (:mod:`maxpoolbert.config.schema`), a run's settings (:mod:`maxpoolbert.runs.rundir`) and
+the config check (:mod:`maxpoolbert.config.schema`), a run's settings (:mod:`maxpoolbert.runs.folder`) and
 the export read them from there. The source is parsed with :mod:`ast`, because the config is
 checked before torch (which every pooling module imports) loads. The same reader gives
 ``lightning.Trainer``'s flags (:mod:`maxpoolbert.config.lightning_flags`).

@@ -15,13 +15,19 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from maxpoolbert.model import folder as model_folder
-
-from maxpoolbert.runs import rundir
-
-from maxpoolbert.tasks import task as tasks
-from maxpoolbert.core.errors import UserError, check_writable_folder, fail
 from maxpoolbert.config.schema import check, task_file
+from maxpoolbert.core.errors import UserError, check_writable_folder, fail
+from maxpoolbert.launch.sweeps import refused_in_use
+from maxpoolbert.model import folder as model_folder
+from maxpoolbert.runs.folder import (
+    LAUNCH_ENV,
+    RunFolder,
+    RunFolderBusy,
+    RunFolderConflict,
+    find_run_folders,
+    note_new_folder,
+)
+from maxpoolbert.tasks import task as tasks
 from maxpoolbert.tasks.task import check_data_dir
 
 log = logging.getLogger("maxpoolbert")
@@ -50,15 +56,15 @@ class SweepSummary(Callback):
     touched). The last line says what to do about each kind of job that did not finish."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        os.environ[rundir.LAUNCH_ENV] = uuid.uuid4().hex
+        os.environ[LAUNCH_ENV] = uuid.uuid4().hex
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(config.hydra.sweep.dir)
-        launch = os.environ.get(rundir.LAUNCH_ENV)
+        launch = os.environ.get(LAUNCH_ENV)
         counts: Counter[str] = Counter()
         unfinished: list[tuple[str, Path, str]] = []  # (kind, folder, why)
         resumed = 0
-        for folder in rundir.find_run_folders(root):
+        for folder in find_run_folders(root):
             mine = [e for e in folder.launches() if e.get("launch") == launch]
             if not mine:
                 continue  # a folder of another launch
@@ -67,7 +73,7 @@ class SweepSummary(Callback):
             resumed += bool(last.get("resumed"))
             if last["outcome"] in KIND:
                 unfinished.append((KIND[last["outcome"]], folder.path, last.get("error", "")))
-        for path, error in rundir.refused_in_use(root, launch):
+        for path, error in refused_in_use(root, launch):
             counts["in_use"] += 1
             unfinished.append(("refused", path, error))
         parts = [f"{counts[k]} {name}" for k, name in OUTCOMES.items() if counts[k] or k in ("finished", "failed")]
@@ -86,14 +92,14 @@ class BestTrial(Callback):
     ``optimization_results.yaml``."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_best_trial(Path(config.hydra.sweep.dir), os.environ.get(rundir.LAUNCH_ENV))
+        write_best_trial(Path(config.hydra.sweep.dir), os.environ.get(LAUNCH_ENV))
 
 
 def write_best_trial(root: Path, launch: str | None) -> None:
     """``best_trial.yaml``: the number (Optuna's trial number = the job number), score, overrides
     and folder of this launch's best trial."""
     best = None
-    for folder in rundir.find_run_folders(root):
+    for folder in find_run_folders(root):
         if not any(e.get("launch") == launch for e in folder.launches()):
             continue
         record, job = folder.record(), folder.job()
@@ -117,7 +123,7 @@ class CheckConfig(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_single_run(config)
-        except (UserError, rundir.RunFolderConflict) as err:
+        except (UserError, RunFolderConflict) as err:
             fail(err if isinstance(err, UserError) else str(err))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -131,18 +137,18 @@ def check_single_run(config: DictConfig) -> None:
     """What :class:`CheckConfig` checks before a single run (``config`` with its ``hydra`` node, as
     composed): its settings, its task's data files, and when its folder holds a run already, that
     run's settings (a refusal is recorded in the folder's ``launches.jsonl``). Raises the
-    UserError (or :class:`~maxpoolbert.runs.rundir.RunFolderConflict`); :func:`maxpoolbert.train` too."""
-    rundir.note_new_folder(os.path.abspath(str(config.hydra.run.dir)))  # before Hydra makes it
+    UserError (or :class:`~maxpoolbert.runs.RunFolderConflict`); :func:`maxpoolbert.train` too."""
+    note_new_folder(os.path.abspath(str(config.hydra.run.dir)))  # before Hydra makes it
     check_settings(config, "hydra.run.dir")
     dirs = tasks.benchmark_dirs(OmegaConf.select(config, "data"))
     tasks.from_config(config.task, task_file(OmegaConf.to_container(config.hydra, resolve=False)))\
         .check_files(dirs)
-    folder = rundir.RunFolder(os.path.abspath(str(config.hydra.run.dir)))
+    folder = RunFolder(os.path.abspath(str(config.hydra.run.dir)))
     if not folder.config_file.is_file():
         return
     try:  # as the run would refuse it, under the folder's lock, without loading anything first
         folder.lock()
-    except rundir.RunFolderBusy:
+    except RunFolderBusy:
         return  # another process runs it: the run says so, and leaves the folder untouched
     try:
         conflict = folder.conflict(config, config.hydra)

@@ -5,7 +5,7 @@
 defaults (composed with Hydra's compose API from the project's ``configs/``), the same checks
 before anything heavy loads, the same run folder (default: the command line's ``hydra.run.dir``,
 ``outputs/runs/<date>/<time>_<task>_<pooling>_s<seed>`` under the current folder) with the same
-files, and the same record (:class:`~maxpoolbert.runs.rundir.RunRecord`, also in ``results.json``).
+files, and the same record (:class:`~maxpoolbert.runs.record.RunRecord`, also in ``results.json``).
 A refusal is raised (:class:`~maxpoolbert.core.errors.UserError`, its text the command line's one line
 without ``error:``) instead of ending the process; an already finished folder is skipped (its
 record returned) unless ``skip_finished=false``.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from maxpoolbert.runs.rundir import RunRecord
+    from maxpoolbert.runs.record import RunRecord
 
 # Folders taken from the environment, made absolute against the folder the user started in, once:
 # a relative GLUE_DIR then means the same folder in every job of a sweep, a SLURM job and a later
@@ -51,11 +51,11 @@ def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = 
     from hydra.core.utils import configure_log
     from omegaconf import open_dict, read_write
 
+    from maxpoolbert.config.schema import additions, check_command_line
+    from maxpoolbert.core.errors import UserError
     from maxpoolbert.launch.callbacks import check_single_run
     from maxpoolbert.runs.context import RunContext
-    from maxpoolbert.core.errors import UserError
-    from maxpoolbert.runs.rundir import RunFolderConflict
-    from maxpoolbert.config.schema import additions, check_command_line
+    from maxpoolbert.runs.folder import RunFolderConflict
     from maxpoolbert.tasks.task import CONFIGS
 
     args = [str(o) for o in overrides]

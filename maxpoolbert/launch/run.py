@@ -5,7 +5,8 @@ the model, the data, the trainer and the logger from the config; fit (or resume)
 results; write them. The task, encoder, tokenizer, pooling, optimizer, Trainer and logger are
 instantiated from their config groups (``hydra.utils.instantiate``); the classifier, data module
 and training module take their sections' values as keyword arguments.
-Where the rest lives: the run folder, the run record and a run's identity in :mod:`maxpoolbert.runs.rundir`;
+Where the rest lives: the run folder, the run record and a run's identity in :mod:`maxpoolbert.runs` (``folder``,
+``record``, ``identity``);
 the Trainer, devices, threads and the Throughput callback in :mod:`maxpoolbert.training.trainer`; the
 optimizer policy in :mod:`maxpoolbert.training.optim`; the logger's life in :mod:`maxpoolbert.training.loggers`;
 checkpoint writing and resuming in :mod:`maxpoolbert.training.checkpointing`.
@@ -34,25 +35,30 @@ import transformers
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from maxpoolbert.model import encoders
-
-from maxpoolbert.training import loggers, optim
-
-from maxpoolbert.runs import rundir
-
 from maxpoolbert.config import schema
-
-from maxpoolbert.tasks import task as tasks
 from maxpoolbert.core import metrics as M
-from maxpoolbert.training.checkpointing import ResumeCheckpoint
-from maxpoolbert.runs.context import RunContext
-from maxpoolbert.training.data import TaskDataModule
 from maxpoolbert.core.errors import UserError, WriteFailed, fail, user_error
-from maxpoolbert.model.layers import reinit_top_layers
+from maxpoolbert.core.io import set_aside
+from maxpoolbert.launch.sweeps import record_in_use
+from maxpoolbert.model import encoders
 from maxpoolbert.model.classifier import PooledClassifier
-from maxpoolbert.training.module import GlueModule
-from maxpoolbert.runs.rundir import RunFolder, RunFolderBusy, RunFolderConflict, RunRecord
+from maxpoolbert.model.layers import reinit_top_layers
+from maxpoolbert.runs.context import RunContext
+from maxpoolbert.runs.folder import (
+    REPLACED,
+    RERUN_FAILED,
+    RunFolder,
+    RunFolderBusy,
+    RunFolderConflict,
+)
+from maxpoolbert.runs.identity import neutral_keys, settings, settings_id
+from maxpoolbert.runs.record import RunRecord, fingerprint
+from maxpoolbert.tasks import task as tasks
 from maxpoolbert.tasks.task import HELDOUT, Task
+from maxpoolbert.training import loggers, optim
+from maxpoolbert.training.checkpointing import ResumeCheckpoint
+from maxpoolbert.training.data import TaskDataModule
+from maxpoolbert.training.module import GlueModule
 from maxpoolbert.training.trainer import (
     Interruption,
     Throughput,
@@ -245,14 +251,14 @@ def run(cfg: DictConfig, ctx: RunContext, this: Launch | None = None) -> RunReco
         train_samples = throughput.train_samples(trainer)  # every process takes part
         if not trainer.is_global_zero:
             return {"score": score}
-        identity = rundir.settings(cfg, rundir.neutral_keys(hydra_cfg))
+        identity = settings(cfg, neutral_keys(hydra_cfg))
         record = RunRecord(
             task=task.name, pooling=cfg.pooling.name, model=cfg.model.name, seed=int(cfg.seed),
             metrics=metrics, score=score, task_info=task.info(),
-            settings=identity, settings_id=rundir.settings_id(identity),
+            settings=identity, settings_id=settings_id(identity),
             train_size=cfg.data.train_size, n_train=len(dm.splits["train"]), n_train_full=dm.n_train_full,
             n_dev={k: len(evals[k]["index"]) for k in task.eval},
-            dev_data={k: rundir.fingerprint(evals[k]["label"]) for k in task.eval},
+            dev_data={k: fingerprint(evals[k]["label"]) for k in task.eval},
             majority_score=majority_score(task, dm.splits["train"].labels, evals),
             history=module.history,
             selected={"select": cfg.eval.select, "index": chosen,
@@ -273,7 +279,7 @@ def run(cfg: DictConfig, ctx: RunContext, this: Launch | None = None) -> RunReco
         # finished, so a kill before it leaves a run that a relaunch completes. A re-run of a
         # finished run (skip_finished=false) keeps the earlier record until it has its own to write.
         if finished is not None:
-            kept = [rundir.set_aside(p, rundir.REPLACED).name for p in (folder.results, folder.model_file)
+            kept = [set_aside(p, REPLACED).name for p in (folder.results, folder.model_file)
                     if p.exists()]
             log.info("the earlier run's files in %s are kept as %s", folder.path, " and ".join(kept))
         folder.write_predictions({split: evals[split] for split in task.eval}, task.is_regression)
@@ -356,7 +362,7 @@ def launch(cfg: DictConfig, ctx: RunContext, raises: bool = False) -> RunRecord 
     except RunFolderBusy:
         if not multirun:
             refuse(folder.in_use(key))
-        rundir.record_in_use(ctx.sweep_dir, folder, folder.in_use(key))
+        record_in_use(ctx.sweep_dir, folder, folder.in_use(key))
         # printed, not logged: the job's log file is in the folder, the other process's
         print(f"job refused: {folder.in_use(key)}", file=sys.stderr, flush=True)
         return None
@@ -389,7 +395,7 @@ def launch(cfg: DictConfig, ctx: RunContext, raises: bool = False) -> RunRecord 
         written = folder.write_failed(err, user is not None, None if user else traceback.format_exc(), this.steps,
                                       quiet)
         folder.record_launch("failed", quiet, error=f"{type(err).__name__}: {err}", steps=this.steps)
-        if written.name == rundir.RERUN_FAILED:
+        if written.name == RERUN_FAILED:
             log.warning("this re-run of a finished run failed (recorded in %s); the earlier results in %s stay the "
                         "run's", written, folder.results.name)
         if multirun:

@@ -13,9 +13,12 @@ No torch here: Hydra imports plugins on every command.
 from __future__ import annotations
 
 import _thread
+import json
 import logging
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -27,8 +30,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict
 
-from maxpoolbert.runs import rundir
 from maxpoolbert.core.errors import UserError, check_path_names, fail
+from maxpoolbert.runs.folder import LAUNCH_ENV, RunFolder
 
 log = logging.getLogger("maxpoolbert")
 
@@ -49,7 +52,7 @@ class _SkipFinished:
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = num
         HydraConfig.instance().set_config(cfg)
-        return cfg, rundir.RunFolder(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir))
+        return cfg, RunFolder(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir))
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         if "hydra.job.num" in str(OmegaConf.to_container(self.config.hydra.sweep)["subdir"]):
@@ -203,3 +206,36 @@ class WatchedSlurmLaunch:
                         job.cancel(check=False)
                     _thread.interrupt_main()  # submitit would wait for the cancelled jobs' results
                     return
+
+
+# ---------------------------------------------------------------------------- a sweep's folder
+IN_USE = "refused_in_use.jsonl"  # in a sweep folder: jobs refused because another process ran their folder
+
+
+
+
+def record_in_use(sweep_dir: str | os.PathLike, folder: RunFolder, message: str) -> None:
+    """A job of this launch refused because another process runs its folder: one line in the sweep
+    folder's ``refused_in_use.jsonl`` (the job's own folder is the other process's: untouched)."""
+    entry = {"launch": os.environ.get(LAUNCH_ENV), "folder": str(folder.path), "error": message,
+             "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        with (Path(sweep_dir) / IN_USE).open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+    except OSError as err:
+        log.warning("could not record the refusal in %s: %s", Path(sweep_dir) / IN_USE, err)
+
+
+def refused_in_use(sweep_dir: str | os.PathLike, launch: str | None) -> list[tuple[Path, str]]:
+    """``(folder, message)`` of the jobs of ``launch`` refused because their folder was in use."""
+    path = Path(sweep_dir) / IN_USE
+    out = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and entry.get("launch") == launch:
+                out.append((Path(entry.get("folder", "")), str(entry.get("error", ""))))
+    return out

@@ -22,8 +22,8 @@ from transformers import (
 )
 from transformers.utils import cached_file
 
-from maxpoolbert.model import folder as model_folder
 from maxpoolbert.core.errors import UserError
+from maxpoolbert.model import folder as model_folder
 from maxpoolbert.model.families import family_of
 from maxpoolbert.model.folder import resolve  # noqa: F401 - where callers have found it
 

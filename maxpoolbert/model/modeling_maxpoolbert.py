@@ -18,8 +18,8 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from . import pooling as strategies
-from .families import family_of
 from .classifier import PooledClassifier
+from .families import family_of
 from .pooling import Pooling
 
 

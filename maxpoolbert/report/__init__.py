@@ -4,7 +4,7 @@ Run as ``python -m maxpoolbert.report [--runs DIR] [--out DIR] [--from-wandb ENT
 [--select KEY [--select-on all|half]] [--effect POINTS] [--bootstrap B]``; a ``report.yaml`` in the
 ``--runs`` folder holds defaults for these options (the command line wins).
 
-Every finished run leaves a folder with its record, ``results.json`` (:mod:`maxpoolbert.runs.rundir`). This module reads all of
+Every finished run leaves a folder with its record, ``results.json`` (:mod:`maxpoolbert.runs.folder`). This module reads all of
 them under ``--runs`` (default ``$RUNS`` or ``outputs``), or the same summaries from W&B, and
 writes into ``--out`` (default ``reports``):
 

@@ -31,7 +31,7 @@ import pandas as pd
 from maxpoolbert.core.metrics import compute, glue_score
 from maxpoolbert.report.collect import DEGENERATE_TOL
 from maxpoolbert.report.rows import evaluation
-from maxpoolbert.runs.rundir import RunFolder
+from maxpoolbert.runs.folder import RunFolder
 
 MATCH = 1e-9   # a constant label "reproduces" the recorded majority score this closely
 

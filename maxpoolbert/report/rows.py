@@ -15,7 +15,8 @@ import pandas as pd
 
 from maxpoolbert.core.metrics import compute, glue_score
 from maxpoolbert.report.collect import SelectionError
-from maxpoolbert.runs.rundir import ARCHIVES, RunFolder, RunRecord
+from maxpoolbert.runs.folder import ARCHIVES, RunFolder
+from maxpoolbert.runs.record import RunRecord
 from maxpoolbert.tasks.task import HELDOUT
 
 ROWS = ("dev", HELDOUT)

@@ -80,7 +80,7 @@ class RunContext:
 
         if self.hydra is not None:
             return self.hydra
-        from maxpoolbert.runs.rundir import neutral_keys
+        from maxpoolbert.runs.identity import neutral_keys
 
         return OmegaConf.create({
             "mode": MULTIRUN if self.multirun else RUN,

@@ -26,8 +26,8 @@ from pydantic import Field
 
 from maxpoolbert.core.errors import UserError
 from maxpoolbert.core.metrics import METRICS, metrics_label
-from maxpoolbert.tasks.readers import READERS, BadRecord
 from maxpoolbert.core.values import Columns, PositiveInt, Text
+from maxpoolbert.tasks.readers import READERS, BadRecord
 
 # The split name of the held-out rows of the training file (data.heldout_size): predicted and recorded
 # like a dev split, read (its labels included) from the task's training file.

@@ -1,5 +1,5 @@
 """Resume checkpoints: one rolling ``checkpoints/last.ckpt`` per run, written atomically in the
-run folder itself. Loading and repairing them on a relaunch is :mod:`maxpoolbert.runs.rundir`'s."""
+run folder itself. Loading and repairing them on a relaunch is :mod:`maxpoolbert.runs.folder`'s."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from maxpoolbert.runs.rundir import LAST_CKPT, synced, write_through
+from maxpoolbert.core.io import synced, write_through
+from maxpoolbert.runs.folder import LAST_CKPT
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -17,7 +18,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     checkpoint or the new one, never a partial file, and nothing in ``$TMPDIR``. (Lightning's own
     writer stages the file in ``$TMPDIR`` and copies it into place, which is not atomic when the
     two are on different filesystems, the usual cluster layout.) A partial temporary file left by
-    a kill is removed at the next start (:meth:`maxpoolbert.runs.rundir.RunFolder.clean_stale_tmp`).
+    a kill is removed at the next start (:meth:`maxpoolbert.runs.folder.RunFolder.clean_stale_tmp`).
 
     A full disk, a spent quota or a read-only filesystem raise
     :class:`~maxpoolbert.core.errors.WriteFailed` (``torch.save`` itself reports them as

@@ -46,7 +46,7 @@ def run_id(run_dir: Path) -> str:
     """The W&B run id of this run folder, made on its first start and kept there: a resumed run
     (killed, requeued, relaunched) continues its own W&B run instead of starting a new one, online
     or offline (``wandb sync`` then uploads all parts into that one run)."""
-    from maxpoolbert.runs.rundir import RunFolder
+    from maxpoolbert.runs.folder import RunFolder
 
     alphabet = string.ascii_lowercase + string.digits  # W&B's own id format: 8 of these
     return RunFolder(run_dir).wandb_id(lambda: "".join(secrets.choice(alphabet) for _ in range(8)))

@@ -13,11 +13,11 @@ from transformers import get_linear_schedule_with_warmup
 
 from maxpoolbert.core import metrics as M
 from maxpoolbert.core.errors import UserError
+from maxpoolbert.model.classifier import PooledClassifier
 from maxpoolbert.model.layers import layer_decay_groups
+from maxpoolbert.tasks.task import HELDOUT, Task
 from maxpoolbert.training.live_metrics import LIVE
 from maxpoolbert.training.memory import release as release_memory
-from maxpoolbert.model.classifier import PooledClassifier
-from maxpoolbert.tasks.task import HELDOUT, Task
 
 STATIC_SHAPES = 64  # compiled graphs a statically compiled run may hold (speed.compile_dynamic=false)
 

@@ -27,9 +27,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from maxpoolbert.training.checkpointing import AtomicCheckpointIO
-from maxpoolbert.runs.context import RunContext
 from maxpoolbert.core.errors import UserError
+from maxpoolbert.runs.context import RunContext
+from maxpoolbert.training.checkpointing import AtomicCheckpointIO
 
 log = logging.getLogger("maxpoolbert")
 

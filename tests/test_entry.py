@@ -135,7 +135,7 @@ def test_only_the_context_reads_hydras_runtime():
     readers = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "maxpoolbert").rglob("*.py")
                      if re.search(r"HydraConfig(\.get\(\)|\.initialized\(\)|\(\)\.cfg)", p.read_text()))
     assert readers == ["maxpoolbert/runs/context.py"]
-    assert "HydraConfig" not in Path(ROOT / "maxpoolbert" / "run.py").read_text()
+    assert "HydraConfig" not in Path(ROOT / "maxpoolbert" / "launch" / "run.py").read_text()
 
 
 @pytest.mark.parametrize("mode, key", [("RUN", "hydra.run.dir"), ("MULTIRUN", "hydra.sweep.dir")])

@@ -186,3 +186,45 @@ def test_every_canonical_target_is_still_found():
     assert len(names) >= 6
     lost = sorted(n for n in names if targets.current(n) not in targets.allowed())
     assert not lost, f"moved without a line in maxpoolbert/config/targets.py MOVED: {lost}"
+
+
+def test_a_run_folder_of_the_flat_layout_still_builds(real_glue, cache_dir, tmp_path, monkeypatch):
+    """A run folder written before issue 29 moved the modules into the layers' sub-packages stores the
+    old ``_target_`` paths (``maxpoolbert.pooling.MaxPooling``, ``maxpoolbert.encoders.random_bert``,
+    ``maxpoolbert.tasks.Task`` ...), which no module has any more. Such a folder keeps its identity;
+    ``predict`` (and ``export``, through the same loading) builds from it the same task and classifier:
+    its weights load and it gives the outputs of the one built from today's paths; the report reads
+    its task; a relaunch with today's configs finds its own settings and skips it."""
+    import torch
+
+    import maxpoolbert
+    from maxpoolbert import predict
+    from maxpoolbert.config import targets
+    from maxpoolbert.tasks.task import from_config
+
+    monkeypatch.setenv("MAXPOOLBERT_CACHE", str(cache_dir))
+    overrides = ["task=rte", "model=tiny", "pooling=max", "data.train_size=32", "trainer.max_steps=2", "logger=none",
+                 "speed.threads=1"]
+    run = tmp_path / "run"
+    record = maxpoolbert.train(overrides, output_dir=run)
+    today = OmegaConf.load(run / CONFIG)
+    flat = OmegaConf.create(_with_targets(OmegaConf.to_container(today, resolve=False),
+                                          lambda name: targets.canonical(name)))  # as the flat layout wrote it
+    names = {v for k, v in identity._flat(OmegaConf.to_container(flat, resolve=False)).items() if k.endswith("_target_")}
+    assert {"maxpoolbert.pooling.MaxPooling", "maxpoolbert.encoders.random_bert", "maxpoolbert.encoders.tokenizer",
+            "maxpoolbert.tasks.Task", "maxpoolbert.optim.adamw"} <= names
+    (run / CONFIG).write_text(OmegaConf.to_yaml(flat))
+
+    assert identity.settings_id(identity.settings(flat)) == record.settings_id
+    cfg = predict.load_run(run)  # checked (the old names are allowed) and at today's paths
+    task, _, model = predict.load_trained(run, cfg)
+    _, _, want = predict.load_trained(run, today)
+    assert type(model.pooling).__module__ == "maxpoolbert.model.pooling"
+    ids = torch.tensor([[101, 7592, 2088, 102, 2129, 102]])
+    with torch.no_grad():
+        assert torch.equal(model(ids, torch.ones_like(ids), torch.zeros_like(ids)),
+                           want(ids, torch.ones_like(ids), torch.zeros_like(ids)))
+    assert from_config(flat.task) == task == from_config(today.task)
+    assert RunFolder(run).read()[0].settings_id == record.settings_id  # its record, read with the old config
+    again = maxpoolbert.train(overrides, output_dir=run)  # a relaunch: finished, same settings, skipped
+    assert again.settings_id == record.settings_id and again.score == record.score

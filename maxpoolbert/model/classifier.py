@@ -23,10 +23,8 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-try:  # a model folder that export wrote holds this file without the package: a plain ValueError there
-    from maxpoolbert.core.errors import UserError
-except ImportError:
-    UserError = ValueError
+from maxpoolbert.core.errors import UserError
+
 from .families import family_of
 from .pooling import Pooling
 

@@ -35,10 +35,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 from transformers.activations import ACT2FN, get_activation
 
-try:  # a model folder that export wrote holds this file without the package: a plain ValueError there
-    from maxpoolbert.core.errors import UserError
-except ImportError:
-    UserError = ValueError
+from maxpoolbert.core.errors import UserError
 
 
 def _bert_dropout(config) -> float:

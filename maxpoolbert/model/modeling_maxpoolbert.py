@@ -1,10 +1,10 @@
 """A fine-tuned classifier as a Hugging Face model with its own code (``trust_remote_code=True``).
 
 ``python -m maxpoolbert.export`` writes runs whose head no stock ``transformers`` class has (every
-pooling but ``cls``) with this module: ``save_pretrained`` copies this file and the modules it
-imports relatively (``classifier``, ``pooling``, ``families``, which import only torch, transformers
-and, where the package is installed, its ``UserError``) into the model folder and names the classes
-in ``config.json``'s ``auto_map``, so
+pooling but ``cls``) with this module: it copies this file and the modules it imports (``classifier``,
+``pooling``, ``families`` beside it, ``core/errors.py``; torch, transformers and the standard library
+besides) flat into the model folder, the package's own imports made relative
+(:data:`maxpoolbert.export.CODE`), and names the classes in ``config.json``'s ``auto_map``, so
 
     AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
 

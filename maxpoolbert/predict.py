@@ -40,7 +40,8 @@ from maxpoolbert.core.errors import UserError, check_writable_folder, fail, user
 from maxpoolbert.core.io import write_atomic
 from maxpoolbert.runs.folder import RunFolder
 from maxpoolbert.runs.record import NewerFormat
-from maxpoolbert.tasks.task import BENCHMARK_DIRS, BENCHMARKS, Task, from_config
+from maxpoolbert.tasks.benchmarks import BENCHMARK_DIRS, BENCHMARKS
+from maxpoolbert.tasks.task import Task, from_config
 
 if TYPE_CHECKING:
     import numpy as np
@@ -106,7 +107,7 @@ def load_run(run_dir: Path) -> DictConfig:
 
 
 def plan_run(run_dir: Path, data_dirs: dict[str, str | None] | None = None) -> Plan:
-    """Check a run and its test files; ``data_dirs`` (benchmark -> folder, :data:`~maxpoolbert.tasks.task.BENCHMARK_DIRS`)
+    """Check a run and its test files; ``data_dirs`` (benchmark -> folder, :data:`~maxpoolbert.tasks.benchmarks.BENCHMARK_DIRS`)
     override the run's own benchmark folders."""
     cfg = load_run(run_dir)
     folder = RunFolder(run_dir)

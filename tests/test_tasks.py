@@ -167,7 +167,7 @@ def test_every_task_has_the_design_metric_keys():
 
 
 def test_the_benchmark_folder_map_is_declared_once_and_used_everywhere():
-    """tasks.BENCHMARK_DIRS: each benchmark with a folder of its own -> its ``data`` setting. The
+    """benchmarks.BENCHMARK_DIRS: each benchmark with a folder of its own -> its ``data`` setting. The
     settings exist (configs/config.yaml), the data module takes them, the config check, the run
     folder's note and predict (--<benchmark>-dir) follow the map; no module spells the map again."""
     import inspect
@@ -177,18 +177,18 @@ def test_the_benchmark_folder_map_is_declared_once_and_used_everywhere():
 
     from maxpoolbert.predict import parse_args
     from maxpoolbert.runs.folder import RunFolder
-    from maxpoolbert.tasks import task as tasks
+    from maxpoolbert.tasks import benchmarks
     from maxpoolbert.training.data import TaskDataModule
 
     data = OmegaConf.load(ROOT / "configs" / "config.yaml").data
     params = inspect.signature(TaskDataModule).parameters
-    assert set(tasks.BENCHMARK_DIRS) < set(tasks.BENCHMARKS)
-    for name, key in tasks.BENCHMARK_DIRS.items():
+    assert set(benchmarks.BENCHMARK_DIRS) < set(benchmarks.BENCHMARKS)
+    for name, key in benchmarks.BENCHMARK_DIRS.items():
         assert key in data and key in params
         assert getattr(parse_args(["run", f"--{key.replace('_', '-')}", f"/{name}"]), key) == f"/{name}"
-    assert tasks.benchmark_dirs({"glue_dir": "/g", "superglue_dir": None}) == {"glue": "/g", "superglue": None}
+    assert benchmarks.benchmark_dirs({"glue_dir": "/g", "superglue_dir": None}) == {"glue": "/g", "superglue": None}
     cfg = OmegaConf.create({"data": {"glue_dir": "/g", "superglue_dir": None}})
     assert RunFolder("/nowhere").data_dirs(cfg) == {"glue": "/g", "superglue": None}
-    spelled = sorted(p.name for p in (ROOT / "maxpoolbert").rglob("*.py") if p != ROOT / "maxpoolbert" / "tasks" / "task.py"
-                     and re.search(r"[\"']superglue[\"']\s*:", p.read_text()))
-    assert spelled == [], f"the benchmark -> folder map spelled again in {spelled}: use tasks.BENCHMARK_DIRS"
+    spelled = sorted(p.name for p in (ROOT / "maxpoolbert").rglob("*.py")
+                     if p != ROOT / "maxpoolbert" / "tasks" / "benchmarks.py" and re.search(r"[\"']superglue[\"']\s*:", p.read_text()))
+    assert spelled == [], f"the benchmark -> folder map spelled again in {spelled}: use benchmarks.BENCHMARK_DIRS"

@@ -28,7 +28,7 @@ from maxpoolbert.runs.folder import (
     note_new_folder,
 )
 from maxpoolbert.tasks import task as tasks
-from maxpoolbert.tasks.task import check_data_dir
+from maxpoolbert.tasks.benchmarks import BENCHMARK_DIRS, benchmark_dirs, check_data_dir
 
 log = logging.getLogger("maxpoolbert")
 
@@ -140,7 +140,7 @@ def check_single_run(config: DictConfig) -> None:
     UserError (or :class:`~maxpoolbert.runs.RunFolderConflict`); :func:`maxpoolbert.train` too."""
     note_new_folder(os.path.abspath(str(config.hydra.run.dir)))  # before Hydra makes it
     check_settings(config, "hydra.run.dir")
-    dirs = tasks.benchmark_dirs(OmegaConf.select(config, "data"))
+    dirs = benchmark_dirs(OmegaConf.select(config, "data"))
     tasks.from_config(config.task, task_file(OmegaConf.to_container(config.hydra, resolve=False)))\
         .check_files(dirs)
     folder = RunFolder(os.path.abspath(str(config.hydra.run.dir)))
@@ -165,7 +165,7 @@ def check_settings(config: DictConfig, folder_key: str) -> None:
     # on the command line but missing here: swept, each job has its value
     given = {o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task}
     check(config, swept=given)
-    for key in (*(f"data.{key}" for key in tasks.BENCHMARK_DIRS.values()), "task.data_dir"):
+    for key in (*(f"data.{key}" for key in BENCHMARK_DIRS.values()), "task.data_dir"):
         check_data_dir(key, OmegaConf.select(config, key))
     check_model_folders(config)
     check_writable_folder(OmegaConf.select(config, folder_key), folder_key)

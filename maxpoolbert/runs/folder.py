@@ -71,7 +71,8 @@ from maxpoolbert.runs.record import (
     RunRecord,
     fingerprint,
 )
-from maxpoolbert.tasks.task import HELDOUT, benchmark_dirs
+from maxpoolbert.tasks.benchmarks import benchmark_dirs
+from maxpoolbert.tasks.task import HELDOUT
 from maxpoolbert.tasks.task import from_config as task_from_config
 
 log = logging.getLogger("maxpoolbert")

@@ -1,1 +1,1 @@
-"""Layer 2, what a task is: the task class and its configs, the readers of data files, the benchmarks (imports core)."""
+"""Layer 2, what a task is: the task class and its configs, the benchmarks and their data folders, the readers of data files (imports core)."""

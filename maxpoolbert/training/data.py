@@ -29,7 +29,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maxpoolbert.core.errors import UserError
-from maxpoolbert.tasks.task import HELDOUT, Task, benchmark_dirs, check_data_dir
+from maxpoolbert.tasks.benchmarks import benchmark_dirs, check_data_dir
+from maxpoolbert.tasks.task import HELDOUT, Task
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from maxpoolbert.core.errors import write_failure
 CORRUPT = ".corrupt"
 
 
-# ---------------------------------------------------------------------------- atomic files
 def tmp_path(path: Path) -> Path:
     """The temporary file beside ``path`` that an atomic write goes through."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -105,7 +105,6 @@ LAUNCH_ENV = "MAXPOOLBERT_LAUNCH"  # set by the sweep callback: which launch a j
 SIDE_FOLDERS = {"wandb", "__pycache__", "lightning_logs", CHECKPOINTS, "csv", "submission"}  # never hold runs
 
 
-# ---------------------------------------------------------------------------- the folder
 class RunFolderConflict(Exception):
     """The folder already holds a run with other settings."""
 

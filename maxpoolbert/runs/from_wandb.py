@@ -8,7 +8,6 @@ from typing import Any
 from maxpoolbert.tasks.task import task_info as configured_task_info
 
 
-# ---------------------------------------------------------------------------- W&B runs
 def wandb_plain(value: Any) -> Any:
     """W&B summary/config wrappers as plain dicts (they expose ``_json_dict``)."""
     value = getattr(value, "_json_dict", value)

@@ -31,7 +31,6 @@ from maxpoolbert.tasks.task import upgrade as upgrade_task
 UNSET = "<unset>"
 
 
-# ---------------------------------------------------------------------------- identity
 def _key(key: str) -> str:
     return str(key).replace("/", ".")
 

@@ -27,7 +27,6 @@ from maxpoolbert.tasks.task import task_info as configured_task_info
 RESULTS = "results.json"
 
 
-# ---------------------------------------------------------------------------- the record
 class RecordError(ValueError):
     """A ``results.json`` that cannot be used; ``kind`` is ``corrupt`` or ``other configuration``."""
 

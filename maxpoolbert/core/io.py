@@ -16,7 +16,7 @@ from typing import Any
 
 from maxpoolbert.core.errors import write_failure
 
-CORRUPT = ".corrupt"
+CORRUPT = ".corrupt"  # the suffix of a file that cannot be used, set aside (set_aside)
 
 
 def tmp_path(path: Path) -> Path:

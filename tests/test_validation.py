@@ -24,8 +24,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from maxpoolbert import schema
-from maxpoolbert.errors import UserError
+from maxpoolbert.config import schema
+from maxpoolbert.core.errors import UserError
 
 from .conftest import ROOT, TIMINGS
 
@@ -186,9 +186,9 @@ def run(args: list[str], cwd: Path, module: str | None = None) -> dict:
 def call(args: list[str]) -> dict:
     """``maxpoolbert.train(args)`` in this process, as ``python train.py args`` would run: the exit
     code the command line gives (2 for a refusal), its one line, and whether the refusal came
-    before the run's own code (``maxpoolbert.run.launch``: what loads torch & co.)."""
+    before the run's own code (``maxpoolbert.launch.run.launch``: what loads torch & co.)."""
     import maxpoolbert
-    from maxpoolbert import run as run_module
+    from maxpoolbert.launch import run as run_module
 
     launched = []
     real = run_module.launch
@@ -283,7 +283,7 @@ def test_the_command_line_refuses_in_one_line(tmp_path, real_glue, args, key, he
 
 
 def test_the_schema_imports_nothing_heavy():
-    code = ("import sys, maxpoolbert.callbacks, maxpoolbert.schema, maxpoolbert.tasks; "
+    code = ("import sys, maxpoolbert.launch.callbacks, maxpoolbert.config.schema, maxpoolbert.tasks.task; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'lightning', 'datasets'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -427,7 +427,7 @@ def test_damaged_model_folder_is_refused_before_torch(damaged, kind, tmp_path):
 def test_the_loaders_check_the_folder_too(damaged, kind, tmp_path):
     """predict and export load a run's encoder without the config check: the loaders refuse too,
     and a tokenizer built without a vocabulary (transformers makes one from config.json alone)."""
-    from maxpoolbert import encoders
+    from maxpoolbert.model import encoders
 
     if kind == "empty vocabulary":
         folder = tmp_path / "empty_vocab"
@@ -513,7 +513,7 @@ def test_predict_and_export_refuse_paths_before_torch(tmp_path, module, args, fo
 
 
 def test_only_keys_the_sections_do_not_have_become_additions():
-    from maxpoolbert.schema import additions
+    from maxpoolbert.config.schema import additions
 
     kept = ["data.batch_size=8", "data.batch_size=8,16", "pooling.module.k=2", "pooling=mha", "trainer.max_steps=3",
             "+data.batchsize=8", "hydra.run.dir=x", "task=rte", "task.name=x", "model.encoder.hidden_size=8",
@@ -540,7 +540,7 @@ def test_a_setting_lightning_refuses_while_it_runs_is_one_line(tmp_path, real_gl
 
 # ---------------------------------------------------------------------------- values that cannot work (issue 27)
 def _composed(*overrides: str):
-    from maxpoolbert.tasks import CONFIGS
+    from maxpoolbert.tasks.task import CONFIGS
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
@@ -597,7 +597,7 @@ def test_a_max_length_the_tokenizer_cannot_apply_is_refused(overrides, least):
 
 def test_a_folder_name_longer_than_the_filesystem_takes_is_one_line(tmp_path):
     """hydra.run.dir with a 300-character component: the check's stat raised ENAMETOOLONG (a traceback)."""
-    from maxpoolbert.errors import check_writable_folder
+    from maxpoolbert.core.errors import check_writable_folder
 
     path = tmp_path / ("x" * 300) / "run"
     with pytest.raises(UserError) as err:
@@ -626,7 +626,7 @@ def test_a_settings_default_is_declared_once_in_the_yaml():
     """configs/config.yaml sets every key of its own sections: the schema's field for it is required
     (no second default to drift, as progress_every_s's None beside the YAML's 30 did); elsewhere a
     field's only default is OMITTED (the code that uses it has the default), never a value."""
-    from maxpoolbert.rundir import _flat
+    from maxpoolbert.runs.identity import _flat
 
     own = _flat({k: v for k, v in OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "config.yaml"),
                                                            resolve=False).items() if k not in ("defaults", "hydra")})

@@ -319,8 +319,8 @@ def test_only_the_stock_pooling_class_itself_exports_as_stock():
     the mean) or a subclass computes something else, and is exported with its own code."""
     from transformers import BertConfig, BertModel
 
-    from maxpoolbert.model import pooling as P
     from maxpoolbert.export import is_stock
+    from maxpoolbert.model import pooling as P
     from maxpoolbert.model.classifier import PooledClassifier
 
     class CLSPooling(P.Pooling):  # the name of the stock one, another computation

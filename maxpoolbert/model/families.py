@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from transformers.activations import ACT2FN, get_activation
 
 from maxpoolbert.core.errors import UserError
+
 from .pooling import CLSPooling, MeanPooling
 
 

@@ -96,12 +96,18 @@ report: install
 # its page, with the report options committed beside the runs (PAGE/runs/report.yaml).
 #   make study                          the current study (reference_study_v2, docs/results_v2/), seed by seed
 #   make study STUDY=reference_study    the first study (docs/results/); more seeds: ARGS="seed=6,7,8"
+#   make study STUDY=fast_modes         bf16 autocast and torch.compile against fp32 eager (docs/fast_modes/), seed by seed
 #   make study STUDY=reference_study_full LAUNCHER=gpu_shared JOBS=4    on a GPU machine
 STUDY ?= reference_study_v2
 LAUNCHER ?= joblib
 JOBS ?= 2
 PAGE_reference_study_v2 = docs/results_v2
 LAUNCH_reference_study_v2 = PYTHON="$(PYTHON)" JOBS=$(JOBS) scripts/study_v2.sh
+PAGE_fast_modes = docs/fast_modes
+LAUNCH_fast_modes = status=0; for seed in 1 2 3 4 5; do $(PYTHON) train.py -m experiment=fast_modes study.mode=fp32,bf16 \
+	hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) hydra.sweeper.params.seed=$$seed || status=1; done; \
+	$(PYTHON) train.py -m experiment=fast_modes study.mode=compile hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
+	hydra.sweeper.params.seed=1,2,3 || status=1; exit $$status
 PAGE ?= $(or $(PAGE_$(STUDY)),docs/results)
 LAUNCH ?= $(or $(LAUNCH_$(STUDY)),$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=$(LAUNCHER) hydra.launcher.n_jobs=$(JOBS) $(ARGS) $(SETTINGS))
 study: install

@@ -8,7 +8,7 @@ task's class names as ``id2label`` / ``label2id`` (``problem_type`` ``regression
   ``pooling=mean``) becomes the family's own ``<Family>ForSequenceClassification``: it loads with
   ``AutoModelForSequenceClassification.from_pretrained(OUT_DIR)``, plain ``transformers``;
 * any other run becomes ``MaxPoolBertForSequenceClassification`` with its code in the folder
-  (:mod:`maxpoolbert.modeling_maxpoolbert`): it loads with ``trust_remote_code=True``, without this
+  (:mod:`maxpoolbert.model.modeling_maxpoolbert`): it loads with ``trust_remote_code=True``, without this
   project installed.
 
 Before the folder appears, the written model is loaded back and must give the run's outputs on a
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import shutil
 import socket
 import sys
@@ -32,17 +33,25 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from maxpoolbert import signatures
-from maxpoolbert.errors import UserError, check_writable_folder, fail, user_error
+from maxpoolbert.core import signatures
+from maxpoolbert.core.errors import UserError, check_writable_folder, fail, user_error
+from maxpoolbert.core.io import umask
 from maxpoolbert.predict import load_run, load_trained
-from maxpoolbert.rundir import umask
-from maxpoolbert.tasks import Task
+from maxpoolbert.tasks.task import Task
 
 if TYPE_CHECKING:
-    from maxpoolbert.model import PooledClassifier
+    from maxpoolbert.model.classifier import PooledClassifier
 
-# The run folder and OUT_DIR are checked (rundir: no torch) before torch and transformers are
+# The run folder and OUT_DIR are checked (runs.folder: no torch) before torch and transformers are
 # imported (inside the functions that build and write the model): a wrong path is answered at once.
+
+# The code of a MaxPoolBertForSequenceClassification folder (``trust_remote_code=True``): these modules
+# of the package, flat beside the folder's config.json, as transformers loads them; their imports of
+# the package itself made relative to the folder (FLAT_IMPORTS): the folder loads without the package.
+CODE = ("model/modeling_maxpoolbert.py", "model/classifier.py", "model/pooling.py", "model/families.py", "core/errors.py")
+FLAT_IMPORTS = {"from maxpoolbert.core.errors import": "from .errors import"}
+AUTO_MAP = {"AutoConfig": "modeling_maxpoolbert.MaxPoolBertConfig",
+            "AutoModelForSequenceClassification": "modeling_maxpoolbert.MaxPoolBertForSequenceClassification"}
 
 CHECK_TEXTS = (["A man is playing a flute.", "Short."], ["Someone plays music on a flute today.", "Ok"])
 
@@ -53,7 +62,7 @@ def is_stock(model: PooledClassifier) -> bool:
 
     family = model.family
     return (family.has_stock_head and not isinstance(model.pooler, torch.nn.Identity)
-            and type(model.pooling).__name__ in family.stock_pooling)
+            and type(model.pooling) in family.stock_pooling)
 
 
 def labels(task: Task) -> dict:
@@ -78,7 +87,7 @@ def stock_model(model: PooledClassifier, task: Task):
     family = model.family
     config = AutoConfig.for_model(**encoder_config(model))
     config.num_labels = task.num_labels
-    for key, value in {**labels(task), **family.stock_pooling[type(model.pooling).__name__]}.items():
+    for key, value in {**labels(task), **family.stock_pooling[type(model.pooling)]}.items():
         setattr(config, key, value)
     stock = AutoModelForSequenceClassification.from_config(config)
     state = {family.stock_key(k): v for k, v in model.state_dict().items()}
@@ -89,25 +98,36 @@ def stock_model(model: PooledClassifier, task: Task):
 def remote_code_model(model: PooledClassifier, task: Task, cfg: DictConfig):
     """``MaxPoolBertForSequenceClassification`` with the run's weights, registered so that
     ``save_pretrained`` writes its code into the folder."""
-    from maxpoolbert import modeling_maxpoolbert as M
+    from maxpoolbert.model import modeling_maxpoolbert as M
 
     given = OmegaConf.to_container(cfg.pooling.module, resolve=True)
     target = given.pop("_target_")
     # every option of the strategy, the ones its YAML leaves out at its class's declared default
-    options = {**signatures.defaults(target, skip=("self", "encoder_config")), **given}
+    options = signatures.with_defaults(target, given)
     module, _, name = target.rpartition(".")
-    if module != "maxpoolbert.pooling":
+    if module != "maxpoolbert.model.pooling":
         raise UserError(f"pooling {name} is defined in {module}: export writes only the strategies of "
-                        "maxpoolbert.pooling into a model folder")
+                        "maxpoolbert.model.pooling into a model folder")
     config = M.MaxPoolBertConfig(
         encoder=encoder_config(model), pooling={"class": name, "options": options},
         use_pooler=bool(cfg.head.use_pooler), head_dropout=cfg.head.dropout,
         num_labels=task.num_labels, **labels(task))
-    M.MaxPoolBertConfig.register_for_auto_class()
-    M.MaxPoolBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+    config.auto_map = dict(AUTO_MAP)  # its code: written beside it (write_code)
     hf = M.MaxPoolBertForSequenceClassification(config)
     hf.model.load_state_dict(model.state_dict(), strict=True)
     return hf
+
+
+def write_code(folder: Path) -> None:
+    """The model's code (:data:`CODE`) into ``folder``, flat, its imports of the package made relative."""
+    package = Path(__file__).resolve().parent
+    for rel in CODE:
+        text = (package / rel).read_text(encoding="utf-8")
+        for project, flat in FLAT_IMPORTS.items():
+            text = text.replace(project, flat)
+        if re.search(r"^\s*(from|import)\s+maxpoolbert\b", text, re.M):
+            raise RuntimeError(f"maxpoolbert/{rel} imports the package beyond FLAT_IMPORTS: it cannot go into a model folder")
+        (folder / Path(rel).name).write_text(text, encoding="utf-8")
 
 
 def check_outputs(model: PooledClassifier, folder: Path, remote: bool) -> float:
@@ -181,6 +201,8 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(out_dir) + f"{os.getpid()}.", dir=out_dir.parent))
     try:
         hf.save_pretrained(tmp)
+        if not stock:
+            write_code(tmp)
         if not model.use_token_type_ids:  # the tokenizer returns only what the model takes
             names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
             tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = names

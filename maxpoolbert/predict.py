@@ -4,7 +4,7 @@
 
 A finished run folder (``train.py`` with ``save_model=true``) holds ``.hydra/config.yaml``,
 ``results.json`` and ``model.safetensors``. The classifier is rebuilt from the config
-(:func:`maxpoolbert.run.build`), the trained weights are loaded over it, and each test split of
+(:func:`maxpoolbert.launch.run.build`), the trained weights are loaded over it, and each test split of
 the task is written to ``<SubmissionName>.tsv`` (``RTE.tsv``, ``MNLI-m.tsv``, ``MNLI-mm.tsv`` ...)
 with the header ``index<TAB>prediction`` and one row per test example, in file order:
 
@@ -35,18 +35,21 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from maxpoolbert import targets
-from maxpoolbert.errors import UserError, check_writable_folder, fail, user_error
-from maxpoolbert.rundir import NewerFormat, RunFolder, write_atomic
-from maxpoolbert.tasks import BENCHMARK_DIRS, BENCHMARKS, Task, from_config
+from maxpoolbert.config import targets
+from maxpoolbert.core.errors import UserError, check_writable_folder, fail, user_error
+from maxpoolbert.core.io import write_atomic
+from maxpoolbert.runs.folder import RunFolder
+from maxpoolbert.runs.record import NewerFormat
+from maxpoolbert.tasks.benchmarks import BENCHMARK_DIRS, BENCHMARKS
+from maxpoolbert.tasks.task import Task, from_config
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from maxpoolbert.data import Encoded, TaskDataModule
-    from maxpoolbert.model import PooledClassifier
+    from maxpoolbert.model.classifier import PooledClassifier
+    from maxpoolbert.training.data import Encoded, TaskDataModule
 
-# Every run and test file is checked (rundir, tasks: no torch) before torch, transformers and
+# Every run and test file is checked (runs.folder, tasks: no torch) before torch, transformers and
 # lightning are imported (inside the functions that predict): a wrong path is answered at once.
 
 SUBMISSION_DIR = "submission"
@@ -100,11 +103,11 @@ def load_run(run_dir: Path) -> DictConfig:
     if cfg is None:
         raise UserError(f"{run_dir} has no {folder.config_file.relative_to(run_dir)} (not a run folder written by train.py)")
     targets.check(cfg, folder.config_file)  # data: it builds only this project's own classes
-    return cfg
+    return targets.relocated(cfg)  # a run folder of an older layout names its classes' old paths
 
 
 def plan_run(run_dir: Path, data_dirs: dict[str, str | None] | None = None) -> Plan:
-    """Check a run and its test files; ``data_dirs`` (benchmark -> folder, :data:`~maxpoolbert.tasks.BENCHMARK_DIRS`)
+    """Check a run and its test files; ``data_dirs`` (benchmark -> folder, :data:`~maxpoolbert.tasks.benchmarks.BENCHMARK_DIRS`)
     override the run's own benchmark folders."""
     cfg = load_run(run_dir)
     folder = RunFolder(run_dir)
@@ -149,7 +152,7 @@ def predict_split(model: PooledClassifier, dm: TaskDataModule, data: Encoded, na
     import numpy as np
     import torch
 
-    from maxpoolbert.trainer import duration
+    from maxpoolbert.training.trainer import duration
 
     model.eval()
     device = next(model.parameters()).device
@@ -197,7 +200,7 @@ def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[Task, object, PooledCl
     import torch
     from safetensors.torch import load_model
 
-    from maxpoolbert.run import build
+    from maxpoolbert.launch.run import build
 
     task, tokenizer, model = build(cfg)
     folder = RunFolder(run_dir)
@@ -215,7 +218,7 @@ def load_trained(run_dir: Path, cfg: DictConfig) -> tuple[Task, object, PooledCl
 def predict_run(plan: Plan, out_dir: Path, batch_size: int | None = None,
                 every_s: float | None = PROGRESS_EVERY_S) -> list[Path]:
     """Predict every target of one run into ``out_dir``; returns the files written."""
-    from maxpoolbert.data import TaskDataModule
+    from maxpoolbert.training.data import TaskDataModule
 
     _, tokenizer, model = load_trained(plan.run_dir, plan.cfg)
     dirs = plan.data_dirs

@@ -7,7 +7,7 @@ in the repository; the report reads the labels back from the task's files, GLUE_
 
 import sys
 
-from maxpoolbert.rundir import find_run_folders
+from maxpoolbert.runs.folder import find_run_folders
 
 
 def main(root: str) -> None:

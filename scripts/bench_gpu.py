@@ -66,7 +66,7 @@ def rows_of(task: str, args) -> int | None:
 
 
 def ours(task: str, epochs: int, args, work: Path, name: str, extra: tuple[str, ...] = ()) -> dict:
-    from maxpoolbert.rundir import RunFolder
+    from maxpoolbert.runs.folder import RunFolder
 
     run_dir = work / "runs" / name
     rows = rows_of(task, args)
@@ -84,7 +84,7 @@ def ours(task: str, epochs: int, args, work: Path, name: str, extra: tuple[str, 
 
 
 def hf(task: str, epochs: int, padding: str, args, work: Path, name: str) -> dict:
-    from maxpoolbert.encoders import resolve
+    from maxpoolbert.model.encoders import resolve
 
     spec_task = load_task(task)
     rows = rows_of(task, args)

@@ -166,7 +166,7 @@ def run_sweep(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         wall = time.perf_counter() - started
     cpu = children_cpu() - cpu0  # every process of the sweep, reaped
     if mode.startswith("ours"):
-        from maxpoolbert.rundir import find_run_folders
+        from maxpoolbert.runs.folder import find_run_folders
 
         scores = [f.record().score for f in find_run_folders(work / "sweep") if f.record() is not None]
     else:

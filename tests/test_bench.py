@@ -15,7 +15,7 @@ spec.loader.exec_module(bench)
 def test_training_flops_counts_real_tokens_of_the_embedded_model():
     from transformers import AutoTokenizer
 
-    from maxpoolbert.encoders import resolve
+    from maxpoolbert.model.encoders import resolve
 
     rows = {"text_a": ["a short one.", "a somewhat longer sentence with more words in it", "x"],
             "text_b": ["and its pair.", "pair", "another pair here"], "label": [0, 1, 0]}

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maxpoolbert import rundir
-from maxpoolbert.data import Collator, Encoded
+from maxpoolbert.runs.folder import PREDICTIONS
+from maxpoolbert.runs.record import RESULTS
+from maxpoolbert.training.data import Collator, Encoded
 
 from .conftest import run_train
 
@@ -43,7 +44,7 @@ def runs(real_glue, tmp_path_factory, cache_dir):
 
 
 def _record(folder):
-    return json.loads((folder / rundir.RESULTS).read_text())
+    return json.loads((folder / RESULTS).read_text())
 
 
 @pytest.mark.slow
@@ -58,7 +59,7 @@ def test_buckets_bound_the_compiled_graphs(runs):
 
 @pytest.mark.slow
 def test_compiled_predictions_are_the_uncompiled_ones_within_float_noise(runs):
-    eager = pd.read_csv(runs / "stsb_eager" / rundir.PREDICTIONS, sep="\t")
-    compiled = pd.read_csv(runs / "stsb_compiled" / rundir.PREDICTIONS, sep="\t")
+    eager = pd.read_csv(runs / "stsb_eager" / PREDICTIONS, sep="\t")
+    compiled = pd.read_csv(runs / "stsb_compiled" / PREDICTIONS, sep="\t")
     assert (eager["index"] == compiled["index"]).all()
     np.testing.assert_allclose(compiled["prediction"], eager["prediction"], atol=1e-4)

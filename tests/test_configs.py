@@ -25,8 +25,8 @@ from hydra.types import HydraContext
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf, open_dict
 
-from maxpoolbert import schema
-from maxpoolbert.errors import UserError
+from maxpoolbert.config import schema
+from maxpoolbert.core.errors import UserError
 
 from .conftest import CONFIGS, config_groups, config_names, run_train
 
@@ -93,14 +93,14 @@ def node(cfg, group: str):
 
 
 def check_task(cfg, ctx):
-    from maxpoolbert.tasks import from_config
+    from maxpoolbert.tasks.task import from_config
 
     task = from_config(cfg.task)
     assert isinstance(task, get_class(cfg.task._target_)) and task.name == cfg.task.name and task.metric_keys
 
 
 def check_pooling(cfg, ctx):
-    from maxpoolbert.pooling import Pooling
+    from maxpoolbert.model.pooling import Pooling
 
     encoder = transformers.BertConfig(hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
                                       intermediate_size=64, max_position_embeddings=cfg.data.max_length)
@@ -117,9 +117,9 @@ def check_model(cfg, ctx):
     """Encoder and tokenizer; a hub preset (or model=auto) loads a tiny random checkpoint of its
     family instead, offline."""
     name = cfg.hydra.runtime.choices.model
-    assert cfg.model.encoder._target_.startswith("maxpoolbert.encoders.")
+    assert cfg.model.encoder._target_.startswith("maxpoolbert.model.encoders.")
     family = None
-    if cfg.model.encoder._target_ == "maxpoolbert.encoders.pretrained":
+    if cfg.model.encoder._target_ == "maxpoolbert.model.encoders.pretrained":
         if OmegaConf.is_missing(cfg.model, "name_or_path"):  # model=auto: any checkpoint
             family = "bert"
         elif not cfg.model.name_or_path.startswith("pkg:"):  # the hub
@@ -138,7 +138,7 @@ def check_model(cfg, ctx):
 
 
 def check_optimizer(cfg, ctx):
-    from maxpoolbert import optim
+    from maxpoolbert.training import optim
 
     layer = torch.nn.Linear(4, 2)
     optimizer = optim.from_config(cfg)(params=layer.parameters())
@@ -148,15 +148,16 @@ def check_optimizer(cfg, ctx):
 
 
 def check_trainer(cfg, ctx):
-    """The project's own Trainer (maxpoolbert.trainer.build_trainer). What this machine lacks (a
+    """The project's own Trainer (maxpoolbert.training.trainer.build_trainer). What this machine lacks (a
     GPU, cores for ddp) is one line naming the setting; then it is built on the CPU."""
-    from maxpoolbert.trainer import build_trainer
+    from maxpoolbert.training.trainer import build_trainer
 
     unknown = sorted(set(cfg.trainer) - TRAINER_ARGS - {"_target_"})
     assert not unknown, f"trainer.{', trainer.'.join(unknown)}: not lightning.Trainer arguments"
     threads, refused = torch.get_num_threads(), []
     try:
-        for fallback in ({}, {"accelerator": "cpu"}, {"accelerator": "cpu", "devices": 1}):
+        for fallback in ({}, {"accelerator": "cpu"}, {"accelerator": "cpu", "devices": 1},
+                         {"accelerator": "cpu", "devices": 1, "precision": "32-true"}):  # a CPU without bf16
             cfg.trainer.update(fallback)
             try:
                 trainer = build_trainer(cfg, callbacks=[], logger=False)
@@ -177,7 +178,7 @@ def check_trainer(cfg, ctx):
 
 
 def check_logger(cfg, ctx):
-    from maxpoolbert import loggers
+    from maxpoolbert.training import loggers
 
     logger = loggers.from_config(cfg)
     if logger in (None, False):  # logger=none
@@ -253,6 +254,34 @@ def test_every_config_composes_and_instantiates(group, name, defaults, tmp_path,
             CHECKS[part](cfg, ctx)
 
 
+@pytest.mark.parametrize(("flags", "refused"), [(set(), True), ({"avx512f", "avx512_bf16"}, False),
+                                               ({"amx_bf16"}, False), (None, False)])
+def test_bf16_on_a_cpu_without_it_is_refused_in_one_line(flags, refused, tmp_path, monkeypatch):
+    """bf16 autocast on a CPU without bf16 instructions runs emulated, slower than fp32: refused,
+    naming the setting; where the flags cannot be read (not Linux) it is left to the user."""
+    from maxpoolbert.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_flags", lambda: flags)
+    with job("trainer.precision=bf16-mixed", "trainer.accelerator=cpu", tmp_path=tmp_path) as cfg:
+        if refused:
+            with pytest.raises(UserError) as err:
+                trainer_module.build_trainer(cfg, callbacks=[], logger=False)
+            assert str(err.value).startswith("trainer.precision=bf16-mixed: this CPU has no bf16 instructions")
+            assert "allowed: 32-true" in str(err.value) and "\n" not in str(err.value)
+        else:
+            assert trainer_module.build_trainer(cfg, callbacks=[], logger=False).precision == "bf16-mixed"
+
+
+def test_the_cpu_flags_are_read_where_linux_has_them():
+    from maxpoolbert.training.trainer import cpu_bf16, cpu_flags
+
+    flags = cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo")
+    assert cpu_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    assert flags and all(" " not in f for f in flags)
+
+
 def test_trainer_configs_name_only_trainer_arguments():
     """Every key of every trainer YAML is a lightning.Trainer argument (a misspelt one fails here,
     a new Lightning argument does not); logger and callbacks come from the run code."""
@@ -271,7 +300,7 @@ def test_any_trainer_flag_without_a_plus(tmp_path):
 
     import lightning
 
-    from maxpoolbert.lightning_flags import SKIP, trainer_defaults
+    from maxpoolbert.config.lightning_flags import SKIP, trainer_defaults
 
     signature = inspect.signature(lightning.Trainer.__init__).parameters
     assert set(trainer_defaults()) == {k for k in signature if k not in {"self", *SKIP}}
@@ -425,7 +454,7 @@ def test_glue_dir_without_the_task_names_the_file(tmp_path):
     (["trainer=gpu", "optimizer.fused=true"], None),
 ])
 def test_fused_adamw_auto(overrides, fused):
-    from maxpoolbert.optim import fused_policy
+    from maxpoolbert.training.optim import fused_policy
 
     cfg = composed(*overrides)
     got = fused_policy(cfg)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from maxpoolbert import encoders
-from maxpoolbert.data import (
+from maxpoolbert.model import encoders
+from maxpoolbert.training.data import (
     HASHES,
     Collator,
     Encoded,
@@ -88,7 +88,7 @@ def test_tokenised_data_is_cached_on_disk(real_glue, tmp_path, monkeypatch):
     first = make()
     first.setup()
     assert len([p for p in tmp_path.iterdir() if p.name != HASHES]) == 2  # train and dev (and the files' hashes)
-    import maxpoolbert.data as data_module
+    import maxpoolbert.training.data as data_module
 
     def no_reading(*args, **kwargs):
         raise AssertionError("read the TSV again instead of the cache")
@@ -231,7 +231,7 @@ def test_the_cache_keys_on_the_files_content(real_glue, tmp_path):
 def test_a_header_only_split_is_refused_on_every_launch(real_glue, tmp_path):
     """The empty split was cached before the "no rows" check: the second launch read it back with an
     IndexError traceback (a cache entry of no shards)."""
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     glue = _wnli_copy(real_glue, tmp_path, (real_glue / "WNLI" / "train.tsv").read_text().splitlines()[0] + "\n")
     for _ in range(2):
@@ -274,7 +274,7 @@ def test_a_files_hash_is_kept_by_its_inode_size_and_times(tmp_path, monkeypatch)
     import os
     import shutil
 
-    import maxpoolbert.data as data_module
+    import maxpoolbert.training.data as data_module
 
     monkeypatch.setattr(data_module, "SETTLED_S", -1.0)  # the file was just written: trust its times anyway
     source = tmp_path / "train.tsv"

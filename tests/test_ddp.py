@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maxpoolbert.data import LengthGroupedBatchSampler, ShardedBatchSampler, _sort_batches
+from maxpoolbert.training.data import LengthGroupedBatchSampler, ShardedBatchSampler, _sort_batches
 
 from .conftest import run_train
 

@@ -1,5 +1,5 @@
-"""A run as a function call: ``maxpoolbert.train(overrides) -> RunRecord`` (maxpoolbert/entry.py)
-and the run's launch as a value (maxpoolbert/context.py: RunContext), in this process."""
+"""A run as a function call: ``maxpoolbert.train(overrides) -> RunRecord`` (maxpoolbert/launch/entry.py)
+and the run's launch as a value (maxpoolbert/runs/context.py: RunContext), in this process."""
 
 import contextlib
 import io
@@ -67,7 +67,7 @@ def test_the_entry_and_the_command_line_give_identical_predictions(real_glue, ca
 ])
 def test_a_refusal_is_raised_in_one_line(tmp_path, overrides, start):
     import maxpoolbert
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     with pytest.raises(UserError) as refused:
         maxpoolbert.train(overrides, output_dir=tmp_path / "run")
@@ -77,7 +77,7 @@ def test_a_refusal_is_raised_in_one_line(tmp_path, overrides, start):
 
 def test_a_folder_holding_other_settings_is_refused(real_glue, cache_dir, tmp_path, monkeypatch):
     import maxpoolbert
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     monkeypatch.setenv("MAXPOOLBERT_CACHE", str(cache_dir))
     maxpoolbert.train(TINY, output_dir=tmp_path / "run")
@@ -92,9 +92,9 @@ def test_a_run_needs_no_hydra_runtime(real_glue, cache_dir, tmp_path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from maxpoolbert.context import RunContext
-    from maxpoolbert.run import run
-    from maxpoolbert.tasks import CONFIGS
+    from maxpoolbert.launch.run import run
+    from maxpoolbert.runs.context import RunContext
+    from maxpoolbert.tasks.task import CONFIGS
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("config", overrides=[*TINY, f"trainer.default_root_dir={tmp_path}/run",
@@ -110,7 +110,7 @@ def test_a_run_needs_no_hydra_runtime(real_glue, cache_dir, tmp_path):
 def test_the_context_of_a_sweep_job():
     from omegaconf import OmegaConf
 
-    from maxpoolbert.context import RunContext
+    from maxpoolbert.runs.context import RunContext
 
     node = OmegaConf.create({"mode": "RunMode.MULTIRUN", "runtime": {"output_dir": "/s/3"}, "job": {"num": 3},
                              "sweep": {"dir": "/s"}, "launcher": {"n_jobs": 2},
@@ -131,11 +131,11 @@ def test_importing_the_package_loads_nothing_heavy():
 
 
 def test_only_the_context_reads_hydras_runtime():
-    """HydraConfig is read in maxpoolbert/context.py alone (the entry and a sweep's launcher set it)."""
+    """HydraConfig is read in maxpoolbert/runs/context.py alone (the entry and a sweep's launcher set it)."""
     readers = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "maxpoolbert").rglob("*.py")
                      if re.search(r"HydraConfig(\.get\(\)|\.initialized\(\)|\(\)\.cfg)", p.read_text()))
-    assert readers == ["maxpoolbert/context.py"]
-    assert "HydraConfig" not in Path(ROOT / "maxpoolbert" / "run.py").read_text()
+    assert readers == ["maxpoolbert/runs/context.py"]
+    assert "HydraConfig" not in Path(ROOT / "maxpoolbert" / "launch" / "run.py").read_text()
 
 
 @pytest.mark.parametrize("mode, key", [("RUN", "hydra.run.dir"), ("MULTIRUN", "hydra.sweep.dir")])
@@ -145,8 +145,8 @@ def test_a_stored_or_composed_node_names_the_right_folder_setting(mode, key):
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from maxpoolbert.context import RunContext
-    from maxpoolbert.rundir import _differing
+    from maxpoolbert.runs.context import RunContext
+    from maxpoolbert.runs.folder import _differing
 
     for stored in (mode, RunMode[mode]):
         node = OmegaConf.create({"mode": stored})

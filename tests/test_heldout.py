@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maxpoolbert import encoders
-from maxpoolbert.data import HELDOUT, TaskDataModule, fixed_subset, heldout_subset
-from maxpoolbert.errors import UserError
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.model import encoders
+from maxpoolbert.training.data import HELDOUT, TaskDataModule, fixed_subset, heldout_subset
 
 from .test_data import EMBEDDED
 from .test_tasks import task
@@ -89,7 +89,7 @@ def test_runs_record_and_predict_the_heldout_rows_beside_an_unchanged_dev_set(re
     assert not (tmp_path / "plain" / "heldout_predictions.tsv").exists()
     # a study commits them without labels; the labels come back from the training file, and the rows
     # are checked against the record (count and recomputed metrics)
-    from maxpoolbert.rundir import HELDOUT_ARCHIVE, RunFolder
+    from maxpoolbert.runs.folder import HELDOUT_ARCHIVE, RunFolder
 
     run = RunFolder(tmp_path / "h" / "cls_1")
     assert run.archive_predictions() and not list(run.path.glob("*.tsv"))
@@ -108,7 +108,8 @@ def test_runs_record_and_predict_the_heldout_rows_beside_an_unchanged_dev_set(re
 # --------------------------------------------------------------------------- the report on held-out rows
 
 def _write_run(folder, pooling: str, seed: int, dev_correct: int, held_correct: int, held: bool = True):
-    from maxpoolbert.rundir import RunFolder, RunRecord
+    from maxpoolbert.runs.folder import RunFolder
+    from maxpoolbert.runs.record import RunRecord
 
     rng = np.random.default_rng(0)  # the same rows (and labels) for every run
     dev_labels, held_labels = rng.integers(0, 2, 60), rng.integers(0, 2, 80)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
-from maxpoolbert.errors import UserError
-from maxpoolbert.layers import layer_decay_groups, reinit_top_layers
-from maxpoolbert.model import PooledClassifier
-from maxpoolbert.module import GlueModule
-from maxpoolbert.optim import adamw
-from maxpoolbert.pooling import MHAPooling
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.model.classifier import PooledClassifier
+from maxpoolbert.model.layers import layer_decay_groups, reinit_top_layers
+from maxpoolbert.model.pooling import MHAPooling
+from maxpoolbert.training.module import GlueModule
+from maxpoolbert.training.optim import adamw
 
 LAYERS = 3
 FAMILIES = {  # family -> (encoder, regex of a layer's parameter names)

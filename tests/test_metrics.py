@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from maxpoolbert import metrics as M
-from maxpoolbert.live_metrics import LIVE
+from maxpoolbert.core import metrics as M
+from maxpoolbert.training.live_metrics import LIVE
 
 
 def mcc_by_hand(p, y):
@@ -114,3 +114,20 @@ def test_macro_f1_matches_formula_and_live_metric(preds, labels):
     live = LIVE["macro_f1"](3)
     live.update(torch.tensor(preds), torch.tensor(labels))
     assert float(live.compute()) == pytest.approx(expected, abs=1e-9)
+
+
+def test_each_metric_is_declared_once_and_every_user_reads_the_registry():
+    """metrics.REGISTRY is the one declaration: the functions, the header names, the report's ranges
+    and its vectorised estimators' metric lists come from it, and the live curves cover exactly it."""
+    from maxpoolbert.report import collect, statistics
+
+    assert list(LIVE) == list(M.REGISTRY)
+    assert M.METRICS == {name: m.fn for name, m in M.REGISTRY.items()}
+    assert all(M.SHORT_NAMES[name] == m.short for name, m in M.REGISTRY.items())
+    assert collect.METRIC_RANGES == {name: (m.low, m.high) for name, m in M.REGISTRY.items()}
+    assert statistics.BATCH_METRICS == tuple(M.REGISTRY)
+    assert set(statistics.CLASS_METRICS) == {n for n, m in M.REGISTRY.items() if m.kind == "class"}
+    for name, m in M.REGISTRY.items():  # a perfect prediction reaches the top of the declared range
+        y = np.array([0, 1, 1, 0, 1, 2, 0]) if m.kind == "class" else np.array([0.1, 2.0, 1.5, 3.0])
+        y = y.clip(0, 1) if name == "f1" else y
+        assert m.low < m.high and m.fn(y, y) == pytest.approx(m.high), name

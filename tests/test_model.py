@@ -6,9 +6,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from transformers import BertConfig, BertForSequenceClassification
 
-from maxpoolbert import encoders
-from maxpoolbert.model import PooledClassifier
-from maxpoolbert.pooling import CLSPooling
+from maxpoolbert.model import encoders
+from maxpoolbert.model.classifier import PooledClassifier
+from maxpoolbert.model.pooling import CLSPooling
 
 from .conftest import ROOT
 

@@ -10,7 +10,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from transformers import BertConfig
 
-from maxpoolbert import pooling as P
+from maxpoolbert.model import pooling as P
 
 from .conftest import CONFIGS, ROOT, config_names
 
@@ -183,3 +183,75 @@ def test_options_residual_layer_norm_and_k():
     assert make_pooling("mha").k == 1
     with pytest.warns(UserWarning, match="using k=4"):
         assert make_pooling("max_cls", k=9).k == LAYERS
+
+
+# ---------------------------------------------------------------------------- options, one model per strategy
+POOLING_CLASSES = sorted(n for n, c in vars(P).items()
+                         if isinstance(c, type) and issubclass(c, P.Pooling) and c.__module__ == P.__name__)
+
+
+@pytest.mark.parametrize("name", POOLING_CLASSES)
+def test_the_options_model_is_the_constructors_signature(name):
+    """signatures.options_model (read from the source, no torch) has exactly the constructor's
+    options, with its defaults; the export and a run's settings complete a YAML from it."""
+    import inspect
+
+    from maxpoolbert.core import signatures
+
+    target = f"{P.__name__}.{name}"
+    model = signatures.options_model(target)
+    params = {k: p for k, p in inspect.signature(getattr(P, name)).parameters.items() if k != "encoder_config"}
+    assert list(model.model_fields) == list(params)
+    assert {k: f.default for k, f in model.model_fields.items()} == {k: p.default for k, p in params.items()}
+    assert signatures.with_defaults(target, {"_target_": target}) == {**{k: p.default for k, p in params.items()},
+                                                                      "_target_": target}
+    assert signatures.options_model(target) is model  # built once
+
+
+@pytest.mark.parametrize("text", ["__import__('os').system('echo hi')", "torch.dtype", "int.__class__",
+                                  "Annotated[int, print(1)]", "Literal[x]", "dict", "Range(ge=1)"])
+def test_an_annotation_outside_the_table_is_refused_not_evaluated(text):
+    from maxpoolbert.core import signatures
+
+    with pytest.raises(signatures.AnnotationError):
+        signatures.annotation_type(text)
+
+
+def test_the_annotations_the_table_covers():
+    from typing import Literal, Optional, get_args
+
+    from maxpoolbert.core import signatures, values
+
+    T = signatures.annotation_type
+    assert T("int") is int and T("bool") is bool and T("str") is values.Text
+    assert T("int | None") == Optional[int] == T("Optional[int]") == T("Union[int, None]")  # noqa: UP045
+    assert T("Literal['a', 1]") == Literal["a", 1]
+    bounded = T("Annotated[int, Range(ge=1, lt=5)]")
+    assert get_args(bounded)[0] is int and get_args(bounded)[1].metadata[0].ge == 1
+    assert T("PositiveInt") is values.PositiveInt and T("list[float]") == list[float]
+    inner, none = get_args(T("Annotated[float, Range(ge=0)] | None"))
+    assert none is type(None) and get_args(inner)[0] is float and get_args(inner)[1].metadata[0].ge == 0
+
+
+def test_a_pooling_with_an_unreadable_option_is_refused_in_one_line(tmp_path, monkeypatch):
+    from maxpoolbert.config import schema
+    from maxpoolbert.core.errors import UserError
+
+    (tmp_path / "my_pool.py").write_text("import torch\nclass Odd:\n"
+                                         "    def __init__(self, encoder_config, dtype: torch.dtype = None): ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError) as err:
+        schema.check_pooling_options({"_target_": "my_pool.Odd"})
+    assert "option dtype of Odd is annotated torch.dtype" in str(err.value)
+    assert err.value.key == "pooling.module._target_"
+
+
+def test_an_explicit_default_and_an_omitted_option_are_one_identity():
+    from maxpoolbert.runs import identity as rundir
+
+    def ident(module):
+        return rundir.settings_id(rundir.settings({"pooling": {"name": "mha", "module": module}}, neutral=()))
+
+    target = {"_target_": "maxpoolbert.model.pooling.MHAPooling"}
+    explicit = {**target, "k": 1, "num_heads": 4, "dropout": 0.0, "residual": False, "layer_norm": False}
+    assert ident(target) == ident(explicit) == ident({**target, "num_heads": 4}) != ident({**target, "num_heads": 2})

@@ -16,9 +16,9 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_model, save_model
 
-from maxpoolbert.data import TaskDataModule
+from maxpoolbert.launch.run import build
 from maxpoolbert.predict import main, predict_split
-from maxpoolbert.run import build
+from maxpoolbert.training.data import TaskDataModule
 
 from .conftest import ROOT, SUBPROCESS_TIMEOUT
 

@@ -19,7 +19,8 @@ import pytest
 from scipy import stats
 
 from maxpoolbert.report import main, render
-from maxpoolbert.rundir import RunFolder, RunRecord
+from maxpoolbert.runs.folder import RunFolder
+from maxpoolbert.runs.record import RunRecord
 
 from .test_report_stats import (
     close,

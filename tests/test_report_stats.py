@@ -23,7 +23,8 @@ from scipy import special, stats
 from maxpoolbert.report import main
 from maxpoolbert.report import statistics as S
 from maxpoolbert.report.plots import _styles
-from maxpoolbert.rundir import RunFolder, RunRecord
+from maxpoolbert.runs.folder import RunFolder
+from maxpoolbert.runs.record import RunRecord
 
 MODEL = "minilm_l6"
 SEEDS = [1, 2, 3, 4, 5, 6]

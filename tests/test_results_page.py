@@ -1,4 +1,4 @@
-"""The committed reference studies (docs/results/, docs/results_v2/): each page is what `make study`'s
+"""The committed reference studies (docs/results/, docs/results_v2/, docs/fast_modes/): each page is what `make study`'s
 report makes from its committed runs with the options committed beside them (runs/report.yaml),
 byte for byte (so it can never drift from its data); the runs hold no path of the machine they ran on and no
 benchmark data; and relaunching the (complete) first study on them launches nothing."""
@@ -7,21 +7,28 @@ import shutil
 
 import pytest
 
-from maxpoolbert import rundir
 from maxpoolbert.report import main as report
+from maxpoolbert.runs.folder import (
+    HELDOUT_ARCHIVE,
+    HELDOUT_PREDICTIONS,
+    PREDICTIONS,
+    PREDICTIONS_ARCHIVE,
+    RunFolder,
+    find_run_folders,
+)
 
 from .conftest import ROOT, run_train
 
 RESULTS = ROOT / "docs" / "results"
 RUNS = RESULTS / "runs"
-PAGES = [RESULTS, ROOT / "docs" / "results_v2"]
+PAGES = [RESULTS, ROOT / "docs" / "results_v2", ROOT / "docs" / "fast_modes"]
 PAGE_FILES = ["results.md", "results.tex", "results.csv", "cells.csv", "comparisons.csv", "selection.csv",
               "budget.csv", "differences.csv", "low_resource.csv", "degenerate.csv", "skipped.csv"]
 
 
 def committed_runs(page=RESULTS) -> list:
     runs = page / "runs"
-    return sorted(folder.path for folder in rundir.find_run_folders(runs)) if runs.is_dir() else []
+    return sorted(folder.path for folder in find_run_folders(runs)) if runs.is_dir() else []
 
 
 pytestmark = pytest.mark.skipif(not committed_runs(), reason="no committed study in docs/results/runs")
@@ -45,22 +52,22 @@ def test_the_committed_runs_hold_no_benchmark_data(real_glue, tmp_path):
     the task's dev file: the labels read back are the ones the run wrote (its archived TSV rebuilt)."""
     for folder in committed_runs():
         assert not list(folder.glob("*.tsv")), f"{folder.relative_to(ROOT)} holds a TSV"
-        header = (folder / rundir.PREDICTIONS_ARCHIVE).read_text().splitlines()[0]
+        header = (folder / PREDICTIONS_ARCHIVE).read_text().splitlines()[0]
         assert header == "split,index,prediction", folder
     gold = {"cola": [int(line.split("\t")[1]) for line in (real_glue / "CoLA" / "dev.tsv").read_text().splitlines()],
             "stsb": [float(line.split("\t")[-1]) for line in
                      (real_glue / "STS-B" / "dev.tsv").read_text().splitlines()[1:]]}
     for task, labels in gold.items():  # a class label and a score, parsed here from the GLUE files
         original = next(f for f in committed_runs() if f"/{task}/" in str(f))
-        read_back = rundir.RunFolder(original).predictions()
+        read_back = RunFolder(original).predictions()
         assert read_back["index"].tolist() == list(range(len(labels)))
         assert read_back["label"].tolist() == labels
         run = tmp_path / task  # archiving a run's TSV gives the committed file back
         shutil.copytree(original, run)
-        read_back.to_csv(run / rundir.PREDICTIONS, sep="\t", index=False)
-        (run / rundir.PREDICTIONS_ARCHIVE).unlink()
-        assert rundir.RunFolder(run).archive_predictions() and not (run / rundir.PREDICTIONS).exists()
-        assert (run / rundir.PREDICTIONS_ARCHIVE).read_bytes() == (original / rundir.PREDICTIONS_ARCHIVE).read_bytes()
+        read_back.to_csv(run / PREDICTIONS, sep="\t", index=False)
+        (run / PREDICTIONS_ARCHIVE).unlink()
+        assert RunFolder(run).archive_predictions() and not (run / PREDICTIONS).exists()
+        assert (run / PREDICTIONS_ARCHIVE).read_bytes() == (original / PREDICTIONS_ARCHIVE).read_bytes()
 
 
 def test_without_the_data_folder_the_report_says_where_the_labels_come_from(tmp_path, monkeypatch, capsys):
@@ -98,10 +105,10 @@ def test_the_committed_runs_predictions_pass_the_check_against_their_records(pag
     training file for the held-out rows): the rows its record counts and the metrics it recorded,
     recomputed (records without a fingerprint of the labels: the metric check alone)."""
     for folder in committed_runs(page):
-        run = rundir.RunFolder(folder)
+        run = RunFolder(folder)
         frame = run.predictions()  # checked: ValueError on a mismatch
         assert len(frame) == sum(run.record().n_dev.values())
         if run.record().heldout:
-            assert not (folder / rundir.HELDOUT_PREDICTIONS).exists()
-            assert (folder / rundir.HELDOUT_ARCHIVE).read_text().splitlines()[0] == "split,index,prediction"
+            assert not (folder / HELDOUT_PREDICTIONS).exists()
+            assert (folder / HELDOUT_ARCHIVE).read_text().splitlines()[0] == "split,index,prediction"
             assert len(run.predictions(heldout=True)) == run.record().heldout["n"]

@@ -18,7 +18,28 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from maxpoolbert import rundir
+from maxpoolbert.core.io import CORRUPT, write_atomic, write_json_atomic
+from maxpoolbert.runs import identity
+from maxpoolbert.runs import record as run_record
+from maxpoolbert.runs.folder import (
+    CHECKPOINTS,
+    CONFIG,
+    CONFIG_DIR,
+    FAILED,
+    LAST_CKPT,
+    LAUNCHES,
+    LOCAL_DATA,
+    LOCK,
+    MODEL,
+    PREDICTIONS,
+    RERUN_FAILED,
+    RunFolder,
+    RunFolderBusy,
+    RunFolderConflict,
+    checkpoint_position,
+    checkpoint_problem,
+)
+from maxpoolbert.runs.record import FORMAT, RESULTS, RunRecord, upgrade
 
 from .conftest import ROOT, SUBPROCESS_TIMEOUT, run_train
 
@@ -95,17 +116,17 @@ def test_glue_grid_writes_its_folders_and_a_relaunch_skips_every_finished_job(re
             "data.train_size=32", "trainer.max_steps=2", "logger=none", "trainer.enable_progress_bar=false",
             f"data.cache_dir={cache_dir}"]
     first = run_train(*args, cwd=tmp_path)
-    found = sorted(p.parent.relative_to(tmp_path) for p in tmp_path.rglob(rundir.RESULTS))
+    found = sorted(p.parent.relative_to(tmp_path) for p in tmp_path.rglob(RESULTS))
     assert [str(p) for p in found] == [f"outputs/glue_grid/tiny/{t}/{p}/seed1"
                                        for t in ("mrpc", "rte") for p in ("cls", "max_cls")]
     assert "4 finished, 0 failed" in out(first)
     for folder in found:
-        results = json.loads((tmp_path / folder / rundir.RESULTS).read_text())
+        results = json.loads((tmp_path / folder / RESULTS).read_text())
         assert results["n_train"] == 32 and results["steps"] == 2
-        assert not (tmp_path / folder / rundir.MODEL).exists()  # the preset's save_model: false
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob(rundir.RESULTS)}
+        assert not (tmp_path / folder / MODEL).exists()  # the preset's save_model: false
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob(RESULTS)}
     again = run_train(*args, cwd=tmp_path)
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob(rundir.RESULTS)} == stamps
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob(RESULTS)} == stamps
     assert "0 finished, 4 skipped (already finished), 0 failed" in out(again)
     assert not (tmp_path / "outputs" / "multirun").exists()
     # The same folders with a setting that changes the runs: every job refuses, nothing is touched.
@@ -114,15 +135,15 @@ def test_glue_grid_writes_its_folders_and_a_relaunch_skips_every_finished_job(re
     assert changed.returncode != 0
     assert "0 finished, 0 failed, 4 refused (folder holds other settings)" in out(changed)
     assert "optimizer.lr=0.001 (stored: 2e-05)" in out(changed)
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob(rundir.RESULTS)} == stamps
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob(RESULTS)} == stamps
     assert {p: p.read_bytes() for p in tmp_path.rglob("config.yaml")} == configs
 
 
 def test_smoke_trains_on_64_rows_and_writes_no_weights(real_glue, tmp_path, cache_dir):
     train_here("experiment=smoke", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run")
-    results = json.loads((tmp_path / "run" / rundir.RESULTS).read_text())
+    results = json.loads((tmp_path / "run" / RESULTS).read_text())
     assert results["n_train"] == 64 and results["model"] == "tiny" and results["steps"] == 2
-    assert not (tmp_path / "run" / rundir.MODEL).exists()
+    assert not (tmp_path / "run" / MODEL).exists()
 
 
 # ---------------------------------------------------------------------------- kills and damage
@@ -135,12 +156,12 @@ def straight(real_glue, tmp_path_factory, cache_dir) -> Path:
 
 
 def same_run(a: Path, b: Path) -> None:
-    ra, rb = (json.loads((d / rundir.RESULTS).read_text()) for d in (a, b))
+    ra, rb = (json.loads((d / RESULTS).read_text()) for d in (a, b))
     assert ra["steps"] == rb["steps"] == 3 * STEPS_PER_EPOCH
     assert ra["train_samples"] == rb["train_samples"] == 3 * 256  # counted across the resume too
     assert ra["metrics"] == rb["metrics"]
     assert len(ra["history"]) == 3 and ra["history"] == rb["history"] and ra["selected"] == rb["selected"]
-    assert (a / rundir.PREDICTIONS).read_text() == (b / rundir.PREDICTIONS).read_text()
+    assert (a / PREDICTIONS).read_text() == (b / PREDICTIONS).read_text()
 
 
 def leftovers(run_dir: Path) -> list[Path]:
@@ -150,23 +171,23 @@ def leftovers(run_dir: Path) -> list[Path]:
 @pytest.mark.slow
 def test_the_kept_checkpoint_is_from_the_end_of_the_second_of_three_epochs(straight):
     """A rolling checkpoint after every epoch but the last (nothing is left to resume after it)."""
-    kept = torch.load(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT, map_location="cpu", weights_only=True)
+    kept = torch.load(straight / CHECKPOINTS / LAST_CKPT, map_location="cpu", weights_only=True)
     assert (kept["epoch"], kept["global_step"]) == (1, 2 * STEPS_PER_EPOCH)
-    assert rundir.checkpoint_problem(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT) is None
+    assert checkpoint_problem(straight / CHECKPOINTS / LAST_CKPT) is None
 
 
 def kill_after_first_checkpoint(run_dir: Path, overrides: list[str], env: dict | None = None) -> None:
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}"],
                             cwd=run_dir.parent, env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT
+    ckpt = run_dir / CHECKPOINTS / LAST_CKPT
     deadline = time.time() + SUBPROCESS_TIMEOUT
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)  # the checkpoint appears whole (renamed into place)
     proc.wait()
     assert ckpt.exists(), "no checkpoint was written before the run ended"
-    assert not (run_dir / rundir.RESULTS).exists(), "the run finished before it could be killed"
+    assert not (run_dir / RESULTS).exists(), "the run finished before it could be killed"
 
 
 @pytest.mark.slow
@@ -175,9 +196,9 @@ def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(straight, 
     kill_after_first_checkpoint(run_dir, [*RESUMABLE, f"data.cache_dir={cache_dir}"])
     train_here(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")  # the relaunch: in this process
     assert "resuming from" in (run_dir / "train.log").read_text()
-    assert json.loads((run_dir / rundir.RESULTS).read_text())["resumed"]
+    assert json.loads((run_dir / RESULTS).read_text())["resumed"]
     same_run(run_dir, straight)
-    assert not (run_dir / rundir.CHECKPOINTS).exists()  # deleted after success (checkpoint.keep=false)
+    assert not (run_dir / CHECKPOINTS).exists()  # deleted after success (checkpoint.keep=false)
 
 
 @pytest.mark.slow
@@ -190,11 +211,11 @@ def test_a_step_limited_run_resumes_exactly(real_glue, tmp_path, cache_dir):
     kill_after_first_checkpoint(tmp_path / "killed", overrides)
     train_here(*overrides, f"hydra.run.dir={tmp_path}/killed")
     assert "resuming from" in (tmp_path / "killed" / "train.log").read_text()
-    a, b = (json.loads((tmp_path / d / rundir.RESULTS).read_text()) for d in ("straight", "killed"))
+    a, b = (json.loads((tmp_path / d / RESULTS).read_text()) for d in ("straight", "killed"))
     assert (a["steps"], a["train_samples"], len(a["history"])) == (20, 20 * 32, 3)
     assert (b["steps"], b["train_samples"], b["history"], b["metrics"]) == (a["steps"], a["train_samples"],
                                                                             a["history"], a["metrics"])
-    assert (tmp_path / "killed" / rundir.PREDICTIONS).read_bytes() == (tmp_path / "straight" / rundir.PREDICTIONS).read_bytes()
+    assert (tmp_path / "killed" / PREDICTIONS).read_bytes() == (tmp_path / "straight" / PREDICTIONS).read_bytes()
 
 
 @pytest.mark.slow
@@ -228,9 +249,9 @@ def test_killed_while_writing_a_checkpoint_with_tmpdir_elsewhere(straight, tmp_p
                                 text=True, timeout=SUBPROCESS_TIMEOUT)
         # only the hook's SIGKILL, in the middle of the write, ends a process so
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-        assert not (run_dir / rundir.RESULTS).exists()
-        ckpt = run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT
-        intact = ckpt.exists() and rundir.checkpoint_problem(ckpt) is None
+        assert not (run_dir / RESULTS).exists()
+        ckpt = run_dir / CHECKPOINTS / LAST_CKPT
+        intact = ckpt.exists() and checkpoint_problem(ckpt) is None
         assert ckpt.exists() == intact == (nth == 2)  # only ever a whole checkpoint under the real name
 
         resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp_path, env=env,
@@ -248,10 +269,10 @@ def test_killed_while_writing_a_checkpoint_with_tmpdir_elsewhere(straight, tmp_p
 
 def copy_unfinished(straight: Path, dest: Path) -> Path:
     """The straight run as it was after its second epoch: config and checkpoint, no results."""
-    (dest / rundir.CHECKPOINTS).mkdir(parents=True)
-    shutil.copytree(straight / rundir.CONFIG_DIR, dest / rundir.CONFIG_DIR)
-    shutil.copy(straight / rundir.CHECKPOINTS / rundir.LAST_CKPT, dest / rundir.CHECKPOINTS / rundir.LAST_CKPT)
-    return dest / rundir.CHECKPOINTS / rundir.LAST_CKPT
+    (dest / CHECKPOINTS).mkdir(parents=True)
+    shutil.copytree(straight / CONFIG_DIR, dest / CONFIG_DIR)
+    shutil.copy(straight / CHECKPOINTS / LAST_CKPT, dest / CHECKPOINTS / LAST_CKPT)
+    return dest / CHECKPOINTS / LAST_CKPT
 
 
 @pytest.mark.slow
@@ -267,7 +288,7 @@ def test_damaged_checkpoint_is_set_aside_and_the_run_restarts(straight, tmp_path
     assert "resuming from" not in log
     corrupt = ckpt.with_name("last.ckpt.corrupt")
     assert corrupt.read_bytes() == (b"" if damage == "empty" else data[: len(data) // 2])
-    assert not json.loads((tmp_path / "run" / rundir.RESULTS).read_text())["resumed"]
+    assert not json.loads((tmp_path / "run" / RESULTS).read_text())["resumed"]
     same_run(tmp_path / "run", straight)
 
 
@@ -279,7 +300,7 @@ def test_damaged_last_checkpoint_falls_back_to_an_older_intact_one(straight, tmp
     train_here(*RESUMABLE, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run")
     log = (tmp_path / "run" / "train.log").read_text()
     assert "resuming from" in log and "epoch1.ckpt" in log
-    assert json.loads((tmp_path / "run" / rundir.RESULTS).read_text())["resumed"]
+    assert json.loads((tmp_path / "run" / RESULTS).read_text())["resumed"]
     same_run(tmp_path / "run", straight)
 
 
@@ -289,10 +310,10 @@ def test_sweep_with_a_corrupt_results_json_reruns_that_job_and_says_so(real_glue
     args = ["-m", "pooling=cls,max_cls", "model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none",
             "trainer.enable_progress_bar=false", f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path}/sweep"]
     run_train(*args, cwd=tmp_path)
-    broken = next((tmp_path / "sweep").glob("*max_cls*")) / rundir.RESULTS
+    broken = next((tmp_path / "sweep").glob("*max_cls*")) / RESULTS
     good = json.loads(broken.read_text())
     broken.write_text('{"task": "rte", "metr')  # cut off by a full disk, say
-    (broken.parent / f".{rundir.RESULTS}.12345.tmp").write_text("{")  # a killed writer's leftover
+    (broken.parent / f".{RESULTS}.12345.tmp").write_text("{")  # a killed writer's leftover
     again = run_train(*args, cwd=tmp_path)
     assert "0 finished, 1 re-run (broken results.json), 1 skipped (already finished), 0 failed" in out(again)
     assert "is invalid JSON" in out(again)
@@ -300,7 +321,7 @@ def test_sweep_with_a_corrupt_results_json_reruns_that_job_and_says_so(real_glue
     rerun = json.loads(broken.read_text())
     assert rerun["metrics"] == good["metrics"]  # same seed, same run
     assert not leftovers(broken.parent)
-    assert [e["outcome"] for e in rundir.RunFolder(broken.parent).launches()] == ["finished", "rerun"]
+    assert [e["outcome"] for e in RunFolder(broken.parent).launches()] == ["finished", "rerun"]
 
 
 @pytest.mark.parametrize("content,problem", [
@@ -308,7 +329,7 @@ def test_sweep_with_a_corrupt_results_json_reruns_that_job_and_says_so(real_glue
     (b"\xff\xfe", "invalid JSON"),
 ])
 def test_results_json_that_cannot_be_used_is_not_finished(tmp_path, content, problem):
-    folder = rundir.RunFolder(tmp_path)
+    folder = RunFolder(tmp_path)
     folder.results.write_bytes(content if isinstance(content, bytes) else content.encode())
     record, why = folder.read()
     assert record is None and problem in str(why)
@@ -316,12 +337,12 @@ def test_results_json_that_cannot_be_used_is_not_finished(tmp_path, content, pro
 
 
 def test_relaunch_with_other_settings_is_refused_and_the_config_kept(real_glue, tmp_path, cache_dir, monkeypatch):
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     common = ["model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
               f"hydra.run.dir={tmp_path}/run", "trainer.enable_progress_bar=false"]
     train_here(*common)
-    config = tmp_path / "run" / rundir.CONFIG
+    config = tmp_path / "run" / CONFIG
     before = config.read_bytes()
     with pytest.raises(UserError) as refused:
         train_here(*common, "optimizer.lr=1e-3", "seed=7")
@@ -332,7 +353,7 @@ def test_relaunch_with_other_settings_is_refused_and_the_config_kept(real_glue, 
     monkeypatch.setenv("GLUE_DIR", str(real_glue) + "/")
     train_here(*common, "logger=csv", "trainer.enable_progress_bar=true")
     assert "skipping" in (tmp_path / "run" / "train.log").read_text() and config.read_bytes() == before
-    assert [e["outcome"] for e in rundir.RunFolder(tmp_path / "run").launches()] == ["finished", "refused", "skipped"]
+    assert [e["outcome"] for e in RunFolder(tmp_path / "run").launches()] == ["finished", "refused", "skipped"]
 
 
 # configs/trainer/default.yaml once listed every Trainer flag; the ones it no longer lists, at the
@@ -359,7 +380,7 @@ def test_trainer_flags_left_out_have_lightning_defaults_when_a_run_folder_is_com
     for flag in DROPPED_TRAINER_FLAGS:
         del stored_then.trainer[flag]
     def differences(a, b, both_only=True):
-        return rundir.differences(rundir.settings(a), rundir.settings(b), both_only=both_only)
+        return identity.differences(identity.settings(a), identity.settings(b), both_only=both_only)
 
     assert differences(stored_then, current) == []
     changed = job("trainer.limit_train_batches=0.5")
@@ -385,9 +406,9 @@ def test_run_folder_holds_no_path_of_the_machine_and_predict_reads_the_shells_gl
     monkeypatch.setenv("GLUE_DIR", os.path.relpath(real_glue, tmp_path))
     train_here("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
                "hydra.run.dir=run")
-    saved = (tmp_path / "run" / rundir.CONFIG).read_text()
+    saved = (tmp_path / "run" / CONFIG).read_text()
     assert "${oc.env:GLUE_DIR,null}" in saved
-    record = json.loads((tmp_path / "run" / rundir.RESULTS).read_text())
+    record = json.loads((tmp_path / "run" / RESULTS).read_text())
     for text in (saved, json.dumps(record)):
         assert str(real_glue.resolve()) not in text and str(tmp_path) not in text
     elsewhere = tmp_path / "elsewhere"
@@ -411,14 +432,14 @@ def test_predict_without_glue_dir_reads_the_folder_the_run_read_on_this_machine(
     monkeypatch.setenv("GLUE_DIR", os.path.relpath(real_glue, tmp_path))
     train_here("model=tiny", "data.train_size=32", "trainer.max_steps=2", "logger=none", f"data.cache_dir={cache_dir}",
                f"hydra.run.dir={run_dir}")
-    for name in (rundir.CONFIG, rundir.RESULTS):
+    for name in (CONFIG, RESULTS):
         assert str(real_glue) not in (run_dir / name).read_text() and str(tmp_path) not in (run_dir / name).read_text()
-    noted = json.loads((run_dir / rundir.LOCAL_DATA).read_text())
+    noted = json.loads((run_dir / LOCAL_DATA).read_text())
     assert noted["glue"] == os.path.abspath(real_glue)
     monkeypatch.delenv("GLUE_DIR")
     assert predict([str(run_dir)]) == 0
     assert len((run_dir / "submission" / "RTE.tsv").read_text().splitlines()) == 1 + 3000
-    (run_dir / rundir.LOCAL_DATA).write_text(json.dumps({**noted, "glue": str(tmp_path / "moved")}))
+    (run_dir / LOCAL_DATA).write_text(json.dumps({**noted, "glue": str(tmp_path / "moved")}))
     shutil.rmtree(run_dir / "submission")
     capsys.readouterr()
     with pytest.raises(SystemExit) as ended:  # the noted folder is gone: no fallback, the hub (offline here) as before
@@ -429,7 +450,7 @@ def test_predict_without_glue_dir_reads_the_folder_the_run_read_on_this_machine(
 
 # ---------------------------------------------------------------------------- pieces
 def test_atomic_checkpoint_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
-    from maxpoolbert.checkpointing import AtomicCheckpointIO
+    from maxpoolbert.training.checkpointing import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -447,19 +468,19 @@ def test_atomic_checkpoint_write_keeps_the_old_file_when_the_write_fails(tmp_pat
 
 
 def test_resume_checkpoint_prefers_last_then_newest_intact(tmp_path):
-    folder = tmp_path / rundir.CHECKPOINTS
+    folder = tmp_path / CHECKPOINTS
     folder.mkdir()
     good = {"state_dict": {}, "global_step": 3}
     torch.save(good, folder / "old.ckpt")
-    run = rundir.RunFolder(tmp_path)
+    run = RunFolder(tmp_path)
     assert run.resume_checkpoint() == folder / "old.ckpt"
-    torch.save(good, folder / rundir.LAST_CKPT)
-    assert run.resume_checkpoint() == folder / rundir.LAST_CKPT
-    (folder / rundir.LAST_CKPT).write_bytes(b"")
+    torch.save(good, folder / LAST_CKPT)
+    assert run.resume_checkpoint() == folder / LAST_CKPT
+    (folder / LAST_CKPT).write_bytes(b"")
     (folder / "old.ckpt").write_bytes((folder / "old.ckpt").read_bytes()[:-40])
     assert run.resume_checkpoint() is None
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt.corrupt", "old.ckpt.corrupt"]
-    torch.save({"not": "lightning"}, folder / rundir.LAST_CKPT)
+    torch.save({"not": "lightning"}, folder / LAST_CKPT)
     assert run.resume_checkpoint() is None
     assert (folder / "last.ckpt.corrupt.1").exists()
 
@@ -499,7 +520,7 @@ def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
 
 def holds_lock(run_dir: Path, pid: int) -> bool:
     try:
-        return json.loads((run_dir / rundir.LOCK).read_text())["pid"] == pid
+        return json.loads((run_dir / LOCK).read_text())["pid"] == pid
     except (OSError, ValueError, KeyError):
         return False
 
@@ -507,7 +528,7 @@ def holds_lock(run_dir: Path, pid: int) -> bool:
 def snapshot(run_dir: Path) -> dict[str, bytes]:
     """Every file of a run folder but the ones the running process itself keeps writing."""
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*")
-            if p.is_file() and p.name != "train.log" and rundir.CHECKPOINTS not in p.parts}
+            if p.is_file() and p.name != "train.log" and CHECKPOINTS not in p.parts}
 
 
 @pytest.mark.slow
@@ -519,7 +540,7 @@ def test_a_folder_in_use_is_refused_in_one_line_naming_the_holder_and_nothing_is
             f"hydra.run.dir={tmp_path}/run"]
     first = start(args, tmp_path, tmp_path / "first.log")
     try:
-        wait_for(lambda: holds_lock(tmp_path / "run", first.pid) and (tmp_path / "run" / rundir.CONFIG).exists(),
+        wait_for(lambda: holds_lock(tmp_path / "run", first.pid) and (tmp_path / "run" / CONFIG).exists(),
                  first, "the first run held and claimed its folder")
         before = snapshot(tmp_path / "run")
         second = run_train(*args, cwd=tmp_path, check=False)
@@ -529,15 +550,15 @@ def test_a_folder_in_use_is_refused_in_one_line_naming_the_holder_and_nothing_is
         assert line.startswith(f"error: hydra.run.dir={tmp_path}/run: the folder is in use by process {first.pid} "
                                f"on {socket.gethostname()} (since "), line
         assert snapshot(tmp_path / "run") == before  # no launch line, no config, no failure written
-        assert not (tmp_path / "run" / rundir.LAUNCHES).exists()
+        assert not (tmp_path / "run" / LAUNCHES).exists()
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=SUBPROCESS_TIMEOUT) == 128 + signal.SIGTERM, \
             (tmp_path / "first.log").read_text()[-3000:]
     finally:
         first.kill()
-    launches = rundir.RunFolder(tmp_path / "run").launches()
+    launches = RunFolder(tmp_path / "run").launches()
     assert [(e["outcome"], e["pid"]) for e in launches] == [("interrupted", first.pid)]  # only the holder's
-    folder = rundir.RunFolder(tmp_path / "run")
+    folder = RunFolder(tmp_path / "run")
     folder.lock()  # the lock died with its holder: the next launch gets it
     folder.unlock()
 
@@ -551,7 +572,7 @@ def test_a_sweep_goes_on_past_refused_jobs_and_says_what_to_do_for_each_kind(rea
     common = ["-m", *SHORT, "trainer.max_steps=2", f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}",
               "hydra.sweep.subdir=s${seed}"]
     run_train(*common, "seed=2", "optimizer.lr=1e-3", cwd=tmp_path)  # s2: finished, other settings
-    busy = rundir.RunFolder(sweep / "s1")
+    busy = RunFolder(sweep / "s1")
     busy.lock()
     try:
         proc = run_train(*common, "seed=1,2,-1,4", cwd=tmp_path, check=False)
@@ -569,9 +590,9 @@ def test_a_sweep_goes_on_past_refused_jobs_and_says_what_to_do_for_each_kind(rea
                     "hold other settings or are in use (listed above): run them with their folders' own settings, "
                     "in another folder (hydra.sweep.dir=), after the process using a folder has ended, or move a "
                     "folder aside (mv <folder> <folder>.old)")
-    assert sorted(p.name for p in (sweep / "s1").iterdir()) in ([rundir.LOCK], [rundir.LOCK, "train.log"])
-    assert rundir.RunFolder(sweep / "s4").is_finished()
-    assert json.loads((sweep / "s-1" / rundir.FAILED).read_text())["steps"] == 0
+    assert sorted(p.name for p in (sweep / "s1").iterdir()) in ([LOCK], [LOCK, "train.log"])
+    assert RunFolder(sweep / "s4").is_finished()
+    assert json.loads((sweep / "s-1" / FAILED).read_text())["steps"] == 0
 
 
 def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_settings(real_glue, tmp_path, cache_dir):
@@ -580,21 +601,21 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
     args = [*SHORT, "trainer.max_steps=2", f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/run"]
     run_dir = tmp_path / "run"
     run_dir.mkdir()  # there before the launch: kept (a folder the refused launch made itself is removed)
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     with pytest.raises(UserError) as failed:
         train_here(*args, "trainer.accelerator=gpu")
     assert "\n" not in str(failed.value)
-    assert json.loads((run_dir / rundir.FAILED).read_text())["steps"] == 0
-    assert [(e["outcome"], e["steps"]) for e in rundir.RunFolder(run_dir).launches()] == [("failed", 0)]
+    assert json.loads((run_dir / FAILED).read_text())["steps"] == 0
+    assert [(e["outcome"], e["steps"]) for e in RunFolder(run_dir).launches()] == [("failed", 0)]
     train_here(*args)
     [line] = [line for line in (run_dir / "train.log").read_text().splitlines() if "take the folder over" in line]
     assert (f"hydra.run.dir={run_dir}: the run there stopped before its first training step; this launch's settings "
             "take the folder over: trainer.accelerator=auto (stored: gpu) (old settings kept in .hydra.replaced)") in line
     assert OmegaConf.load(run_dir / ".hydra.replaced" / "config.yaml").trainer.accelerator == "gpu"
-    assert OmegaConf.load(run_dir / rundir.CONFIG).trainer.accelerator == "auto"
-    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["failed", "finished"]
-    assert rundir.RunFolder(run_dir).is_finished() and not (run_dir / rundir.FAILED).exists()
+    assert OmegaConf.load(run_dir / CONFIG).trainer.accelerator == "auto"
+    assert [e["outcome"] for e in RunFolder(run_dir).launches()] == ["failed", "finished"]
+    assert RunFolder(run_dir).is_finished() and not (run_dir / FAILED).exists()
 
 
 @pytest.mark.parametrize(("overrides", "env", "error"), [
@@ -605,7 +626,7 @@ def test_a_run_that_stopped_before_training_gives_its_folder_to_the_next_setting
 def test_a_run_refused_before_training_leaves_no_folder_but_keeps_one_with_earlier_work(real_glue, tmp_path,
                                                                                          cache_dir, overrides, env, error,
                                                                                          monkeypatch):
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     monkeypatch.chdir(tmp_path)  # the default folder: outputs/runs/<day>/... here
     for name, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env}.items():
@@ -621,7 +642,7 @@ def test_a_run_refused_before_training_leaves_no_folder_but_keeps_one_with_earli
     with pytest.raises(UserError) as kept:
         train_here(*args, f"hydra.run.dir={earlier}")
     assert f"error: {kept.value}".startswith(error)
-    assert (earlier / "notes.txt").read_text() == "mine\n" and (earlier / rundir.FAILED).is_file()
+    assert (earlier / "notes.txt").read_text() == "mine\n" and (earlier / FAILED).is_file()
 
 
 def compose_job(*overrides: str):
@@ -650,14 +671,14 @@ def compose_job(*overrides: str):
 ], ids=["failed-at-0", "interrupted-at-0", "old-user-error", "failed-at-3", "trained-later", "old-other-error",
         "no-launch-recorded", "holds-a-checkpoint"])
 def test_only_a_folder_that_never_trained_is_taken_over(tmp_path, launches, checkpoint, taken_over):
-    folder = rundir.RunFolder(tmp_path / "run")
+    folder = RunFolder(tmp_path / "run")
     old, hydra_cfg = compose_job("optimizer.lr=1e-3")
     folder.claim(old, hydra_cfg)
     for entry in launches:
         folder.record_launch(**entry)
     if checkpoint:
         folder.checkpoints.mkdir()
-        (folder.checkpoints / rundir.LAST_CKPT).write_bytes(b"x")
+        (folder.checkpoints / LAST_CKPT).write_bytes(b"x")
     new, _ = compose_job()
     if taken_over:
         assert folder.claim(new, hydra_cfg) is True
@@ -665,7 +686,7 @@ def test_only_a_folder_that_never_trained_is_taken_over(tmp_path, launches, chec
         assert OmegaConf.load(tmp_path / "run" / ".hydra.replaced" / "config.yaml").optimizer.lr == 1e-3
     else:
         stored = folder.config_file.read_bytes()
-        with pytest.raises(rundir.RunFolderConflict) as info:
+        with pytest.raises(RunFolderConflict) as info:
             folder.claim(new, hydra_cfg)
         assert str(info.value).endswith(f"relaunch with the folder's own settings, choose another folder "
                                         f"(hydra.run.dir=), or move the old run aside: mv {folder.path} {folder.path}.old")
@@ -674,13 +695,13 @@ def test_only_a_folder_that_never_trained_is_taken_over(tmp_path, launches, chec
 
 
 def test_the_lock_is_the_processes_and_dies_with_its_holder(tmp_path):
-    folder = rundir.RunFolder(tmp_path / "run")
+    folder = RunFolder(tmp_path / "run")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from maxpoolbert import rundir; rundir.RunFolder(sys.argv[1]).lock(); "
+        "import sys, time; from maxpoolbert.runs.folder import RunFolder; RunFolder(sys.argv[1]).lock(); "
         "print('locked', flush=True); time.sleep(600)"), str(folder.path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(rundir.RunFolderBusy):
+        with pytest.raises(RunFolderBusy):
             folder.lock()
         assert folder.in_use("hydra.run.dir").startswith(
             f"hydra.run.dir={folder.path}: the folder is in use by process {holder.pid} on {socket.gethostname()}")
@@ -689,8 +710,8 @@ def test_the_lock_is_the_processes_and_dies_with_its_holder(tmp_path):
         holder.wait()
     folder.lock()
     assert json.loads(folder.lock_file.read_text())["pid"] == os.getpid()
-    other = rundir.RunFolder(tmp_path / "run")
-    with pytest.raises(rundir.RunFolderBusy):  # a second open file in this process is another holder
+    other = RunFolder(tmp_path / "run")
+    with pytest.raises(RunFolderBusy):  # a second open file in this process is another holder
         other.lock()
     folder.unlock()
     other.lock()
@@ -710,8 +731,8 @@ WRITE_ERROR = re.compile(r"error: cannot write (\S+): No space left on device \(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "file", "then"), [
-    ("checkpoint", f"{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}", "starts the run again (no checkpoint)"),
-    ("results", rundir.RESULTS, f"resumes from {rundir.CHECKPOINTS}/{rundir.LAST_CKPT} (saved after epoch 1, step 2)"),
+    ("checkpoint", f"{CHECKPOINTS}/{LAST_CKPT}", "starts the run again (no checkpoint)"),
+    ("results", RESULTS, f"resumes from {CHECKPOINTS}/{LAST_CKPT} (saved after epoch 1, step 2)"),
 ])
 def test_a_write_that_fails_for_want_of_space_is_one_line_and_a_relaunch_goes_on(real_glue, tmp_path, cache_dir, kind,
                                                                                 file, then):
@@ -724,12 +745,12 @@ def test_a_write_that_fails_for_want_of_space_is_one_line_and_a_relaunch_goes_on
     assert match, line
     assert match.groups() == (str(run_dir / file), then, shlex.join([python_named(), str(ROOT / "train.py"), *args]))
     assert not (run_dir / file).exists() and not leftovers(run_dir)  # no part under the final name, no temporary
-    failure = json.loads((run_dir / rundir.FAILED).read_text())
+    failure = json.loads((run_dir / FAILED).read_text())
     assert failure["steps"] == (2 if kind == "checkpoint" else 4) and failure["user_error"]
     relaunched = run_train(*args, cwd=tmp_path)
     assert ("resuming from" in out(relaunched)) == (kind == "results")
-    assert rundir.RunFolder(run_dir).is_finished()
-    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["failed", "finished"]
+    assert RunFolder(run_dir).is_finished()
+    assert [e["outcome"] for e in RunFolder(run_dir).launches()] == ["failed", "finished"]
 
 
 @pytest.mark.slow
@@ -739,18 +760,18 @@ def test_failed_weights_leave_a_finished_run_whose_record_says_so(real_glue, tmp
     proc = run_failing("weights", args, tmp_path)
     assert proc.returncode == 0 and not error_lines(proc), out(proc)[-3000:]
     [warning] = [line for line in out(proc).splitlines() if "[maxpoolbert][WARNING]" in line]
-    assert (f"cannot write {run_dir}/{rundir.MODEL}: No space left on device (ENOSPC);") in warning
+    assert (f"cannot write {run_dir}/{MODEL}: No space left on device (ENOSPC);") in warning
     assert ("the run's results are written, its weights are not (results.json: weights missing); free some space, "
             "then train again with skip_finished=false to get them") in warning
-    record = rundir.RunFolder(run_dir).record()
+    record = RunFolder(run_dir).record()
     assert record is not None and record.weights == "missing" and record.steps == 2
-    assert not (run_dir / rundir.MODEL).exists() and not leftovers(run_dir)
-    assert (run_dir / rundir.PREDICTIONS).exists()
-    assert rundir.RunFolder(run_dir).launches()[-1]["weights"] == "missing"
+    assert not (run_dir / MODEL).exists() and not leftovers(run_dir)
+    assert (run_dir / PREDICTIONS).exists()
+    assert RunFolder(run_dir).launches()[-1]["weights"] == "missing"
     predict = subprocess.run([sys.executable, "-m", "maxpoolbert.predict", str(run_dir)], cwd=tmp_path,
                              capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert predict.returncode == 2
-    assert error_lines(predict) == [f"error: {run_dir} has no {rundir.MODEL}: writing it failed after the results "
+    assert error_lines(predict) == [f"error: {run_dir} has no {MODEL}: writing it failed after the results "
                                     "(results.json: weights missing); train again with skip_finished=false to get them"]
 
 
@@ -763,31 +784,31 @@ def test_a_full_disk_stops_the_run_in_one_line_through_lightning_and_a_relaunch_
     assert proc.returncode == 2 and "Traceback" not in out(proc), out(proc)[-3000:]
     [line] = error_lines(proc)
     match = WRITE_ERROR.match(line)
-    assert match and match.groups()[:2] == (f"{run_dir}/{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}",
+    assert match and match.groups()[:2] == (f"{run_dir}/{CHECKPOINTS}/{LAST_CKPT}",
                                             "starts the run again (no checkpoint)"), line
     assert match.group(3).endswith(f"hydra.run.dir={run_dir}"), line
-    assert not leftovers(run_dir) and not (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
+    assert not leftovers(run_dir) and not (run_dir / CHECKPOINTS / LAST_CKPT).exists()
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
     run_train(*args, cwd=tmp_path)
-    assert rundir.RunFolder(run_dir).is_finished()
+    assert RunFolder(run_dir).is_finished()
 
 
 def test_write_failures_name_the_file_and_remove_the_temporary(tmp_path, monkeypatch):
     """The writers, each failing as it does on a full disk: one WriteFailed, nothing left."""
     import errno
 
-    from maxpoolbert.checkpointing import AtomicCheckpointIO
-    from maxpoolbert.errors import WriteFailed
+    from maxpoolbert.core.errors import WriteFailed
+    from maxpoolbert.training.checkpointing import AtomicCheckpointIO
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    folder = rundir.RunFolder(tmp_path)
+    folder = RunFolder(tmp_path)
     with monkeypatch.context() as m:
         m.setattr(os, "fsync", full)
         with pytest.raises(WriteFailed, match=rf"^cannot write {tmp_path}/results.json: No space left on device "
                                               r"\(ENOSPC\); [0-9.]+ [kMGT]?B free on its filesystem; free some space$"):
-            rundir.write_json_atomic(folder.results, {"a": 1})
+            write_json_atomic(folder.results, {"a": 1})
     assert list(tmp_path.iterdir()) == []
 
     def torch_save(obj, f, *args, **kwargs):
@@ -799,7 +820,7 @@ def test_write_failures_name_the_file_and_remove_the_temporary(tmp_path, monkeyp
     with monkeypatch.context() as m:
         m.setattr(torch, "save", torch_save)
         with pytest.raises(WriteFailed, match="last.ckpt: No space left on device"):
-            AtomicCheckpointIO().save_checkpoint({}, tmp_path / "checkpoints" / rundir.LAST_CKPT)
+            AtomicCheckpointIO().save_checkpoint({}, tmp_path / "checkpoints" / LAST_CKPT)
     assert list((tmp_path / "checkpoints").iterdir()) == []
 
     import safetensors.torch
@@ -816,7 +837,7 @@ def test_write_failures_name_the_file_and_remove_the_temporary(tmp_path, monkeyp
 # ---------------------------------------------------------------------------- interruptions
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "when", "then"), [
-    (signal.SIGINT, "checkpoint", f"resumes from {rundir.CHECKPOINTS}/{rundir.LAST_CKPT} (saved after epoch 1, step 2)"),
+    (signal.SIGINT, "checkpoint", f"resumes from {CHECKPOINTS}/{LAST_CKPT} (saved after epoch 1, step 2)"),
     (signal.SIGTERM, "lock", "starts the run again (no checkpoint)"),
 ])
 def test_an_interrupted_launch_is_recorded_and_says_what_a_relaunch_does(real_glue, tmp_path, cache_dir, sig, when,
@@ -826,7 +847,7 @@ def test_an_interrupted_launch_is_recorded_and_says_what_a_relaunch_does(real_gl
     proc = start(args, tmp_path, tmp_path / "run.log")
     try:
         if when == "checkpoint":
-            wait_for(lambda: (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists(), proc, "the first checkpoint")
+            wait_for(lambda: (run_dir / CHECKPOINTS / LAST_CKPT).exists(), proc, "the first checkpoint")
         else:
             wait_for(lambda: holds_lock(run_dir, proc.pid), proc, "the run held its folder")
         proc.send_signal(sig)
@@ -836,15 +857,15 @@ def test_an_interrupted_launch_is_recorded_and_says_what_a_relaunch_does(real_gl
     text = (tmp_path / "run.log").read_text()
     assert "Traceback" not in text, text[-3000:]
     [line] = [line for line in text.splitlines() if "interrupted (" in line]
-    steps = rundir.RunFolder(run_dir).launches()[-1]["steps"]
+    steps = RunFolder(run_dir).launches()[-1]["steps"]
     command = shlex.join([python_named(), str(ROOT / "train.py"), *args])
     assert line.endswith(f"interrupted ({sig.name}) at step {steps}: relaunching {then}: {command}"), line
     assert (steps >= 2) == (when == "checkpoint")
-    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["interrupted"]
-    assert not (run_dir / rundir.FAILED).exists() and not leftovers(run_dir)
+    assert [e["outcome"] for e in RunFolder(run_dir).launches()] == ["interrupted"]
+    assert not (run_dir / FAILED).exists() and not leftovers(run_dir)
     relaunched = run_train(*args, cwd=tmp_path)
     assert ("resuming from" in out(relaunched)) == (when == "checkpoint")
-    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["interrupted", "finished"]
+    assert [e["outcome"] for e in RunFolder(run_dir).launches()] == ["interrupted", "finished"]
 
 
 def python_named() -> str:
@@ -860,7 +881,7 @@ def test_ctrl_c_names_the_exact_command_that_resumes_to_the_uninterrupted_predic
     args = [*RESUMABLE, f"data.cache_dir={cache_dir}"]
     proc = start(args, tmp_path, tmp_path / "run.log")
     try:
-        wait_for(lambda: any(tmp_path.glob(f"outputs/runs/*/*/{rundir.CHECKPOINTS}/{rundir.LAST_CKPT}")), proc,
+        wait_for(lambda: any(tmp_path.glob(f"outputs/runs/*/*/{CHECKPOINTS}/{LAST_CKPT}")), proc,
                  "the first checkpoint")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=SUBPROCESS_TIMEOUT) == 128 + signal.SIGINT
@@ -870,13 +891,13 @@ def test_ctrl_c_names_the_exact_command_that_resumes_to_the_uninterrupted_predic
     text = (tmp_path / "run.log").read_text()
     assert text.index(f"run folder: {run_dir}") < text.index("interrupted ("), text[-3000:]
     [line] = [line for line in text.splitlines() if "interrupted (" in line]
-    hint = f"resumes from {rundir.CHECKPOINTS}/{rundir.LAST_CKPT} (saved after epoch 1, step {STEPS_PER_EPOCH})"
+    hint = f"resumes from {CHECKPOINTS}/{LAST_CKPT} (saved after epoch 1, step {STEPS_PER_EPOCH})"
     command = shlex.join([python_named(), str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"])
     assert line.endswith(f"interrupted (SIGINT) at step {STEPS_PER_EPOCH}: relaunching {hint}: {command}"), line
     relaunched = subprocess.run(shlex.split(line.rpartition(f"{hint}: ")[2]), cwd=tmp_path, capture_output=True,
                                 text=True, timeout=SUBPROCESS_TIMEOUT, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     assert relaunched.returncode == 0 and "resuming from" in out(relaunched), out(relaunched)[-3000:]
-    assert f"run folder: {run_dir} (results.json, {rundir.PREDICTIONS})" in out(relaunched)
+    assert f"run folder: {run_dir} (results.json, {PREDICTIONS})" in out(relaunched)
     assert list(tmp_path.glob("outputs/runs/*/*")) == [run_dir]
     same_run(run_dir, straight)  # dev predictions byte-identical to the uninterrupted run's
 
@@ -884,7 +905,7 @@ def test_ctrl_c_names_the_exact_command_that_resumes_to_the_uninterrupted_predic
 def test_interruption_takes_over_only_signals_at_their_default():
     """Ctrl-C and SIGTERM at their defaults become a recorded interruption; a SIGTERM someone else
     handles (submitit lets it pass, to requeue on the next signal) or ignores is left alone."""
-    from maxpoolbert.trainer import Interruption
+    from maxpoolbert.training.trainer import Interruption
 
     def theirs(signum, frame):
         pass
@@ -921,11 +942,11 @@ def test_a_kill_while_the_weights_are_written_leaves_a_run_that_the_relaunch_com
     args = [*SHORT, "save_model=true", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     proc = run_failing("kill-weights", args, tmp_path)
     assert proc.returncode == -signal.SIGKILL, out(proc)[-3000:]
-    folder = rundir.RunFolder(run_dir)
-    assert not folder.is_finished() and not (run_dir / rundir.RESULTS).exists()
+    folder = RunFolder(run_dir)
+    assert not folder.is_finished() and not (run_dir / RESULTS).exists()
     run_train(*args, cwd=tmp_path)
     record = folder.record()
-    assert record is not None and record.weights == "saved" and (run_dir / rundir.MODEL).stat().st_size > 1000
+    assert record is not None and record.weights == "saved" and (run_dir / MODEL).stat().st_size > 1000
     assert not folder.checkpoints.exists() and not leftovers(run_dir)
 
 
@@ -935,12 +956,12 @@ def test_a_skipped_relaunch_removes_the_checkpoints_a_finished_run_left(real_glu
     run_dir = tmp_path / "run"
     args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     train_here(*args, "checkpoint.keep=true")
-    assert (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
+    assert (run_dir / CHECKPOINTS / LAST_CKPT).exists()
     train_here(*args, "checkpoint.keep=true")
-    assert (run_dir / rundir.CHECKPOINTS / rundir.LAST_CKPT).exists()
+    assert (run_dir / CHECKPOINTS / LAST_CKPT).exists()
     train_here(*args)
-    assert [e["outcome"] for e in rundir.RunFolder(run_dir).launches()] == ["finished", "skipped", "skipped"]
-    assert not (run_dir / rundir.CHECKPOINTS).exists()
+    assert [e["outcome"] for e in RunFolder(run_dir).launches()] == ["finished", "skipped", "skipped"]
+    assert not (run_dir / CHECKPOINTS).exists()
 
 
 @pytest.mark.slow
@@ -952,13 +973,13 @@ def test_a_failed_rerun_of_a_finished_run_keeps_its_results_and_the_run_finished
     run_dir = tmp_path / "run"
     args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     run_train(*args, cwd=tmp_path)
-    before = (run_dir / rundir.RESULTS).read_bytes()
+    before = (run_dir / RESULTS).read_bytes()
     proc = run_failing("checkpoint", [*args, "skip_finished=false"], tmp_path)
     assert proc.returncode == 2, out(proc)[-3000:]
     assert "the earlier results in results.json stay the run's" in out(proc)
-    folder = rundir.RunFolder(run_dir)
-    assert (run_dir / rundir.RESULTS).read_bytes() == before and folder.failure() is None
-    assert not (run_dir / rundir.FAILED).exists() and (run_dir / rundir.RERUN_FAILED).exists()
+    folder = RunFolder(run_dir)
+    assert (run_dir / RESULTS).read_bytes() == before and folder.failure() is None
+    assert not (run_dir / FAILED).exists() and (run_dir / RERUN_FAILED).exists()
     runs, skipped = collect_runs(tmp_path)
     assert len(runs) == 1 and not skipped
     run_train(*args, cwd=tmp_path)
@@ -967,14 +988,14 @@ def test_a_failed_rerun_of_a_finished_run_keeps_its_results_and_the_run_finished
 
 def test_a_failed_json_beside_usable_results_is_a_failed_rerun_of_a_finished_run(tmp_path):
     """Folders older versions left after a failed re-run: the run is finished, not failed."""
-    folder = rundir.RunFolder(tmp_path / "run")
+    folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
-    (folder.path / rundir.RESULTS).write_text(json.dumps(
+    (folder.path / RESULTS).write_text(json.dumps(
         {"task": "rte", "pooling": "cls", "model": "tiny", "seed": 1, "metrics": {"accuracy": 0.6}, "score": 0.6,
          "settings": {}, "settings_id": "x"}))
-    (folder.path / rundir.FAILED).write_text(json.dumps({"error": "RuntimeError: boom"}))
+    (folder.path / FAILED).write_text(json.dumps({"error": "RuntimeError: boom"}))
     assert folder.is_finished() and folder.failure() is None
-    (folder.path / rundir.RESULTS).unlink()
+    (folder.path / RESULTS).unlink()
     assert folder.failure() == "RuntimeError: boom"
 
 
@@ -984,14 +1005,14 @@ def test_a_pickled_payload_in_a_checkpoint_is_refused_and_never_run(tmp_path):
     from .hostile import plant_checkpoint
 
     marker = tmp_path / "ran"
-    folder = rundir.RunFolder(tmp_path / "run")
-    ckpt = plant_checkpoint(folder.checkpoints / rundir.LAST_CKPT, marker)
-    problem = rundir.checkpoint_problem(ckpt)
+    folder = RunFolder(tmp_path / "run")
+    ckpt = plant_checkpoint(folder.checkpoints / LAST_CKPT, marker)
+    problem = checkpoint_problem(ckpt)
     assert problem == "it holds objects other than tensors and plain values, which are never unpickled"
-    assert rundir.checkpoint_position(ckpt) is None
+    assert checkpoint_position(ckpt) is None
     assert folder.relaunch_hint() == "starts the run again (no checkpoint)"
     assert folder.resume_checkpoint() is None
-    assert (folder.checkpoints / (rundir.LAST_CKPT + rundir.CORRUPT)).exists() and not ckpt.exists()
+    assert (folder.checkpoints / (LAST_CKPT + CORRUPT)).exists() and not ckpt.exists()
     assert not marker.exists()
 
 
@@ -999,11 +1020,11 @@ def test_a_pickled_payload_in_a_checkpoint_is_refused_and_never_run(tmp_path):
 def test_the_weights_have_the_permissions_of_new_files(umask, tmp_path):
     """model.safetensors as every other file of the run: the permissions the umask gives new files
     (safetensors writes 0600)."""
-    folder = rundir.RunFolder(tmp_path)
+    folder = RunFolder(tmp_path)
     before = os.umask(umask)
     try:
         folder.save_weights(torch.nn.Linear(2, 2))
-        rundir.write_atomic(tmp_path / "other.txt", "x")
+        write_atomic(tmp_path / "other.txt", "x")
     finally:
         os.umask(before)
     assert (folder.model_file.stat().st_mode & 0o777) == (tmp_path / "other.txt").stat().st_mode & 0o777 \
@@ -1019,9 +1040,9 @@ def test_a_stored_pooling_target_is_read_without_importing_its_package(tmp_path,
     (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w')\n")
     (package / "pooling.py").write_text("class P:\n    def __init__(self, encoder_config, k: int = 3):\n        pass\n")
     monkeypatch.syspath_prepend(str(tmp_path / "lib"))
-    values = rundir.settings({"pooling": {"name": "p", "module": {"_target_": "hostile_pkg.pooling.P"}}}, neutral=())
+    values = identity.settings({"pooling": {"name": "p", "module": {"_target_": "hostile_pkg.pooling.P"}}}, neutral=())
     assert values["pooling.module.k"] == 3 and not marker.exists()
-    assert rundir.settings({"pooling": {"module": {"_target_": "maxpoolbert.pooling.MHAPooling"}}},
+    assert identity.settings({"pooling": {"module": {"_target_": "maxpoolbert.model.pooling.MHAPooling"}}},
                            neutral=())["pooling.module.num_heads"] == 4
 
 
@@ -1062,10 +1083,10 @@ def test_archived_predictions_are_checked_against_the_labels_read_back(real_glue
     fingerprint of the labels when it keeps one, else by the metric recomputed from the rows."""
     run = tmp_path / "run"
     shutil.copytree(COMMITTED_RTE, run)
-    folder = rundir.RunFolder(run)
+    folder = RunFolder(run)
     if fingerprinted:
         data = json.loads(folder.results.read_text())
-        data["dev_data"] = {"dev": rundir.fingerprint(folder.predictions()["label"].tolist())}
+        data["dev_data"] = {"dev": run_record.fingerprint(folder.predictions()["label"].tolist())}
         folder.results.write_text(json.dumps(data))
     assert len(folder.predictions()) == 277  # the real data: fine
     monkeypatch.setenv("GLUE_DIR", str(_other_copy(real_glue, tmp_path, edit)))
@@ -1077,14 +1098,14 @@ def test_archived_predictions_are_checked_against_the_labels_read_back(real_glue
 
 def test_predictions_with_other_rows_than_the_record_are_refused(tmp_path):
     """A dev_predictions.tsv with extra or missing rows is not what the record was scored on."""
-    folder = rundir.RunFolder(tmp_path)
+    folder = RunFolder(tmp_path)
     rows = [("dev", i, i % 2, (i // 2) % 2) for i in range(8)]
     write = lambda rs: folder.predictions_file.write_text(  # noqa: E731
         "split\tindex\tlabel\tprediction\n" + "".join(f"{s}\t{i}\t{y}\t{p}\n" for s, i, y, p in rs))
     accuracy = sum(y == p for _, _, y, p in rows) / len(rows)
     folder.results.write_text(json.dumps({"task": "rte", "pooling": "cls", "model": "m", "seed": 1,
                                           "metrics": {"accuracy": accuracy}, "score": accuracy, "settings": {},
-                                          "n_dev": {"dev": 8}, "dev_data": {"dev": rundir.fingerprint([r[2] for r in rows])}}))
+                                          "n_dev": {"dev": 8}, "dev_data": {"dev": run_record.fingerprint([r[2] for r in rows])}}))
     write(rows)
     assert len(folder.predictions()) == 8
     for changed, text in [(rows + [("dev", 8, 1, 1)], "has 9 dev rows, the run was scored on 8"),
@@ -1099,10 +1120,10 @@ def test_predictions_with_other_rows_than_the_record_are_refused(tmp_path):
 def test_the_fingerprint_of_labels_does_not_depend_on_float_noise():
     import numpy as np
 
-    assert rundir.fingerprint([3.8, 1.0]) == rundir.fingerprint(np.array([3.8, 1.0], dtype=np.float32))
-    assert rundir.fingerprint([1, 0]) == rundir.fingerprint([1.0, 0.0])
-    assert rundir.fingerprint([1, 0]) != rundir.fingerprint([0, 1])
-    assert rundir.fingerprint([1, 0])["rows"] == 2
+    assert run_record.fingerprint([3.8, 1.0]) == run_record.fingerprint(np.array([3.8, 1.0], dtype=np.float32))
+    assert run_record.fingerprint([1, 0]) == run_record.fingerprint([1.0, 0.0])
+    assert run_record.fingerprint([1, 0]) != run_record.fingerprint([0, 1])
+    assert run_record.fingerprint([1, 0])["rows"] == 2
 
 
 @pytest.mark.slow
@@ -1116,7 +1137,7 @@ def test_a_full_disk_when_the_run_folder_is_claimed_is_one_line(real_glue, tmp_p
     [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     found = WRITE_ERROR.fullmatch(line)
     assert found and found.group(1) == f"{tmp_path}/run/.hydra/hydra.yaml", line
-    assert not (tmp_path / "run" / rundir.FAILED).exists() and not (tmp_path / "run" / rundir.CONFIG).exists()
+    assert not (tmp_path / "run" / FAILED).exists() and not (tmp_path / "run" / CONFIG).exists()
 
 
 # ---------------------------------------------------------------------------- the record's format
@@ -1129,9 +1150,9 @@ def _record(**more) -> dict:
 
 
 def test_every_record_written_carries_the_format_version():
-    record = rundir.RunRecord.from_json(_record(settings={"optimizer.lr": 2e-5}, settings_id="x"))
-    assert record.to_json()["format"] == rundir.FORMAT == 2
-    again = rundir.RunRecord.from_json(json.loads(json.dumps(record.to_json())))
+    record = RunRecord.from_json(_record(settings={"optimizer.lr": 2e-5}, settings_id="x"))
+    assert record.to_json()["format"] == FORMAT == 2
+    again = RunRecord.from_json(json.loads(json.dumps(record.to_json())))
     assert again.to_json() == record.to_json()  # a record of this format reads back as it was written
 
 
@@ -1139,12 +1160,12 @@ def test_every_record_written_carries_the_format_version():
 def test_records_without_a_format_are_upgraded_by_one_path_keeping_their_identity(tmp_path):
     """The committed runs (format 1: settings, no ``format``) read as format 2 with their stored
     identity; a format-0 record (no settings) gets them from its stored config, else its hparams."""
-    paths = sorted(COMMITTED_RUNS.rglob(rundir.RESULTS))
+    paths = sorted(COMMITTED_RUNS.rglob(RESULTS))
     assert len(paths) == 160
     for path in paths:
         stored = json.loads(path.read_text())
         assert "format" not in stored
-        upgraded = rundir.upgrade(stored)
+        upgraded = upgrade(stored)
         assert upgraded["format"] == 2 and upgraded["settings_id"] == stored["settings_id"]
         assert upgraded["settings"] == stored["settings"] and "format" not in stored  # the payload is not changed
     # format 0: the first committed run without its settings, its task_info and settings_id
@@ -1152,18 +1173,18 @@ def test_records_without_a_format_are_upgraded_by_one_path_keeping_their_identit
     old = {k: v for k, v in json.loads(paths[0].read_text()).items() if k not in ("settings", "settings_id",
                                                                                   "task_info")}
     shutil.copytree(source, tmp_path / "run")
-    (tmp_path / "run" / rundir.RESULTS).write_text(json.dumps(old))
-    record = rundir.RunFolder(tmp_path / "run").record()
+    (tmp_path / "run" / RESULTS).write_text(json.dumps(old))
+    record = RunFolder(tmp_path / "run").record()
     assert record.format == 2 and record.settings_id == json.loads(paths[0].read_text())["settings_id"]
-    assert record.task_info == rundir.RunRecord.from_json(json.loads(paths[0].read_text())).task_info
-    bare = rundir.RunRecord.from_json(_record(hparams={"lr": 1e-4, "pooling.k": 2}))
+    assert record.task_info == RunRecord.from_json(json.loads(paths[0].read_text())).task_info
+    bare = RunRecord.from_json(_record(hparams={"lr": 1e-4, "pooling.k": 2}))
     assert bare.settings == {"optimizer.lr": 1e-4, "pooling.module.k": 2}
-    assert bare.settings_id == rundir.settings_id(bare.settings) and bare.task_info.metrics == ("accuracy",)
+    assert bare.settings_id == identity.settings_id(bare.settings) and bare.task_info.metrics == ("accuracy",)
 
 
 @pytest.mark.parametrize("version", [True, "2", 1.5, -1])
 def test_a_format_that_is_no_version_number_is_a_corrupt_record(tmp_path, version):
-    folder = rundir.RunFolder(tmp_path)
+    folder = RunFolder(tmp_path)
     folder.results.write_text(json.dumps(_record(format=version, settings={}, settings_id="x")))
     record, why = folder.read()
     assert record is None and why.kind == "corrupt" and "not a version number" in str(why)
@@ -1173,17 +1194,17 @@ def test_a_newer_format_is_refused_in_one_line_naming_the_file_and_the_version(r
                                                                                capsys):
     """A record a newer version wrote is never guessed at: the report lists it (file, version), a
     relaunch in its folder is refused in one line and changes nothing there, predict refuses it."""
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
     from maxpoolbert.predict import main as predict
     from maxpoolbert.report.collect import collect_runs
 
     args = [*SHORT, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}/runs/run"]
     train_here(*args)
-    folder = rundir.RunFolder(tmp_path / "runs" / "run")
+    folder = RunFolder(tmp_path / "runs" / "run")
     stored = json.loads(folder.results.read_text())
-    assert stored["format"] == rundir.FORMAT
+    assert stored["format"] == FORMAT
     folder.results.write_text(json.dumps({**stored, "format": 3, "new_key": [1]}))
-    before = {p.name: p.read_bytes() for p in folder.path.iterdir() if p.is_file() and p.name not in (rundir.LAUNCHES, rundir.LOCK)}
+    before = {p.name: p.read_bytes() for p in folder.path.iterdir() if p.is_file() and p.name not in (LAUNCHES, LOCK)}
 
     record, why = folder.read()
     line = f"{folder.results}: format 3: written by a newer version of maxpoolbert (this one reads formats up to 2)"
@@ -1195,10 +1216,10 @@ def test_a_newer_format_is_refused_in_one_line_naming_the_file_and_the_version(r
     assert "\n" not in str(refused.value)
     assert str(refused.value).startswith(f"hydra.run.dir={folder.path}: its results.json is format 3, written by a "
                                          "newer version of maxpoolbert (this one reads formats up to 2)")
-    with pytest.raises(rundir.RunFolderConflict, match="format 3"):  # a sweep's job: its claim, the same refusal
+    with pytest.raises(RunFolderConflict, match="format 3"):  # a sweep's job: its claim, the same refusal
         folder.claim(folder.config(), folder.job())
     assert before == {p.name: p.read_bytes() for p in folder.path.iterdir()
-                      if p.is_file() and p.name not in (rundir.LAUNCHES, rundir.LOCK)}
+                      if p.is_file() and p.name not in (LAUNCHES, LOCK)}
     assert [e["outcome"] for e in folder.launches()] == ["finished", "refused"]
     capsys.readouterr()
     with pytest.raises(SystemExit) as ended:

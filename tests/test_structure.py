@@ -1,6 +1,8 @@
-"""The package's import direction: every module sits in one layer and imports only from its own
-layer or the layers below it (lazy imports inside functions included), so that no module reaches
-up into one that builds on it and no two modules import each other."""
+"""The package's import direction: the layers are the sub-packages of ``maxpoolbert`` (``core/``,
+``tasks/``, ``model/`` ...), lowest first; every module sits in one of them (or is one of the public
+faces at the top), and imports only from its own sub-package or the ones below it (lazy imports
+inside functions included), so that no module reaches up into one that builds on it; and no
+modules import each other in a cycle of any length, inside a sub-package too."""
 
 import ast
 from pathlib import Path
@@ -11,32 +13,42 @@ from .conftest import ROOT
 
 PACKAGE = ROOT / "maxpoolbert"
 
-# Lowest first. A new module must be placed here (the test says so).
+# The layers, lowest first: each a sub-package (a folder of maxpoolbert/ with its __init__.py) but
+# the last, the public faces (``python -m maxpoolbert.predict|export|report``). A new module goes
+# into one of the folders; a new folder or face must be placed here (the tests say so).
 LAYERS = [
-    # foundations: no project imports but these
-    ["errors", "values", "signatures", "lightning_flags", "metrics", "live_metrics", "pooling", "readers",
-     "model_folder", "memory"],
-    # what a task and an encoder family are
-    ["tasks", "families", "layers", "targets"],
-    # the pieces a run is built from, and the config check
-    ["schema", "encoders", "model", "optim", "data", "module", "modeling_maxpoolbert"],
-    # the run record: a run folder, what a run records, a run's identity; how a run was launched
-    ["rundir", "checkpointing", "context"],
-    # around a run: the Trainer, loggers, Hydra callbacks and sweeps
-    ["trainer", "loggers", "callbacks", "sweeps"],
-    # one run
-    ["run"],
-    # one run from Python (maxpoolbert.train)
-    ["entry"],
-    # tools over finished runs
-    ["predict", "export", "report"],
+    ["core"],      # errors, value types, signatures, metrics, atomic file IO
+    ["tasks"],     # what a task is: the task class and its configs, readers, benchmarks
+    ["model"],     # pooling, encoder families and folders, the classifier, its Hugging Face form
+    ["config"],    # the config check, Lightning's flags, the _target_ allowlist and canonical names
+    ["runs"],      # a run folder, the record, a run's identity, W&B conversion, the run context
+    ["training"],  # data, the LightningModule, optimizers, the Trainer, checkpoints, loggers
+    ["launch"],    # one run, the Python entry, Hydra callbacks, sweeps
+    ["predict", "export", "report"],  # the public faces over finished runs
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+FACES = {"predict", "export"}  # the modules at the top of the package (report/ is a folder)
 
 
 def unit(path: Path) -> str:
-    """The layer unit of a module: its name under maxpoolbert (a subpackage is one unit)."""
+    """The layer unit of a module: its sub-package under maxpoolbert, or a top-level face's name."""
     return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def placement_problem(path: Path) -> str | None:
+    """Why ``path`` (a module under maxpoolbert) sits outside the layers, or None."""
+    parts = path.relative_to(PACKAGE).parts
+    if len(parts) == 1:
+        if unit(path) in FACES:
+            return None
+        return (f"maxpoolbert/{parts[0]} sits outside the layers' folders: move it into one of "
+                f"{', '.join(f'{n}/' for names in LAYERS[:-1] for n in names)} (the one whose modules it "
+                "builds on), or make it a public face in tests/test_structure.py FACES")
+    if parts[0] not in LAYER:
+        return f"maxpoolbert/{parts[0]}/ is not a layer: place it in tests/test_structure.py LAYERS"
+    if not (PACKAGE / parts[0] / "__init__.py").is_file():
+        return f"maxpoolbert/{parts[0]}/ has no __init__.py (a layer is a package)"
+    return None
 
 
 def project_imports(path: Path) -> set[str]:
@@ -68,13 +80,32 @@ def project_imports(path: Path) -> set[str]:
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
 
 
-def test_every_module_has_a_layer():
-    missing = sorted({unit(p) for p in MODULES} - set(LAYER))
-    assert not missing, f"place {missing} in tests/test_structure.py LAYERS"
+def test_every_module_sits_in_a_layer_folder():
+    problems = [msg for p in MODULES if (msg := placement_problem(p))]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_folders_are_the_layers():
+    """Each layer's folder exists as a package, and maxpoolbert/ holds nothing but the layers'
+    folders and the faces."""
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert folders == set(LAYER) - FACES, "maxpoolbert/'s folders are not LAYERS' (tests/test_structure.py)"
+    assert top == FACES
+    assert all((PACKAGE / f / "__init__.py").is_file() for f in folders)
+
+
+def test_a_module_outside_the_folders_is_named():
+    """The placement check can fail, with a message that says where to put the module."""
+    assert "outside the layers' folders: move it into one of core/, tasks/" in placement_problem(PACKAGE / "helpers.py")
+    assert "not a layer" in placement_problem(PACKAGE / "utils" / "misc.py")
+    assert placement_problem(PACKAGE / "runs" / "folder.py") is None
+    assert placement_problem(PACKAGE / "predict.py") is None
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_point_down(path):
+    assert placement_problem(path) is None, placement_problem(path)
     here = unit(path)
     upward = sorted(u for u in project_imports(path) - {here} if LAYER.get(u, -1) > LAYER[here])
     assert not upward, f"{path.relative_to(ROOT)} (layer {LAYER[here]}) imports from above it: " + ", ".join(
@@ -91,11 +122,11 @@ def test_no_two_units_import_each_other():
 
 def test_the_checker_sees_lazy_and_relative_imports():
     """The check can fail: a lazy import inside a function and a relative one are both found."""
-    probe = PACKAGE / "_probe_structure.py"
-    probe.write_text("def f():\n    from maxpoolbert.run import run\n    from .report import collect\n"
-                     "    import maxpoolbert.tasks\n")
+    probe = PACKAGE / "core" / "_probe_structure.py"  # inside a folder: the folder check never sees it
+    probe.write_text("def f():\n    from maxpoolbert.launch.run import run\n    from ..report import collect\n"
+                     "    import maxpoolbert.tasks.task\n")
     try:
-        assert project_imports(probe) == {"run", "report", "tasks"}
+        assert project_imports(probe) == {"launch", "report", "tasks"}
     finally:
         probe.unlink()
 

@@ -9,9 +9,9 @@ import datasets
 import pytest
 from omegaconf import OmegaConf
 
-from maxpoolbert import data as D
-from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import from_config
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.tasks.task import from_config
+from maxpoolbert.training import data as D
 
 from .conftest import ROOT
 

@@ -129,7 +129,7 @@ def test_same_seed_same_metrics_different_seed_differs(real_glue, tmp_path, cach
 @pytest.mark.parametrize(("env", "threads"), [({"SLURM_CPUS_PER_TASK": "1"}, 1), ({"SLURM_CPUS_PER_TASK": "3"}, 3),
                                               ({"SLURM_CPUS_PER_TASK": ""}, None)])
 def test_a_slurm_job_uses_the_cpus_it_was_given(monkeypatch, env, threads):
-    from maxpoolbert import trainer
+    from maxpoolbert.training import trainer
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -164,7 +164,7 @@ def test_a_joblib_sweeps_workers_end_when_its_process_is_killed(real_glue, tmp_p
     import subprocess
     import time
 
-    from maxpoolbert import rundir
+    from maxpoolbert.runs.folder import LOCK, RunFolder
 
     from .conftest import ROOT, SUBPROCESS_TIMEOUT
 
@@ -180,9 +180,9 @@ def test_a_joblib_sweeps_workers_end_when_its_process_is_killed(real_glue, tmp_p
     deadline = time.time() + SUBPROCESS_TIMEOUT
     try:
         while len(workers) < 2 and time.time() < deadline and proc.poll() is None:
-            for folder in {p.parent for p in sweep.rglob(rundir.LOCK)} - set(workers):
+            for folder in {p.parent for p in sweep.rglob(LOCK)} - set(workers):
                 try:
-                    pid = json.loads((folder / rundir.LOCK).read_text())["pid"]
+                    pid = json.loads((folder / LOCK).read_text())["pid"]
                 except (OSError, ValueError, KeyError):
                     continue
                 if list(folder.glob("checkpoints")) or (folder / "train.log").exists():
@@ -201,8 +201,8 @@ def test_a_joblib_sweeps_workers_end_when_its_process_is_killed(real_glue, tmp_p
                 os.kill(pid, signal.SIGKILL)
     assert all(_ended(pid) for pid in workers.values())
     for folder in workers:
-        assert [e["outcome"] for e in rundir.RunFolder(folder).launches()] == ["interrupted"]
-        assert rundir.RunFolder(folder).launches()[0]["signal"] == "SIGTERM"
+        assert [e["outcome"] for e in RunFolder(folder).launches()] == ["interrupted"]
+        assert RunFolder(folder).launches()[0]["signal"] == "SIGTERM"
 
 
 @pytest.mark.slow

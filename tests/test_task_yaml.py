@@ -13,7 +13,7 @@ CSV_DEV = [("Wonderful from start to end.", "good"), ("I want my money back, hon
            ("Not bad at all, really.", "good"), ("Boring, boring, boring.", "bad"), ("A joy.", "good")]
 
 REVIEWS = {
-    "_target_": "maxpoolbert.tasks.Task", "name": "reviews", "display_name": "Reviews", "benchmark": "custom",
+    "_target_": "maxpoolbert.tasks.task.Task", "name": "reviews", "display_name": "Reviews", "benchmark": "custom",
     "format": "csv", "num_labels": 2, "label_values": ["bad", "good"], "text_fields": ["text"],
     "label_field": "stars", "train": {"file": "train.csv"},
     "eval": {"dev": {"file": "dev.csv", "metrics": {"accuracy": "accuracy", "f1": "f1"}}},
@@ -62,7 +62,7 @@ def test_users_csv_task_from_their_own_config_folder(tmp_path, cache_dir):
 
 def refused(run, *expected: str) -> str:
     """The run refused with one line (the command line's ``error: ...``, exit 2) naming what is expected."""
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
 
     with pytest.raises(UserError) as err:
         run()
@@ -98,7 +98,7 @@ def test_unknown_metric_names_the_file(tmp_path, cache_dir):
             yaml_path(configs, "reviews"))
 
 
-NLI = {"_target_": "maxpoolbert.tasks.Task", "name": "nli", "display_name": "NLI", "benchmark": "custom",
+NLI = {"_target_": "maxpoolbert.tasks.task.Task", "name": "nli", "display_name": "NLI", "benchmark": "custom",
        "format": "jsonl", "num_labels": 3, "label_values": ["entailment", "contradiction", "neutral"],
        "text_fields": ["premise", "hypothesis"], "label_field": "label", "train": {"file": "train.jsonl"},
        "eval": {"dev": {"file": "dev.jsonl", "metrics": {"accuracy": "accuracy"}}}}

@@ -8,8 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from maxpoolbert.errors import UserError
-from maxpoolbert.tasks import Task
+from maxpoolbert.core.errors import UserError
+from maxpoolbert.tasks.task import Task
 
 from .conftest import FIXTURES, ROOT, config_names, glue_dir
 
@@ -167,7 +167,7 @@ def test_every_task_has_the_design_metric_keys():
 
 
 def test_the_benchmark_folder_map_is_declared_once_and_used_everywhere():
-    """tasks.BENCHMARK_DIRS: each benchmark with a folder of its own -> its ``data`` setting. The
+    """benchmarks.BENCHMARK_DIRS: each benchmark with a folder of its own -> its ``data`` setting. The
     settings exist (configs/config.yaml), the data module takes them, the config check, the run
     folder's note and predict (--<benchmark>-dir) follow the map; no module spells the map again."""
     import inspect
@@ -175,20 +175,40 @@ def test_the_benchmark_folder_map_is_declared_once_and_used_everywhere():
 
     from omegaconf import OmegaConf
 
-    from maxpoolbert import tasks
-    from maxpoolbert.data import TaskDataModule
     from maxpoolbert.predict import parse_args
-    from maxpoolbert.rundir import RunFolder
+    from maxpoolbert.runs.folder import RunFolder
+    from maxpoolbert.tasks import benchmarks
+    from maxpoolbert.training.data import TaskDataModule
 
     data = OmegaConf.load(ROOT / "configs" / "config.yaml").data
     params = inspect.signature(TaskDataModule).parameters
-    assert set(tasks.BENCHMARK_DIRS) < set(tasks.BENCHMARKS)
-    for name, key in tasks.BENCHMARK_DIRS.items():
+    assert set(benchmarks.BENCHMARK_DIRS) < set(benchmarks.BENCHMARKS)
+    for name, key in benchmarks.BENCHMARK_DIRS.items():
         assert key in data and key in params
         assert getattr(parse_args(["run", f"--{key.replace('_', '-')}", f"/{name}"]), key) == f"/{name}"
-    assert tasks.benchmark_dirs({"glue_dir": "/g", "superglue_dir": None}) == {"glue": "/g", "superglue": None}
+    assert benchmarks.benchmark_dirs({"glue_dir": "/g", "superglue_dir": None}) == {"glue": "/g", "superglue": None}
     cfg = OmegaConf.create({"data": {"glue_dir": "/g", "superglue_dir": None}})
     assert RunFolder("/nowhere").data_dirs(cfg) == {"glue": "/g", "superglue": None}
-    spelled = sorted(p.name for p in (ROOT / "maxpoolbert").rglob("*.py") if p.name != "tasks.py"
-                     and re.search(r"[\"']superglue[\"']\s*:", p.read_text()))
-    assert spelled == [], f"the benchmark -> folder map spelled again in {spelled}: use tasks.BENCHMARK_DIRS"
+    spelled = sorted(p.name for p in (ROOT / "maxpoolbert").rglob("*.py")
+                     if p != ROOT / "maxpoolbert" / "tasks" / "benchmarks.py" and re.search(r"[\"']superglue[\"']\s*:", p.read_text()))
+    assert spelled == [], f"the benchmark -> folder map spelled again in {spelled}: use benchmarks.BENCHMARK_DIRS"
+
+
+def test_only_the_old_task_class_itself_is_upgraded():
+    """A task config stored by a version before tasks beyond GLUE names maxpoolbert.tasks.GlueTask:
+    it is completed as a GLUE task. Another class whose name ends the same way is not that class."""
+    from maxpoolbert.tasks import task as tasks
+
+    old = {"_target_": "maxpoolbert.tasks.GlueTask", "name": "rte"}
+    assert tasks.upgrade(old)["benchmark"] == "glue" and tasks.upgrade(old)["hub_dataset"] == "nyu-mll/glue"
+    assert "benchmark" not in tasks.upgrade({**old, "_target_": "mymodule.MyGlueTask"})
+
+
+def test_lightnings_misconfiguration_is_a_user_error_by_its_type_not_its_name():
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from maxpoolbert.core.errors import user_error
+
+    assert str(user_error(MisconfigurationException("no batches left\nmore"))) == "no batches left"
+    namesake = type("MisconfigurationException", (Exception,), {})
+    assert user_error(namesake("a library's own error")) is None

@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from maxpoolbert import metrics as M
-from maxpoolbert.run import build
+from maxpoolbert.core import metrics as M
+from maxpoolbert.launch.run import build
 
 from . import conftest
 from .conftest import ROOT, config_names, run_train, train_each
@@ -164,9 +164,9 @@ def test_a_run_that_diverges_is_a_failed_run(real_glue, tmp_path, cache_dir):
     line (a UserError; the command line's exit 2), failed.json with the reason, no results.json (the
     report lists it failed)."""
     import maxpoolbert
-    from maxpoolbert.errors import UserError
+    from maxpoolbert.core.errors import UserError
     from maxpoolbert.report.collect import collect_runs
-    from maxpoolbert.rundir import RunFolder
+    from maxpoolbert.runs.folder import RunFolder
 
     with pytest.raises(UserError) as refused:
         maxpoolbert.train([*SMOKE, "trainer.max_steps=4", "data.train_size=32", "optimizer.lr=1e30",
@@ -187,7 +187,8 @@ def test_the_record_keeps_a_fingerprint_of_the_data_it_was_scored_on(real_glue, 
     """results.json's dev_data: per split, the rows and a hash of the gold labels (STS-B's float32
     labels hash as the file's); the archived predictions read back against it."""
     import maxpoolbert
-    from maxpoolbert.rundir import RunFolder, fingerprint
+    from maxpoolbert.runs.folder import RunFolder
+    from maxpoolbert.runs.record import fingerprint
 
     maxpoolbert.train([*SMOKE, "task=stsb", "data.train_size=16", "trainer.max_steps=1", "save_model=false",
                        "speed.threads=1", f"data.cache_dir={cache_dir}"], output_dir=tmp_path / "run")
@@ -203,9 +204,9 @@ def test_non_finite_weights_stop_the_run_at_an_evaluation():
     naming optimizer.lr; finite ones pass."""
     from types import SimpleNamespace
 
-    from maxpoolbert.errors import UserError
-    from maxpoolbert.module import GlueModule
-    from maxpoolbert.optim import from_config
+    from maxpoolbert.core.errors import UserError
+    from maxpoolbert.training.module import GlueModule
+    from maxpoolbert.training.optim import from_config
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=["model=tiny", "pooling=cls", "optimizer.lr=0.5"])

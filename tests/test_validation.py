@@ -24,8 +24,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from maxpoolbert import schema
-from maxpoolbert.errors import UserError
+from maxpoolbert.config import schema
+from maxpoolbert.core.errors import UserError
 
 from .conftest import ROOT, TIMINGS
 
@@ -53,6 +53,7 @@ SCHEMA = [
     (["model.reinit_layers=-1"], "model.reinit_layers"),
     (["eval.select=worst"], "eval.select"), (["eval.per_epoch=0"], "eval.per_epoch"),
     (["eval.early_stopping=0"], "eval.early_stopping"),
+    (["~eval.select"], "eval.select"), (["~progress_every_s"], "progress_every_s"),  # the YAML is their one default
     (["pooling.module.k=0"], "pooling.module.k"), (["pooling.module.num_heads=0"], "pooling.module.num_heads"),
     (["pooling.module.dropout=1.0"], "pooling.module.dropout"), (["pooling.module.residual=maybe"], "pooling.module.residual"),
     (["pooling.module.layer_norm=2"], "pooling.module.layer_norm"),
@@ -185,9 +186,9 @@ def run(args: list[str], cwd: Path, module: str | None = None) -> dict:
 def call(args: list[str]) -> dict:
     """``maxpoolbert.train(args)`` in this process, as ``python train.py args`` would run: the exit
     code the command line gives (2 for a refusal), its one line, and whether the refusal came
-    before the run's own code (``maxpoolbert.run.launch``: what loads torch & co.)."""
+    before the run's own code (``maxpoolbert.launch.run.launch``: what loads torch & co.)."""
     import maxpoolbert
-    from maxpoolbert import run as run_module
+    from maxpoolbert.launch import run as run_module
 
     launched = []
     real = run_module.launch
@@ -282,7 +283,7 @@ def test_the_command_line_refuses_in_one_line(tmp_path, real_glue, args, key, he
 
 
 def test_the_schema_imports_nothing_heavy():
-    code = ("import sys, maxpoolbert.callbacks, maxpoolbert.schema, maxpoolbert.tasks; "
+    code = ("import sys, maxpoolbert.launch.callbacks, maxpoolbert.config.schema, maxpoolbert.tasks.task; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'lightning', 'datasets'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -426,7 +427,7 @@ def test_damaged_model_folder_is_refused_before_torch(damaged, kind, tmp_path):
 def test_the_loaders_check_the_folder_too(damaged, kind, tmp_path):
     """predict and export load a run's encoder without the config check: the loaders refuse too,
     and a tokenizer built without a vocabulary (transformers makes one from config.json alone)."""
-    from maxpoolbert import encoders
+    from maxpoolbert.model import encoders
 
     if kind == "empty vocabulary":
         folder = tmp_path / "empty_vocab"
@@ -512,7 +513,7 @@ def test_predict_and_export_refuse_paths_before_torch(tmp_path, module, args, fo
 
 
 def test_only_keys_the_sections_do_not_have_become_additions():
-    from maxpoolbert.schema import additions
+    from maxpoolbert.config.schema import additions
 
     kept = ["data.batch_size=8", "data.batch_size=8,16", "pooling.module.k=2", "pooling=mha", "trainer.max_steps=3",
             "+data.batchsize=8", "hydra.run.dir=x", "task=rte", "task.name=x", "model.encoder.hidden_size=8",
@@ -539,7 +540,7 @@ def test_a_setting_lightning_refuses_while_it_runs_is_one_line(tmp_path, real_gl
 
 # ---------------------------------------------------------------------------- values that cannot work (issue 27)
 def _composed(*overrides: str):
-    from maxpoolbert.tasks import CONFIGS
+    from maxpoolbert.tasks.task import CONFIGS
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
@@ -596,7 +597,7 @@ def test_a_max_length_the_tokenizer_cannot_apply_is_refused(overrides, least):
 
 def test_a_folder_name_longer_than_the_filesystem_takes_is_one_line(tmp_path):
     """hydra.run.dir with a 300-character component: the check's stat raised ENAMETOOLONG (a traceback)."""
-    from maxpoolbert.errors import check_writable_folder
+    from maxpoolbert.core.errors import check_writable_folder
 
     path = tmp_path / ("x" * 300) / "run"
     with pytest.raises(UserError) as err:
@@ -604,3 +605,35 @@ def test_a_folder_name_longer_than_the_filesystem_takes_is_one_line(tmp_path):
     assert str(err.value) == (f"hydra.run.dir={path}: the name {'x' * 24}... is 300 bytes long, more than the 255 its "
                               "filesystem takes; a path whose every folder name is shorter")
     check_writable_folder(tmp_path / ("x" * 255) / "run", "hydra.run.dir")  # the longest name allowed
+
+
+def _schema_fields(model, prefix=""):
+    """``(key, field)`` of every field of the schema's sections (the task and a pooling's options
+    aside: the Task class and the pooling's constructor declare those)."""
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        key = prefix + (field.alias or name)
+        if key == "task":
+            continue
+        yield key, field
+        inner = schema._unwrap(field.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            yield from _schema_fields(inner, key + ".")
+
+
+def test_a_settings_default_is_declared_once_in_the_yaml():
+    """configs/config.yaml sets every key of its own sections: the schema's field for it is required
+    (no second default to drift, as progress_every_s's None beside the YAML's 30 did); elsewhere a
+    field's only default is OMITTED (the code that uses it has the default), never a value."""
+    from maxpoolbert.runs.identity import _flat
+
+    own = _flat({k: v for k, v in OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "config.yaml"),
+                                                           resolve=False).items() if k not in ("defaults", "hydra")})
+    fields = dict(_schema_fields(schema.Config))
+    assert set(own) <= set(fields), sorted(set(own) - set(fields))
+    repeated = [key for key in own if not fields[key].is_required()]
+    assert not repeated, f"configs/config.yaml sets these, the schema repeats a default: {repeated}"
+    valued = [f"{key}={f.default!r}" for key, f in fields.items()
+              if not f.is_required() and f.default is not schema.OMITTED]
+    assert not valued, f"a schema default other than OMITTED (the YAML is the one source): {valued}"

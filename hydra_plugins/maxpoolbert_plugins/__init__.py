@@ -1,2 +1,2 @@
 """Hydra plugins of maxpoolbert (Hydra only instantiates sweepers and launchers from the
-``hydra_plugins`` namespace): the logic lives in :mod:`maxpoolbert.sweeps`."""
+``hydra_plugins`` namespace): the logic lives in :mod:`maxpoolbert.launch.sweeps`."""

@@ -1,10 +1,10 @@
-"""Thin Hydra plugin classes; see :mod:`maxpoolbert.sweeps` for what they do."""
+"""Thin Hydra plugin classes; see :mod:`maxpoolbert.launch.sweeps` for what they do."""
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-from maxpoolbert import lightning_flags
-from maxpoolbert.sweeps import SkipFinishedLaunches, WatchedSlurmLaunch
+from maxpoolbert.config import lightning_flags
+from maxpoolbert.launch.sweeps import SkipFinishedLaunches, WatchedSlurmLaunch
 
 # Hydra imports this module before it composes any config: every lightning.Trainer flag becomes
 # the config lightning/trainer_flags, which configs/trainer/default.yaml builds on.

@@ -4,7 +4,7 @@ Run as ``python -m maxpoolbert.report [--runs DIR] [--out DIR] [--from-wandb ENT
 [--select KEY [--select-on all|half]] [--effect POINTS] [--bootstrap B]``; a ``report.yaml`` in the
 ``--runs`` folder holds defaults for these options (the command line wins).
 
-Every finished run leaves a folder with its record, ``results.json`` (:mod:`maxpoolbert.rundir`). This module reads all of
+Every finished run leaves a folder with its record, ``results.json`` (:mod:`maxpoolbert.runs.folder`). This module reads all of
 them under ``--runs`` (default ``$RUNS`` or ``outputs``), or the same summaries from W&B, and
 writes into ``--out`` (default ``reports``):
 
@@ -42,7 +42,7 @@ existed, from the project's ``configs/task/<name>.yaml``; a run of a task known 
 skipped as "other configuration: unknown task". Columns: GLUE, SuperGLUE, custom, then other
 benchmarks alphabetically; within a benchmark by ``order``, then name; each benchmark's average
 follows its tasks. Headers name each task's metrics by their short names
-(:data:`maxpoolbert.metrics.SHORT_NAMES`: ``F1/acc``, ``P/S``, ``m/mm``, ``acc/mF1``).
+(:data:`maxpoolbert.core.metrics.SHORT_NAMES`: ``F1/acc``, ``P/S``, ``m/mm``, ``acc/mF1``).
 
 Conventions (also printed in ``results.md``):
 
@@ -121,7 +121,7 @@ from maxpoolbert.report.stats import (
     summary_table,
     table_columns,
 )
-from maxpoolbert.tasks import TaskInfo
+from maxpoolbert.tasks.task import TaskInfo
 
 __all__ = [
     "BASELINE", "CELL", "DASH", "DEGENERATE_TOL", "GLUE_AVG", "POOLING_ORDER", "RUN_COLUMNS",

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from maxpoolbert import rundir
 from maxpoolbert.report import rows as scored_rows
 from maxpoolbert.report import statistics as S
 from maxpoolbert.report.collect import CELL, factor_column, factor_keys, show_value, unset
@@ -37,8 +36,9 @@ from maxpoolbert.report.stats import (
     pooling_key,
     size_key,
 )
-from maxpoolbert.rundir import RunFolder
-from maxpoolbert.tasks import TaskInfo
+from maxpoolbert.runs.folder import RunFolder
+from maxpoolbert.runs.identity import UNSET, completed
+from maxpoolbert.tasks.task import TaskInfo
 
 ALPHA = 0.05            # every interval is a 95% one, every test two-sided at 5%
 POWER = 0.8             # the power the seed counts are for
@@ -567,12 +567,12 @@ def _no_path(value: Any) -> str:
 
 
 def _setting(settings: dict[str, Any], key: str) -> Any:
-    return rundir.completed(settings, [key])[key]
+    return completed(settings, [key])[key]
 
 
 def _checkpoint(settings: dict[str, Any]) -> str:
     value = _setting(settings, "model.name_or_path")
-    return "not recorded" if value == rundir.UNSET or value is None else f"`{_no_path(value)}`"
+    return "not recorded" if value == UNSET or value is None else f"`{_no_path(value)}`"
 
 
 def _versions(versions: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from maxpoolbert.errors import EXIT_CODE, UserError, WriteFailed, check_writable_folder
+from maxpoolbert.core.errors import EXIT_CODE, UserError, WriteFailed, check_writable_folder
 from maxpoolbert.report import analysis, failures, rows, selection
 from maxpoolbert.report.collect import (
     ReportError,

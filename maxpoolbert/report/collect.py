@@ -2,7 +2,7 @@
 rule that a table cell holds one experiment.
 
 A cell (model, task, pooling, train size) holds the runs of one ``settings_id``
-(:mod:`maxpoolbert.rundir`: the whole resolved config minus the keys that do not change what a
+(:mod:`maxpoolbert.runs.folder`: the whole resolved config minus the keys that do not change what a
 run computes). Runs of a cell whose settings differ are different experiments: they are never
 taken for duplicate seeds of each other and never averaged together. The report refuses them in
 one line naming every differing key with its values (:func:`check_settings`), or, asked to
@@ -23,9 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from maxpoolbert import rundir
-from maxpoolbert.rundir import RecordError, RunFolder, RunRecord
-from maxpoolbert.tasks import TaskInfo
+from maxpoolbert.core.metrics import ranges as metric_ranges
+from maxpoolbert.runs import folder as run_folder
+from maxpoolbert.runs import identity
+from maxpoolbert.runs.folder import RunFolder, find_run_folders
+from maxpoolbert.runs.from_wandb import payload_from_wandb, wandb_plain
+from maxpoolbert.runs.identity import UNSET, completed
+from maxpoolbert.runs.record import RecordError, RunRecord
+from maxpoolbert.tasks.task import TaskInfo
 
 MISSING = object()
 BASELINE = "cls"   # the pooling every other one is compared with (--baseline pooling=NAME)
@@ -44,8 +49,7 @@ RUN_COLUMNS = [
 # ``eval_data``: what each dev split was scored on, ``{split: [rows, labels_sha256 or None]}`` (the
 # record's n_dev and dev_data; {} when it records neither): runs scored on other data never share a cell.
 # A metric's range: scores outside it are damaged records (52.7 for an accuracy: percent, not a fraction)
-METRIC_RANGES = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "macro_f1": (0.0, 1.0),
-                 "mcc": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)}
+METRIC_RANGES = metric_ranges()
 
 
 class ReportError(Exception):
@@ -210,7 +214,7 @@ def collect_runs(root: str | os.PathLike, by: str | None = None, ignore: Sequenc
     """
     root = Path(root)
     rows, skipped = [], []
-    for folder in rundir.find_run_folders(root):
+    for folder in find_run_folders(root):
         rel = os.path.relpath(folder.path, root)
         failure = folder.failure()
         if failure is not None:
@@ -246,7 +250,7 @@ def finish_collection(rows: list[dict[str, Any]], skipped: list[dict[str, str]],
     complete_settings(runs)
     keys = [k for k in dict.fromkeys(compare) if k != "pooling"]
     dropped = [*(() if by is None else (by,)), *ignore, *keys]
-    runs["identity"] = [rundir.settings_id({k: v for k, v in s.items() if k not in dropped})
+    runs["identity"] = [identity.settings_id({k: v for k, v in s.items() if k not in dropped})
                         for s in runs["settings"]]
     if by is not None:
         runs = with_values(runs, by)
@@ -275,7 +279,7 @@ def complete_settings(runs: pd.DataFrame) -> None:
         keys = set().union(*group["settings"])
         for i in group.index:
             if keys - set(runs.at[i, "settings"]):
-                runs.at[i, "settings"] = rundir.completed(runs.at[i, "settings"], keys)
+                runs.at[i, "settings"] = completed(runs.at[i, "settings"], keys)
 
 
 def drop_duplicate_seeds(runs: pd.DataFrame, ignore: Sequence[str] = ()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
@@ -292,7 +296,7 @@ def drop_duplicate_seeds(runs: pd.DataFrame, ignore: Sequence[str] = ()) -> tupl
             key, (a, path_a), (b, path_b) = clash
             raise MixedSettingsError(
                 f"--ignore {key} would make runs of different settings duplicates of seed {group['seed'].iloc[0]}: "
-                f"{path_a} ({key}={rundir.show(a)}) and {path_b} ({key}={rundir.show(b)}); compare them "
+                f"{path_a} ({key}={identity.show(a)}) and {path_b} ({key}={identity.show(b)}); compare them "
                 f"(--compare {key}) or show them as rows (--split-settings) instead")
         newest = group.iloc[-1]
         kept.append(newest)
@@ -313,7 +317,7 @@ def _ignored_differences(group: pd.DataFrame, ignore: Sequence[str]):
     for key in ignore:
         seen: dict[str, tuple[Any, str]] = {}
         for settings, path in zip(group["settings"], group["path"], strict=True):
-            value = settings[key] if key in settings else rundir.completed({}, [key])[key]
+            value = settings[key] if key in settings else completed({}, [key])[key]
             seen.setdefault(json.dumps(value, sort_keys=True, default=str), (value, path))
         if len(seen) > 1:
             first, second = list(seen.values())[:2]
@@ -335,7 +339,7 @@ def show_value(text: Any) -> str:
     """A factor value (JSON text) as the report writes it: ``null`` (the config's default, e.g.
     ``optimizer.layer_decay`` off) as ``default``, a string without quotes."""
     if text is None or (isinstance(text, float) and math.isnan(text)):
-        return rundir.UNSET
+        return UNSET
     value = json.loads(text) if isinstance(text, str) else text
     if value is None:
         return DEFAULT_LABEL
@@ -363,7 +367,7 @@ def with_factors(runs: pd.DataFrame, keys: Sequence[str], context_only: bool = F
             option = "--split-settings" if context_only else "--compare"
             raise SelectionError(f"{option}={key}: no run has this key in its settings; {hint}"
                                  "e.g. optimizer.layer_decay, pooling.module.k, head.use_pooler, model.name")
-        runs[factor_column(key)] = [_json_text(s[key]) if s.get(key, rundir.UNSET) != rundir.UNSET else None
+        runs[factor_column(key)] = [_json_text(s[key]) if s.get(key, UNSET) != UNSET else None
                                     for s in runs["settings"]]
     labels = []
     for i in runs.index:
@@ -398,10 +402,10 @@ def config_default(key: str, settings: dict[str, Any]) -> Any:
     (``pooling.name``), else in the default list's choice. :data:`MISSING` when neither knows it."""
     from omegaconf import OmegaConf
 
-    from maxpoolbert.tasks import CONFIGS
+    from maxpoolbert.tasks.task import CONFIGS
 
     group = key.partition(".")[0]
-    own = rundir._project_defaults()
+    own = identity._project_defaults()
     if key in own:
         return own[key]
     folder = CONFIGS / group
@@ -416,7 +420,7 @@ def config_default(key: str, settings: dict[str, Any]) -> Any:
     path = folder / f"{choice}.yaml"
     if not isinstance(choice, str) or not path.is_file():
         return MISSING
-    values = rundir._flat({group: OmegaConf.to_container(OmegaConf.load(path), resolve=False)})
+    values = identity._flat({group: OmegaConf.to_container(OmegaConf.load(path), resolve=False)})
     return values.get(key, MISSING)
 
 
@@ -528,7 +532,7 @@ def _differing(group: pd.DataFrame, dropped: Sequence[str] = ()) -> dict[str, li
     keys = sorted(set().union(*distinct) - set(dropped))
     out = {}
     for key in keys:
-        values = [s.get(key, rundir.UNSET) for s in distinct]
+        values = [s.get(key, UNSET) for s in distinct]
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1:
             out[key] = values
     return out
@@ -553,7 +557,7 @@ def check_settings(runs: pd.DataFrame) -> None:
             continue
         dropped = [c for c in ("_value",) if c in group]
         keys = _differing(group, dropped)
-        details = ", ".join(f"{k} ({' vs '.join(rundir.show(v) for v in vals)})" for k, vals in keys.items())
+        details = ", ".join(f"{k} ({' vs '.join(identity.show(v) for v in vals)})" for k, vals in keys.items())
         problems.append(f"{_cell_name(cell)}: {details or 'settings ' + ' vs '.join(sorted(set(group['identity'])))}")
     if other_data:
         more = f" (and {len(other_data) - 3} more cells)" if len(other_data) > 3 else ""
@@ -599,7 +603,7 @@ def collect_wandb(path: str, api: Any = None, by: str | None = None, ignore: Seq
     except ImportError:
         raise ReportError("--from-wandb needs the wandb package (pip install wandb)") from None
     except Exception as exc:  # auth, network, unknown project: one line, no traceback
-        raise ReportError(f"could not read W&B runs of {path}: {rundir._one_line(str(exc))}") from None
+        raise ReportError(f"could not read W&B runs of {path}: {run_folder._one_line(str(exc))}") from None
     rows, skipped = [], []
     for run in wandb_runs:
         where = f"wandb:{path}/{getattr(run, 'id', '?')}"
@@ -608,9 +612,9 @@ def collect_wandb(path: str, api: Any = None, by: str | None = None, ignore: Seq
             kind = "failed" if state in ("failed", "crashed", "killed") else "incomplete"
             skipped.append({"path": where, "reason": f"{kind}: W&B state {state}"})
             continue
-        summary, config = rundir.wandb_plain(run.summary) or {}, rundir.wandb_plain(run.config) or {}
+        summary, config = wandb_plain(run.summary) or {}, wandb_plain(run.config) or {}
         try:
-            row = parse_record(rundir.payload_from_wandb(summary, config), config)
+            row = parse_record(payload_from_wandb(summary, config), config)
         except RunError as exc:
             skipped.append({"path": where, "reason": str(exc)})
             continue
@@ -624,6 +628,6 @@ def collect_wandb(path: str, api: Any = None, by: str | None = None, ignore: Seq
 
 
 def wandb_run_to_record(run: Any) -> dict[str, Any]:
-    """One W&B public-API run as a ``results.json`` payload (:func:`maxpoolbert.rundir.payload_from_wandb`)."""
-    return rundir.payload_from_wandb(rundir.wandb_plain(run.summary) or {}, rundir.wandb_plain(run.config) or {})
+    """One W&B public-API run as a ``results.json`` payload (:func:`maxpoolbert.runs.payload_from_wandb`)."""
+    return payload_from_wandb(wandb_plain(run.summary) or {}, wandb_plain(run.config) or {})
 

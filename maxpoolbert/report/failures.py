@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maxpoolbert.metrics import compute, glue_score
+from maxpoolbert.core.metrics import compute, glue_score
 from maxpoolbert.report.collect import DEGENERATE_TOL
 from maxpoolbert.report.rows import evaluation
-from maxpoolbert.rundir import RunFolder
+from maxpoolbert.runs.folder import RunFolder
 
 MATCH = 1e-9   # a constant label "reproduces" the recorded majority score this closely
 

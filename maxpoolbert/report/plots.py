@@ -14,7 +14,7 @@ import pandas as pd
 
 from maxpoolbert.report.collect import tasks_of
 from maxpoolbert.report.stats import MAIN, _scored, _sort, in_main, main_sizes, pooling_key
-from maxpoolbert.tasks import TaskInfo
+from maxpoolbert.tasks.task import TaskInfo
 
 # --------------------------------------------------------------------------- plots
 

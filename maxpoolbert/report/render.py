@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from maxpoolbert.errors import write_failure
-from maxpoolbert.metrics import SHORT_NAMES
+from maxpoolbert.core.errors import write_failure
+from maxpoolbert.core.metrics import SHORT_NAMES
 from maxpoolbert.report import analysis
 from maxpoolbert.report.analysis import Options
 from maxpoolbert.report.collect import DEGENERATE_TOL, tasks_of
@@ -42,7 +42,7 @@ from maxpoolbert.report.stats import (
     summary_table,
     table_columns,
 )
-from maxpoolbert.tasks import TaskInfo
+from maxpoolbert.tasks.task import TaskInfo
 
 DASH = "–"
 
@@ -649,7 +649,7 @@ def write_report(runs: pd.DataFrame, skipped: list[dict[str, str]], out: Path, s
     search budget).
 
     The files are made in a staging folder inside ``out`` and moved into place only once all of
-    them are written: a report that fails (a full disk: :class:`~maxpoolbert.errors.WriteFailed`)
+    them are written: a report that fails (a full disk: :class:`~maxpoolbert.core.errors.WriteFailed`)
     or is killed leaves the previous report whole. The report owns :data:`REPORT_FILES` in ``out``."""
     options = options or Options()
     out.mkdir(parents=True, exist_ok=True)

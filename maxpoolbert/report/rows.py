@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maxpoolbert.metrics import compute, glue_score
+from maxpoolbert.core.metrics import compute, glue_score
 from maxpoolbert.report.collect import SelectionError
-from maxpoolbert.rundir import ARCHIVES, RunFolder, RunRecord
-from maxpoolbert.tasks import HELDOUT
+from maxpoolbert.runs.folder import ARCHIVES, RunFolder
+from maxpoolbert.runs.record import RunRecord
+from maxpoolbert.tasks.task import HELDOUT
 
 ROWS = ("dev", HELDOUT)
 

@@ -1,7 +1,7 @@
 """Model selection across runs: ``python -m maxpoolbert.report --select KEY [--select-on half]``.
 
 Per cell (model, task, pooling, train size) the value of ``KEY`` (any key of the runs' settings,
-e.g. ``optimizer.lr``: :func:`maxpoolbert.rundir.settings`) with the best mean dev score over seeds
+e.g. ``optimizer.lr``: :func:`maxpoolbert.runs.identity.settings`) with the best mean dev score over seeds
 is chosen, and only that value's runs are reported. ``KEY`` is taken out of the runs' identity,
 so the runs of one cell differ in it alone.
 
@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maxpoolbert.metrics import compute
+from maxpoolbert.core.metrics import compute
 from maxpoolbert.report.collect import CELL, SelectionError, metric_columns, show_value, with_values
 from maxpoolbert.report.rows import evaluation, noun
-from maxpoolbert.rundir import RunFolder, RunRecord
+from maxpoolbert.runs.folder import RunFolder
+from maxpoolbert.runs.record import RunRecord
 
 MODES = ("all", "half")
 COLUMNS = ["model", "task", "pooling", "train_size", "key", "value", "n_seeds", "mean_score", "chosen"]

@@ -28,6 +28,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, special, stats
 
+from maxpoolbert.core.metrics import names_of
+
 __all__ = [
     "BATCH_METRICS",
     "BootstrapCI",
@@ -626,11 +628,10 @@ def _class_metric(name: str, counts, acc_hits: np.ndarray, pos: int) -> np.ndarr
     return _macro_f1_from_counts(t, p, tp)
 
 
-CLASS_METRICS = ("accuracy", "f1", "mcc", "macro_f1")
-RANK_METRICS = ("pearson", "spearman")
+CLASS_METRICS, RANK_METRICS = names_of("class"), names_of("rank")
 BATCH_METRICS = CLASS_METRICS + RANK_METRICS
 """Metric names :func:`batch_metric` and :func:`two_level_bootstrap_ci` know: those of
-:data:`maxpoolbert.metrics.METRICS`."""
+:data:`maxpoolbert.core.metrics.METRICS`."""
 
 
 def _check_metric(name: str) -> None:
@@ -639,7 +640,7 @@ def _check_metric(name: str) -> None:
 
 
 def batch_metric(name: str, preds, labels) -> np.ndarray:
-    """A metric of ``maxpoolbert.metrics.METRICS`` for every row of ``preds`` against the same
+    """A metric of ``maxpoolbert.core.metrics.METRICS`` for every row of ``preds`` against the same
     row of ``labels`` (both shaped (N, R); 1-D inputs are one row), vectorised over rows.
 
     Conventions as scikit-learn / scipy: ``accuracy``; ``f1``: binary F1 of class 1 (labels
@@ -677,12 +678,12 @@ class SplitRows:
 
     ``labels``: (R,) gold labels of the split's R dev rows. ``preds_a``, ``preds_b``: (S, R)
     predictions of model A and model B; row s of both comes from the runs with the s-th shared
-    seed. ``metrics``: names from ``maxpoolbert.metrics.METRICS`` computed on this split.
+    seed. ``metrics``: names from ``maxpoolbert.core.metrics.METRICS`` computed on this split.
 
     A task is a list of splits: MNLI is two (matched, mismatched; ``metrics=("accuracy",)``
     each), MRPC one with ``("f1", "accuracy")``, STS-B one with ``("pearson", "spearman")``. The
     task score is the mean of all metric values over all splits, as
-    ``maxpoolbert.metrics.glue_score`` (the mean of a task's metrics).
+    ``maxpoolbert.core.metrics.glue_score`` (the mean of a task's metrics).
     """
 
     labels: np.ndarray

@@ -16,7 +16,7 @@ from scipy import stats
 
 from maxpoolbert.report.collect import BASELINE, CELL, tasks_of
 from maxpoolbert.report.statistics import cell_summary
-from maxpoolbert.tasks import TaskInfo
+from maxpoolbert.tasks.task import TaskInfo
 
 POOLING_ORDER = ("cls", "max_cls", "mha", "maxpool_mha")
 

@@ -1,0 +1,1 @@
+"""Layer 1, the foundations: errors, value types, signatures, metrics, atomic file IO (imports no other layer)."""

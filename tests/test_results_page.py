@@ -35,6 +35,7 @@ pytestmark = pytest.mark.skipif(not committed_runs(), reason="no committed study
 each_page = pytest.mark.parametrize("page", [p for p in PAGES if committed_runs(p)], ids=lambda p: p.name)
 
 
+@pytest.mark.slow  # a whole study's report (the v2 page: 160 runs, row bootstraps): about 2 minutes
 @each_page
 def test_the_page_is_what_make_report_makes_from_the_committed_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # `make study` runs from the project root

@@ -104,10 +104,10 @@ JOBS ?= 2
 PAGE_reference_study_v2 = docs/results_v2
 LAUNCH_reference_study_v2 = PYTHON="$(PYTHON)" JOBS=$(JOBS) scripts/study_v2.sh
 PAGE_fast_modes = docs/fast_modes
-LAUNCH_fast_modes = status=0; for seed in 1 2 3 4 5; do $(PYTHON) train.py -m experiment=fast_modes study.mode=fp32,bf16 \
+LAUNCH_fast_modes = (status=0; for seed in 1 2 3 4 5; do $(PYTHON) train.py -m experiment=fast_modes study.mode=fp32,bf16 \
 	hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) hydra.sweeper.params.seed=$$seed || status=1; done; \
 	$(PYTHON) train.py -m experiment=fast_modes study.mode=compile hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
-	hydra.sweeper.params.seed=1,2,3 || status=1; exit $$status
+	'hydra.sweeper.params.seed="range(1,4)"' || status=1; exit $$status)
 PAGE ?= $(or $(PAGE_$(STUDY)),docs/results)
 LAUNCH ?= $(or $(LAUNCH_$(STUDY)),$(PYTHON) train.py -m experiment=$(STUDY) hydra/launcher=$(LAUNCHER) hydra.launcher.n_jobs=$(JOBS) $(ARGS) $(SETTINGS))
 study: install

@@ -106,11 +106,15 @@ def cache_dir(tmp_path_factory) -> Path:
 # Modules whose tests are independent of each other (no costly module fixture shared by most of
 # them): spread over the test processes one test at a time. Every other module runs whole in one
 # process (pytest-xdist's --dist loadgroup), so its module-scoped fixtures are built once.
-SPREAD = {"test_rundir"}
+SPREAD = {"test_rundir", "test_results_page"}
+# Modules whose cases are the suite's longest (a whole study's page, ~2 min): handed out first, so that
+# they do not start last and leave one test process working alone at the end.
+FIRST = ("test_results_page",)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the groups (it ran first: modules were split)
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.stem not in FIRST)  # stable: the order is kept otherwise
     for item in items:
         module = item.path.stem
         if module not in SPREAD:

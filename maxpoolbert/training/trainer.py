@@ -252,14 +252,19 @@ def process_age() -> float:
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512 BF16, x86 AMX, Arm BF16 (/proc/cpuinfo)
 
 
-def cpu_flags() -> set[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo (None where there is none: not Linux)."""
+def cpuinfo() -> list[tuple[str, str]] | None:
+    """/proc/cpuinfo as (field, value) pairs (None where there is none: not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return {flag for line in f if line.split(":", 1)[0].strip() in ("flags", "Features")
-                    for flag in line.split(":", 1)[1].split()}
+            return [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in f) if _]
     except OSError:
         return None
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``; None where unknown)."""
+    info = cpuinfo()
+    return None if info is None else {flag for k, v in info if k in ("flags", "Features") for flag in v.split()}
 
 
 def cpu_bf16() -> bool | None:
@@ -272,12 +277,7 @@ def hardware() -> dict[str, object]:
     """The machine a run ran on: CPU model and cores, GPU name (if one was used) and torch's threads."""
     import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = next((v for k, v in cpuinfo() or [] if k == "model name"), None) or platform.processor() or platform.machine()
     out: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name()

@@ -1,6 +1,6 @@
 """Sweep benchmark: a seed sweep as users run it, ours against the Hugging Face ``Trainer``.
 
-    python scripts/bench_sweep.py [--task rte] [--rows 256] [--seeds 5] [--reps 3] [--modes ...] [--quick] [--out reports]
+    python scripts/bench_sweep.py [--task rte] [--rows 256] [--seeds 5] [--reps 3] [--modes ...] [--before GIT_REF] [--quick] [--out reports]
 
 The sweep: one task (default RTE), the same fixed subset of training rows for every run
 (``data.train_size``), 2 poolings (``cls``, ``maxpool_mha``) x ``--seeds`` seeds, one epoch and the
@@ -16,6 +16,10 @@ things at once), ``--reps`` times in rotation (so drift of the machine spreads o
   grouping: the strongest tuned peer of ``scripts/bench.py``), one process per run, two at once with
   one thread each, or one after another with two threads. The Trainer has no pooling but ``cls``:
   its sweep is the same number of runs, each pooling arm a ``cls`` run with that seed.
+* ``before_joblib_2x1`` (with ``--before GIT_REF``): ``ours_joblib_2x1`` from a worktree of that
+  commit: before and after a change, timed in one rotation on one machine.
+* ``ours_joblib_2x1_bf16`` (on request): ``ours_joblib_2x1`` with ``trainer.precision=bf16-mixed``,
+  the opt-in fast mode (CPUs with bf16 instructions; ``docs/fast_modes``).
 
 Per sweep: wall seconds from the first process's start to the last one's end, runs per hour, the
 peak resident memory of the whole process tree (every process of the sweep, sampled every 0.1 s
@@ -46,6 +50,8 @@ REPO = bench.REPO
 MODES = {
     "ours_joblib_2x1": "ours, joblib launcher, 2 runs at once x 1 thread",
     "ours_basic_1x2": "ours, basic launcher, 1 run at a time x 2 threads",
+    "before_joblib_2x1": "ours before (--before), joblib launcher, 2 x 1",
+    "ours_joblib_2x1_bf16": "ours, joblib 2 x 1, trainer.precision=bf16-mixed (opt-in fast mode)",
     "hf_2x1": "HF Trainer (dynamic + grouped), 2 processes at once x 1 thread",
     "hf_1x2": "HF Trainer (dynamic + grouped), 1 process at a time x 2 threads",
 }
@@ -60,9 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=None, help="training rows per run (default 256; 32 with --quick)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per pooling (default 5; 1 with --quick)")
     p.add_argument("--reps", type=int, default=None, help="repetitions of every mode (default 3; 1 with --quick)")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), metavar="NAME",
-                   help="sweeps to time (default: all). Choices: " + "; ".join(f"{k} = {v}" for k, v in MODES.items()))
+    p.add_argument("--modes", nargs="+", default=None, choices=list(MODES), metavar="NAME",
+                   help="sweeps to time (default: ours_joblib_2x1 ours_basic_1x2 hf_2x1 hf_1x2, and "
+                        "before_joblib_2x1 with --before). Choices: " + "; ".join(f"{k} = {v}" for k, v in MODES.items()))
     p.add_argument("--quick", action="store_true", help="smoke test: 32 rows, 1 seed, 1 repetition")
+    p.add_argument("--before", metavar="GIT_REF", default=None,
+                   help="also time this commit of ours (a worktree of it): the mode before_joblib_2x1")
     p.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"),
                    help="GLUE folder, original TSV layout (default: $GLUE_DIR)")
     p.add_argument("--out", type=Path, default=REPO / "reports", help="folder for bench_sweep.md and .json")
@@ -70,6 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.rows = args.rows or (32 if args.quick else 256)
     args.seeds = args.seeds or (1 if args.quick else 5)
     args.reps = args.reps or (1 if args.quick else 3)
+    if args.modes is None:
+        args.modes = ["ours_joblib_2x1", "ours_basic_1x2", *(["before_joblib_2x1"] if args.before else []),
+                      "hf_2x1", "hf_1x2"]
+    if "before_joblib_2x1" in args.modes and not args.before:
+        p.error("before_joblib_2x1 needs --before GIT_REF")
     if not args.glue_dir or not Path(args.glue_dir).is_dir():
         p.error("set GLUE_DIR or --glue-dir to the GLUE data folder (original TSV layout)")
     return args
@@ -107,8 +121,10 @@ def tree_rss_mb(procs: list[subprocess.Popen]) -> float:
 
 def ours_command(mode: str, args: argparse.Namespace, work: Path) -> list[str]:
     """Our sweep as one ``train.py -m`` command, into ``work/sweep``."""
-    jobs = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "speed.threads=1"] if mode == "ours_joblib_2x1" \
-        else ["hydra/launcher=basic", "speed.threads=2"]
+    jobs = ["hydra/launcher=basic", "speed.threads=2"] if mode == "ours_basic_1x2" \
+        else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "speed.threads=1"]
+    if mode.endswith("_bf16"):
+        jobs.append("trainer.precision=bf16-mixed")
     hp = bench.HPARAMS
     return [sys.executable, "train.py", "-m", f"task={args.task}", f"pooling={','.join(POOLINGS)}",
             f"seed={','.join(str(s) for s in range(1, args.seeds + 1))}", "model=minilm_l6",
@@ -141,12 +157,15 @@ def run_sweep(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
 
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
-    if mode.startswith("ours"):
+    cwd = args.before_repo if mode.startswith("before") else REPO
+    if not mode.startswith("hf"):
         commands, results, parallel = [ours_command(mode, args, work)], [], 1
     else:
         (commands, results), parallel = hf_commands(args, work), (2 if mode == "hf_2x1" else 1)
-    threads = 1 if mode.endswith("2x1") else 2
+    threads = 2 if mode.endswith("1x2") else 1
     env = {**bench.child_env(args.glue_dir), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if cwd != REPO:  # that checkout's package first
+        env["PYTHONPATH"] = os.pathsep.join([str(cwd), *filter(None, [env.get("PYTHONPATH")])])
     def children_cpu() -> float:  # CPU-seconds of this process's reaped children, cumulative
         times = psutil.Process().cpu_times()
         return times.children_user + times.children_system
@@ -156,7 +175,7 @@ def run_sweep(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         started = time.perf_counter()
         while pending or running:
             while pending and len(running) < parallel:
-                running.append(subprocess.Popen(pending.pop(0), cwd=REPO, env=env, stdout=log,
+                running.append(subprocess.Popen(pending.pop(0), cwd=cwd, env=env, stdout=log,
                                                 stderr=subprocess.STDOUT))
             peak = max(peak, tree_rss_mb(running))
             for p in [p for p in running if p.poll() is not None]:
@@ -165,7 +184,7 @@ def run_sweep(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
             time.sleep(0.1)
         wall = time.perf_counter() - started
     cpu = children_cpu() - cpu0  # every process of the sweep, reaped
-    if mode.startswith("ours"):
+    if not mode.startswith("hf"):
         from maxpoolbert.runs.folder import find_run_folders
 
         scores = [f.record().score for f in find_run_folders(work / "sweep") if f.record() is not None]
@@ -210,7 +229,11 @@ def markdown(result: dict[str, Any]) -> str:
     if best_hf:
         lines += ["", "Runs per hour over the best HF Trainer mode (medians): " + ", ".join(
             f"{k} {s['runs_per_hour']['median'] / best_hf:.2f}x" for k, s in result["summary"].items()
-            if k.startswith("ours")) + "."]
+            if not k.startswith("hf")) + "."]
+        hf_mem = min(s["peak_tree_rss_mb"]["median"] for k, s in result["summary"].items() if k.startswith("hf"))
+        lines += ["", "Peak memory over the HF Trainer mode with the least (medians): " + ", ".join(
+            f"{k} {s['peak_tree_rss_mb']['median'] / hf_mem:.2f}x" for k, s in result["summary"].items()
+            if not k.startswith("hf")) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -218,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
+    args.before_repo = bench.checkout(args.before, root / "before_checkout") if args.before else None
     load_before = os.getloadavg()[0]
     samples: dict[str, list] = {mode: [] for mode in args.modes}
     try:
@@ -229,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"rep {rep + 1}/{args.reps} {mode}: {sample['wall_s']:.0f} s, "
                       f"{sample['runs_per_hour']:.0f} runs/h, peak {sample['peak_tree_rss_mb']:,.0f} MB", flush=True)
     finally:
+        if args.before_repo:
+            bench.remove_checkout(args.before_repo)
         shutil.rmtree(root, ignore_errors=True)
     result = {"machine": bench.machine_info(), "cpu_flags": cpu_flags(), "args": {
-        "task": args.task, "rows": args.rows, "seeds": args.seeds, "reps": args.reps},
+        "task": args.task, "rows": args.rows, "seeds": args.seeds, "reps": args.reps, "before": args.before},
         "command": shlex.join(["python", "scripts/bench_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
         "load_before": load_before, "load_after": os.getloadavg()[0], "samples": samples,
         "summary": {mode: summarise(s) for mode, s in samples.items()}}

@@ -58,6 +58,7 @@ from maxpoolbert.tasks.task import HELDOUT, Task
 from maxpoolbert.training import loggers, optim
 from maxpoolbert.training.checkpointing import ResumeCheckpoint
 from maxpoolbert.training.data import TaskDataModule
+from maxpoolbert.training.memory import between_runs
 from maxpoolbert.training.module import GlueModule
 from maxpoolbert.training.trainer import (
     Interruption,
@@ -326,8 +327,11 @@ def exit_now(code: int = 0) -> None:
 
 
 def main(cfg: DictConfig, ctx: RunContext) -> float | None:
-    """Hydra task function (``train.py``): :func:`launch`, its score for the sweeper."""
+    """Hydra task function (``train.py``): :func:`launch`, its score for the sweeper. In a sweep the
+    process goes on to the next job: the finished run's memory is handed back first."""
     result = launch(cfg, ctx)
+    if ctx.multirun:
+        between_runs()
     if result is None:
         return None
     return result.score if isinstance(result, RunRecord) else result["score"]

@@ -48,3 +48,25 @@ def test_a_sweep_job_hands_its_memory_back_before_the_next(monkeypatch, multirun
                              "overrides": {"task": []}})
     assert run.main(OmegaConf.create({}), RunContext.from_hydra(node)) == 0.5
     assert calls == (["between_runs"] if multirun else [])  # a single run's process ends: nothing to hand back
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_gradients_are_freed_once_the_optimizer_has_stepped(real_glue, cache_dir, tmp_path, monkeypatch, accumulate):
+    """Not held through the next batch's forward (Lightning frees them only after it): a batch after
+    which the optimizer stepped ends without gradients; with accumulation, one that did not step
+    keeps them."""
+    import maxpoolbert
+    from maxpoolbert.training.module import GlueModule
+
+    seen, original = [], GlueModule.on_train_batch_end
+
+    def probe(self, outputs, batch, batch_idx):
+        original(self, outputs, batch, batch_idx)
+        seen.append(any(p.grad is not None for p in self.model.parameters()))
+
+    monkeypatch.setattr(GlueModule, "on_train_batch_end", probe)
+    monkeypatch.chdir(tmp_path)
+    maxpoolbert.train(["task=rte", "model=tiny", "data.train_size=32", "data.batch_size=8", "trainer.max_epochs=1",
+                       "logger=none", "seed=3", f"data.cache_dir={cache_dir}",
+                       f"trainer.accumulate_grad_batches={accumulate}"], output_dir=tmp_path / "run")
+    assert seen == ([False] * 4 if accumulate == 1 else [True, False, True, False])

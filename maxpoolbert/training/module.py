@@ -41,6 +41,7 @@ class GlueModule(L.LightningModule):
         super().__init__()
         self.model, self.task = model, task
         self.optimizer_factory, self.warmup_ratio, self.seed = optimizer, warmup_ratio, seed
+        self._steps_before = 0  # the optimizer steps before this batch (on_train_batch_end)
         # the splits every evaluation predicts: the dev splits, then (data.heldout_size) the held-out
         # training rows, scored with the first dev split's metrics but never part of the dev score
         self.eval_specs = {split: dict(spec.metrics) for split, spec in task.eval.items()}
@@ -80,6 +81,15 @@ class GlueModule(L.LightningModule):
         # checkpoint continues exactly as the uninterrupted run would (with the sampler's
         # (seed, epoch) batch order).
         torch.manual_seed(self.seed * 1_000_003 + self.global_step)
+        self._steps_before = self.global_step
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # The optimizer has stepped: its gradients are spent. Lightning sets them to None only after
+        # the next batch's forward, so the next forward's activations would share the peak with them
+        # (one model's worth: 87 MB for MiniLM); the Hugging Face Trainer frees them here too.
+        # With gradient accumulation, a batch that did not step keeps them.
+        if self.global_step != self._steps_before:
+            self.model.zero_grad(set_to_none=True)
 
     def training_step(self, batch, batch_idx):
         if "weight" in batch:  # one part of a global batch (data-parallel): see ShardedBatchSampler

@@ -31,6 +31,7 @@ and ``bench_sweep.json``, with the CPU model and its flags. Timings are never as
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -187,15 +188,20 @@ def run_sweep(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     if not mode.startswith("hf"):
         from maxpoolbert.runs.folder import find_run_folders
 
-        scores = [f.record().score for f in find_run_folders(work / "sweep") if f.record() is not None]
+        folders = [f for f in find_run_folders(work / "sweep") if f.record() is not None]
+        scores = [f.record().score for f in folders]
+        # each run's dev predictions (sha256): two versions of ours must agree byte for byte
+        predictions = {f.path.name: hashlib.sha256(f.predictions_file.read_bytes()).hexdigest() for f in folders}
     else:
         scores = [json.loads(r.read_text())["dev_metric"] for r in results if r.is_file()]
+        predictions = {}
     n_runs = len(POOLINGS) * args.seeds
     if any(codes) or len(scores) != n_runs:
         tail = "\n".join((work / "logs" / f"{mode}.log").read_text().splitlines()[-30:])
         raise RuntimeError(f"{mode}: exit codes {codes}, {len(scores)} of {n_runs} runs scored\n{tail}")
     return {"wall_s": wall, "peak_tree_rss_mb": peak, "cpu_s": cpu, "runs": n_runs,
-            "runs_per_hour": n_runs / wall * 3600, "mean_dev_score": statistics.fmean(scores)}
+            "runs_per_hour": n_runs / wall * 3600, "mean_dev_score": statistics.fmean(scores),
+            "predictions": predictions}
 
 
 # ---------------------------------------------------------------------------- tables
@@ -204,6 +210,23 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("wall_s", "runs_per_hour", "peak_tree_rss_mb", "cpu_s", "mean_dev_score"):
         values = sorted(s[key] for s in samples)
         out[key] = {"min": values[0], "median": statistics.median(values), "max": values[-1]}
+    return out
+
+
+def identical_predictions(samples: dict[str, list]) -> dict[str, str]:
+    """``before_joblib_2x1`` (the same runs, seeds and threads from the earlier commit): how many of
+    its runs' dev predictions are byte-identical to ``ours_joblib_2x1``'s in the same repetition (all
+    must be: a change for speed changes no prediction). Other modes differ in threads or precision."""
+    out = {}
+    reference = samples.get("ours_joblib_2x1", [])
+    for mode, runs in samples.items():
+        if mode != "before_joblib_2x1":
+            continue
+        pairs = [(a.get("predictions", {}), b.get("predictions", {})) for a, b in zip(runs, reference)]
+        total = sum(len(b) for _, b in pairs)
+        if total:
+            equal = sum(a.get(name) == digest for a, b in pairs for name, digest in b.items())
+            out[mode] = f"{equal} of {total} identical"
     return out
 
 
@@ -226,6 +249,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {MODES[mode]} | {r['min']:.0f} / {r['median']:.0f} / {r['max']:.0f} | "
                      f"{s['wall_s']['median']:.0f} | {s['peak_tree_rss_mb']['median']:,.0f} | {s['cpu_s']['median']:.0f} "
                      f"| {100 * s['mean_dev_score']['median']:.1f} |")
+    same = identical_predictions(result["samples"])
+    if same:
+        lines += ["", "Dev predictions of the earlier commit against ours_joblib_2x1's, run by run (sha256 of each run's "
+                  "dev_predictions.tsv): " + "; ".join(f"{k} {v}" for k, v in same.items()) + "."]
     if best_hf:
         lines += ["", "Runs per hour over the best HF Trainer mode (medians): " + ", ".join(
             f"{k} {s['runs_per_hour']['median'] / best_hf:.2f}x" for k, s in result["summary"].items()

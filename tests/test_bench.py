@@ -128,3 +128,30 @@ def test_names_come_from_configs(tmp_path):
     assert bench.POOLINGS[:3] == bench.PAPER_POOLINGS
     for name in config_names("task"):
         assert bench.parse_args(["--glue-dir", str(tmp_path), "--tasks", name]).tasks == [name]
+
+
+sweep_spec = importlib.util.spec_from_file_location("bench_sweep", ROOT / "scripts" / "bench_sweep.py")
+bench_sweep = importlib.util.module_from_spec(sweep_spec)
+sweep_spec.loader.exec_module(bench_sweep)
+
+
+def test_sweep_table_ratios_and_the_before_predictions_check():
+    """scripts/bench_sweep.py's summary, on synthetic sweeps: medians, ratios over the best HF mode,
+    memory over the leanest, and the run-by-run check of the earlier commit's predictions."""
+    def sample(wall, rss, predictions=None):
+        return {"wall_s": wall, "runs_per_hour": 10 / wall * 3600, "peak_tree_rss_mb": rss, "cpu_s": 2 * wall,
+                "mean_dev_score": 0.5, "predictions": predictions or {}}
+    same, other = {"a": "1", "b": "2"}, {"a": "1", "b": "3"}
+    samples = {"ours_joblib_2x1": [sample(100, 5000, same), sample(110, 5100, same)],
+               "before_joblib_2x1": [sample(120, 5600, same), sample(118, 5500, other)],
+               "hf_2x1": [sample(150, 4800), sample(140, 4700)]}
+    result = {"machine": {"cpu": "cpu", "cores": 2, "torch": "t", "transformers": "x", "lightning": "l"},
+              "cpu_flags": {"avx2": True}, "args": {"task": "rte", "rows": 256, "seeds": 5, "reps": 2},
+              "command": "python scripts/bench_sweep.py", "load_before": 0.1, "load_after": 0.2, "samples": samples,
+              "summary": {m: bench_sweep.summarise(s) for m, s in samples.items()}}
+    text = bench_sweep.markdown(result)
+    assert "before_joblib_2x1 3 of 4 identical" in text  # a differing run is counted, not hidden
+    hf, ours = 10 / 145 * 3600, 10 / 105 * 3600
+    assert f"ours_joblib_2x1 {ours / hf:.2f}x" in text and f"ours_joblib_2x1 {5050 / 4750:.2f}x" in text
+    assert bench_sweep.parse_args(["--glue-dir", ".", "--before", "HEAD"]).modes == [
+        "ours_joblib_2x1", "ours_basic_1x2", "before_joblib_2x1", "hf_2x1", "hf_1x2"]

@@ -152,6 +152,6 @@ def test_sweep_table_ratios_and_the_before_predictions_check():
     text = bench_sweep.markdown(result)
     assert "before_joblib_2x1 3 of 4 identical" in text  # a differing run is counted, not hidden
     hf, ours = 10 / 145 * 3600, 10 / 105 * 3600
-    assert f"ours_joblib_2x1 {ours / hf:.2f}x" in text and f"ours_joblib_2x1 {5050 / 4750:.2f}x" in text
+    assert f"ours_joblib_2x1 {ours / hf:.2f}x" in text and f"ours_joblib_2x1 {5050 / 4750:.2f}x (hf_2x1)" in text
     assert bench_sweep.parse_args(["--glue-dir", ".", "--before", "HEAD"]).modes == [
         "ours_joblib_2x1", "ours_basic_1x2", "before_joblib_2x1", "hf_2x1", "hf_1x2"]

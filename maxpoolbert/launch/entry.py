@@ -103,7 +103,4 @@ def train(overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = 
         root.handlers[:] = handlers
         root.setLevel(level)
         hydra.cfg = previous
-        from maxpoolbert.training.memory import between_runs
-
-        between_runs()  # the caller's process goes on: the run's memory goes back (training.memory)
     return record

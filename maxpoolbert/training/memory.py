@@ -11,13 +11,14 @@ evaluation and back: a few calls per epoch, no effect on any value.
 A fixed threshold (glibc's own ``MALLOC_MMAP_THRESHOLD_=4194304``) would also return each step's
 large blocks (about 270 MB less at the peak of the default run) but costs a page fault per 4 KiB of
 every new block: 10 to 20 % more CPU time per step on a small machine, so it is not the default.
-Between the runs of one process (a sweep's joblib worker runs job after job; ``maxpoolbert.train``
-in a loop) :func:`between_runs` collects the finished run's reference cycles (the trainer, the
-module, the data) and trims: the process goes back to its size after the imports (about 0.6 GB
-instead of 1.6-1.9 GB), so an idle worker does not hold a finished run's memory while its neighbour
-trains, the next run does not start on the last one's holes, and joblib's workers are not replaced
-(loky restarts a worker whose memory grew 300 MB over its size after its first job, the imports
-paid again: about 7 s a restart).
+Between the jobs of a sweep's worker (joblib runs job after job in one process) :func:`between_runs`
+collects the finished run's reference cycles (the trainer, the module, the data) and trims: the
+process goes back to its size after the imports (about 0.6 GB instead of 1.6-1.9 GB), so an idle
+worker does not hold a finished run's memory while its neighbour trains, the next run does not start
+on the last one's holes, and joblib's workers are not replaced (loky restarts a worker whose memory
+grew 300 MB over its size after its first job, the imports paid again: about 7 s a restart). The
+full collection costs about 0.3 s (600,000 objects, most of them the libraries'): worth it once per
+job of a sweep, not forced on ``maxpoolbert.train``'s caller, whose process Python collects as usual.
 Light on purpose (ctypes only); trims nothing where the C library is not glibc.
 """
 
@@ -46,7 +47,7 @@ def release() -> None:
 
 
 def between_runs() -> None:
-    """After a run in a process that goes on (a sweep's worker, a Python caller): the run's objects
-    collected, the freed memory given back. Values of the runs are not touched."""
+    """After a run in a sweep's worker, before its next job: the run's objects collected, the freed
+    memory given back. Values of the runs are not touched."""
     gc.collect()
     release()

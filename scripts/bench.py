@@ -55,6 +55,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -270,8 +271,13 @@ def timed(cmd: list[str], log: Path, env: dict[str, str], cwd: Path = REPO) -> d
             "cpu_s": usage.ru_utime + usage.ru_stime, "other_cores": max(0.0, other / wall)}
 
 
-def child_env(glue_dir: str) -> dict[str, str]:
-    return {**os.environ, **OFFLINE, "GLUE_DIR": str(Path(glue_dir).resolve())}
+def child_env(glue_dir: str, repo: Path = REPO) -> dict[str, str]:
+    """A child process's environment: offline, the data folder, and ``repo``'s package first on the
+    path where it is another checkout (``--before``), ahead of the installed one."""
+    env = {**os.environ, **OFFLINE, "GLUE_DIR": str(Path(glue_dir).resolve())}
+    if repo != REPO:
+        env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 def checkout(ref: str, where: Path) -> Path:
@@ -297,10 +303,7 @@ def run_ours(task: str, pooling: str, args: argparse.Namespace, work: Path, cach
         "logger=none", "save_model=false", "skip_finished=false", "trainer.enable_progress_bar=false",
         f"hydra.run.dir={run_dir}", *extra,
     ]
-    env = child_env(args.glue_dir)
-    if repo != REPO:  # that checkout's package first (before an installed one)
-        env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [env.get("PYTHONPATH")])])
-    proc = timed(cmd, work / "logs" / f"{name}.log", env, cwd=repo)
+    proc = timed(cmd, work / "logs" / f"{name}.log", child_env(args.glue_dir, repo), cwd=repo)
     from maxpoolbert.runs.folder import RunFolder
 
     record = RunFolder(run_dir).record()
@@ -386,8 +389,6 @@ SPREAD = ("process_wall_s", "train_s", "peak_rss_mb")  # shown as min / median /
 def median_run(runs: list[dict]) -> dict:
     """One system's repetitions as one row: each timing and memory number its median (busy cores:
     the most seen), the rest from the first; ``spread``: min, median and max of :data:`SPREAD`."""
-    import statistics
-
     out = dict(runs[0])
     for key in ("train_s", "process_wall_s", "peak_rss_mb", "first_step_s", "own_process_s", "cpu_s", "load_before"):
         values = [r[key] for r in runs if r.get(key) is not None]

@@ -166,9 +166,7 @@ def run_sweep(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     else:
         (commands, results), parallel = hf_commands(args, work), (2 if mode == "hf_2x1" else 1)
     threads = 2 if mode.endswith("1x2") else 1
-    env = {**bench.child_env(args.glue_dir), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    if cwd != REPO:  # that checkout's package first
-        env["PYTHONPATH"] = os.pathsep.join([str(cwd), *filter(None, [env.get("PYTHONPATH")])])
+    env = {**bench.child_env(args.glue_dir, cwd), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     def children_cpu() -> float:  # CPU-seconds of this process's reaped children, cumulative
         times = psutil.Process().cpu_times()
         return times.children_user + times.children_system
@@ -219,17 +217,13 @@ def identical_predictions(samples: dict[str, list]) -> dict[str, str]:
     """``before_joblib_2x1`` (the same runs, seeds and threads from the earlier commit): how many of
     its runs' dev predictions are byte-identical to ``ours_joblib_2x1``'s in the same repetition (all
     must be: a change for speed changes no prediction). Other modes differ in threads or precision."""
-    out = {}
-    reference = samples.get("ours_joblib_2x1", [])
-    for mode, runs in samples.items():
-        if mode != "before_joblib_2x1":
-            continue
-        pairs = [(a.get("predictions", {}), b.get("predictions", {})) for a, b in zip(runs, reference)]
-        total = sum(len(b) for _, b in pairs)
-        if total:
-            equal = sum(a.get(name) == digest for a, b in pairs for name, digest in b.items())
-            out[mode] = f"{equal} of {total} identical"
-    return out
+    before, now = samples.get("before_joblib_2x1", []), samples.get("ours_joblib_2x1", [])
+    pairs = [(b.get("predictions", {}), n.get("predictions", {})) for b, n in zip(before, now, strict=False)]
+    total = sum(len(n) for _, n in pairs)
+    if not total:
+        return {}
+    equal = sum(b.get(name) == digest for b, n in pairs for name, digest in n.items())
+    return {"before_joblib_2x1": f"{equal} of {total} identical"}
 
 
 def markdown(result: dict[str, Any]) -> str:

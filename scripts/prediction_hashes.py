@@ -63,9 +63,7 @@ def one_run(repo: Path, task: str, pooling: str, extra: tuple[str, ...], args: a
            f"data.cache_dir={work / ('cache_' + name)}",
            "logger=none", "save_model=false", "skip_finished=false", "trainer.enable_progress_bar=false",
            f"hydra.run.dir={run_dir}", *extra]
-    env = bench.child_env(args.glue_dir)
-    if repo != REPO:
-        env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [env.get("PYTHONPATH")])])
+    env = bench.child_env(args.glue_dir, repo)
     log = work / f"{name}.log"
     with log.open("w") as f:
         code = subprocess.run(cmd, cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT).returncode

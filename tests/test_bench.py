@@ -2,6 +2,7 @@
 on synthetic timings (the benchmark itself is `make bench`; timings are never asserted)."""
 
 import importlib.util
+import os
 
 import pytest
 
@@ -155,3 +156,12 @@ def test_sweep_table_ratios_and_the_before_predictions_check():
     assert f"ours_joblib_2x1 {ours / hf:.2f}x" in text and f"ours_joblib_2x1 {5050 / 4750:.2f}x (hf_2x1)" in text
     assert bench_sweep.parse_args(["--glue-dir", ".", "--before", "HEAD"]).modes == [
         "ours_joblib_2x1", "ours_basic_1x2", "before_joblib_2x1", "hf_2x1", "hf_1x2"]
+
+
+def test_an_earlier_checkout_runs_its_own_package(tmp_path):
+    """--before: the earlier commit's worktree comes first on the child's path (its package, not the
+    installed one); this checkout's children get no such entry."""
+    env = bench.child_env(str(tmp_path), tmp_path / "before")
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "before")
+    assert env["GLUE_DIR"] == str(tmp_path.resolve()) and env["HF_HUB_OFFLINE"] == "1"
+    assert bench.child_env(str(tmp_path)).get("PYTHONPATH") == os.environ.get("PYTHONPATH")

@@ -217,3 +217,33 @@ def test_a_job_folder_name_too_long_is_refused_before_any_job(real_glue, tmp_pat
     assert line.startswith(f"error: hydra.sweep.subdir=+note={long}") and "more than the 255 its filesystem takes" \
         in line and line.endswith("or hydra.sweep.subdir=${hydra.job.num}"), line
     assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["multirun.yaml"]  # no job started
+
+
+def test_a_sweep_composes_each_job_once(tmp_path, monkeypatch):
+    """Hydra's check that every job composes and the skip-finished launcher (which needs each job's
+    folder) share one composition per job: composing is the sweep's own start, before any job runs."""
+    from types import SimpleNamespace
+
+    from hydra.conf import HydraConf
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from maxpoolbert.launch.sweeps import SkipFinishedLaunches, _SkipFinished
+
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)  # restored after the test
+    composed = []
+
+    def load_sweep_config(config, overrides):
+        composed.append(tuple(overrides))
+        cfg = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf), "skip_finished": True})
+        cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir = str(tmp_path), "_".join(overrides)
+        return cfg
+
+    context = SimpleNamespace(config_loader=SimpleNamespace(load_sweep_config=load_sweep_config))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path), "subdir": "${hydra.job.override_dirname}"}}})
+    real = SimpleNamespace(launch=lambda jobs, initial_job_idx: [f"ran {' '.join(job)}" for job in jobs])
+    sweeper = SimpleNamespace(launcher=_SkipFinished(real, context, config))
+    batch = [["seed=1"], ["seed=2"]]
+    SkipFinishedLaunches.validate_batch_is_legal(sweeper, batch)
+    assert sweeper.launcher.launch(batch, initial_job_idx=0) == ["ran seed=1", "ran seed=2"]
+    assert composed == [("seed=1",), ("seed=2",)]
